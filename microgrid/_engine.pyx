@@ -1,0 +1,731 @@
+# cython: language_level=3
+"""The scalar engine: the node base of every graph node, the ``Value`` scalar
+node, the fused n-ary scalar ops and ``backward()``.
+
+Every node is a compiled object with C fields (no ``__dict__``, no closure).
+``backward()`` sorts the graph with an explicit stack, marking visits with an
+epoch stamp, then sweeps it once in reverse, switching on the op code; the
+local derivative formulas live in csrc/mg_scalar.h.  Nodes are not tracked by
+Python's cyclic garbage collector (a graph has no cycles), and a node's
+parents are released through a work list, so freeing a very deep graph never
+recurses in C.
+"""
+
+cimport cython
+from cpython.ref cimport PyObject, Py_XINCREF, Py_XDECREF
+from cpython.float cimport PyFloat_AS_DOUBLE
+from libc.stdlib cimport malloc, realloc, free
+from libc.math cimport exp, log, sqrt, tanh, sin, cos, fabs, pow, isfinite
+
+import numbers
+
+cdef extern from "mg_scalar.h" nogil:
+    double mg_relu(double x)
+    double mg_relu_grad(double x)
+    double mg_leaky_relu(double x, double slope)
+    double mg_leaky_relu_grad(double x, double slope)
+    double mg_sigmoid(double x)
+    double mg_softplus(double x)
+    double mg_sign(double x)
+    double mg_pow_grad_base(double a, double b)
+    double mg_pow_grad_exponent(double a, double b, double out)
+
+
+# What ``._op`` reports for each op code; POW_CONST appends its exponent.
+_OP_SYMBOLS = {
+    OP_LEAF: '', OP_ADD: '+', OP_SUB: '-', OP_MUL: '*', OP_DIV: '/', OP_POW: '**',
+    OP_ADD_CONST: '+', OP_RSUB_CONST: '-', OP_MUL_CONST: '*', OP_DIV_CONST: '/',
+    OP_RDIV_CONST: '/', OP_POW_CONST: '**', OP_RPOW_CONST: '**', OP_NEG: 'neg',
+    OP_ABS: 'abs', OP_RELU: 'ReLU', OP_LEAKY_RELU: 'leaky_relu',
+    OP_SIGMOID: 'sigmoid', OP_TANH: 'tanh', OP_EXP: 'exp', OP_LOG: 'log',
+    OP_SQRT: 'sqrt', OP_SOFTPLUS: 'softplus', OP_SIN: 'sin', OP_COS: 'cos',
+    OP_SUM: 'sum', OP_MEAN: 'mean', OP_DOT: 'dot', OP_ELEMENT: 'element',
+}
+
+# Ops whose ``aux`` is a constant operand; ``_parents()`` shows it as a Value
+# at this position (0: before ``a``, 1: after it), as micrograd would.
+_CONST_OPERAND_POSITION = {
+    OP_ADD_CONST: 1, OP_RSUB_CONST: 0, OP_MUL_CONST: 1, OP_DIV_CONST: 1,
+    OP_RDIV_CONST: 0, OP_RPOW_CONST: 0,
+}
+
+
+# ---------------------------------------------------------------------------
+# Module state
+
+cdef unsigned long long _seq = 0          # creation order of nodes
+cdef unsigned int _epoch = 0              # traversal stamp of the latest sort
+
+cdef unsigned long long next_seq():
+    global _seq
+    _seq += 1
+    return _seq
+
+
+# Parents whose last owner is being freed wait here instead of being released
+# from inside their child's deallocator, so releasing a chain is a loop.
+cdef PyObject** _parked = NULL
+cdef Py_ssize_t _parked_len = 0
+cdef Py_ssize_t _parked_cap = 0
+cdef bint _draining = False
+
+
+cdef inline bint _park(PyObject* o):
+    """Take a reference to ``o`` onto the work list if the caller holds the
+    last one (then the caller drops its own and the list releases ``o``)."""
+    global _parked, _parked_cap, _parked_len
+    cdef PyObject** grown
+    if o.ob_refcnt != 1:
+        return False           # someone else still owns it: no chain to unwind
+    if _parked_len == _parked_cap:
+        grown = <PyObject**>realloc(_parked, (2 * _parked_cap + 64) * sizeof(PyObject*))
+        if grown == NULL:
+            return False       # out of memory: fall back to plain release
+        _parked = grown
+        _parked_cap = 2 * _parked_cap + 64
+    Py_XINCREF(o)
+    _parked[_parked_len] = o
+    _parked_len += 1
+    return True
+
+
+cdef inline bint _to_double(object x, double* out) except -1:
+    """Store x as a C double if it is a real number; False if it is not one."""
+    if type(x) is float:
+        out[0] = PyFloat_AS_DOUBLE(x)
+        return True
+    if type(x) is int or isinstance(x, numbers.Real):
+        out[0] = float(x)
+        return True
+    return False
+
+
+# ---------------------------------------------------------------------------
+# Node: the C-level base of every graph node
+
+@cython.no_gc
+cdef class Node:
+    """Base of all graph nodes.  Not constructed directly."""
+
+    def __dealloc__(self):
+        global _draining, _parked_len
+        cdef PyObject* o
+        if self.a is not None and _park(<PyObject*>self.a):
+            self.a = None
+        if self.b is not None and _park(<PyObject*>self.b):
+            self.b = None
+        if self.args is not None and _park(<PyObject*>self.args):
+            self.args = None
+        if _draining:
+            return
+        _draining = True
+        while _parked_len:
+            _parked_len -= 1
+            o = _parked[_parked_len]
+            Py_XDECREF(o)     # may free o, which parks o's parents
+        _draining = False
+
+    cdef int _zero_grad(self) except -1:
+        return 0
+
+    cdef int _seed(self, object grad, bint accumulate) except -1:
+        raise NotImplementedError(f"{type(self).__name__} cannot seed a backward pass")
+
+    cdef int _backward(self) except -1:
+        return 0
+
+    cdef int _forward(self) except -1:
+        return 0
+
+    cdef int _add_grad_at(self, Py_ssize_t index, double g) except -1:
+        raise TypeError(f"{type(self).__name__} has no elements to take a gradient into")
+
+    @property
+    def label(self):
+        return '' if self._label is None else self._label
+
+    @label.setter
+    def label(self, value):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"label must be a str, got {type(value).__name__}")
+        self._label = value or None
+
+    @property
+    def requires_grad(self):
+        return bool(self.requires_grad)
+
+    def _parents(self):
+        """The parent nodes in operand order (constants appear as Values)."""
+        if self.op == OP_CUSTOM:
+            return self.args
+        parents = [p for p in (self.a, self.b) if p is not None]
+        if self.op == OP_DOT:
+            return (self.args + (self.a,)) if self.a is not None else self.args
+        if self.args is not None:
+            parents.extend(self.args)
+        return tuple(parents)
+
+    @property
+    def _prev(self):
+        """The parents as a set, as micrograd exposes them."""
+        return set(self._parents())
+
+
+# ---------------------------------------------------------------------------
+# Value: a scalar node
+
+@cython.no_gc
+cdef class Value(Node):
+    """A scalar that remembers how it was computed.
+
+    ``Value(data, _children=(), _op='', label='')`` as in micrograd; ``data``
+    and ``grad`` are floats kept in C.  Operators and the methods below build
+    new nodes; ``backward()`` fills ``grad`` of everything the node depends on.
+    """
+
+    def __init__(self, data, _children=(), _op='', label='', *, requires_grad=True):
+        cdef double d
+        if not _to_double(data, &d):
+            raise TypeError(
+                f"Value(data=...) takes a real number (int or float), got {type(data).__name__}")
+        self.data = d
+        self.requires_grad = bool(requires_grad)
+        self.seq = next_seq()
+        self.label = label
+        children = tuple(_children)
+        for c in children:
+            if not isinstance(c, Node):
+                raise TypeError(
+                    f"Value(_children=...) takes graph nodes, got {type(c).__name__}")
+        if children or _op:
+            self.op = OP_CUSTOM
+            self.args = children
+            self.b = str(_op)
+
+    def __repr__(self):
+        return f"Value(data={self.data}, grad={self.grad})"
+
+    def __float__(self):
+        return self.data
+
+    @property
+    def _op(self):
+        if self.op == OP_CUSTOM:
+            return self.b
+        if self.op == OP_POW_CONST:
+            return '**' + _format_number(self.aux)
+        return _OP_SYMBOLS[self.op]
+
+    def _parents(self):
+        position = _CONST_OPERAND_POSITION.get(self.op)
+        if position is None:
+            if self.op == OP_SUM and self.aux != 0.0:
+                return self.args + (_constant(self.aux),)
+            return Node._parents(self)
+        const = _constant(self.aux)
+        return (const, self.a) if position == 0 else (self.a, const)
+
+    # -- arithmetic -----------------------------------------------------------
+
+    def __add__(self, other):
+        cdef double c
+        if isinstance(other, Value):
+            return _binary(OP_ADD, self, <Value>other, self.data + (<Value>other).data)
+        if _to_double(other, &c):
+            return _with_const(OP_ADD_CONST, self, c, self.data + c)
+        return NotImplemented
+
+    def __radd__(self, other):
+        cdef double c
+        if _to_double(other, &c):
+            return _with_const(OP_ADD_CONST, self, c, c + self.data)
+        return NotImplemented
+
+    def __sub__(self, other):
+        cdef double c
+        if isinstance(other, Value):
+            return _binary(OP_SUB, self, <Value>other, self.data - (<Value>other).data)
+        if _to_double(other, &c):  # self + (-other), exact in IEEE arithmetic
+            return _with_const(OP_ADD_CONST, self, -c, self.data - c)
+        return NotImplemented
+
+    def __rsub__(self, other):  # other - self
+        cdef double c
+        if _to_double(other, &c):
+            return _with_const(OP_RSUB_CONST, self, c, c - self.data)
+        return NotImplemented
+
+    def __mul__(self, other):
+        cdef double c
+        if isinstance(other, Value):
+            return _binary(OP_MUL, self, <Value>other, self.data * (<Value>other).data)
+        if _to_double(other, &c):
+            return _with_const(OP_MUL_CONST, self, c, self.data * c)
+        return NotImplemented
+
+    def __rmul__(self, other):
+        cdef double c
+        if _to_double(other, &c):
+            return _with_const(OP_MUL_CONST, self, c, c * self.data)
+        return NotImplemented
+
+    def __truediv__(self, other):
+        cdef double c
+        if isinstance(other, Value):
+            return _binary(OP_DIV, self, <Value>other, self.data / (<Value>other).data)
+        if _to_double(other, &c):
+            return _with_const(OP_DIV_CONST, self, c, self.data / c)
+        return NotImplemented
+
+    def __rtruediv__(self, other):  # other / self
+        cdef double c
+        if _to_double(other, &c):
+            return _with_const(OP_RDIV_CONST, self, c, c / self.data)
+        return NotImplemented
+
+    def __pow__(self, other, modulo):
+        cdef double c
+        if modulo is not None:
+            return NotImplemented
+        if isinstance(other, Value):
+            return _binary(OP_POW, self, <Value>other, pow(self.data, (<Value>other).data))
+        if _to_double(other, &c):
+            return _with_const(OP_POW_CONST, self, c, pow(self.data, c))
+        return NotImplemented
+
+    def __rpow__(self, other, modulo):  # other ** self
+        cdef double c
+        if modulo is None and _to_double(other, &c):
+            return _with_const(OP_RPOW_CONST, self, c, pow(c, self.data))
+        return NotImplemented
+
+    def __neg__(self):
+        return _unary(OP_NEG, self, -self.data)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _unary(OP_ABS, self, fabs(self.data))
+
+    # -- elementwise functions ------------------------------------------------
+
+    def relu(self):
+        return _unary(OP_RELU, self, mg_relu(self.data))
+
+    def leaky_relu(self, slope=0.01):
+        cdef double s
+        if not _to_double(slope, &s):
+            raise TypeError(f"leaky_relu(slope=...) takes a real number, got {type(slope).__name__}")
+        return _with_const(OP_LEAKY_RELU, self, s, mg_leaky_relu(self.data, s))
+
+    def sigmoid(self):
+        return _unary(OP_SIGMOID, self, mg_sigmoid(self.data))
+
+    def tanh(self):
+        return _unary(OP_TANH, self, tanh(self.data))
+
+    def exp(self):
+        return _unary(OP_EXP, self, exp(self.data))
+
+    def log(self):
+        return _unary(OP_LOG, self, log(self.data))
+
+    def sqrt(self):
+        return _unary(OP_SQRT, self, sqrt(self.data))
+
+    def softplus(self):
+        return _unary(OP_SOFTPLUS, self, mg_softplus(self.data))
+
+    def sin(self):
+        return _unary(OP_SIN, self, sin(self.data))
+
+    def cos(self):
+        return _unary(OP_COS, self, cos(self.data))
+
+    def abs(self):
+        return _unary(OP_ABS, self, fabs(self.data))
+
+    # -- gradients ------------------------------------------------------------
+
+    def backward(self, grad=1.0):
+        """Fill ``.grad`` of every node this one depends on.
+
+        The root is seeded with ``grad``; gradients of intermediate nodes are
+        recomputed from zero on every call, leaves accumulate until zeroed.
+        """
+        cdef double g
+        if not _to_double(grad, &g):
+            raise TypeError(f"backward(grad=...) takes a real number, got {type(grad).__name__}")
+        run_backward(self, g)
+
+    cdef int _zero_grad(self) except -1:
+        self.grad = 0.0
+        return 0
+
+    cdef int _seed(self, object grad, bint accumulate) except -1:
+        if accumulate:
+            self.grad += <double>grad
+        else:
+            self.grad = <double>grad
+        return 0
+
+
+def _format_number(double x):
+    if x == <long long>x and fabs(x) < 1e15:
+        return str(<long long>x)
+    return repr(x)
+
+
+cdef Value _constant(double x):
+    """A leaf holding a constant operand: it takes no gradient."""
+    cdef Value v = Value.__new__(Value)
+    v.data = x
+    v.seq = next_seq()
+    return v
+
+
+cdef inline Value _new(unsigned short op, double data, bint requires_grad):
+    cdef Value out = Value.__new__(Value)
+    out.op = op
+    out.data = data
+    out.requires_grad = requires_grad
+    out.seq = next_seq()
+    return out
+
+
+cdef inline Value _binary(unsigned short op, Value a, Value b, double data):
+    cdef Value out = _new(op, data, a.requires_grad or b.requires_grad)
+    out.a = a
+    out.b = b
+    return out
+
+
+cdef inline Value _unary(unsigned short op, Value a, double data):
+    cdef Value out = _new(op, data, a.requires_grad)
+    out.a = a
+    return out
+
+
+cdef inline Value _with_const(unsigned short op, Value a, double c, double data):
+    cdef Value out = _new(op, data, a.requires_grad)
+    out.a = a
+    out.aux = c
+    return out
+
+
+cdef Value make_element(Node source, Py_ssize_t index, double data, bint requires_grad):
+    """A scalar view of element ``index`` (flat, C order) of a tensor node."""
+    cdef Value out = _new(OP_ELEMENT, data, requires_grad)
+    out.a = source
+    out.aux = <double>index
+    return out
+
+
+cdef Value _as_value(object x, str argument):
+    cdef double d
+    if isinstance(x, Value):
+        return <Value>x
+    if _to_double(x, &d):
+        return _constant(d)
+    raise TypeError(f"{argument} must hold Values or real numbers, got {type(x).__name__}")
+
+
+# ---------------------------------------------------------------------------
+# Fused n-ary ops: one node however many operands
+
+def sum(values, start=0):
+    """``start + values[0] + values[1] + ...`` as a single node."""
+    cdef list nodes = []
+    cdef double const = 0.0, d, total
+    cdef bint rg = False
+    cdef Value v
+    for x in ((start,) if isinstance(start, Value) else ()) + tuple(values):
+        if isinstance(x, Value):
+            nodes.append(x)
+        elif _to_double(x, &d):
+            const += d
+        else:
+            raise TypeError(f"sum(values) takes Values or real numbers, got {type(x).__name__}")
+    if not isinstance(start, Value):
+        if not _to_double(start, &d):
+            raise TypeError(f"sum(start=...) takes a Value or a real number, got {type(start).__name__}")
+        const += d
+    if not nodes:
+        return Value(const)
+    total = 0.0
+    for x in nodes:
+        v = <Value>x
+        total += v.data
+        rg = rg or v.requires_grad
+    out = _new(OP_SUM, total + const, rg)
+    out.args = tuple(nodes)
+    out.aux = const
+    return out
+
+
+def mean(values):
+    """The arithmetic mean of ``values`` as a single node."""
+    cdef tuple nodes = tuple([_as_value(x, 'mean(values)') for x in values])
+    cdef double total = 0.0
+    cdef bint rg = False
+    cdef Value v
+    if not nodes:
+        raise ValueError("mean(values) needs at least one value")
+    for x in nodes:
+        v = <Value>x
+        total += v.data
+        rg = rg or v.requires_grad
+    out = _new(OP_MEAN, total / len(nodes), rg)
+    out.args = nodes
+    return out
+
+
+def dot(weights, inputs, bias=None):
+    """``bias + sum(w * x for w, x in zip(weights, inputs))`` as a single node.
+
+    This is a neuron's pre-activation: one node instead of 2n.
+    """
+    cdef list w = list(weights), x = list(inputs)
+    cdef Py_ssize_t n = len(w), i
+    cdef double total = 0.0
+    cdef bint rg = False
+    cdef Value wi, xi, b = None
+    if len(x) != n:
+        raise ValueError(f"dot(weights, inputs): weights has {n} elements but inputs has {len(x)}")
+    if bias is not None:
+        b = _as_value(bias, 'dot(bias)')
+        total = b.data
+        rg = b.requires_grad
+    for i in range(n):
+        wi = _as_value(w[i], 'dot(weights)')
+        xi = _as_value(x[i], 'dot(inputs)')
+        w[i] = wi
+        x[i] = xi
+        total += wi.data * xi.data
+        rg = rg or wi.requires_grad or xi.requires_grad
+    out = _new(OP_DOT, total, rg)
+    out.args = tuple(w + x)
+    out.a = b
+    return out
+
+
+# ---------------------------------------------------------------------------
+# backward(): topological sort, then one reverse sweep
+
+ctypedef struct Frame:
+    PyObject* node
+    Py_ssize_t next_child
+
+
+cdef inline PyObject* _next_child(Node node, Py_ssize_t* k, unsigned int epoch, bint every_node):
+    """The next parent of ``node`` that needs a visit, or NULL."""
+    cdef object c
+    cdef Py_ssize_t i
+    cdef Py_ssize_t first_arg = 0 if node.op == OP_CUSTOM else 2
+    while True:
+        i = k[0]
+        k[0] += 1
+        if i < first_arg:
+            c = node.a if i == 0 else node.b
+        elif node.args is not None and i - first_arg < len(node.args):
+            c = node.args[i - first_arg]
+        else:
+            return NULL
+        if isinstance(c, Node) and (every_node or (<Node>c).requires_grad) \
+                and (<Node>c).epoch != epoch:
+            return <PyObject*>c
+
+
+cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, bint every_node) except -1:
+    """Post-order of the nodes reachable from ``root`` (only through nodes that
+    need a gradient unless ``every_node``), into a malloc'ed array of borrowed
+    references, root last."""
+    global _epoch
+    cdef Py_ssize_t stack_cap = 256, order_cap = 256, depth = 1, n = 0
+    cdef Frame* stack = <Frame*>malloc(stack_cap * sizeof(Frame))
+    cdef PyObject** order = <PyObject**>malloc(order_cap * sizeof(PyObject*))
+    cdef Frame* grown_stack
+    cdef PyObject** grown_order
+    cdef PyObject* child
+    cdef Node node
+    if stack == NULL or order == NULL:
+        free(stack)
+        free(order)
+        raise MemoryError()
+    _epoch += 1
+    root.epoch = _epoch
+    stack[0].node = <PyObject*>root
+    stack[0].next_child = 0
+    while depth:
+        node = <Node>stack[depth - 1].node
+        child = _next_child(node, &stack[depth - 1].next_child, _epoch, every_node)
+        if child != NULL:
+            (<Node>child).epoch = _epoch
+            if depth == stack_cap:
+                stack_cap *= 2
+                grown_stack = <Frame*>realloc(stack, stack_cap * sizeof(Frame))
+                if grown_stack == NULL:
+                    free(stack)
+                    free(order)
+                    raise MemoryError()
+                stack = grown_stack
+            stack[depth].node = child
+            stack[depth].next_child = 0
+            depth += 1
+        else:
+            depth -= 1
+            if n == order_cap:
+                order_cap *= 2
+                grown_order = <PyObject**>realloc(order, order_cap * sizeof(PyObject*))
+                if grown_order == NULL:
+                    free(stack)
+                    free(order)
+                    raise MemoryError()
+                order = grown_order
+            order[n] = <PyObject*>node
+            n += 1
+    free(stack)
+    out[0] = order
+    return n
+
+
+cdef inline void _accumulate(object parent, double g):
+    cdef Value p = <Value>parent
+    if p.requires_grad:
+        p.grad += g
+
+
+cdef int _scalar_backward(Value v) except -1:
+    """Apply the local derivative rule of ``v``'s op to its parents."""
+    cdef double g = v.grad, x, y
+    cdef unsigned short op = v.op
+    cdef Value a, b
+    cdef Py_ssize_t i, n
+    cdef tuple args
+    if op == OP_LEAF or op == OP_CUSTOM:
+        return 0
+    if op == OP_ADD:
+        _accumulate(v.a, g)
+        _accumulate(v.b, g)
+    elif op == OP_SUB:
+        _accumulate(v.a, g)
+        _accumulate(v.b, -g)
+    elif op == OP_MUL:
+        a = <Value>v.a
+        b = <Value>v.b
+        _accumulate(a, g * b.data)
+        _accumulate(b, g * a.data)
+    elif op == OP_DIV:
+        a = <Value>v.a
+        b = <Value>v.b
+        _accumulate(a, g / b.data)
+        _accumulate(b, -g * a.data / (b.data * b.data))
+    elif op == OP_POW:
+        a = <Value>v.a
+        b = <Value>v.b
+        _accumulate(a, g * mg_pow_grad_base(a.data, b.data))
+        _accumulate(b, g * mg_pow_grad_exponent(a.data, b.data, v.data))
+    elif op == OP_ADD_CONST:
+        _accumulate(v.a, g)
+    elif op == OP_RSUB_CONST or op == OP_NEG:
+        _accumulate(v.a, -g)
+    elif op == OP_MUL_CONST:
+        _accumulate(v.a, g * v.aux)
+    elif op == OP_DIV_CONST:
+        _accumulate(v.a, g / v.aux)
+    elif op == OP_RDIV_CONST:
+        x = (<Value>v.a).data
+        _accumulate(v.a, -g * v.aux / (x * x))
+    elif op == OP_POW_CONST:
+        _accumulate(v.a, g * mg_pow_grad_base((<Value>v.a).data, v.aux))
+    elif op == OP_RPOW_CONST:
+        _accumulate(v.a, g * mg_pow_grad_exponent(v.aux, (<Value>v.a).data, v.data))
+    elif op == OP_ABS:
+        _accumulate(v.a, g * mg_sign((<Value>v.a).data))
+    elif op == OP_RELU:
+        _accumulate(v.a, g * mg_relu_grad((<Value>v.a).data))
+    elif op == OP_LEAKY_RELU:
+        _accumulate(v.a, g * mg_leaky_relu_grad((<Value>v.a).data, v.aux))
+    elif op == OP_SIGMOID:
+        _accumulate(v.a, g * v.data * (1.0 - v.data))
+    elif op == OP_TANH:
+        _accumulate(v.a, g * (1.0 - v.data * v.data))
+    elif op == OP_EXP:
+        _accumulate(v.a, g * v.data)
+    elif op == OP_LOG:
+        _accumulate(v.a, g / (<Value>v.a).data)
+    elif op == OP_SQRT:
+        _accumulate(v.a, g / (2.0 * v.data))
+    elif op == OP_SOFTPLUS:
+        _accumulate(v.a, g * mg_sigmoid((<Value>v.a).data))
+    elif op == OP_SIN:
+        _accumulate(v.a, g * cos((<Value>v.a).data))
+    elif op == OP_COS:
+        _accumulate(v.a, -g * sin((<Value>v.a).data))
+    elif op == OP_SUM:
+        for x_node in v.args:
+            _accumulate(x_node, g)
+    elif op == OP_MEAN:
+        args = v.args
+        y = g / len(args)
+        for x_node in args:
+            _accumulate(x_node, y)
+    elif op == OP_DOT:
+        args = v.args
+        n = len(args) // 2
+        for i in range(n):
+            a = <Value>args[i]
+            b = <Value>args[n + i]
+            _accumulate(a, g * b.data)
+            _accumulate(b, g * a.data)
+        if v.a is not None:
+            _accumulate(v.a, g)
+    elif op == OP_ELEMENT:
+        (<Node>v.a)._add_grad_at(<Py_ssize_t>v.aux, g)
+    else:
+        raise SystemError(f"backward: unknown scalar op code {op}")
+    return 0
+
+
+cdef int run_backward(Node root, object grad) except -1:
+    """Backpropagate from ``root`` seeded with ``grad`` (a float for a Value,
+    an array for a tensor), through every node that needs a gradient."""
+    cdef PyObject** order = NULL
+    cdef Py_ssize_t n, i
+    cdef Node node
+    if not root.requires_grad:
+        raise RuntimeError(
+            "backward(): this node does not require grad; nothing it depends on takes a gradient")
+    n = _topo_sort(root, &order, False)
+    try:
+        # Intermediate gradients are recomputed from zero on every pass;
+        # leaves (op LEAF) keep accumulating until the user zeroes them.
+        for i in range(n):
+            node = <Node>order[i]
+            if node.op != OP_LEAF:
+                if node.op < OP_SCALAR_END:
+                    (<Value>node).grad = 0.0
+                else:
+                    node._zero_grad()
+        root._seed(grad, root.op == OP_LEAF)
+        for i in range(n - 1, -1, -1):
+            node = <Node>order[i]
+            if node.op < OP_SCALAR_END:
+                _scalar_backward(<Value>node)
+            else:
+                node._backward()
+    finally:
+        free(order)
+    return 0
+
+
+def topological_order(Node root, *, bint every_node=True):
+    """The nodes ``root`` depends on, in the order a forward pass computes
+    them, ``root`` last; with ``every_node=False`` only those backward visits."""
+    cdef PyObject** order = NULL
+    cdef Py_ssize_t n = _topo_sort(root, &order, every_node), i
+    try:
+        return [<object>order[i] for i in range(n)]
+    finally:
+        free(order)

@@ -1,0 +1,1 @@
+"""Benchmarks: the scripts that measure microgrid against micrograd and PyTorch."""

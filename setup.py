@@ -1,0 +1,52 @@
+"""Build of microgrid's compiled modules.
+
+MICROGRID_DEBUG=1 turns bounds checks back on and builds without
+optimisation, for hunting memory errors; MICROGRID_SANITIZE=address,undefined
+adds the named sanitizers (run the tests with the sanitizer runtime preloaded).
+"""
+import os
+import sys
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("MICROGRID_DEBUG", "") not in ("", "0")
+SANITIZE = os.environ.get("MICROGRID_SANITIZE", "")
+
+compile_args = ["-O0", "-g3"] if DEBUG or SANITIZE else ["-O3"]
+link_args = []
+if SANITIZE:
+    compile_args += [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer"]
+    link_args += [f"-fsanitize={SANITIZE}"]
+if sys.platform == "win32":
+    compile_args, link_args = [], []
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,          # IEEE division: 1/0 is inf, not ZeroDivisionError
+    "embedsignature": True,
+}
+
+
+def extension(name, sources=()):
+    return Extension(
+        f"microgrid.{name}",
+        [f"microgrid/{name}.pyx", *sources],
+        include_dirs=["csrc", numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+
+
+setup(
+    ext_modules=cythonize(
+        [extension("_engine")],
+        compiler_directives=directives,
+        include_path=["microgrid"],
+    ),
+)
