@@ -4,6 +4,7 @@ MICROGRID_DEBUG=1 turns bounds checks back on and builds without
 optimisation, for hunting memory errors; MICROGRID_SANITIZE=address,undefined
 adds the named sanitizers (run the tests with the sanitizer runtime preloaded).
 """
+import glob
 import os
 import sys
 
@@ -32,10 +33,16 @@ directives = {
 }
 
 
-def extension(name, sources=()):
+# Every microgrid/_*.pyx is a compiled module; each links the plain-C kernels
+# of csrc/ (small, and it keeps the modules independent of each other).
+C_SOURCES = sorted(glob.glob("csrc/mg_*.c"))
+
+
+def extension(pyx):
+    name = os.path.splitext(os.path.basename(pyx))[0]
     return Extension(
         f"microgrid.{name}",
-        [f"microgrid/{name}.pyx", *sources],
+        [pyx, *C_SOURCES],
         include_dirs=["csrc", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
@@ -45,7 +52,7 @@ def extension(name, sources=()):
 
 setup(
     ext_modules=cythonize(
-        [extension("_engine")],
+        [extension(pyx) for pyx in sorted(glob.glob("microgrid/_*.pyx"))],
         compiler_directives=directives,
         include_path=["microgrid"],
     ),
