@@ -14,6 +14,7 @@ recurses in C.
 cimport cython
 from cpython.ref cimport PyObject, Py_XINCREF, Py_XDECREF
 from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdlib cimport malloc, realloc, free
 from libc.math cimport exp, log, sqrt, tanh, sin, cos, fabs, pow, isfinite
 
@@ -518,85 +519,132 @@ ctypedef struct Frame:
     Py_ssize_t next_child
 
 
-cdef inline PyObject* _next_child(Node node, Py_ssize_t* k, unsigned int epoch, bint every_node):
-    """The next parent of ``node`` that needs a visit, or NULL."""
-    cdef object c
+cdef inline PyObject* _next_child(Node node, Py_ssize_t* k, unsigned int epoch,
+                                  bint every_node) noexcept:
+    """The next parent of ``node`` that needs a visit, or NULL.
+
+    Parent slots hold None or a Node (for OP_CUSTOM only ``args`` counts), so
+    a slot is checked by identity and its fields read without a type test.
+    """
+    cdef PyObject* c
     cdef Py_ssize_t i
     cdef Py_ssize_t first_arg = 0 if node.op == OP_CUSTOM else 2
+    cdef Py_ssize_t n_args = 0 if node.args is None else len(node.args)
     while True:
         i = k[0]
         k[0] += 1
         if i < first_arg:
-            c = node.a if i == 0 else node.b
-        elif node.args is not None and i - first_arg < len(node.args):
-            c = node.args[i - first_arg]
+            c = <PyObject*>node.a if i == 0 else <PyObject*>node.b
+        elif i - first_arg < n_args:
+            c = PyTuple_GET_ITEM(node.args, i - first_arg)
         else:
             return NULL
-        if isinstance(c, Node) and (every_node or (<Node>c).requires_grad) \
+        if c != <PyObject*>None and (every_node or (<Node>c).requires_grad) \
                 and (<Node>c).epoch != epoch:
-            return <PyObject*>c
+            return c
 
 
-cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, bint every_node) except -1:
+# The sort's two work arrays are kept between calls: a large graph would
+# otherwise pay page faults for fresh memory on every backward().  A caller
+# takes them (leaving NULL, so a concurrent sort in another thread allocates
+# its own) and hands them back when done.
+cdef Frame* _spare_stack = NULL
+cdef Py_ssize_t _spare_stack_cap = 0
+cdef PyObject** _spare_order = NULL
+cdef Py_ssize_t _spare_order_cap = 0
+
+
+cdef void _return_buffers(Frame* stack, Py_ssize_t stack_cap,
+                          PyObject** order, Py_ssize_t order_cap) noexcept:
+    global _spare_stack, _spare_stack_cap, _spare_order, _spare_order_cap
+    if stack != NULL:
+        if stack_cap > _spare_stack_cap:
+            free(_spare_stack)
+            _spare_stack, _spare_stack_cap = stack, stack_cap
+        else:
+            free(stack)
+    if order != NULL:
+        if order_cap > _spare_order_cap:
+            free(_spare_order)
+            _spare_order, _spare_order_cap = order, order_cap
+        else:
+            free(order)
+
+
+cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
+                           bint every_node, bint zero_grads) except -1:
     """Post-order of the nodes reachable from ``root`` (only through nodes that
-    need a gradient unless ``every_node``), into a malloc'ed array of borrowed
-    references, root last."""
-    global _epoch
-    cdef Py_ssize_t stack_cap = 256, order_cap = 256, depth = 1, n = 0
-    cdef Frame* stack = <Frame*>malloc(stack_cap * sizeof(Frame))
-    cdef PyObject** order = <PyObject**>malloc(order_cap * sizeof(PyObject*))
+    need a gradient unless ``every_node``), as borrowed references, root last.
+    The array and its capacity go to ``out``/``out_cap``; give it back with
+    ``_return_buffers``.  With ``zero_grads``, each non-leaf node's gradient is
+    reset as it is emitted (saving backward a pass over the graph)."""
+    global _epoch, _spare_stack, _spare_stack_cap, _spare_order, _spare_order_cap
+    cdef Py_ssize_t stack_cap = _spare_stack_cap, order_cap = _spare_order_cap
+    cdef Frame* stack = _spare_stack
+    cdef PyObject** order = _spare_order
+    cdef Py_ssize_t depth = 1, n = 0
     cdef Frame* grown_stack
     cdef PyObject** grown_order
     cdef PyObject* child
-    cdef Node node
-    if stack == NULL or order == NULL:
-        free(stack)
-        free(order)
-        raise MemoryError()
-    _epoch += 1
-    root.epoch = _epoch
-    stack[0].node = <PyObject*>root
-    stack[0].next_child = 0
-    while depth:
-        node = <Node>stack[depth - 1].node
-        child = _next_child(node, &stack[depth - 1].next_child, _epoch, every_node)
-        if child != NULL:
-            (<Node>child).epoch = _epoch
-            if depth == stack_cap:
-                stack_cap *= 2
-                grown_stack = <Frame*>realloc(stack, stack_cap * sizeof(Frame))
-                if grown_stack == NULL:
-                    free(stack)
-                    free(order)
-                    raise MemoryError()
-                stack = grown_stack
-            stack[depth].node = child
-            stack[depth].next_child = 0
-            depth += 1
-        else:
+    cdef PyObject* node
+    _spare_stack, _spare_stack_cap, _spare_order, _spare_order_cap = NULL, 0, NULL, 0
+    if stack == NULL:
+        stack_cap = 256
+        stack = <Frame*>malloc(stack_cap * sizeof(Frame))
+    if order == NULL:
+        order_cap = 256
+        order = <PyObject**>malloc(order_cap * sizeof(PyObject*))
+    try:
+        if stack == NULL or order == NULL:
+            raise MemoryError()
+        _epoch += 1
+        root.epoch = _epoch
+        stack[0].node = <PyObject*>root
+        stack[0].next_child = 0
+        while depth:
+            node = stack[depth - 1].node
+            child = _next_child(<Node>node, &stack[depth - 1].next_child, _epoch, every_node)
+            if child != NULL:
+                (<Node>child).epoch = _epoch
+                if depth == stack_cap:
+                    grown_stack = <Frame*>realloc(stack, 2 * stack_cap * sizeof(Frame))
+                    if grown_stack == NULL:
+                        raise MemoryError()
+                    stack = grown_stack
+                    stack_cap *= 2
+                stack[depth].node = child
+                stack[depth].next_child = 0
+                depth += 1
+                continue
             depth -= 1
             if n == order_cap:
-                order_cap *= 2
-                grown_order = <PyObject**>realloc(order, order_cap * sizeof(PyObject*))
+                grown_order = <PyObject**>realloc(order, 2 * order_cap * sizeof(PyObject*))
                 if grown_order == NULL:
-                    free(stack)
-                    free(order)
                     raise MemoryError()
                 order = grown_order
-            order[n] = <PyObject*>node
+                order_cap *= 2
+            order[n] = node
             n += 1
-    free(stack)
+            if zero_grads and (<Node>node).op != OP_LEAF:
+                if (<Node>node).op < OP_SCALAR_END:
+                    (<Value>node).grad = 0.0
+                else:
+                    (<Node>node)._zero_grad()
+    except BaseException:
+        _return_buffers(stack, stack_cap, order, order_cap)
+        raise
+    _return_buffers(stack, stack_cap, NULL, 0)
     out[0] = order
+    out_cap[0] = order_cap
     return n
 
 
-cdef inline void _accumulate(object parent, double g):
-    cdef Value p = <Value>parent
-    if p.requires_grad:
-        p.grad += g
+cdef inline void _accumulate(object parent, double g) noexcept:
+    if (<Value>parent).requires_grad:
+        (<Value>parent).grad += g
 
 
-cdef int _scalar_backward(Value v) except -1:
+cdef inline int _scalar_backward(Value v) except -1:
     """Apply the local derivative rule of ``v``'s op to its parents."""
     cdef double g = v.grad, x, y
     cdef unsigned short op = v.op
@@ -692,22 +740,15 @@ cdef int run_backward(Node root, object grad) except -1:
     """Backpropagate from ``root`` seeded with ``grad`` (a float for a Value,
     an array for a tensor), through every node that needs a gradient."""
     cdef PyObject** order = NULL
-    cdef Py_ssize_t n, i
+    cdef Py_ssize_t n, i, order_cap = 0
     cdef Node node
     if not root.requires_grad:
         raise RuntimeError(
             "backward(): this node does not require grad; nothing it depends on takes a gradient")
-    n = _topo_sort(root, &order, False)
+    # Intermediate gradients are recomputed from zero on every pass (the sort
+    # zeroes them); leaves (op LEAF) keep accumulating until the user zeroes them.
+    n = _topo_sort(root, &order, &order_cap, False, True)
     try:
-        # Intermediate gradients are recomputed from zero on every pass;
-        # leaves (op LEAF) keep accumulating until the user zeroes them.
-        for i in range(n):
-            node = <Node>order[i]
-            if node.op != OP_LEAF:
-                if node.op < OP_SCALAR_END:
-                    (<Value>node).grad = 0.0
-                else:
-                    node._zero_grad()
         root._seed(grad, root.op == OP_LEAF)
         for i in range(n - 1, -1, -1):
             node = <Node>order[i]
@@ -716,7 +757,7 @@ cdef int run_backward(Node root, object grad) except -1:
             else:
                 node._backward()
     finally:
-        free(order)
+        _return_buffers(NULL, 0, order, order_cap)
     return 0
 
 
@@ -724,8 +765,9 @@ def topological_order(Node root, *, bint every_node=True):
     """The nodes ``root`` depends on, in the order a forward pass computes
     them, ``root`` last; with ``every_node=False`` only those backward visits."""
     cdef PyObject** order = NULL
-    cdef Py_ssize_t n = _topo_sort(root, &order, every_node), i
+    cdef Py_ssize_t order_cap = 0
+    cdef Py_ssize_t n = _topo_sort(root, &order, &order_cap, every_node, False), i
     try:
         return [<object>order[i] for i in range(n)]
     finally:
-        free(order)
+        _return_buffers(NULL, 0, order, order_cap)
