@@ -64,6 +64,8 @@ cdef class Node:
     cdef int _forward(self) except -1
     # add g into element ``index`` (flat, C order) of this node's gradient
     cdef int _add_grad_at(self, Py_ssize_t index, double g) except -1
+    # element ``index`` (flat, C order) of this node's value
+    cdef double _element(self, Py_ssize_t index) except? -1.0
 
 
 cdef class Value(Node):

@@ -141,6 +141,9 @@ cdef class Node:
     cdef int _add_grad_at(self, Py_ssize_t index, double g) except -1:
         raise TypeError(f"{type(self).__name__} has no elements to take a gradient into")
 
+    cdef double _element(self, Py_ssize_t index) except? -1.0:
+        raise TypeError(f"{type(self).__name__} has no elements to read")
+
     @property
     def label(self):
         return '' if self._label is None else self._label
@@ -231,57 +234,57 @@ cdef class Value(Node):
     def __add__(self, other):
         cdef double c
         if isinstance(other, Value):
-            return _binary(OP_ADD, self, <Value>other, self.data + (<Value>other).data)
+            return _binary(OP_ADD, self, <Value>other)
         if _to_double(other, &c):
-            return _with_const(OP_ADD_CONST, self, c, self.data + c)
+            return _with_const(OP_ADD_CONST, self, c)
         return NotImplemented
 
     def __radd__(self, other):
         cdef double c
         if _to_double(other, &c):
-            return _with_const(OP_ADD_CONST, self, c, c + self.data)
+            return _with_const(OP_ADD_CONST, self, c)
         return NotImplemented
 
     def __sub__(self, other):
         cdef double c
         if isinstance(other, Value):
-            return _binary(OP_SUB, self, <Value>other, self.data - (<Value>other).data)
+            return _binary(OP_SUB, self, <Value>other)
         if _to_double(other, &c):  # self + (-other), exact in IEEE arithmetic
-            return _with_const(OP_ADD_CONST, self, -c, self.data - c)
+            return _with_const(OP_ADD_CONST, self, -c)
         return NotImplemented
 
     def __rsub__(self, other):  # other - self
         cdef double c
         if _to_double(other, &c):
-            return _with_const(OP_RSUB_CONST, self, c, c - self.data)
+            return _with_const(OP_RSUB_CONST, self, c)
         return NotImplemented
 
     def __mul__(self, other):
         cdef double c
         if isinstance(other, Value):
-            return _binary(OP_MUL, self, <Value>other, self.data * (<Value>other).data)
+            return _binary(OP_MUL, self, <Value>other)
         if _to_double(other, &c):
-            return _with_const(OP_MUL_CONST, self, c, self.data * c)
+            return _with_const(OP_MUL_CONST, self, c)
         return NotImplemented
 
     def __rmul__(self, other):
         cdef double c
         if _to_double(other, &c):
-            return _with_const(OP_MUL_CONST, self, c, c * self.data)
+            return _with_const(OP_MUL_CONST, self, c)
         return NotImplemented
 
     def __truediv__(self, other):
         cdef double c
         if isinstance(other, Value):
-            return _binary(OP_DIV, self, <Value>other, self.data / (<Value>other).data)
+            return _binary(OP_DIV, self, <Value>other)
         if _to_double(other, &c):
-            return _with_const(OP_DIV_CONST, self, c, self.data / c)
+            return _with_const(OP_DIV_CONST, self, c)
         return NotImplemented
 
     def __rtruediv__(self, other):  # other / self
         cdef double c
         if _to_double(other, &c):
-            return _with_const(OP_RDIV_CONST, self, c, c / self.data)
+            return _with_const(OP_RDIV_CONST, self, c)
         return NotImplemented
 
     def __pow__(self, other, modulo):
@@ -289,63 +292,63 @@ cdef class Value(Node):
         if modulo is not None:
             return NotImplemented
         if isinstance(other, Value):
-            return _binary(OP_POW, self, <Value>other, pow(self.data, (<Value>other).data))
+            return _binary(OP_POW, self, <Value>other)
         if _to_double(other, &c):
-            return _with_const(OP_POW_CONST, self, c, pow(self.data, c))
+            return _with_const(OP_POW_CONST, self, c)
         return NotImplemented
 
     def __rpow__(self, other, modulo):  # other ** self
         cdef double c
         if modulo is None and _to_double(other, &c):
-            return _with_const(OP_RPOW_CONST, self, c, pow(c, self.data))
+            return _with_const(OP_RPOW_CONST, self, c)
         return NotImplemented
 
     def __neg__(self):
-        return _unary(OP_NEG, self, -self.data)
+        return _unary(OP_NEG, self)
 
     def __pos__(self):
         return self
 
     def __abs__(self):
-        return _unary(OP_ABS, self, fabs(self.data))
+        return _unary(OP_ABS, self)
 
     # -- elementwise functions ------------------------------------------------
 
     def relu(self):
-        return _unary(OP_RELU, self, mg_relu(self.data))
+        return _unary(OP_RELU, self)
 
     def leaky_relu(self, slope=0.01):
         cdef double s
         if not _to_double(slope, &s):
             raise TypeError(f"leaky_relu(slope=...) takes a real number, got {type(slope).__name__}")
-        return _with_const(OP_LEAKY_RELU, self, s, mg_leaky_relu(self.data, s))
+        return _with_const(OP_LEAKY_RELU, self, s)
 
     def sigmoid(self):
-        return _unary(OP_SIGMOID, self, mg_sigmoid(self.data))
+        return _unary(OP_SIGMOID, self)
 
     def tanh(self):
-        return _unary(OP_TANH, self, tanh(self.data))
+        return _unary(OP_TANH, self)
 
     def exp(self):
-        return _unary(OP_EXP, self, exp(self.data))
+        return _unary(OP_EXP, self)
 
     def log(self):
-        return _unary(OP_LOG, self, log(self.data))
+        return _unary(OP_LOG, self)
 
     def sqrt(self):
-        return _unary(OP_SQRT, self, sqrt(self.data))
+        return _unary(OP_SQRT, self)
 
     def softplus(self):
-        return _unary(OP_SOFTPLUS, self, mg_softplus(self.data))
+        return _unary(OP_SOFTPLUS, self)
 
     def sin(self):
-        return _unary(OP_SIN, self, sin(self.data))
+        return _unary(OP_SIN, self)
 
     def cos(self):
-        return _unary(OP_COS, self, cos(self.data))
+        return _unary(OP_COS, self)
 
     def abs(self):
-        return _unary(OP_ABS, self, fabs(self.data))
+        return _unary(OP_ABS, self)
 
     # -- gradients ------------------------------------------------------------
 
@@ -386,40 +389,46 @@ cdef Value _constant(double x):
     return v
 
 
-cdef inline Value _new(unsigned short op, double data, bint requires_grad):
+cdef inline Value _new(unsigned short op, bint requires_grad):
     cdef Value out = Value.__new__(Value)
     out.op = op
-    out.data = data
     out.requires_grad = requires_grad
     out.seq = next_seq()
     return out
 
 
-cdef inline Value _binary(unsigned short op, Value a, Value b, double data):
-    cdef Value out = _new(op, data, a.requires_grad or b.requires_grad)
+# Builders set the parents, then compute the value with _forward_data, the one
+# place each forward formula lives (so a replayed graph is bit-identical).
+
+cdef inline Value _binary(unsigned short op, Value a, Value b):
+    cdef Value out = _new(op, a.requires_grad or b.requires_grad)
     out.a = a
     out.b = b
+    out.data = _forward_data(out)
     return out
 
 
-cdef inline Value _unary(unsigned short op, Value a, double data):
-    cdef Value out = _new(op, data, a.requires_grad)
+cdef inline Value _unary(unsigned short op, Value a):
+    cdef Value out = _new(op, a.requires_grad)
     out.a = a
+    out.data = _forward_data(out)
     return out
 
 
-cdef inline Value _with_const(unsigned short op, Value a, double c, double data):
-    cdef Value out = _new(op, data, a.requires_grad)
+cdef inline Value _with_const(unsigned short op, Value a, double c):
+    cdef Value out = _new(op, a.requires_grad)
     out.a = a
     out.aux = c
+    out.data = _forward_data(out)
     return out
 
 
 cdef Value make_element(Node source, Py_ssize_t index, double data, bint requires_grad):
     """A scalar view of element ``index`` (flat, C order) of a tensor node."""
-    cdef Value out = _new(OP_ELEMENT, data, requires_grad)
+    cdef Value out = _new(OP_ELEMENT, requires_grad)
     out.a = source
     out.aux = <double>index
+    out.data = data
     return out
 
 
@@ -438,48 +447,36 @@ cdef Value _as_value(object x, str argument):
 def sum(values, start=0):
     """``start + values[0] + values[1] + ...`` as a single node."""
     cdef list nodes = []
-    cdef double const = 0.0, d, total
+    cdef double const = 0.0, d
     cdef bint rg = False
-    cdef Value v
-    for x in ((start,) if isinstance(start, Value) else ()) + tuple(values):
+    if isinstance(start, Value):
+        nodes.append(start)
+    elif not _to_double(start, &const):
+        raise TypeError(f"sum(start=...) takes a Value or a real number, got {type(start).__name__}")
+    for x in values:
         if isinstance(x, Value):
             nodes.append(x)
+            rg = rg or (<Value>x).requires_grad
         elif _to_double(x, &d):
             const += d
         else:
             raise TypeError(f"sum(values) takes Values or real numbers, got {type(x).__name__}")
-    if not isinstance(start, Value):
-        if not _to_double(start, &d):
-            raise TypeError(f"sum(start=...) takes a Value or a real number, got {type(start).__name__}")
-        const += d
     if not nodes:
         return Value(const)
-    total = 0.0
-    for x in nodes:
-        v = <Value>x
-        total += v.data
-        rg = rg or v.requires_grad
-    out = _new(OP_SUM, total + const, rg)
-    out.args = tuple(nodes)
-    out.aux = const
-    return out
+    if isinstance(start, Value):
+        rg = rg or (<Value>start).requires_grad
+    return _nary(OP_SUM, tuple(nodes), None, const, rg)
 
 
 def mean(values):
     """The arithmetic mean of ``values`` as a single node."""
     cdef tuple nodes = tuple([_as_value(x, 'mean(values)') for x in values])
-    cdef double total = 0.0
     cdef bint rg = False
-    cdef Value v
     if not nodes:
         raise ValueError("mean(values) needs at least one value")
     for x in nodes:
-        v = <Value>x
-        total += v.data
-        rg = rg or v.requires_grad
-    out = _new(OP_MEAN, total / len(nodes), rg)
-    out.args = nodes
-    return out
+        rg = rg or (<Value>x).requires_grad
+    return _nary(OP_MEAN, nodes, None, 0.0, rg)
 
 
 def dot(weights, inputs, bias=None):
@@ -487,28 +484,108 @@ def dot(weights, inputs, bias=None):
 
     This is a neuron's pre-activation: one node instead of 2n.
     """
-    cdef list w = list(weights), x = list(inputs)
-    cdef Py_ssize_t n = len(w), i
-    cdef double total = 0.0
-    cdef bint rg = False
-    cdef Value wi, xi, b = None
-    if len(x) != n:
-        raise ValueError(f"dot(weights, inputs): weights has {n} elements but inputs has {len(x)}")
-    if bias is not None:
-        b = _as_value(bias, 'dot(bias)')
-        total = b.data
-        rg = b.requires_grad
-    for i in range(n):
-        wi = _as_value(w[i], 'dot(weights)')
-        xi = _as_value(x[i], 'dot(inputs)')
-        w[i] = wi
-        x[i] = xi
-        total += wi.data * xi.data
-        rg = rg or wi.requires_grad or xi.requires_grad
-    out = _new(OP_DOT, total, rg)
-    out.args = tuple(w + x)
-    out.a = b
+    cdef list w = [_as_value(item, 'dot(weights)') for item in weights]
+    cdef list x = [_as_value(item, 'dot(inputs)') for item in inputs]
+    cdef Value b = None if bias is None else _as_value(bias, 'dot(bias)')
+    cdef bint rg = b is not None and b.requires_grad
+    if len(x) != len(w):
+        raise ValueError(
+            f"dot(weights, inputs): weights has {len(w)} elements but inputs has {len(x)}")
+    for v in w:
+        rg = rg or (<Value>v).requires_grad
+    for v in x:
+        rg = rg or (<Value>v).requires_grad
+    return _nary(OP_DOT, tuple(w + x), b, 0.0, rg)
+
+
+cdef Value _nary(unsigned short op, tuple args, Value a, double aux, bint rg):
+    cdef Value out = _new(op, rg)
+    out.args = args
+    out.a = a
+    out.aux = aux
+    out.data = _forward_data(out)
     return out
+
+
+# ---------------------------------------------------------------------------
+# Forward formulas: the value of a scalar node from its parents' values
+
+cdef inline double _forward_data(Value v) except? -1.0:
+    cdef unsigned short op = v.op
+    cdef double x, total
+    cdef Py_ssize_t i, n
+    cdef tuple args
+    if op == OP_LEAF or op == OP_CUSTOM:
+        return v.data
+    if op == OP_ADD:
+        return (<Value>v.a).data + (<Value>v.b).data
+    if op == OP_SUB:
+        return (<Value>v.a).data - (<Value>v.b).data
+    if op == OP_MUL:
+        return (<Value>v.a).data * (<Value>v.b).data
+    if op == OP_DIV:
+        return (<Value>v.a).data / (<Value>v.b).data
+    if op == OP_POW:
+        return pow((<Value>v.a).data, (<Value>v.b).data)
+    x = (<Value>v.a).data if op < OP_SUM else 0.0
+    if op == OP_ADD_CONST:
+        return x + v.aux
+    if op == OP_RSUB_CONST:
+        return v.aux - x
+    if op == OP_MUL_CONST:
+        return x * v.aux
+    if op == OP_DIV_CONST:
+        return x / v.aux
+    if op == OP_RDIV_CONST:
+        return v.aux / x
+    if op == OP_POW_CONST:
+        return pow(x, v.aux)
+    if op == OP_RPOW_CONST:
+        return pow(v.aux, x)
+    if op == OP_NEG:
+        return -x
+    if op == OP_ABS:
+        return fabs(x)
+    if op == OP_RELU:
+        return mg_relu(x)
+    if op == OP_LEAKY_RELU:
+        return mg_leaky_relu(x, v.aux)
+    if op == OP_SIGMOID:
+        return mg_sigmoid(x)
+    if op == OP_TANH:
+        return tanh(x)
+    if op == OP_EXP:
+        return exp(x)
+    if op == OP_LOG:
+        return log(x)
+    if op == OP_SQRT:
+        return sqrt(x)
+    if op == OP_SOFTPLUS:
+        return mg_softplus(x)
+    if op == OP_SIN:
+        return sin(x)
+    if op == OP_COS:
+        return cos(x)
+    args = v.args
+    if op == OP_SUM:
+        total = 0.0
+        for i in range(len(args)):
+            total += (<Value>args[i]).data
+        return total + v.aux
+    if op == OP_MEAN:
+        total = 0.0
+        for i in range(len(args)):
+            total += (<Value>args[i]).data
+        return total / len(args)
+    if op == OP_DOT:
+        n = len(args) // 2
+        total = 0.0 if v.a is None else (<Value>v.a).data
+        for i in range(n):
+            total += (<Value>args[i]).data * (<Value>args[n + i]).data
+        return total
+    if op == OP_ELEMENT:
+        return (<Node>v.a)._element(<Py_ssize_t>v.aux)
+    raise SystemError(f"forward: unknown scalar op code {op}")
 
 
 # ---------------------------------------------------------------------------

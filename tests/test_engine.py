@@ -50,12 +50,11 @@ BINARY = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(UNARY))
-@pytest.mark.parametrize("x", [0.3, 0.7, 1.9, -0.4, -2.2])
+@pytest.mark.parametrize("name,x", [(name, x) for name in sorted(UNARY)
+                                    for x in [0.3, 0.7, 1.9, -0.4, -2.2]
+                                    if UNARY[name][3][0] <= x <= UNARY[name][3][1]])
 def test_unary_value_and_derivative_by_hand(name, x):
-    op, value, derivative, (lo, hi) = UNARY[name]
-    if not lo <= x <= hi:
-        pytest.skip("outside the op's domain")
+    op, value, derivative, _ = UNARY[name]
     v = Value(x)
     out = op(v)
     out.backward()
