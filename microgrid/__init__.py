@@ -6,12 +6,12 @@
     c.backward()
     a.grad, b.grad   # (-3.0, -4.0)
 """
-from ._engine import Value, dot, mean, sum, topological_order
+from ._engine import Graph, Value, dot, mean, sum, topological_order
 from .gradcheck import GradcheckError, gradcheck
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Value", "sum", "mean", "dot", "topological_order",
+    "Value", "sum", "mean", "dot", "topological_order", "Graph",
     "gradcheck", "GradcheckError",
 ]

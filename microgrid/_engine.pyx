@@ -20,6 +20,16 @@ from libc.math cimport exp, log, sqrt, tanh, sin, cos, fabs, pow, isfinite
 
 import numbers
 
+cdef extern from "Python.h":
+    ctypedef struct PyTupleObject:
+        PyObject* ob_item[1]
+
+
+cdef inline PyObject** _tuple_items(tuple t) noexcept:
+    """The item array of a tuple: borrowed references, read without refcounting."""
+    return &(<PyTupleObject*>t).ob_item[0]
+
+
 cdef extern from "mg_scalar.h" nogil:
     double mg_relu(double x)
     double mg_relu_grad(double x)
@@ -510,6 +520,23 @@ cdef Value _nary(unsigned short op, tuple args, Value a, double aux, bint rg):
 # ---------------------------------------------------------------------------
 # Forward formulas: the value of a scalar node from its parents' values
 
+cdef inline double _dot_data(PyObject** items, Py_ssize_t n, double bias) noexcept:
+    """bias + sum of items[i] * items[n + i], with four partial sums so the
+    additions do not wait on each other."""
+    cdef double s0 = bias, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    cdef Py_ssize_t i = 0
+    while i + 4 <= n:
+        s0 += (<Value>items[i]).data * (<Value>items[n + i]).data
+        s1 += (<Value>items[i + 1]).data * (<Value>items[n + i + 1]).data
+        s2 += (<Value>items[i + 2]).data * (<Value>items[n + i + 2]).data
+        s3 += (<Value>items[i + 3]).data * (<Value>items[n + i + 3]).data
+        i += 4
+    while i < n:
+        s0 += (<Value>items[i]).data * (<Value>items[n + i]).data
+        i += 1
+    return (s0 + s1) + (s2 + s3)
+
+
 cdef inline double _forward_data(Value v) except? -1.0:
     cdef unsigned short op = v.op
     cdef double x, total
@@ -578,11 +605,8 @@ cdef inline double _forward_data(Value v) except? -1.0:
             total += (<Value>args[i]).data
         return total / len(args)
     if op == OP_DOT:
-        n = len(args) // 2
-        total = 0.0 if v.a is None else (<Value>v.a).data
-        for i in range(n):
-            total += (<Value>args[i]).data * (<Value>args[n + i]).data
-        return total
+        return _dot_data(_tuple_items(args), len(args) // 2,
+                         0.0 if v.a is None else (<Value>v.a).data)
     if op == OP_ELEMENT:
         return (<Node>v.a)._element(<Py_ssize_t>v.aux)
     raise SystemError(f"forward: unknown scalar op code {op}")
@@ -727,7 +751,7 @@ cdef inline int _scalar_backward(Value v) except -1:
     cdef unsigned short op = v.op
     cdef Value a, b
     cdef Py_ssize_t i, n
-    cdef tuple args
+    cdef PyObject** items
     if op == OP_LEAF or op == OP_CUSTOM:
         return 0
     if op == OP_ADD:
@@ -788,22 +812,23 @@ cdef inline int _scalar_backward(Value v) except -1:
         _accumulate(v.a, g * cos((<Value>v.a).data))
     elif op == OP_COS:
         _accumulate(v.a, -g * sin((<Value>v.a).data))
-    elif op == OP_SUM:
-        for x_node in v.args:
-            _accumulate(x_node, g)
-    elif op == OP_MEAN:
-        args = v.args
-        y = g / len(args)
-        for x_node in args:
-            _accumulate(x_node, y)
-    elif op == OP_DOT:
-        args = v.args
-        n = len(args) // 2
+    elif op == OP_SUM or op == OP_MEAN:
+        items = _tuple_items(v.args)
+        n = len(v.args)
+        y = g if op == OP_SUM else g / n
         for i in range(n):
-            a = <Value>args[i]
-            b = <Value>args[n + i]
-            _accumulate(a, g * b.data)
-            _accumulate(b, g * a.data)
+            if (<Value>items[i]).requires_grad:
+                (<Value>items[i]).grad = (<Value>items[i]).grad + y
+    elif op == OP_DOT:
+        # the n weights, then the n inputs; borrowed pointers, no refcounting
+        # (written as x.grad = x.grad + ..., since += would take a reference)
+        items = _tuple_items(v.args)
+        n = len(v.args) // 2
+        for i in range(n):
+            if (<Value>items[i]).requires_grad:
+                (<Value>items[i]).grad = (<Value>items[i]).grad + g * (<Value>items[n + i]).data
+            if (<Value>items[n + i]).requires_grad:
+                (<Value>items[n + i]).grad = (<Value>items[n + i]).grad + g * (<Value>items[i]).data
         if v.a is not None:
             _accumulate(v.a, g)
     elif op == OP_ELEMENT:
@@ -848,3 +873,170 @@ def topological_order(Node root, *, bint every_node=True):
         return [<object>order[i] for i in range(n)]
     finally:
         _return_buffers(NULL, 0, order, order_cap)
+
+
+# ---------------------------------------------------------------------------
+# Graph replay: record the order once, rerun forward and backward in C
+
+@cython.final
+cdef class Graph:
+    """A recorded graph whose forward and backward passes can be replayed.
+
+    ``Graph(root)`` records the topological order of every node ``root``
+    depends on.  Afterwards, change leaf values in place (``p.data = ...`` on a
+    Value, ``t.data[...] = ...`` on a tensor) and call ``forward()`` to
+    recompute every node from its parents, then ``backward()`` to rerun the
+    reverse sweep: the results equal those of a freshly built graph, bit for
+    bit.  The recorded structure is fixed: if the code that built the graph
+    would branch differently on new data (a Python ``if`` on a value), replay
+    still follows the recorded branch.  ``matches(new_root)`` tells whether a
+    fresh build has the recorded structure.
+    """
+    cdef tuple _nodes               # owns the recorded nodes, root last
+    cdef PyObject** _order          # the same nodes, borrowed, for the C loops
+    cdef Py_ssize_t _n
+    cdef readonly Node root
+    cdef list _tensor_leaves        # (leaf, shape) pairs checked before forward
+
+    def __cinit__(self):
+        self._order = NULL
+
+    def __init__(self, root):
+        cdef Py_ssize_t i
+        cdef Node node
+        if not isinstance(root, Node):
+            raise TypeError(f"Graph(root) takes a Value or Tensor, got {type(root).__name__}")
+        self.root = <Node>root
+        self._nodes = tuple(topological_order(self.root))
+        self._n = len(self._nodes)
+        self._order = <PyObject**>malloc(max(self._n, 1) * sizeof(PyObject*))
+        if self._order == NULL:
+            raise MemoryError()
+        self._tensor_leaves = []
+        for i in range(self._n):
+            node = <Node>self._nodes[i]
+            self._order[i] = <PyObject*>node
+            if node.op == OP_CUSTOM:
+                raise ValueError(
+                    f"Graph(root): node {i} was built by Value(data, _children, _op) and has no "
+                    "forward rule, so the graph cannot be replayed")
+            if node.op == OP_LEAF and not isinstance(node, Value):
+                self._tensor_leaves.append((node, node.shape))
+
+    def __dealloc__(self):
+        free(self._order)
+
+    def __len__(self):
+        return self._n
+
+    def __repr__(self):
+        return (f"Graph({self._n} nodes, {len(self.leaves)} leaves, "
+                f"{len(self.parameters)} parameters, root={self.root!r})")
+
+    @property
+    def nodes(self):
+        """Every recorded node in forward order, the root last."""
+        return list(self._nodes)
+
+    @property
+    def leaves(self):
+        """The leaf nodes: what may change between replays."""
+        return [n for n in self._nodes if (<Node>n).op == OP_LEAF]
+
+    @property
+    def parameters(self):
+        """The leaves that take a gradient."""
+        return [n for n in self._nodes if (<Node>n).op == OP_LEAF and (<Node>n).requires_grad]
+
+    def forward(self):
+        """Recompute every node from the current values of the leaves; returns
+        the root's new value (a float for a Value root)."""
+        cdef Py_ssize_t i
+        cdef Node node
+        for leaf, shape in self._tensor_leaves:
+            if leaf.shape != shape:
+                raise ValueError(
+                    f"Graph.forward(): a leaf tensor changed shape from {shape} to {leaf.shape}; "
+                    "a recorded graph has fixed shapes, so build and record it again")
+        for i in range(self._n):
+            node = <Node>self._order[i]
+            if node.op == OP_LEAF:
+                continue
+            if node.op < OP_SCALAR_END:
+                (<Value>node).data = _forward_data(<Value>node)
+            else:
+                node._forward()
+        return self.root.data
+
+    def backward(self, grad=None):
+        """Rerun the reverse sweep over the recorded order, with backward()'s
+        semantics: intermediate gradients recomputed, leaves accumulate."""
+        cdef Py_ssize_t i
+        cdef Node node
+        cdef double g
+        if not self.root.requires_grad:
+            raise RuntimeError("Graph.backward(): the root does not require grad")
+        if isinstance(self.root, Value):
+            if grad is None:
+                g = 1.0
+            elif not _to_double(grad, &g):
+                raise TypeError(f"backward(grad=...) takes a real number, got {type(grad).__name__}")
+            grad = g
+        for i in range(self._n):
+            node = <Node>self._order[i]
+            if node.op != OP_LEAF and node.requires_grad:
+                if node.op < OP_SCALAR_END:
+                    (<Value>node).grad = 0.0
+                else:
+                    node._zero_grad()
+        self.root._seed(grad, self.root.op == OP_LEAF)
+        for i in range(self._n - 1, -1, -1):
+            node = <Node>self._order[i]
+            if not node.requires_grad:
+                continue
+            if node.op < OP_SCALAR_END:
+                _scalar_backward(<Value>node)
+            else:
+                node._backward()
+
+    def step(self):
+        """``forward()`` then ``backward()``; returns the root's value."""
+        out = self.forward()
+        self.backward()
+        return out
+
+    def matches(self, root):
+        """Whether a freshly built graph from ``root`` has the recorded
+        structure: the same ops in the same order, wired the same way, with
+        the same constants.  Use it to check that data-dependent code did not
+        take another branch."""
+        cdef list fresh = topological_order(root)
+        cdef dict position = {}
+        cdef Py_ssize_t i
+        if len(fresh) != self._n:
+            return False
+        for i in range(self._n):
+            position[id(fresh[i])] = i
+        recorded_position = {id(n): i for i, n in enumerate(self._nodes)}
+        for i in range(self._n):
+            old, new = <Node>self._nodes[i], <Node>fresh[i]
+            if old.op != new.op or type(old) is not type(new):
+                return False
+            if isinstance(old, Value) and (<Value>old).op != OP_LEAF \
+                    and (<Value>old).aux != (<Value>new).aux:
+                return False
+            old_parents = [recorded_position[id(p)] for p in _slots(old)]
+            new_parents = [position[id(p)] for p in _slots(new)]
+            if old_parents != new_parents:
+                return False
+        return True
+
+
+cdef list _slots(Node node):
+    """Every parent node of ``node`` in slot order (constants excluded)."""
+    cdef list out = []
+    if node.op != OP_CUSTOM:
+        out.extend([p for p in (node.a, node.b) if p is not None])
+    if node.args is not None:
+        out.extend(node.args)
+    return out
