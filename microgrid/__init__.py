@@ -6,12 +6,13 @@
     c.backward()
     a.grad, b.grad   # (-3.0, -4.0)
 """
-from ._engine import Graph, Value, dot, mean, sum, topological_order
+from ._engine import Graph, Value, detect_anomaly, dot, is_anomaly_enabled, mean, sum, topological_order
 from .gradcheck import GradcheckError, gradcheck
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Value", "sum", "mean", "dot", "topological_order", "Graph",
+    "detect_anomaly", "is_anomaly_enabled",
     "gradcheck", "GradcheckError",
 ]

@@ -74,6 +74,9 @@ cdef class Value(Node):
     cdef double aux
 
 
+cdef bint _anomaly_mode
+cdef int check_forward(Node out) except -1
+cdef int check_backward(Node node) except -1
 cdef unsigned long long next_seq()
 cdef int run_backward(Node root, object grad) except -1
 cdef Value make_element(Node source, Py_ssize_t index, double data, bint requires_grad)

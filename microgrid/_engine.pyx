@@ -112,6 +112,75 @@ cdef inline bint _to_double(object x, double* out) except -1:
 
 
 # ---------------------------------------------------------------------------
+# Anomaly mode: name the first op whose forward or backward made NaN or inf
+
+cdef bint _anomaly_mode = False
+
+
+cdef str _node_name(Node node):
+    label = node.label
+    return f"'{node._op}' node #{node.seq}" + (f" ({label})" if label else "")
+
+
+def _non_finite(x):
+    """The first non-finite number in x (a float or an array), or None."""
+    if isinstance(x, float):
+        return None if isfinite(x) else x
+    import numpy
+    bad = ~numpy.isfinite(x)
+    return x[bad].flat[0] if bad.any() else None
+
+
+cdef int check_forward(Node out) except -1:
+    """In anomaly mode, raise if ``out``'s value is not finite."""
+    bad = _non_finite(out.data) if _anomaly_mode else None
+    if bad is not None:
+        raise FloatingPointError(
+            f"detect_anomaly: the forward pass of {_node_name(out)} produced {bad}")
+    return 0
+
+
+cdef int check_backward(Node node) except -1:
+    """In anomaly mode, raise if ``node``'s rule left a non-finite gradient in
+    a parent whose gradient was finite before."""
+    for i, parent in enumerate(node._parents()):
+        if parent.requires_grad:
+            bad = _non_finite(parent.grad)
+            if bad is not None and _non_finite(node.grad) is None:
+                raise FloatingPointError(
+                    f"detect_anomaly: the backward pass of {_node_name(node)} produced {bad} "
+                    f"in the gradient of its input {i}")
+    return 0
+
+
+class detect_anomaly:
+    """Context manager: inside it, any op whose forward or backward pass
+    produces NaN or inf raises FloatingPointError naming the op.
+
+        with microgrid.detect_anomaly():
+            loss.backward()
+    """
+
+    def __init__(self, enabled=True):
+        self.enabled = bool(enabled)
+
+    def __enter__(self):
+        global _anomaly_mode
+        self.previous = _anomaly_mode
+        _anomaly_mode = self.enabled
+        return self
+
+    def __exit__(self, *exc):
+        global _anomaly_mode
+        _anomaly_mode = self.previous
+        return False
+
+
+def is_anomaly_enabled():
+    return bool(_anomaly_mode)
+
+
+# ---------------------------------------------------------------------------
 # Node: the C-level base of every graph node
 
 @cython.no_gc
@@ -410,27 +479,31 @@ cdef inline Value _new(unsigned short op, bint requires_grad):
 # Builders set the parents, then compute the value with _forward_data, the one
 # place each forward formula lives (so a replayed graph is bit-identical).
 
+cdef inline Value _finish(Value out):
+    out.data = _forward_data(out)
+    if _anomaly_mode and not isfinite(out.data):
+        check_forward(out)
+    return out
+
+
 cdef inline Value _binary(unsigned short op, Value a, Value b):
     cdef Value out = _new(op, a.requires_grad or b.requires_grad)
     out.a = a
     out.b = b
-    out.data = _forward_data(out)
-    return out
+    return _finish(out)
 
 
 cdef inline Value _unary(unsigned short op, Value a):
     cdef Value out = _new(op, a.requires_grad)
     out.a = a
-    out.data = _forward_data(out)
-    return out
+    return _finish(out)
 
 
 cdef inline Value _with_const(unsigned short op, Value a, double c):
     cdef Value out = _new(op, a.requires_grad)
     out.a = a
     out.aux = c
-    out.data = _forward_data(out)
-    return out
+    return _finish(out)
 
 
 cdef Value make_element(Node source, Py_ssize_t index, double data, bint requires_grad):
@@ -513,8 +586,7 @@ cdef Value _nary(unsigned short op, tuple args, Value a, double aux, bint rg):
     out.args = args
     out.a = a
     out.aux = aux
-    out.data = _forward_data(out)
-    return out
+    return _finish(out)
 
 
 # ---------------------------------------------------------------------------
@@ -858,6 +930,8 @@ cdef int run_backward(Node root, object grad) except -1:
                 _scalar_backward(<Value>node)
             else:
                 node._backward()
+            if _anomaly_mode:
+                check_backward(node)
     finally:
         _return_buffers(NULL, 0, order, order_cap)
     return 0
@@ -998,6 +1072,8 @@ cdef class Graph:
                 _scalar_backward(<Value>node)
             else:
                 node._backward()
+            if _anomaly_mode:
+                check_backward(node)
 
     def step(self):
         """``forward()`` then ``backward()``; returns the root's value."""

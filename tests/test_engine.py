@@ -425,3 +425,72 @@ step = st.one_of(
 def test_random_graphs_match_finite_differences(spec, xs):
     assert mg.gradcheck(lambda *leaves: build_random_graph(spec, leaves),
                         [Value(x) for x in xs], eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+# -- anomaly mode and threads --------------------------------------------------
+
+def test_detect_anomaly_names_the_first_forward_op():
+    p = Value(0.0, label="p")
+    with mg.detect_anomaly():
+        assert mg.is_anomaly_enabled()
+        with pytest.raises(FloatingPointError, match=r"forward pass of 'log' .* produced -inf"):
+            (p * 2).log()
+    assert not mg.is_anomaly_enabled()
+    assert (p * 2).log().data == -math.inf  # outside the context: IEEE result, no error
+
+
+def test_detect_anomaly_names_the_first_backward_op():
+    b = Value(0.0, label="b")
+    out = b.sqrt() * 0.0 + 1.0
+    out.backward()  # no error outside the context
+    with mg.detect_anomaly():
+        with pytest.raises(FloatingPointError,
+                           match=r"backward pass of 'sqrt' .* produced nan in the gradient of its input 0"):
+            out.backward()
+
+
+def test_independent_graphs_in_threads():
+    import threading
+    results, errors = {}, []
+
+    def work(k):
+        try:
+            for _ in range(50):
+                xs = [Value(0.01 * (i + k)) for i in range(200)]
+                loss = mg.sum((x * x).tanh() for x in xs)
+                loss.backward()
+            results[k] = [x.grad for x in xs]
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for k, g in results.items():
+        x = [0.01 * (i + k) for i in range(200)]
+        assert g == pytest.approx([(1 - math.tanh(v * v) ** 2) * 2 * v for v in x], rel=1e-12)
+
+
+def test_freeing_a_deep_graph_in_a_thread_with_a_small_stack():
+    import threading
+    outcome = []
+
+    def work():
+        y = Value(1.0)
+        for _ in range(10 ** 6):
+            y = y + 1.0
+        y.backward()
+        del y
+        outcome.append("freed")
+
+    old = threading.stack_size(256 * 1024)
+    try:
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+    finally:
+        threading.stack_size(old)
+    assert outcome == ["freed"]
