@@ -6,38 +6,45 @@
 # Scalar ops are switched on inline in backward(); every other node kind
 # supplies its rules through the virtual methods below.
 
-cdef enum Op:
-    OP_LEAF = 0
-    OP_CUSTOM       # built by Value(data, _children, _op): parents kept, no rule
-    OP_ADD
-    OP_SUB
-    OP_MUL
-    OP_DIV
-    OP_POW
-    OP_ADD_CONST    # a + aux
-    OP_RSUB_CONST   # aux - a
-    OP_MUL_CONST    # a * aux
-    OP_DIV_CONST    # a / aux
-    OP_RDIV_CONST   # aux / a
-    OP_POW_CONST    # a ** aux
-    OP_RPOW_CONST   # aux ** a
-    OP_NEG
-    OP_ABS
-    OP_RELU
-    OP_LEAKY_RELU   # aux = negative slope
-    OP_SIGMOID
-    OP_TANH
-    OP_EXP
-    OP_LOG
-    OP_SQRT
-    OP_SOFTPLUS
-    OP_SIN
-    OP_COS
-    OP_SUM          # args + aux
-    OP_MEAN         # (sum of args) / len(args)
-    OP_DOT          # sum args[i] * args[n + i] + a (bias, optional)
-    OP_ELEMENT      # a[aux]: one element of a Tensor, by flat index
-    OP_SCALAR_END   # op codes from here on belong to other node kinds
+cdef extern from "mg_ops.h":
+    # The scalar op codes (csrc/mg_ops.h documents each).
+    ctypedef enum mg_op:
+        OP_LEAF "MG_OP_LEAF"
+        OP_CUSTOM "MG_OP_CUSTOM"
+        OP_ADD "MG_OP_ADD"
+        OP_SUB "MG_OP_SUB"
+        OP_MUL "MG_OP_MUL"
+        OP_DIV "MG_OP_DIV"
+        OP_POW "MG_OP_POW"
+        OP_ADD_CONST "MG_OP_ADD_CONST"
+        OP_RSUB_CONST "MG_OP_RSUB_CONST"
+        OP_MUL_CONST "MG_OP_MUL_CONST"
+        OP_DIV_CONST "MG_OP_DIV_CONST"
+        OP_RDIV_CONST "MG_OP_RDIV_CONST"
+        OP_POW_CONST "MG_OP_POW_CONST"
+        OP_RPOW_CONST "MG_OP_RPOW_CONST"
+        OP_NEG "MG_OP_NEG"
+        OP_ABS "MG_OP_ABS"
+        OP_RELU "MG_OP_RELU"
+        OP_LEAKY_RELU "MG_OP_LEAKY_RELU"
+        OP_SIGMOID "MG_OP_SIGMOID"
+        OP_TANH "MG_OP_TANH"
+        OP_EXP "MG_OP_EXP"
+        OP_LOG "MG_OP_LOG"
+        OP_SQRT "MG_OP_SQRT"
+        OP_SOFTPLUS "MG_OP_SOFTPLUS"
+        OP_SIN "MG_OP_SIN"
+        OP_COS "MG_OP_COS"
+        OP_SUM "MG_OP_SUM"
+        OP_MEAN "MG_OP_MEAN"
+        OP_DOT "MG_OP_DOT"
+        OP_ELEMENT "MG_OP_ELEMENT"
+        OP_SCALAR_END "MG_OP_SCALAR_END"
+    int OP_FIRST_NARY "MG_OP_FIRST_NARY"
+    bint mg_op_is_binary(int op) nogil
+    double mg_forward(int op, double x, double y, double aux) nogil
+    void mg_backward(int op, double x, double y, double out, double aux,
+                     double g, double* gx, double* gy) nogil
 
 
 cdef class Node:

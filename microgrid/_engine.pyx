@@ -5,7 +5,7 @@ node, the fused n-ary scalar ops and ``backward()``.
 Every node is a compiled object with C fields (no ``__dict__``, no closure).
 ``backward()`` sorts the graph with an explicit stack, marking visits with an
 epoch stamp, then sweeps it once in reverse, switching on the op code; the
-local derivative formulas live in csrc/mg_scalar.h.  Nodes are not tracked by
+forward and local-derivative formulas live in csrc/mg_ops.h.  Nodes are not tracked by
 Python's cyclic garbage collector (a graph has no cycles), and a node's
 parents are released through a work list, so freeing a very deep graph never
 recurses in C.
@@ -15,8 +15,8 @@ cimport cython
 from cpython.ref cimport PyObject, Py_XINCREF, Py_XDECREF
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.tuple cimport PyTuple_GET_ITEM
-from libc.stdlib cimport malloc, realloc, free
-from libc.math cimport exp, log, sqrt, tanh, sin, cos, fabs, pow, isfinite
+from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.math cimport fabs, isfinite
 
 import numbers
 
@@ -29,17 +29,6 @@ cdef inline PyObject** _tuple_items(tuple t) noexcept:
     """The item array of a tuple: borrowed references, read without refcounting."""
     return &(<PyTupleObject*>t).ob_item[0]
 
-
-cdef extern from "mg_scalar.h" nogil:
-    double mg_relu(double x)
-    double mg_relu_grad(double x)
-    double mg_leaky_relu(double x, double slope)
-    double mg_leaky_relu_grad(double x, double slope)
-    double mg_sigmoid(double x)
-    double mg_softplus(double x)
-    double mg_sign(double x)
-    double mg_pow_grad_base(double a, double b)
-    double mg_pow_grad_exponent(double a, double b, double out)
 
 
 # What ``._op`` reports for each op code; POW_CONST appends its exponent.
@@ -611,60 +600,14 @@ cdef inline double _dot_data(PyObject** items, Py_ssize_t n, double bias) noexce
 
 cdef inline double _forward_data(Value v) except? -1.0:
     cdef unsigned short op = v.op
-    cdef double x, total
-    cdef Py_ssize_t i, n
+    cdef double total
+    cdef Py_ssize_t i
     cdef tuple args
     if op == OP_LEAF or op == OP_CUSTOM:
         return v.data
-    if op == OP_ADD:
-        return (<Value>v.a).data + (<Value>v.b).data
-    if op == OP_SUB:
-        return (<Value>v.a).data - (<Value>v.b).data
-    if op == OP_MUL:
-        return (<Value>v.a).data * (<Value>v.b).data
-    if op == OP_DIV:
-        return (<Value>v.a).data / (<Value>v.b).data
-    if op == OP_POW:
-        return pow((<Value>v.a).data, (<Value>v.b).data)
-    x = (<Value>v.a).data if op < OP_SUM else 0.0
-    if op == OP_ADD_CONST:
-        return x + v.aux
-    if op == OP_RSUB_CONST:
-        return v.aux - x
-    if op == OP_MUL_CONST:
-        return x * v.aux
-    if op == OP_DIV_CONST:
-        return x / v.aux
-    if op == OP_RDIV_CONST:
-        return v.aux / x
-    if op == OP_POW_CONST:
-        return pow(x, v.aux)
-    if op == OP_RPOW_CONST:
-        return pow(v.aux, x)
-    if op == OP_NEG:
-        return -x
-    if op == OP_ABS:
-        return fabs(x)
-    if op == OP_RELU:
-        return mg_relu(x)
-    if op == OP_LEAKY_RELU:
-        return mg_leaky_relu(x, v.aux)
-    if op == OP_SIGMOID:
-        return mg_sigmoid(x)
-    if op == OP_TANH:
-        return tanh(x)
-    if op == OP_EXP:
-        return exp(x)
-    if op == OP_LOG:
-        return log(x)
-    if op == OP_SQRT:
-        return sqrt(x)
-    if op == OP_SOFTPLUS:
-        return mg_softplus(x)
-    if op == OP_SIN:
-        return sin(x)
-    if op == OP_COS:
-        return cos(x)
+    if op < OP_FIRST_NARY:
+        return mg_forward(op, (<Value>v.a).data,
+                          (<Value>v.b).data if mg_op_is_binary(op) else 0.0, v.aux)
     args = v.args
     if op == OP_SUM:
         total = 0.0
@@ -819,71 +762,22 @@ cdef inline void _accumulate(object parent, double g) noexcept:
 
 cdef inline int _scalar_backward(Value v) except -1:
     """Apply the local derivative rule of ``v``'s op to its parents."""
-    cdef double g = v.grad, x, y
+    cdef double g = v.grad, x, y, ga, gb
     cdef unsigned short op = v.op
-    cdef Value a, b
     cdef Py_ssize_t i, n
     cdef PyObject** items
     if op == OP_LEAF or op == OP_CUSTOM:
         return 0
-    if op == OP_ADD:
-        _accumulate(v.a, g)
-        _accumulate(v.b, g)
-    elif op == OP_SUB:
-        _accumulate(v.a, g)
-        _accumulate(v.b, -g)
-    elif op == OP_MUL:
-        a = <Value>v.a
-        b = <Value>v.b
-        _accumulate(a, g * b.data)
-        _accumulate(b, g * a.data)
-    elif op == OP_DIV:
-        a = <Value>v.a
-        b = <Value>v.b
-        _accumulate(a, g / b.data)
-        _accumulate(b, -g * a.data / (b.data * b.data))
-    elif op == OP_POW:
-        a = <Value>v.a
-        b = <Value>v.b
-        _accumulate(a, g * mg_pow_grad_base(a.data, b.data))
-        _accumulate(b, g * mg_pow_grad_exponent(a.data, b.data, v.data))
-    elif op == OP_ADD_CONST:
-        _accumulate(v.a, g)
-    elif op == OP_RSUB_CONST or op == OP_NEG:
-        _accumulate(v.a, -g)
-    elif op == OP_MUL_CONST:
-        _accumulate(v.a, g * v.aux)
-    elif op == OP_DIV_CONST:
-        _accumulate(v.a, g / v.aux)
-    elif op == OP_RDIV_CONST:
+    if op < OP_FIRST_NARY:
         x = (<Value>v.a).data
-        _accumulate(v.a, -g * v.aux / (x * x))
-    elif op == OP_POW_CONST:
-        _accumulate(v.a, g * mg_pow_grad_base((<Value>v.a).data, v.aux))
-    elif op == OP_RPOW_CONST:
-        _accumulate(v.a, g * mg_pow_grad_exponent(v.aux, (<Value>v.a).data, v.data))
-    elif op == OP_ABS:
-        _accumulate(v.a, g * mg_sign((<Value>v.a).data))
-    elif op == OP_RELU:
-        _accumulate(v.a, g * mg_relu_grad((<Value>v.a).data))
-    elif op == OP_LEAKY_RELU:
-        _accumulate(v.a, g * mg_leaky_relu_grad((<Value>v.a).data, v.aux))
-    elif op == OP_SIGMOID:
-        _accumulate(v.a, g * v.data * (1.0 - v.data))
-    elif op == OP_TANH:
-        _accumulate(v.a, g * (1.0 - v.data * v.data))
-    elif op == OP_EXP:
-        _accumulate(v.a, g * v.data)
-    elif op == OP_LOG:
-        _accumulate(v.a, g / (<Value>v.a).data)
-    elif op == OP_SQRT:
-        _accumulate(v.a, g / (2.0 * v.data))
-    elif op == OP_SOFTPLUS:
-        _accumulate(v.a, g * mg_sigmoid((<Value>v.a).data))
-    elif op == OP_SIN:
-        _accumulate(v.a, g * cos((<Value>v.a).data))
-    elif op == OP_COS:
-        _accumulate(v.a, -g * sin((<Value>v.a).data))
+        if mg_op_is_binary(op):
+            y = (<Value>v.b).data
+            mg_backward(op, x, y, v.data, v.aux, g, &ga, &gb)
+            _accumulate(v.a, ga)
+            _accumulate(v.b, gb)
+        else:
+            mg_backward(op, x, 0.0, v.data, v.aux, g, &ga, &gb)
+            _accumulate(v.a, ga)
     elif op == OP_SUM or op == OP_MEAN:
         items = _tuple_items(v.args)
         n = len(v.args)
@@ -952,6 +846,182 @@ def topological_order(Node root, *, bint every_node=True):
 # ---------------------------------------------------------------------------
 # Graph replay: record the order once, rerun forward and backward in C
 
+# A graph made of Values only is compiled into a tape: flat arrays indexed by
+# position in the recorded order, so replay reads and writes contiguous
+# doubles instead of chasing node pointers.  Values and gradients are copied
+# back into the nodes as they are computed.  The arithmetic is the nodes'
+# own (mg_forward/mg_backward, the same summation order), so a replay equals a
+# fresh build bit for bit.
+ctypedef struct Tape:
+    Py_ssize_t n
+    unsigned short* op
+    unsigned char* requires_grad
+    int* a                  # position of parent a (the bias for dot), or -1
+    int* b                  # position of parent b, or -1
+    int* args_start         # n-ary operands: args[args_start[i] : args_start[i + 1]]
+    int* args
+    double* aux
+    double* val
+    double* grad
+
+
+cdef void _tape_free(Tape* t) noexcept:
+    if t == NULL:
+        return
+    free(t.op)
+    free(t.requires_grad)
+    free(t.a)
+    free(t.b)
+    free(t.args_start)
+    free(t.args)
+    free(t.aux)
+    free(t.val)
+    free(t.grad)
+    free(t)
+
+
+cdef Tape* _tape_build(tuple nodes) except NULL:
+    cdef Py_ssize_t n = len(nodes), i, k, n_args = 0
+    cdef Value v
+    cdef dict position = {id(node): i for i, node in enumerate(nodes)}
+    cdef Tape* t = <Tape*>calloc(1, sizeof(Tape))
+    if t == NULL:
+        raise MemoryError()
+    for node in nodes:
+        if (<Node>node).args is not None:
+            n_args += len((<Node>node).args)
+    t.n = n
+    t.op = <unsigned short*>malloc(n * sizeof(unsigned short))
+    t.requires_grad = <unsigned char*>malloc(n)
+    t.a = <int*>malloc(n * sizeof(int))
+    t.b = <int*>malloc(n * sizeof(int))
+    t.args_start = <int*>malloc((n + 1) * sizeof(int))
+    t.args = <int*>malloc(max(n_args, 1) * sizeof(int))
+    t.aux = <double*>malloc(n * sizeof(double))
+    t.val = <double*>malloc(n * sizeof(double))
+    t.grad = <double*>malloc(n * sizeof(double))
+    if (t.op == NULL or t.requires_grad == NULL or t.a == NULL or t.b == NULL
+            or t.args_start == NULL or t.args == NULL or t.aux == NULL
+            or t.val == NULL or t.grad == NULL):
+        _tape_free(t)
+        raise MemoryError()
+    k = 0
+    for i in range(n):
+        v = <Value>nodes[i]
+        t.op[i] = v.op
+        t.requires_grad[i] = v.requires_grad
+        t.a[i] = position[id(v.a)] if v.a is not None else -1
+        t.b[i] = position[id(v.b)] if v.b is not None else -1
+        t.aux[i] = v.aux
+        t.val[i] = v.data
+        t.args_start[i] = k
+        if v.args is not None:
+            for arg in v.args:
+                t.args[k] = position[id(arg)]
+                k += 1
+    t.args_start[n] = k
+    return t
+
+
+cdef inline double _tape_dot(const double* val, const int* w, const int* x, Py_ssize_t n,
+                             double bias) noexcept:
+    """_dot_data's arithmetic, over tape positions."""
+    cdef double s0 = bias, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    cdef Py_ssize_t i = 0
+    while i + 4 <= n:
+        s0 += val[w[i]] * val[x[i]]
+        s1 += val[w[i + 1]] * val[x[i + 1]]
+        s2 += val[w[i + 2]] * val[x[i + 2]]
+        s3 += val[w[i + 3]] * val[x[i + 3]]
+        i += 4
+    while i < n:
+        s0 += val[w[i]] * val[x[i]]
+        i += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef void _tape_forward(Tape* t, PyObject** nodes) noexcept:
+    cdef Py_ssize_t i, k, start, count
+    cdef unsigned short op
+    cdef double total
+    cdef double* val = t.val
+    for i in range(t.n):
+        op = t.op[i]
+        if op == OP_LEAF:
+            val[i] = (<Value>nodes[i]).data
+            continue
+        if op < OP_FIRST_NARY:
+            val[i] = mg_forward(op, val[t.a[i]], val[t.b[i]] if mg_op_is_binary(op) else 0.0,
+                                t.aux[i])
+        else:
+            start = t.args_start[i]
+            count = t.args_start[i + 1] - start
+            if op == OP_DOT:
+                val[i] = _tape_dot(val, t.args + start, t.args + start + count // 2, count // 2,
+                                   val[t.a[i]] if t.a[i] >= 0 else 0.0)
+            else:
+                total = 0.0
+                for k in range(start, start + count):
+                    total += val[t.args[k]]
+                val[i] = total + t.aux[i] if op == OP_SUM else total / count
+        (<Value>nodes[i]).data = val[i]
+
+
+cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
+    cdef Py_ssize_t i, k, start, count, half
+    cdef unsigned short op
+    cdef double g, ga, gb, y
+    cdef int w, x, p
+    cdef double* val = t.val
+    cdef double* grad = t.grad
+    cdef unsigned char* rg = t.requires_grad
+    # Current values (the nodes may have been changed since the last forward);
+    # leaves keep their accumulated gradient, everything else starts at zero.
+    for i in range(t.n):
+        val[i] = (<Value>nodes[i]).data
+        grad[i] = (<Value>nodes[i]).grad if t.op[i] == OP_LEAF else 0.0
+    i = t.n - 1
+    grad[i] = grad[i] + seed if t.op[i] == OP_LEAF else seed
+    for i in range(t.n - 1, -1, -1):
+        op = t.op[i]
+        if op == OP_LEAF or not rg[i]:
+            continue
+        g = grad[i]
+        if op < OP_FIRST_NARY:
+            p = t.a[i]
+            if mg_op_is_binary(op):
+                mg_backward(op, val[p], val[t.b[i]], val[i], t.aux[i], g, &ga, &gb)
+                if rg[p]:
+                    grad[p] += ga
+                if rg[t.b[i]]:
+                    grad[t.b[i]] += gb
+            else:
+                mg_backward(op, val[p], 0.0, val[i], t.aux[i], g, &ga, &gb)
+                if rg[p]:
+                    grad[p] += ga
+            continue
+        start = t.args_start[i]
+        count = t.args_start[i + 1] - start
+        if op == OP_DOT:
+            half = count // 2
+            for k in range(start, start + half):
+                w = t.args[k]
+                x = t.args[k + half]
+                if rg[w]:
+                    grad[w] += g * val[x]
+                if rg[x]:
+                    grad[x] += g * val[w]
+            if t.a[i] >= 0 and rg[t.a[i]]:
+                grad[t.a[i]] += g
+        else:
+            y = g if op == OP_SUM else g / count
+            for k in range(start, start + count):
+                if rg[t.args[k]]:
+                    grad[t.args[k]] += y
+    for i in range(t.n):
+        if rg[i]:
+            (<Value>nodes[i]).grad = grad[i]
+
 @cython.final
 cdef class Graph:
     """A recorded graph whose forward and backward passes can be replayed.
@@ -971,9 +1041,11 @@ cdef class Graph:
     cdef Py_ssize_t _n
     cdef readonly Node root
     cdef list _tensor_leaves        # (leaf, shape) pairs checked before forward
+    cdef Tape* _tape                # flat program of a graph of Values only, or NULL
 
     def __cinit__(self):
         self._order = NULL
+        self._tape = NULL
 
     def __init__(self, root):
         cdef Py_ssize_t i
@@ -996,9 +1068,12 @@ cdef class Graph:
                     "forward rule, so the graph cannot be replayed")
             if node.op == OP_LEAF and not isinstance(node, Value):
                 self._tensor_leaves.append((node, node.shape))
+        if all(isinstance(n, Value) and (<Node>n).op != OP_ELEMENT for n in self._nodes):
+            self._tape = _tape_build(self._nodes)
 
     def __dealloc__(self):
         free(self._order)
+        _tape_free(self._tape)
 
     def __len__(self):
         return self._n
@@ -1032,6 +1107,9 @@ cdef class Graph:
                 raise ValueError(
                     f"Graph.forward(): a leaf tensor changed shape from {shape} to {leaf.shape}; "
                     "a recorded graph has fixed shapes, so build and record it again")
+        if self._tape != NULL and not _anomaly_mode:
+            _tape_forward(self._tape, self._order)
+            return self.root.data
         for i in range(self._n):
             node = <Node>self._order[i]
             if node.op == OP_LEAF:
@@ -1056,6 +1134,9 @@ cdef class Graph:
             elif not _to_double(grad, &g):
                 raise TypeError(f"backward(grad=...) takes a real number, got {type(grad).__name__}")
             grad = g
+        if self._tape != NULL and not _anomaly_mode:
+            _tape_backward(self._tape, self._order, g)
+            return
         for i in range(self._n):
             node = <Node>self._order[i]
             if node.op != OP_LEAF and node.requires_grad:
