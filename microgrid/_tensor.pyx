@@ -1117,8 +1117,9 @@ cdef class Tensor(Node):
                     yi = py[i]
                     gi = pg[i] if per_element else scale
                     if op == T_BCE:
-                        # PyTorch: (x - y) / max(x (1 - x), 1e-12)
-                        pr[i] = gi * (xi - yi) / max((1.0 - xi) * xi, 1e-12)
+                        # PyTorch: (x - y) / max(x (1 - x), eps), its eps being
+                        # the float32 1e-12 (9.99999996e-13 as a double)
+                        pr[i] = gi * (xi - yi) / max((1.0 - xi) * xi, <double>(<float>1e-12))
                     else:
                         pr[i] = gi * (mg_sigmoid(xi) - yi)
                 _acc(a, r, True)
