@@ -1,5 +1,4 @@
-/* mg_conv.c: im2col / col2im, direct small convolution, and max / average
- * pooling kernels (see mg_conv.h for layouts and contracts).
+/* mg_conv.c: im2col / col2im, bias, and max / average pooling kernels (see mg_conv.h for layouts and contracts).
  *
  * Inner loops run along an output row.  For each kernel offset the range of
  * output columns whose input pixel lies inside the image is computed once, so
@@ -10,6 +9,42 @@
 
 #include <math.h>
 #include <string.h>
+
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+#define MG_HAVE_SSE2 1
+#endif
+
+/* Sum of n doubles with eight independent partial sums: a single running sum
+ * is bound by the add latency, the partial sums vectorise. */
+static double sum_doubles(const double *a, int64_t n)
+{
+    double part[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        for (int j = 0; j < 8; j++) part[j] += a[k + j];
+    }
+    double total = 0.0;
+    for (; k < n; k++) total += a[k];
+    return total + ((part[0] + part[4]) + (part[1] + part[5])) +
+           ((part[2] + part[6]) + (part[3] + part[7]));
+}
+
+/* The max-pooling step "v at index idx replaces the running maximum m if it is
+ * larger or NaN", without branches: on random data the comparison is a coin
+ * flip that a branch predictor loses about half the time. */
+static inline void take_max(double v, int64_t idx, double *m, int64_t *at)
+{
+#ifdef MG_HAVE_SSE2
+    const __m128d vv = _mm_set_sd(v), mm = _mm_set_sd(*m);
+    const __m128d take = _mm_or_pd(_mm_cmpgt_sd(vv, mm), _mm_cmpunord_sd(vv, vv));
+    *m = _mm_cvtsd_f64(_mm_or_pd(_mm_and_pd(take, vv), _mm_andnot_pd(take, mm)));
+    const int64_t sel = -(int64_t)(_mm_movemask_pd(take) & 1);
+    *at = (idx & sel) | (*at & ~sel);
+#else
+    if (v > *m || isnan(v)) { *m = v; *at = idx; }
+#endif
+}
 
 /* Output positions o in [0, count) read input position o * stride + offset;
  * set [*lo, *hi) to those with 0 <= position < size (possibly empty). */
@@ -100,88 +135,7 @@ void mg_col2im(const mg_conv_geom *g, int64_t batch, const double *cols, double 
     }
 }
 
-/* ------------------------------------------------------ direct convolution */
-
-void mg_conv2d_direct_forward(const mg_conv_geom *g, int64_t batch, int64_t c_out,
-                              const double *x, const double *w, const double *b,
-                              double *y)
-{
-    const int64_t C = g->channels, H = g->height, W = g->width;
-    const int64_t kH = g->kernel_h, kW = g->kernel_w;
-    const int64_t sH = g->stride_h, sW = g->stride_w;
-    const int64_t Ho = g->out_h, Wo = g->out_w, L = Ho * Wo;
-
-    for (int64_t n = 0; n < batch; n++) {
-        const double *image = x + n * C * H * W;
-        for (int64_t o = 0; o < c_out; o++) {
-            double *out = y + (n * c_out + o) * L;
-            const double bias = b ? b[o] : 0.0;
-            for (int64_t k = 0; k < L; k++) out[k] = bias;
-            for (int64_t c = 0; c < C; c++) {
-                const double *plane = image + c * H * W;
-                const double *wk = w + (o * C + c) * kH * kW;
-                for (int64_t i = 0; i < kH; i++) {
-                    const int64_t row_off = i * g->dilation_h - g->pad_h;
-                    for (int64_t j = 0; j < kW; j++) {
-                        const int64_t col_off = j * g->dilation_w - g->pad_w;
-                        const double wv = wk[i * kW + j];
-                        int64_t lo, hi;
-                        inside_range(Wo, sW, col_off, W, &lo, &hi);
-                        for (int64_t oh = 0; oh < Ho; oh++) {
-                            const int64_t ih = oh * sH + row_off;
-                            if (ih < 0 || ih >= H) continue;
-                            const double *src = plane + ih * W + col_off;
-                            double *dst = out + oh * Wo;
-                            if (sW == 1) {
-                                for (int64_t ow = lo; ow < hi; ow++) dst[ow] += wv * src[ow];
-                            } else {
-                                for (int64_t ow = lo; ow < hi; ow++) dst[ow] += wv * src[ow * sW];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-void mg_conv2d_direct_backward_weight(const mg_conv_geom *g, int64_t batch, int64_t c_out,
-                                      const double *x, const double *gy, double *gw)
-{
-    const int64_t C = g->channels, H = g->height, W = g->width;
-    const int64_t kH = g->kernel_h, kW = g->kernel_w;
-    const int64_t sH = g->stride_h, sW = g->stride_w;
-    const int64_t Ho = g->out_h, Wo = g->out_w, L = Ho * Wo;
-
-    memset(gw, 0, (size_t)(c_out * C * kH * kW) * sizeof(double));
-    for (int64_t n = 0; n < batch; n++) {
-        const double *image = x + n * C * H * W;
-        for (int64_t o = 0; o < c_out; o++) {
-            const double *grad = gy + (n * c_out + o) * L;
-            for (int64_t c = 0; c < C; c++) {
-                const double *plane = image + c * H * W;
-                double *gk = gw + (o * C + c) * kH * kW;
-                for (int64_t i = 0; i < kH; i++) {
-                    const int64_t row_off = i * g->dilation_h - g->pad_h;
-                    for (int64_t j = 0; j < kW; j++) {
-                        const int64_t col_off = j * g->dilation_w - g->pad_w;
-                        int64_t lo, hi;
-                        inside_range(Wo, sW, col_off, W, &lo, &hi);
-                        double acc = 0.0;
-                        for (int64_t oh = 0; oh < Ho; oh++) {
-                            const int64_t ih = oh * sH + row_off;
-                            if (ih < 0 || ih >= H) continue;
-                            const double *src = plane + ih * W + col_off;
-                            const double *gr = grad + oh * Wo;
-                            for (int64_t ow = lo; ow < hi; ow++) acc += gr[ow] * src[ow * sW];
-                        }
-                        gk[i * kW + j] += acc;
-                    }
-                }
-            }
-        }
-    }
-}
+/* ------------------------------------------------------------------ bias */
 
 void mg_conv_add_bias(int64_t batch, int64_t channels, int64_t size,
                       const double *b, double *y)
@@ -199,11 +153,7 @@ void mg_conv_bias_grad(int64_t batch, int64_t channels, int64_t size,
 {
     for (int64_t c = 0; c < channels; c++) gb[c] = 0.0;
     for (int64_t n = 0; n < batch; n++) {
-        for (int64_t c = 0; c < channels; c++, gy += size) {
-            double acc = 0.0;
-            for (int64_t k = 0; k < size; k++) acc += gy[k];
-            gb[c] += acc;
-        }
+        for (int64_t c = 0; c < channels; c++, gy += size) gb[c] += sum_doubles(gy, size);
     }
 }
 
@@ -225,16 +175,43 @@ void mg_max_pool2d_forward(const mg_pool_geom *g, int64_t planes, const double *
             const double *plane = x + p * H * W;
             for (int64_t oh = 0; oh < Ho; oh++) {
                 const double *r0 = plane + 2 * oh * W, *r1 = r0 + W;
-                for (int64_t ow = 0; ow < Wo; ow++) {
-                    const int64_t base = 2 * oh * W + 2 * ow;
+                int64_t ow = 0;
+#ifdef MG_HAVE_SSE2
+                /* Two windows per step: lanes hold windows ow and ow + 1. */
+                const __m128i advance = _mm_set1_epi64x(4), right = _mm_set1_epi64x(1);
+                const __m128i down = _mm_set1_epi64x(W);
+                __m128i base = _mm_set_epi64x(2 * oh * W + 2, 2 * oh * W);
+                for (; ow + 2 <= Wo; ow += 2) {
+                    const __m128d t0 = _mm_loadu_pd(r0 + 2 * ow), t1 = _mm_loadu_pd(r0 + 2 * ow + 2);
+                    const __m128d b0 = _mm_loadu_pd(r1 + 2 * ow), b1 = _mm_loadu_pd(r1 + 2 * ow + 2);
+                    /* cells in row-major window order: top-left, top-right, bottom-left, bottom-right */
+                    const __m128d cell[4] = {_mm_unpacklo_pd(t0, t1), _mm_unpackhi_pd(t0, t1),
+                                             _mm_unpacklo_pd(b0, b1), _mm_unpackhi_pd(b0, b1)};
+                    const __m128i index[4] = {base, _mm_add_epi64(base, right),
+                                              _mm_add_epi64(base, down),
+                                              _mm_add_epi64(_mm_add_epi64(base, down), right)};
+                    __m128d m = cell[0];
+                    __m128i at = index[0];
+                    for (int k = 1; k < 4; k++) {
+                        const __m128d take = _mm_or_pd(_mm_cmpgt_pd(cell[k], m),
+                                                       _mm_cmpunord_pd(cell[k], cell[k]));
+                        const __m128i takei = _mm_castpd_si128(take);
+                        m = _mm_or_pd(_mm_and_pd(take, cell[k]), _mm_andnot_pd(take, m));
+                        at = _mm_or_si128(_mm_and_si128(takei, index[k]),
+                                          _mm_andnot_si128(takei, at));
+                    }
+                    _mm_storeu_pd(y + ow, m);
+                    _mm_storeu_si128((__m128i *)(argmax + ow), at);
+                    base = _mm_add_epi64(base, advance);
+                }
+#endif
+                for (; ow < Wo; ow++) {
+                    const int64_t base0 = 2 * oh * W + 2 * ow;
                     double m = r0[2 * ow];
-                    int64_t at = base;
-                    double v = r0[2 * ow + 1];
-                    if (v > m || isnan(v)) { m = v; at = base + 1; }
-                    v = r1[2 * ow];
-                    if (v > m || isnan(v)) { m = v; at = base + W; }
-                    v = r1[2 * ow + 1];
-                    if (v > m || isnan(v)) { m = v; at = base + W + 1; }
+                    int64_t at = base0;
+                    take_max(r0[2 * ow + 1], base0 + 1, &m, &at);
+                    take_max(r1[2 * ow], base0 + W, &m, &at);
+                    take_max(r1[2 * ow + 1], base0 + W + 1, &m, &at);
                     y[ow] = m;
                     argmax[ow] = at;
                 }
@@ -262,10 +239,7 @@ void mg_max_pool2d_forward(const mg_pool_geom *g, int64_t planes, const double *
                 int64_t at = (h0 < h1 && w0 < w1) ? h0 * W + w0 : -1;
                 for (int64_t ih = h0; ih < h1; ih += dH) {
                     const double *row = plane + ih * W;
-                    for (int64_t iw = w0; iw < w1; iw += dW) {
-                        const double v = row[iw];
-                        if (v > m || isnan(v)) { m = v; at = ih * W + iw; }
-                    }
+                    for (int64_t iw = w0; iw < w1; iw += dW) take_max(row[iw], ih * W + iw, &m, &at);
                 }
                 y[ow] = m;
                 argmax[ow] = at;

@@ -48,18 +48,6 @@ void mg_im2col(const mg_conv_geom *g, int64_t batch, const double *x, double *co
  * at the pixels they were copied from (entries in the padding are dropped). */
 void mg_col2im(const mg_conv_geom *g, int64_t batch, const double *cols, double *x);
 
-/* Direct convolution without a column matrix, for small channel counts:
- * y (batch, c_out, out_h, out_w) = x (batch, channels, H, W) correlated with
- * w (c_out, channels, kernel_h, kernel_w), one group, plus bias b (or NULL). */
-void mg_conv2d_direct_forward(const mg_conv_geom *g, int64_t batch, int64_t c_out,
-                              const double *x, const double *w, const double *b,
-                              double *y);
-
-/* Its weight gradient: gw (c_out, channels, kernel_h, kernel_w) is overwritten
- * with the correlation of x and gy summed over the batch. */
-void mg_conv2d_direct_backward_weight(const mg_conv_geom *g, int64_t batch, int64_t c_out,
-                                      const double *x, const double *gy, double *gw);
-
 /* y[n, c, :] += b[c] over a (batch, channels, size) array. */
 void mg_conv_add_bias(int64_t batch, int64_t channels, int64_t size,
                       const double *b, double *y);

@@ -11,6 +11,10 @@ product through numpy's BLAS; its input gradient is the transposed product
 followed by col2im.  Groups are handled inside the same product by viewing
 the channels as (groups, channels per group) and letting matmul broadcast.
 conv_transpose2d is the same pair of kernels used the other way round.
+A direct C loop (no column matrix) was measured against this on the small
+case it could win, 1x1x28x28 with 8 filters 3x3, and lost even there
+(forward 12.6 vs 10.1 us, weight gradient 40 vs 6 us): compiled for baseline
+x86-64 it cannot match BLAS's wide vector code, so there is one code path.
 
 Every function checks what the C kernels rely on (types, dtypes, layout,
 shapes, parameter ranges) and raises TypeError/ValueError before any kernel
@@ -44,12 +48,6 @@ cdef extern from "mg_conv.h" nogil:
 
     void mg_im2col(const mg_conv_geom *g, int64_t batch, const double *x, double *cols)
     void mg_col2im(const mg_conv_geom *g, int64_t batch, const double *cols, double *x)
-    void mg_conv2d_direct_forward(const mg_conv_geom *g, int64_t batch, int64_t c_out,
-                                  const double *x, const double *w, const double *b,
-                                  double *y)
-    void mg_conv2d_direct_backward_weight(const mg_conv_geom *g, int64_t batch,
-                                          int64_t c_out, const double *x,
-                                          const double *gy, double *gw)
     void mg_conv_add_bias(int64_t batch, int64_t channels, int64_t size,
                           const double *b, double *y)
     void mg_conv_bias_grad(int64_t batch, int64_t channels, int64_t size,
@@ -67,10 +65,6 @@ cdef extern from "mg_conv.h" nogil:
 # Sizes and parameters are capped so that every index expression in the C
 # kernels fits comfortably in 64 bits.
 cdef int64_t _LIMIT = 2147483647
-
-# Direct convolution beats im2col + BLAS while the reduction per output pixel
-# is short (few input channels); measured in microgrid/bench/conv_kernels.py.
-cdef int64_t _DIRECT_MAX_REDUCTION = 32
 
 cdef object _matmul = np.matmul
 
@@ -185,15 +179,6 @@ cdef inline double *_ptr(cnp.ndarray a) noexcept nogil:
     return <double *>cnp.PyArray_DATA(a)
 
 
-def _set_direct_max_reduction(int64_t n):
-    """Set the largest C_in * kH * kW that uses the direct kernel and return
-    the previous value; for tests, which run both code paths."""
-    global _DIRECT_MAX_REDUCTION
-    cdef int64_t old = _DIRECT_MAX_REDUCTION
-    _DIRECT_MAX_REDUCTION = n
-    return old
-
-
 # ------------------------------------------------------------- output sizes
 
 def conv2d_output_size(in_hw, kernel, stride, padding, dilation):
@@ -250,10 +235,6 @@ cdef inline bint _is_pointwise(const mg_conv_geom *g) noexcept nogil:
     return (g.kernel_h == 1 and g.kernel_w == 1 and g.stride_h == 1 and g.stride_w == 1
             and g.pad_h == 0 and g.pad_w == 0
             and g.out_h == g.height and g.out_w == g.width)
-
-
-cdef inline bint _use_direct(const mg_conv_geom *g, int64_t groups) noexcept nogil:
-    return groups == 1 and g.channels * g.kernel_h * g.kernel_w <= _DIRECT_MAX_REDUCTION
 
 
 cdef cnp.ndarray _im2col(const mg_conv_geom *g, int64_t N, cnp.ndarray x):
@@ -381,10 +362,6 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     cdef cnp.ndarray y = _empty(4, c.N, c.C_out, c.g.out_h, c.g.out_w)
     cdef const double *bp = NULL if ba is None else _ptr(ba)
     cdef int64_t G = c.G, N = c.N, M = c.C_out // c.G
-    if _use_direct(&c.g, G):
-        with nogil:
-            mg_conv2d_direct_forward(&c.g, N, c.C_out, _ptr(c.x), _ptr(c.w), bp, _ptr(y))
-        return y
     cdef cnp.ndarray cols = _im2col(&c.g, N, c.x)
     if G == 1:
         _matmul(_view(c.w, 2, M, c.K), cols, out=_view(y, 3, N, M, c.L))
@@ -408,11 +385,7 @@ def conv2d_backward(gy, x, w, stride, padding, dilation, groups, need_x, need_w,
         gb = _bias_grad(gya)
     if need_w:
         gw = _empty(4, c.C_out, c.C_in // G, c.g.kernel_h, c.g.kernel_w)
-        if _use_direct(&c.g, G):
-            with nogil:
-                mg_conv2d_direct_backward_weight(&c.g, N, c.C_out, _ptr(c.x), _ptr(gya),
-                                                 _ptr(gw))
-        elif G == 1:
+        if G == 1:
             cols = _im2col(&c.g, N, c.x)
             _sum_of_products(_view(gya, 3, N, M, c.L), cols, _view(gw, 2, M, c.K), N)
         else:

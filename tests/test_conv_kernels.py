@@ -5,8 +5,7 @@ written here with explicit loops (independent of im2col), against PyTorch
 float64 (forward values and autograd gradients), and against hand-computed
 values (the lecture problems #7 and #8 of shared/exam-problems.md).  The
 backward functions are also checked as adjoints of the forward maps and by
-central differences.  Both convolution code paths (direct and im2col + BLAS)
-run every case.
+central differences.
 """
 import itertools
 
@@ -20,14 +19,6 @@ RNG = np.random.default_rng(20261124)
 
 def pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-
-@pytest.fixture(params=["direct", "im2col"])
-def conv_path(request):
-    """Run a test once with the direct kernel allowed, once with im2col only."""
-    old = _conv._set_direct_max_reduction(10**6 if request.param == "direct" else 0)
-    yield request.param
-    _conv._set_direct_max_reduction(old)
 
 
 # ------------------------------------------------------- numpy references
@@ -224,7 +215,7 @@ def maxpool_input(case):
 # ------------------------------------------------ conv2d vs numpy reference
 
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_conv2d_matches_numpy_reference(case, conv_path):
+def test_conv2d_matches_numpy_reference(case):
     x, w, b, stride, padding, dilation, groups = conv_inputs(case)
     y = _conv.conv2d_forward(x, w, b, stride, padding, dilation, groups)
     np.testing.assert_allclose(y, ref_conv2d(x, w, b, stride, padding, dilation, groups),
@@ -237,7 +228,7 @@ def test_conv2d_matches_numpy_reference(case, conv_path):
 
 
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_conv2d_backward_returns_only_what_is_asked(case, conv_path):
+def test_conv2d_backward_returns_only_what_is_asked(case):
     x, w, _, stride, padding, dilation, groups = conv_inputs(case, bias=False)
     y = _conv.conv2d_forward(x, w, None, stride, padding, dilation, groups)
     gy = RNG.standard_normal(y.shape)
@@ -278,7 +269,7 @@ def test_conv_transpose2d_matches_numpy_reference(case):
 # ------------------------------------------------------ adjointness checks
 
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_conv2d_backward_is_the_adjoint(case, conv_path):
+def test_conv2d_backward_is_the_adjoint(case):
     """<conv(x), gy> = <x, gx(gy)> and, linear in w too, <conv_w(x), gy> = <w, gw>."""
     x, w, _, stride, padding, dilation, groups = conv_inputs(case, bias=False)
     y = _conv.conv2d_forward(x, w, None, stride, padding, dilation, groups)
@@ -322,7 +313,7 @@ def central_difference(f, a, eps=1e-6):
     return g
 
 
-def test_conv2d_gradients_match_finite_differences(conv_path):
+def test_conv2d_gradients_match_finite_differences():
     x, w, b, stride, padding, dilation, groups = conv_inputs((1, 2, 5, 4, 2, 3, 2, (2, 1), 1, 1, 2))
     gy = RNG.standard_normal(_conv.conv2d_forward(x, w, b, stride, padding, dilation, groups).shape)
 
@@ -449,7 +440,7 @@ EXAM_FILTERS = np.array([[[[1, -1, -1], [-1, 1, -1], [-1, -1, 1]]],
                          [[[-1, 1, -1], [-1, 1, -1], [-1, 1, -1]]]], dtype=float)
 
 
-def test_exam_7_convolution_and_max_pooling_by_hand(conv_path):
+def test_exam_7_convolution_and_max_pooling_by_hand():
     y = _conv.conv2d_forward(EXAM_IMAGE, EXAM_FILTERS, None, (1, 1), (0, 0), (1, 1), 1)
     assert y.shape == (1, 2, 4, 4)       # each filter is a channel
     np.testing.assert_array_equal(
@@ -569,7 +560,7 @@ def t64(torch, a, grad=False):
 
 
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_conv2d_matches_torch(torch, case, conv_path):
+def test_conv2d_matches_torch(torch, case):
     x, w, b, stride, padding, dilation, groups = conv_inputs(case)
     xt, wt, bt = t64(torch, x, True), t64(torch, w, True), t64(torch, b, True)
     yt = torch.nn.functional.conv2d(xt, wt, bt, stride, padding, dilation, groups)
