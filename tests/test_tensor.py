@@ -588,3 +588,11 @@ def test_cat_and_stack_match_torch(dim):
 @pytest.mark.parametrize("shapes", MATMUL_SHAPES)
 def test_matmul_matches_torch(shapes):
     _parity(lambda a, b: a @ b, lambda a, b: a @ b, [rand(*s) for s in shapes])
+
+
+def test_tensors_are_not_tracked_by_the_cyclic_garbage_collector():
+    import gc
+    t = mg.tensor([1.0, 2.0], requires_grad=True)
+    assert not gc.is_tracked(t)
+    assert not gc.is_tracked((t * 2).sum())
+    assert not gc.is_tracked(t[0])
