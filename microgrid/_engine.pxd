@@ -6,6 +6,8 @@
 # Scalar ops are switched on inline in backward(); every other node kind
 # supplies its rules through the virtual methods below.
 
+cimport cython
+
 cdef extern from "mg_ops.h":
     # The scalar op codes (csrc/mg_ops.h documents each).
     ctypedef enum mg_op:
@@ -47,6 +49,9 @@ cdef extern from "mg_ops.h":
                      double g, double* gx, double* gy) nogil
 
 
+# no_gc here too: modules that cimport Node see only this declaration, and
+# their subclasses would otherwise be tracked by the cyclic collector
+@cython.no_gc
 cdef class Node:
     cdef unsigned short op
     cdef unsigned char requires_grad
@@ -75,13 +80,14 @@ cdef class Node:
     cdef double _element(self, Py_ssize_t index) except? -1.0
 
 
+@cython.no_gc
 cdef class Value(Node):
     cdef public double data
     cdef public double grad
     cdef double aux
 
 
-cdef bint _anomaly_mode
+cdef bint anomaly_enabled() noexcept
 cdef int check_forward(Node out) except -1
 cdef int check_backward(Node node) except -1
 cdef unsigned long long next_seq()

@@ -169,6 +169,10 @@ def is_anomaly_enabled():
     return bool(_anomaly_mode)
 
 
+cdef bint anomaly_enabled() noexcept:
+    return _anomaly_mode
+
+
 # ---------------------------------------------------------------------------
 # Node: the C-level base of every graph node
 
