@@ -8,10 +8,11 @@
 """
 from ._engine import Value, dot, mean, sum, topological_order
 from .gradcheck import GradcheckError, gradcheck
+from .nn import manual_seed
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Value", "sum", "mean", "dot", "topological_order",
-    "gradcheck", "GradcheckError",
+    "gradcheck", "GradcheckError", "manual_seed",
 ]
