@@ -6,13 +6,53 @@
     c.backward()
     a.grad, b.grad   # (-3.0, -4.0)
 """
-from ._engine import Value, dot, mean, sum, topological_order
+from . import _engine
+from ._engine import Value, dot, topological_order
 from .gradcheck import GradcheckError, gradcheck
+from ._tensor import Tensor, cat, concatenate, matmul, ones, randn, stack, tensor, zeros
+from . import functional
+from .functional import (
+    avg_pool2d, binary_cross_entropy, binary_cross_entropy_with_logits, conv2d,
+    conv_transpose2d, cross_entropy, hinge_loss, huber_loss, l1_loss, leaky_relu, linear,
+    log_softmax, max_pool2d, mse_loss, nll_loss, pad, relu, sigmoid, softmax, softplus, tanh)
 from .nn import manual_seed
 
 __version__ = "0.1.0"
 
+
+# sum/mean/max/min: a Tensor argument gets the tensor reduction (PyTorch's
+# dim/keepdim); anything else keeps the fused scalar ops of _engine.
+def sum(values, *args, **kwargs):
+    """``mg.sum(tensor, dim=None, keepdim=False)`` or ``mg.sum(values, start=0)``."""
+    if isinstance(values, Tensor):
+        return values.sum(*args, **kwargs)
+    return _engine.sum(values, *args, **kwargs)
+
+
+def mean(values, *args, **kwargs):
+    """``mg.mean(tensor, dim=None, keepdim=False)`` or ``mg.mean(values)``."""
+    if isinstance(values, Tensor):
+        return values.mean(*args, **kwargs)
+    return _engine.mean(values, *args, **kwargs)
+
+
+def max(input, dim=None, keepdim=False):
+    """The largest element of a Tensor, or (values, indices) along ``dim``."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"max(input) takes a Tensor, got {type(input).__name__}")
+    return input.max(dim, keepdim)
+
+
+def min(input, dim=None, keepdim=False):
+    """The smallest element of a Tensor, or (values, indices) along ``dim``."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"min(input) takes a Tensor, got {type(input).__name__}")
+    return input.min(dim, keepdim)
+
+
 __all__ = [
     "Value", "sum", "mean", "dot", "topological_order",
     "gradcheck", "GradcheckError", "manual_seed",
+    "Tensor", "tensor", "zeros", "ones", "randn", "stack", "concatenate", "cat",
+    "matmul", "max", "min", "functional", *functional.__all__,
 ]

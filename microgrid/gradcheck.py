@@ -1,5 +1,9 @@
-"""Central finite-difference check of backward() against the forward pass."""
+"""Central finite-difference check of backward() against the forward pass,
+for Values and Tensors."""
+import numpy as np
+
 from ._engine import Value
+from ._tensor import Tensor
 
 __all__ = ["gradcheck", "GradcheckError"]
 
@@ -14,50 +18,104 @@ def _as_list(inputs):
     return [inputs]
 
 
-def _scalar_output(out):
-    if isinstance(out, Value):
+def _output(out):
+    if isinstance(out, (Value, Tensor)):
         return out
-    raise TypeError(f"gradcheck(f): f must return a Value, got {type(out).__name__}")
+    raise TypeError(f"gradcheck(f): f must return a Value or a Tensor, got {type(out).__name__}")
+
+
+class _Projection:
+    """Reduces f's output to one number: a Value as it is, a Tensor through
+    a fixed random cotangent v (the check is then on sum(out * v), which
+    tests every row of the Jacobian in a random combination)."""
+
+    def __init__(self):
+        self.cotangent = None
+
+    def value(self, out):
+        if isinstance(out, Value):
+            return out.data
+        if self.cotangent is None:
+            self.cotangent = np.random.default_rng(0).uniform(0.5, 1.5, out.shape)
+            self.cotangent *= np.where(np.random.default_rng(1).random(out.shape) < 0.5, -1.0, 1.0)
+        return float(np.sum(out.data * self.cotangent))
+
+    def backward(self, out):
+        if not out.requires_grad:
+            return               # f does not depend on the inputs: gradients stay 0
+        if isinstance(out, Value):
+            out.backward()
+        else:
+            self.value(out)
+            out.backward(self.cotangent)
 
 
 def gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
     """Check ``backward()`` of ``f(*inputs)`` against central differences.
 
-    For each input x: numerical = (f(x + eps) - f(x - eps)) / (2 eps), and it
-    must satisfy |analytic - numerical| <= atol + rtol * |numerical|.
-    Returns True, or raises GradcheckError naming the input and both numbers.
+    For each input x (every element of a Tensor with requires_grad):
+    numerical = (f(x + eps) - f(x - eps)) / (2 eps), and it must satisfy
+    |analytic - numerical| <= atol + rtol * |numerical|.  A Tensor output is
+    checked through sum(output * v) for a fixed random v.  Returns True, or
+    raises GradcheckError naming the input, the element and both numbers.
     The defaults are PyTorch's.
     """
     inputs = _as_list(inputs)
     for i, x in enumerate(inputs):
-        if not isinstance(x, Value):
-            raise TypeError(f"gradcheck(inputs): input {i} is a {type(x).__name__}, not a Value")
+        if not isinstance(x, (Value, Tensor)):
+            raise TypeError(f"gradcheck(inputs): input {i} is a {type(x).__name__}, not a Value or a Tensor")
     for name, number in (("eps", eps), ("atol", atol), ("rtol", rtol)):
         if not isinstance(number, (int, float)) or number < 0 or (name == "eps" and number == 0):
             raise ValueError(f"gradcheck({name}=...) must be a positive number, got {number!r}")
+    checked = [i for i, x in enumerate(inputs) if isinstance(x, Value) or x.requires_grad]
+    if not checked:
+        raise ValueError("gradcheck(inputs): no input requires grad")
 
-    saved = [x.grad for x in inputs]
+    projection = _Projection()
+    saved = [x.grad if isinstance(x, Value) else x.grad.copy() for x in inputs]
     for x in inputs:
-        x.grad = 0.0
-    _scalar_output(f(*inputs)).backward()
-    analytic = [x.grad for x in inputs]
-    for x, g in zip(inputs, saved):
-        x.grad = g
+        if isinstance(x, Value):
+            x.grad = 0.0
+        else:
+            x.grad[...] = 0.0
+    try:
+        projection.backward(_output(f(*inputs)))
+        analytic = [x.grad if isinstance(x, Value) else x.grad.copy() for x in inputs]
+    finally:
+        for x, g in zip(inputs, saved):
+            if isinstance(x, Value):
+                x.grad = g
+            else:
+                x.grad[...] = g
 
-    for i, x in enumerate(inputs):
-        original = x.data
+    def numerical_at(read, write):
+        original = read()
         try:
-            x.data = original + eps
-            plus = _scalar_output(f(*inputs)).data
-            x.data = original - eps
-            minus = _scalar_output(f(*inputs)).data
+            write(original + eps)
+            plus = projection.value(_output(f(*inputs)))
+            write(original - eps)
+            minus = projection.value(_output(f(*inputs)))
         finally:
-            x.data = original
-        numerical = (plus - minus) / (2 * eps)
-        if not abs(analytic[i] - numerical) <= atol + rtol * abs(numerical):
-            name = f" ({x.label})" if x.label else ""
-            raise GradcheckError(
-                f"gradcheck: gradient of input {i}{name} disagrees: "
-                f"analytic {analytic[i]!r}, numerical {numerical!r} "
-                f"(eps={eps}, atol={atol}, rtol={rtol})")
+            write(original)
+        return (plus - minus) / (2 * eps)
+
+    for i in checked:
+        x = inputs[i]
+        name = f" ({x.label})" if x.label else ""
+        if isinstance(x, Value):
+            numerical = numerical_at(lambda: x.data, lambda v: setattr(x, "data", v))
+            elements = [((), analytic[i], numerical)]
+        else:
+            flat = x.data.reshape(-1)    # a view: writes perturb the tensor
+            elements = []
+            for k in range(flat.size):
+                numerical = numerical_at(lambda: float(flat[k]), lambda v: flat.__setitem__(k, v))
+                index = np.unravel_index(k, x.shape) if x.ndim else ()
+                elements.append((tuple(int(j) for j in index), float(analytic[i].reshape(-1)[k]), numerical))
+        for index, a, n in elements:
+            if not abs(a - n) <= atol + rtol * abs(n):
+                where = f", element {index}" if isinstance(x, Tensor) else ""
+                raise GradcheckError(
+                    f"gradcheck: gradient of input {i}{name}{where} disagrees: "
+                    f"analytic {a!r}, numerical {n!r} (eps={eps}, atol={atol}, rtol={rtol})")
     return True

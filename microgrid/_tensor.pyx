@@ -1,0 +1,1603 @@
+# cython: language_level=3, wraparound=True
+# (wraparound: this module indexes shape tuples from the end, shape[-1];
+# its loops over buffers use raw pointers, which the directive does not touch)
+"""The tensor node: ``Tensor``, an n-d float64 array in the same graph as
+``Value``, its ops (elementwise with broadcasting, reductions, shape ops,
+indexing, matmul), the fused functional nodes that functional.py builds
+(softmax, losses, convolution, pooling) and the Value <-> Tensor bridges.
+
+Every op follows one pattern: ``new_node`` links the parents and calls
+``_forward``, which computes ``_data`` from the parents' current data (in
+place when a buffer exists, so a recorded graph can be replayed);
+``_backward`` switches on the op code and adds the parents' gradients with
+numpy (BLAS for products) or the C loops below, only for parents whose
+``requires_grad`` is set.  No Python closure is stored per node.
+"""
+
+cimport cython
+cimport numpy as cnp
+from libc.math cimport exp, log, log1p, fabs, isnan
+
+from microgrid._engine cimport (
+    Node, Value, run_backward, make_element, next_seq, OP_LEAF)
+
+import numbers
+
+import numpy as np
+
+cnp.import_array()
+
+cdef extern from "mg_scalar.h" nogil:
+    double mg_sigmoid(double x)
+    double mg_softplus(double x)
+
+__all__ = ["Tensor", "tensor", "zeros", "ones", "randn", "stack",
+           "concatenate", "cat", "matmul"]
+
+cdef object _ndarray = np.ndarray
+cdef object _float64 = np.float64
+cdef object _errstate = np.errstate
+
+_OP_NAMES = {
+    OP_LEAF: '', T_ADD: '+', T_SUB: '-', T_MUL: '*', T_DIV: '/', T_POW: '**',
+    T_NEG: 'neg', T_ABS: 'abs', T_RELU: 'ReLU', T_LEAKY_RELU: 'leaky_relu',
+    T_SIGMOID: 'sigmoid', T_TANH: 'tanh', T_EXP: 'exp', T_LOG: 'log',
+    T_SQRT: 'sqrt', T_SOFTPLUS: 'softplus', T_SIN: 'sin', T_COS: 'cos',
+    T_CLAMP: 'clamp', T_SUM: 'sum', T_MEAN: 'mean', T_MAX: 'max', T_MIN: 'min',
+    T_MAX_DIM: 'max', T_MIN_DIM: 'min', T_RESHAPE: 'reshape',
+    T_PERMUTE: 'permute', T_INDEX: 'index', T_CONCAT: 'cat', T_STACK: 'stack',
+    T_PAD: 'pad', T_FROM_VALUE: 'tensor', T_STACK_VALUES: 'stack',
+    T_MATMUL: '@', T_LINEAR: 'linear', T_SOFTMAX: 'softmax',
+    T_LOG_SOFTMAX: 'log_softmax', T_CROSS_ENTROPY: 'cross_entropy',
+    T_NLL_LOSS: 'nll_loss', T_BCE: 'binary_cross_entropy',
+    T_BCE_LOGITS: 'binary_cross_entropy_with_logits', T_MSE_LOSS: 'mse_loss',
+    T_L1_LOSS: 'l1_loss', T_HUBER_LOSS: 'huber_loss', T_HINGE_LOSS: 'hinge_loss',
+    T_CONV2D: 'conv2d', T_CONV_TRANSPOSE2D: 'conv_transpose2d',
+    T_MAX_POOL2D: 'max_pool2d', T_AVG_POOL2D: 'avg_pool2d',
+}
+
+# The op codes functional.py builds nodes with (through ``_node``).
+OPS = {name: code for code, name in _OP_NAMES.items()
+       if code >= T_SOFTMAX or code in (T_PAD, T_MATMUL, T_LINEAR)}
+
+_REDUCTIONS = ('mean', 'sum', 'none')
+
+# The convolution / pooling kernels (microgrid._conv), imported on first use.
+_conv_module = None
+
+
+cdef object _kernels():
+    global _conv_module
+    if _conv_module is None:
+        from microgrid import _conv
+        _conv_module = _conv
+    return _conv_module
+
+
+# ---------------------------------------------------------------------------
+# Buffers
+
+cdef inline double* _ptr(object arr):
+    return <double*>cnp.PyArray_DATA(<cnp.ndarray>arr)
+
+
+cdef inline Py_ssize_t _size(object arr):
+    return cnp.PyArray_SIZE(<cnp.ndarray>arr)
+
+
+cdef inline bint _is_buffer(object x):
+    """A C-contiguous float64 ndarray (what _data and _grad always are)."""
+    return (type(x) is _ndarray and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
+            and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_DOUBLE)
+
+
+cdef inline object _own(object r):
+    """numpy returns a scalar for 0-d results; a node keeps a 0-d array."""
+    if _is_buffer(r):
+        return r
+    return np.array(r, dtype=_float64, order='C')
+
+
+cdef inline bint _needs(object p):
+    return p is not None and (<Node>p).requires_grad
+
+
+cdef int _acc(object parent, object g, bint owned) except -1:
+    """Add ``g`` into ``parent``'s gradient.  ``owned``: nobody else holds
+    ``g``, so the first gradient of a node can be kept without a copy."""
+    cdef Tensor p = <Tensor>parent
+    if not p.requires_grad:
+        return 0
+    if p._grad is None:
+        if owned and _is_buffer(g) and g.shape == p._data.shape:
+            p._grad = g
+        else:
+            p._grad = np.array(np.broadcast_to(g, p._data.shape), dtype=_float64, order='C')
+    else:
+        np.add(p._grad, g, out=p._grad)
+    return 0
+
+
+cdef object _unbroadcast(object g, tuple shape):
+    """Sum ``g`` over the axes numpy broadcasting added to reach ``shape``."""
+    cdef tuple gshape = np.shape(g)
+    cdef Py_ssize_t nd, i
+    if gshape == shape:
+        return g
+    nd = len(gshape) - len(shape)
+    axes = list(range(nd))
+    for i in range(len(shape)):
+        if shape[i] == 1 and gshape[nd + i] != 1:
+            axes.append(nd + i)
+    if axes:
+        g = np.sum(g, axis=tuple(axes), keepdims=True)
+    return np.reshape(g, shape)
+
+
+cdef object _to_array(object data, str where):
+    """A fresh C-contiguous float64 copy of array-like ``data``."""
+    if isinstance(data, Tensor):
+        return np.array((<Tensor>data)._data, dtype=_float64, order='C')
+    if isinstance(data, Value):
+        return np.array((<Value>data).data, dtype=_float64)
+    if isinstance(data, (list, tuple)):
+        probe = np.asarray(data, dtype=object)
+        if probe.size and any(isinstance(x, (Value, Tensor)) for x in probe.flat):
+            raise TypeError(
+                f"{where} holds Values or Tensors: use microgrid.stack(...) to "
+                f"build a Tensor that keeps their gradients")
+    try:
+        arr = np.asarray(data)
+    except Exception as e:
+        raise TypeError(f"{where} must be array-like of real numbers: {e}") from None
+    if arr.dtype.kind not in 'biuf':
+        raise TypeError(
+            f"{where} must hold real numbers, got an array of dtype {arr.dtype}")
+    return np.array(arr, dtype=_float64, order='C')
+
+
+cdef inline bint _is_int(object x):
+    return (type(x) is int or isinstance(x, (numbers.Integral, np.integer))) \
+        and not isinstance(x, (bool, np.bool_))
+
+
+cdef tuple _shape_arg(tuple shape, str where):
+    """``f(2, 3)`` or ``f((2, 3))`` as a tuple of ints."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    for s in shape:
+        if not _is_int(s):
+            raise TypeError(f"{where} takes ints, got {type(s).__name__}")
+    return tuple([int(s) for s in shape])
+
+
+cdef object _axes(object dim, Py_ssize_t ndim, str where):
+    """Normalised reduction axes (negative allowed), or None for all."""
+    if dim is None:
+        return None
+    dims = tuple(dim) if isinstance(dim, (tuple, list)) else (dim,)
+    if len(dims) == 0:
+        return None          # PyTorch: an empty dim list reduces everything
+    cdef Py_ssize_t n = ndim if ndim > 0 else 1, d
+    out = []
+    for x in dims:
+        if not _is_int(x):
+            raise TypeError(f"{where}(dim=...) takes an int or a tuple of ints, got {type(x).__name__}")
+        d = x
+        if d < -n or d >= n:
+            raise ValueError(
+                f"{where}(dim={d}) is out of range for a tensor with {ndim} dimensions")
+        if d < 0:
+            d += n
+        if d in out:
+            raise ValueError(f"{where}(dim=...) names dimension {d} twice")
+        out.append(d)
+    if ndim == 0:
+        return None
+    return tuple(out)
+
+
+cdef Py_ssize_t _axis(object dim, Py_ssize_t ndim, str where) except -2:
+    """One normalised axis of a tensor with ``ndim`` dimensions."""
+    if not _is_int(dim):
+        raise TypeError(f"{where}(dim=...) takes an int, got {type(dim).__name__}")
+    cdef Py_ssize_t d = dim, n = ndim if ndim > 0 else 1
+    if d < -n or d >= n:
+        raise ValueError(f"{where}(dim={d}) is out of range for a tensor with {ndim} dimensions")
+    return d + n if d < 0 else d
+
+
+def _check_reduction(reduction, str where):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{where}(reduction=...) must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+# ---------------------------------------------------------------------------
+# Node construction
+
+cdef Tensor _leaf(object array, bint requires_grad):
+    cdef Tensor t = Tensor.__new__(Tensor)
+    t._data = array
+    t.requires_grad = requires_grad
+    t.seq = next_seq()
+    return t
+
+
+cdef Tensor new_node(unsigned short op, object a, object b, tuple args, object ctx):
+    """Link a node to its parents and compute its value."""
+    cdef Tensor out = Tensor.__new__(Tensor)
+    cdef bint rg = _needs(a) or _needs(b)
+    out.op = op
+    out.a = a
+    out.b = b
+    out.args = args
+    out.ctx = ctx
+    if not rg and args is not None:
+        for p in args:
+            if isinstance(p, Node) and (<Node>p).requires_grad:
+                rg = True
+                break
+    out.requires_grad = rg
+    out.seq = next_seq()
+    out._forward()
+    return out
+
+
+def _node(int op, a, b=None, args=None, ctx=None):
+    """Build a node of op code ``op`` (functional.py's entry; it validates)."""
+    if op < T_FIRST or op >= T_END:
+        raise ValueError(f"unknown tensor op code {op}")
+    return new_node(op, a, b, args, ctx)
+
+
+cdef Tensor _from_value(Value v):
+    return new_node(T_FROM_VALUE, v, None, None, None)
+
+
+def _value_tensor(Value v):
+    """A Value as a 0-d Tensor whose gradient flows back into the Value."""
+    return _from_value(v)
+
+
+cdef object _operand(object x):
+    """A Tensor for the other operand of an arithmetic op, or None."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, Value):
+        return _from_value(<Value>x)
+    if type(x) is float or type(x) is int:
+        return _leaf(np.array(x, dtype=_float64), False)
+    if isinstance(x, (numbers.Real, _ndarray, list, tuple)):
+        try:
+            return _leaf(_to_array(x, 'operand'), False)
+        except TypeError:
+            return None
+    return None
+
+
+cdef Tensor _binary(unsigned short op, object a, object b, str name):
+    try:
+        return new_node(op, a, b, None, None)
+    except ValueError:
+        if np.shape((<Tensor>a)._data) != np.shape((<Tensor>b)._data):
+            raise ValueError(
+                f"{name}: shapes {(<Tensor>a)._data.shape} and {(<Tensor>b)._data.shape} "
+                f"cannot be broadcast together") from None
+        raise
+
+
+cdef tuple _matmul_shape(tuple sa, tuple sb):
+    if len(sa) == 0 or len(sb) == 0:
+        raise ValueError(
+            f"matmul: both operands need at least one dimension, got shapes {sa} and {sb}")
+    ka = sa[-1]
+    kb = sb[0] if len(sb) == 1 else sb[-2]
+    if ka != kb:
+        raise ValueError(
+            f"matmul: shapes {sa} and {sb} do not match in the contracted dimension ({ka} != {kb})")
+    try:
+        np.broadcast_shapes(sa[:-2], sb[:-2])
+    except ValueError:
+        raise ValueError(
+            f"matmul: batch dimensions of shapes {sa} and {sb} cannot be broadcast") from None
+    return ()
+
+
+cdef object _reduced(Tensor self, object losses, str reduction):
+    if reduction == 'none':
+        return losses
+    if reduction == 'sum':
+        return np.sum(losses)
+    if _size(losses) == 0:
+        return np.nan
+    return np.mean(losses)
+
+
+cdef object _loss_grad(Tensor self, str reduction, Py_ssize_t n):
+    """The upstream gradient of each element of an elementwise loss."""
+    g = self._grad
+    if reduction == 'none':
+        return g
+    if reduction == 'sum':
+        return float(g)
+    return float(g) / n
+
+
+# ---------------------------------------------------------------------------
+# C loops for the ops numpy has no stable single call for
+
+cdef void _sigmoid_loop(double* x, double* y, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        y[i] = mg_sigmoid(x[i])
+
+
+cdef void _softplus_loop(double* x, double* y, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        y[i] = mg_softplus(x[i])
+
+
+cdef inline double _clamped_log(double p) noexcept nogil:
+    # PyTorch's binary_cross_entropy clamps the logs at -100
+    cdef double r = log(p)
+    return r if r > -100.0 else -100.0
+
+
+cdef inline double _clamped_log1m(double p) noexcept nogil:
+    cdef double r = log1p(-p)
+    return r if r > -100.0 else -100.0
+
+
+cdef object _elementwise_buffer(Tensor self, object like):
+    if self._data is None:
+        self._data = np.empty_like(like, dtype=_float64, order='C')
+    return self._data
+
+
+# ---------------------------------------------------------------------------
+# Tensor
+
+@cython.no_gc
+cdef class Tensor(Node):
+    """An n-d float64 array that remembers how it was computed.
+
+    ``Tensor(data, requires_grad=False)`` (or ``microgrid.tensor``) makes a
+    leaf holding a copy of ``data``.  ``.data`` and ``.grad`` are the node's
+    own numpy buffers, so ``p.data -= lr * p.grad`` updates in place.
+    """
+
+    # numpy must hand ``array <op> tensor`` to the Tensor's reflected operator
+    __array_ufunc__ = None
+
+    def __init__(self, data, requires_grad=False):
+        self._data = _to_array(data, 'Tensor(data)')
+        self.requires_grad = _flag(requires_grad, 'requires_grad')
+        self.seq = next_seq()
+
+    # -- buffers and metadata ---------------------------------------------
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        if value is self._data:
+            return                      # ``t.data -= x`` already worked in place
+        array = _to_array(value, 'data')
+        if self.op != OP_LEAF and array.shape != self._data.shape:
+            raise ValueError(
+                f"data: a non-leaf tensor keeps its shape {self._data.shape}, got {array.shape}")
+        if self._grad is not None and array.shape != self._data.shape:
+            self._grad = None
+        self._data = array
+
+    @property
+    def grad(self):
+        """The gradient, zeros until backward() reaches this tensor."""
+        if self._grad is None:
+            self._grad = np.zeros(self._data.shape)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is self._grad:
+            return
+        if value is None:
+            self._grad = None
+            return
+        array = _to_array(value, 'grad')
+        if array.shape != self._data.shape:
+            raise ValueError(f"grad: shape {array.shape} does not match data shape {self._data.shape}")
+        self._grad = array
+
+    @property
+    def requires_grad(self):
+        return bool(self.requires_grad)
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        flag = _flag(value, 'requires_grad')
+        if self.op != OP_LEAF and not flag:
+            raise ValueError(
+                "requires_grad: only leaf tensors can change it; use .detach() for a "
+                "tensor cut from the graph")
+        if self.op != OP_LEAF:
+            return
+        self.requires_grad = flag
+
+    def requires_grad_(self, requires_grad=True):
+        self.requires_grad = requires_grad   # through the property's checks
+        return self
+
+    @property
+    def is_leaf(self):
+        return self.op == OP_LEAF
+
+    @property
+    def shape(self):
+        return self._data.shape
+
+    @property
+    def ndim(self):
+        return self._data.ndim
+
+    @property
+    def size(self):
+        return self._data.size
+
+    @property
+    def dtype(self):
+        return self._data.dtype
+
+    def dim(self):
+        return self._data.ndim
+
+    def numel(self):
+        return self._data.size
+
+    @property
+    def _op(self):
+        return _OP_NAMES.get(self.op, '?')
+
+    def _parents(self):
+        parents = [p for p in (self.a, self.b) if isinstance(p, Node)]
+        if self.args is not None:
+            parents.extend([p for p in self.args if isinstance(p, Node)])
+        return tuple(parents)
+
+    def __len__(self):
+        if self._data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self._data.shape[0]
+
+    def __iter__(self):
+        if self._data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self._data.shape[0]))
+
+    def __repr__(self):
+        body = np.array2string(self._data, separator=', ', prefix='Tensor(')
+        return f"Tensor({body}, requires_grad=True)" if self.requires_grad else f"Tensor({body})"
+
+    def __float__(self):
+        return self.item()
+
+    def __array__(self, dtype=None, copy=None):
+        if copy:
+            return np.array(self._data, dtype=dtype)
+        return self._data if dtype is None else self._data.astype(dtype)
+
+    def item(self):
+        """The value of a one-element tensor as a float."""
+        if self._data.size != 1:
+            raise ValueError(
+                f"item(): only a one-element tensor converts to a number, this one has {self._data.size}")
+        return float(self._data.reshape(-1)[0])
+
+    def numpy(self):
+        """The data buffer itself (shared, as PyTorch's numpy())."""
+        return self._data
+
+    def tolist(self):
+        return self._data.tolist()
+
+    def detach(self):
+        """A leaf sharing this tensor's data, cut from the graph."""
+        return _leaf(self._data, False)
+
+    def _recompute(self):
+        """Recompute ``data`` in place from the parents' current data (what a
+        graph replay does for each node in topological order)."""
+        self._forward()
+
+    # -- backward ----------------------------------------------------------
+
+    def backward(self, grad=None):
+        """Fill ``.grad`` of every tensor and Value this one depends on.
+
+        ``grad`` is the gradient of the output w.r.t. this tensor; it may be
+        omitted only for a one-element tensor (then it is 1).
+        """
+        if grad is None:
+            if self._data.size != 1:
+                raise RuntimeError("grad can be implicitly created only for scalar outputs")
+        else:
+            grad = _to_array(grad, 'backward(grad)')
+            if grad.shape != self._data.shape:
+                raise ValueError(
+                    f"backward(grad): shape {grad.shape} does not match the tensor's shape {self._data.shape}")
+        run_backward(self, grad)
+
+    def zero_grad(self):
+        """Reset this tensor's gradient to zeros."""
+        if self._grad is not None:
+            self._grad.fill(0.0)
+
+    cdef int _zero_grad(self) except -1:
+        self._grad = None
+        return 0
+
+    cdef int _seed(self, object grad, bint accumulate) except -1:
+        if grad is None:
+            if self._data.size != 1:
+                raise RuntimeError("grad can be implicitly created only for scalar outputs")
+            grad = np.ones(self._data.shape)
+        if accumulate and self._grad is not None:
+            np.add(self._grad, grad, out=self._grad)
+        else:
+            self._grad = np.array(grad, dtype=_float64, order='C')
+        return 0
+
+    cdef int _add_grad_at(self, Py_ssize_t index, double g) except -1:
+        if self._grad is None:
+            self._grad = np.zeros(self._data.shape)
+        _ptr(self._grad)[index] += g
+        return 0
+
+    # -- forward -----------------------------------------------------------
+
+    cdef int _forward(self) except -1:
+        cdef unsigned short op = self.op
+        if op == OP_LEAF:
+            return 0
+        # IEEE results (inf, nan) without numpy warnings, as the scalar ops
+        with _errstate(all='ignore'):
+            self._dispatch_forward(op)
+        return 0
+
+    cdef int _dispatch_forward(self, unsigned short op) except -1:
+        cdef object x = None, y = None, out = self._data
+        if isinstance(self.a, Tensor):
+            x = (<Tensor>self.a)._data
+        if isinstance(self.b, Tensor):
+            y = (<Tensor>self.b)._data
+        if op <= T_DIV:
+            if op == T_ADD:
+                r = np.add(x, y, out=out)
+            elif op == T_SUB:
+                r = np.subtract(x, y, out=out)
+            elif op == T_MUL:
+                r = np.multiply(x, y, out=out)
+            else:
+                r = np.divide(x, y, out=out)
+            self._data = _own(r)
+        elif op <= T_CLAMP:
+            self._unary_forward(x, out)
+        elif op <= T_MIN_DIM:
+            self._reduce_forward(x, out)
+        elif op <= T_STACK_VALUES:
+            self._shape_forward(x, out)
+        elif op == T_MATMUL:
+            self._data = _own(np.matmul(x, y, out=out))
+        elif op == T_LINEAR:
+            r = np.matmul(x, np.transpose(y), out=out)
+            if self.args is not None:
+                r = np.add(r, (<Tensor>self.args[0])._data, out=r)
+            self._data = _own(r)
+        elif op <= T_HINGE_LOSS:
+            self._fused_forward(x, y, out)
+        elif op < T_END:
+            self._conv_forward(x, y)
+        else:
+            raise SystemError(f"forward: unknown tensor op code {op}")
+        return 0
+
+    cdef int _unary_forward(self, object x, object out) except -1:
+        cdef unsigned short op = self.op
+        if op == T_POW:
+            r = np.power(x, (<Tensor>self.b)._data, out=out)
+        elif op == T_NEG:
+            r = np.negative(x, out=out)
+        elif op == T_ABS:
+            r = np.abs(x, out=out)
+        elif op == T_RELU:
+            # max(x, 0) with NaN kept, as mg_relu
+            r = np.maximum(x, 0.0, out=out)
+        elif op == T_LEAKY_RELU:
+            r = np.where(x > 0.0, x, x * self.aux)
+        elif op == T_SIGMOID:
+            r = _elementwise_buffer(self, x)
+            _sigmoid_loop(_ptr(x), _ptr(r), _size(x))
+        elif op == T_SOFTPLUS:
+            r = _elementwise_buffer(self, x)
+            _softplus_loop(_ptr(x), _ptr(r), _size(x))
+        elif op == T_TANH:
+            r = np.tanh(x, out=out)
+        elif op == T_SIN:
+            r = np.sin(x, out=out)
+        elif op == T_COS:
+            r = np.cos(x, out=out)
+        else:
+            if op == T_EXP:
+                r = np.exp(x, out=out)
+            elif op == T_LOG:
+                r = np.log(x, out=out)
+            elif op == T_SQRT:
+                r = np.sqrt(x, out=out)
+            elif op == T_CLAMP:
+                lo, hi = self.ctx
+                r = x
+                if lo is not None:
+                    r = np.where(r < lo, lo, r)   # NaN is not below lo: it stays
+                if hi is not None:
+                    r = np.where(r > hi, hi, r)
+                if r is x:
+                    r = x.copy()
+            else:
+                raise SystemError(f"forward: unknown elementwise op code {op}")
+        if out is not None and r is not out:
+            np.copyto(out, r)
+        else:
+            self._data = _own(r)
+        return 0
+
+    cdef int _reduce_forward(self, object x, object out) except -1:
+        cdef unsigned short op = self.op
+        axes, keepdim = self.ctx[0], self.ctx[1]
+        if op == T_SUM:
+            r = np.sum(x, axis=axes, keepdims=keepdim, out=out)
+        elif op == T_MEAN:
+            r = np.sum(x, axis=axes, keepdims=keepdim, out=out)
+            r = np.divide(r, x.size // max(np.size(r), 1) if x.size else 0, out=r if out is not None else None)
+        elif op == T_MAX:
+            r = np.max(x, axis=None, keepdims=keepdim, out=out)
+        elif op == T_MIN:
+            r = np.min(x, axis=None, keepdims=keepdim, out=out)
+        else:
+            pick = np.argmax if op == T_MAX_DIM else np.argmin
+            index = pick(x, axis=axes, keepdims=True)
+            self.ctx[2] = index
+            r = np.take_along_axis(x, index, axis=axes)
+            if not keepdim:
+                r = np.squeeze(r, axis=axes)
+            if out is not None:
+                np.copyto(out, r)
+                r = out
+        self._data = _own(r)
+        return 0
+
+    cdef int _shape_forward(self, object x, object out) except -1:
+        cdef unsigned short op = self.op
+        cdef Py_ssize_t i, n
+        cdef double* dst
+        if op == T_RESHAPE:
+            r = np.reshape(x, self.ctx)
+        elif op == T_PERMUTE:
+            r = np.transpose(x, self.ctx)
+        elif op == T_INDEX:
+            r = x[self.ctx[0]]
+        elif op == T_CONCAT:
+            r = np.concatenate([(<Tensor>t)._data for t in self.args], axis=self.ctx, out=out)
+        elif op == T_STACK:
+            r = np.stack([(<Tensor>t)._data for t in self.args], axis=self.ctx, out=out)
+        elif op == T_PAD:
+            r = np.pad(x, self.ctx)
+        elif op == T_FROM_VALUE:
+            r = np.array((<Value>self.a).data, dtype=_float64)
+        elif op == T_STACK_VALUES:
+            n = len(self.args)
+            r = out if out is not None else np.empty(n)
+            dst = _ptr(r)
+            for i in range(n):
+                dst[i] = (<Value>self.args[i]).data
+        else:
+            raise SystemError(f"forward: unknown shape op code {op}")
+        if out is None:
+            # a fresh buffer of its own: views of the parent are copied
+            self._data = np.array(r, dtype=_float64, order='C')
+        elif r is not out:
+            np.copyto(out, r)
+        return 0
+
+    cdef int _fused_forward(self, object x, object y, object out) except -1:
+        cdef unsigned short op = self.op
+        cdef Py_ssize_t i, n
+        cdef double* px
+        cdef double* py
+        cdef double* pl
+        cdef double xi, yi, li
+        if op == T_SOFTMAX or op == T_LOG_SOFTMAX:
+            axis = self.ctx
+            shifted = x - np.max(x, axis=axis, keepdims=True)
+            if op == T_SOFTMAX:
+                r = np.exp(shifted)
+                r /= np.sum(r, axis=axis, keepdims=True)
+            else:
+                r = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+        elif op == T_CROSS_ENTROPY or op == T_NLL_LOSS:
+            target, reduction, ignore_index, axis = self.ctx[0], self.ctx[1], self.ctx[2], self.ctx[3]
+            if op == T_CROSS_ENTROPY:
+                shifted = x - np.max(x, axis=axis, keepdims=True)
+                logp = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+                self.ctx[4] = logp
+            else:
+                logp = x
+            valid = target != ignore_index
+            safe = np.where(valid, target, 0)
+            picked = np.squeeze(np.take_along_axis(logp, np.expand_dims(safe, axis), axis=axis), axis=axis)
+            losses = np.where(valid, -picked, 0.0)
+            if reduction == 'none':
+                r = losses
+            elif reduction == 'sum':
+                r = np.sum(losses)
+            else:
+                r = np.sum(losses) / np.count_nonzero(valid)
+        else:
+            losses = _elementwise_buffer(self, x) if self.ctx[0] == 'none' and np.shape(x) == np.shape(y) \
+                else np.empty(np.broadcast_shapes(np.shape(x), np.shape(y)))
+            if op == T_BCE or op == T_BCE_LOGITS:
+                # same shapes (functional.py checks); loops in C, no temporaries
+                n = _size(x)
+                px = _ptr(x)
+                py = _ptr(y)
+                pl = _ptr(losses)
+                if op == T_BCE:
+                    for i in range(n):
+                        xi = px[i]
+                        yi = py[i]
+                        pl[i] = -(yi * _clamped_log(xi) + (1.0 - yi) * _clamped_log1m(xi))
+                else:
+                    pos_weight = self.ctx[2]
+                    for i in range(n):
+                        # (1 - y) x + softplus(-x), softplus evaluated stably
+                        xi = px[i]
+                        pl[i] = (1.0 - py[i]) * xi + mg_softplus(-xi)
+                    if pos_weight is not None:
+                        # (1 - y) x + (1 + (pw - 1) y) softplus(-x)
+                        sp = np.empty_like(x)
+                        _softplus_loop(_ptr(np.negative(x)), _ptr(sp), n)
+                        losses += (pos_weight - 1.0) * y * sp
+                weight = self.ctx[1]
+                if weight is not None:
+                    losses *= weight
+            else:
+                d = np.subtract(x, y, out=losses)
+                if op == T_MSE_LOSS:
+                    np.multiply(d, d, out=losses)
+                elif op == T_L1_LOSS:
+                    np.abs(d, out=losses)
+                elif op == T_HUBER_LOSS:
+                    delta = self.ctx[1]
+                    ad = np.abs(d)
+                    np.copyto(losses, np.where(ad <= delta, 0.5 * d * d, delta * (ad - 0.5 * delta)))
+                elif op == T_HINGE_LOSS:
+                    margin = 1.0 - x * y
+                    np.copyto(losses, np.where(margin < 0.0, 0.0, margin))
+                else:
+                    raise SystemError(f"forward: unknown fused op code {op}")
+            r = _reduced(self, losses, self.ctx[0])
+        if out is not None:
+            np.copyto(out, r)
+        else:
+            self._data = _own(r)
+        return 0
+
+    cdef int _conv_forward(self, object x, object w) except -1:
+        cdef unsigned short op = self.op
+        k = _kernels()
+        c = self.ctx
+        if op == T_CONV2D:
+            bias = (<Tensor>self.args[0])._data if self.args is not None else None
+            r = k.conv2d_forward(x, w, bias, c[0], c[1], c[2], c[3])
+        elif op == T_CONV_TRANSPOSE2D:
+            bias = (<Tensor>self.args[0])._data if self.args is not None else None
+            r = k.conv_transpose2d_forward(x, w, bias, c[0], c[1], c[2], c[3], c[4])
+        elif op == T_MAX_POOL2D:
+            r, argmax = k.max_pool2d_forward(x, c[0], c[1], c[2], c[3], c[4])
+            c[5] = argmax
+        elif op == T_AVG_POOL2D:
+            r = k.avg_pool2d_forward(x, c[0], c[1], c[2], c[3], c[4])
+        else:
+            raise SystemError(f"forward: unknown kernel op code {op}")
+        if self._data is not None:
+            np.copyto(self._data, r)
+        else:
+            self._data = _own(r)
+        return 0
+
+    # -- backward ----------------------------------------------------------
+
+    cdef int _backward(self) except -1:
+        cdef unsigned short op = self.op
+        g = self._grad
+        if g is None or op == OP_LEAF:
+            return 0              # no gradient reached this node
+        with _errstate(all='ignore'):
+            self._dispatch_backward(op, g)
+        return 0
+
+    cdef int _dispatch_backward(self, unsigned short op, object g) except -1:
+        a = self.a
+        b = self.b
+        if op <= T_POW:
+            self._binary_backward(g, a, b)
+        elif op <= T_CLAMP:
+            if _needs(a):
+                self._unary_backward(g, (<Tensor>a)._data)
+        elif op <= T_MIN_DIM:
+            if _needs(a):
+                self._reduce_backward(g, (<Tensor>a)._data)
+        elif op <= T_STACK_VALUES:
+            self._shape_backward(g)
+        elif op == T_MATMUL:
+            self._matmul_backward(g, a, b)
+        elif op == T_LINEAR:
+            self._linear_backward(g, a, b)
+        elif op <= T_HINGE_LOSS:
+            self._fused_backward(g, a, b)
+        elif op < T_END:
+            self._conv_backward(g, a, b)
+        else:
+            raise SystemError(f"backward: unknown tensor op code {op}")
+        return 0
+
+    cdef int _binary_backward(self, object g, object a, object b) except -1:
+        cdef unsigned short op = self.op
+        cdef tuple sa = (<Tensor>a)._data.shape, sb = (<Tensor>b)._data.shape
+        x = (<Tensor>a)._data
+        y = (<Tensor>b)._data
+        if op == T_ADD or op == T_SUB:
+            if _needs(a):
+                ga = _unbroadcast(g, sa)
+                _acc(a, ga, ga is not g)
+            if _needs(b):
+                gb = _unbroadcast(g, sb)
+                if op == T_SUB:
+                    gb = np.negative(gb)
+                _acc(b, gb, gb is not g)
+        elif op == T_MUL:
+            if _needs(a):
+                _acc(a, _unbroadcast(g * y, sa), True)
+            if _needs(b):
+                _acc(b, _unbroadcast(g * x, sb), True)
+        elif op == T_DIV:
+            if _needs(a):
+                _acc(a, _unbroadcast(g / y, sa), True)
+            if _needs(b):
+                _acc(b, _unbroadcast(-g * x / (y * y), sb), True)
+        else:   # T_POW
+            if _needs(a):
+                # d(x^y)/dx = y x^(y-1); 0 where y == 0 (mg_pow_grad_base)
+                local = np.where(y == 0.0, 0.0, y * np.power(x, y - 1.0))
+                _acc(a, _unbroadcast(g * local, sa), True)
+            if _needs(b):
+                # d(x^y)/dy = x^y log x; 0 where x == 0 and y >= 0
+                local = np.where((x == 0.0) & (y >= 0.0), 0.0, self._data * np.log(x))
+                _acc(b, _unbroadcast(g * local, sb), True)
+        return 0
+
+    cdef int _unary_backward(self, object g, object x) except -1:
+        cdef unsigned short op = self.op
+        y = self._data
+        a = self.a
+        if op == T_NEG:
+            r = np.negative(g)
+        elif op == T_ABS:
+            r = g * np.sign(x)
+        elif op == T_RELU:
+            r = np.where(x <= 0.0, 0.0, g)
+        elif op == T_LEAKY_RELU:
+            r = np.where(x > 0.0, g, g * self.aux)
+        elif op == T_SIGMOID:
+            r = g * y * (1.0 - y)
+        elif op == T_TANH:
+            r = g * (1.0 - y * y)
+        elif op == T_EXP:
+            r = g * y
+        elif op == T_SIN:
+            r = g * np.cos(x)
+        elif op == T_COS:
+            r = -g * np.sin(x)
+        elif op == T_SOFTPLUS:
+            s = np.empty_like(x)
+            _sigmoid_loop(_ptr(x), _ptr(s), _size(x))
+            r = np.multiply(s, g, out=s)
+        elif op == T_CLAMP:
+            lo, hi = self.ctx
+            keep = np.ones(x.shape, dtype=bool)
+            if lo is not None:
+                keep &= x >= lo
+            if hi is not None:
+                keep &= x <= hi
+            r = np.where(keep, g, 0.0)
+        else:
+            if op == T_LOG:
+                r = g / x
+            elif op == T_SQRT:
+                r = g / (2.0 * y)
+            else:
+                raise SystemError(f"backward: unknown elementwise op code {op}")
+        _acc(a, r, True)
+        return 0
+
+    cdef int _reduce_backward(self, object g, object x) except -1:
+        cdef unsigned short op = self.op
+        axes, keepdim = self.ctx[0], self.ctx[1]
+        if op == T_SUM or op == T_MEAN:
+            if axes is not None and not keepdim:
+                g = np.expand_dims(g, axes)
+            if op == T_MEAN:
+                g = g / (x.size // max(self._data.size, 1) if x.size else 1)
+            _acc(self.a, np.broadcast_to(g, x.shape), False)
+        elif op == T_MAX or op == T_MIN:
+            # PyTorch's rule for a full reduction: split evenly among ties
+            y = self._data.reshape(())
+            mask = np.isnan(x) if np.isnan(y) else (x == y)
+            _acc(self.a, mask * (g.reshape(()) / np.count_nonzero(mask)), True)
+        else:
+            # max/min over a dim: all of it to the index the forward picked
+            index = self.ctx[2]
+            if not keepdim:
+                g = np.expand_dims(g, axes)
+            r = np.zeros(x.shape)
+            np.put_along_axis(r, index, g, axis=axes)
+            _acc(self.a, r, True)
+        return 0
+
+    cdef int _shape_backward(self, object g) except -1:
+        cdef unsigned short op = self.op
+        cdef Py_ssize_t i, n, start
+        cdef double* pg
+        cdef Value v
+        a = self.a
+        if op == T_RESHAPE:
+            if _needs(a):
+                _acc(a, np.reshape(g, (<Tensor>a)._data.shape), False)
+        elif op == T_PERMUTE:
+            if _needs(a):
+                _acc(a, np.transpose(g, np.argsort(self.ctx)), False)
+        elif op == T_INDEX:
+            if _needs(a):
+                key, basic = self.ctx
+                r = np.zeros((<Tensor>a)._data.shape)
+                if basic:
+                    r[key] += g           # no element is picked twice
+                else:
+                    np.add.at(r, key, g)  # repeated indices add up
+                _acc(a, r, True)
+        elif op == T_CONCAT:
+            start = 0
+            for t in self.args:
+                n = (<Tensor>t)._data.shape[self.ctx]
+                if _needs(t):
+                    _acc(t, np.take(g, range(start, start + n), axis=self.ctx), True)
+                start += n
+        elif op == T_STACK:
+            for i in range(len(self.args)):
+                t = self.args[i]
+                if _needs(t):
+                    _acc(t, np.take(g, i, axis=self.ctx), False)
+        elif op == T_PAD:
+            if _needs(a):
+                key = tuple([slice(lo, g.shape[d] - hi) for d, (lo, hi) in enumerate(self.ctx)])
+                _acc(a, g[key], False)
+        elif op == T_FROM_VALUE:
+            v = <Value>a
+            if v.requires_grad:
+                v.grad += float(np.sum(g))
+        elif op == T_STACK_VALUES:
+            n = len(self.args)
+            pg = _ptr(g)
+            for i in range(n):
+                v = <Value>self.args[i]
+                if v.requires_grad:
+                    v.grad += pg[i]
+        return 0
+
+    cdef int _matmul_backward(self, object g, object a, object b) except -1:
+        x = (<Tensor>a)._data
+        y = (<Tensor>b)._data
+        if x.ndim == 2 and y.ndim == 2:
+            if _needs(a):
+                _acc(a, np.matmul(g, y.T), True)
+            if _needs(b):
+                _acc(b, np.matmul(x.T, g), True)
+            return 0
+        # promote 1-d operands as matmul does, then undo it on the gradients
+        x2 = x[None, :] if x.ndim == 1 else x
+        y2 = y[:, None] if y.ndim == 1 else y
+        if x.ndim == 1 and y.ndim == 1:
+            g2 = np.reshape(g, (1, 1))
+        elif x.ndim == 1:
+            g2 = np.expand_dims(g, -2)
+        elif y.ndim == 1:
+            g2 = np.expand_dims(g, -1)
+        else:
+            g2 = g
+        if _needs(a):
+            ga = np.matmul(g2, np.swapaxes(y2, -1, -2))
+            _acc(a, np.reshape(_unbroadcast(ga, x2.shape), x.shape), True)
+        if _needs(b):
+            gb = np.matmul(np.swapaxes(x2, -1, -2), g2)
+            _acc(b, np.reshape(_unbroadcast(gb, y2.shape), y.shape), True)
+        return 0
+
+    cdef int _linear_backward(self, object g, object a, object w) except -1:
+        x = (<Tensor>a)._data
+        if _needs(a):
+            _acc(a, np.matmul(g, (<Tensor>w)._data), True)
+        if _needs(w):
+            if x.ndim == 1:
+                _acc(w, np.multiply.outer(g, x), True)
+            elif x.ndim == 2:
+                _acc(w, np.matmul(g.T, x), True)
+            else:
+                _acc(w, np.matmul(g.reshape(-1, g.shape[-1]).T, x.reshape(-1, x.shape[-1])), True)
+        if self.args is not None and _needs(self.args[0]):
+            bias = self.args[0]
+            _acc(bias, g if g.ndim == 1 else np.sum(g.reshape(-1, g.shape[-1]), axis=0), g.ndim != 1)
+        return 0
+
+    cdef int _fused_backward(self, object g, object a, object b) except -1:
+        cdef unsigned short op = self.op
+        cdef Py_ssize_t i, n
+        cdef double* px
+        cdef double* py
+        cdef double* pr
+        cdef double* pg
+        cdef double scale, xi, yi, gi
+        cdef bint per_element
+        x = (<Tensor>a)._data
+        if op == T_SOFTMAX:
+            y = self._data
+            _acc(a, y * (g - np.sum(g * y, axis=self.ctx, keepdims=True)), True)
+            return 0
+        if op == T_LOG_SOFTMAX:
+            _acc(a, g - np.exp(self._data) * np.sum(g, axis=self.ctx, keepdims=True), True)
+            return 0
+        if op == T_CROSS_ENTROPY or op == T_NLL_LOSS:
+            target, reduction, ignore_index, axis = self.ctx[0], self.ctx[1], self.ctx[2], self.ctx[3]
+            valid = target != ignore_index
+            if reduction == 'none':
+                per = np.where(valid, g, 0.0)
+            elif reduction == 'sum':
+                per = np.where(valid, float(g), 0.0)
+            else:
+                per = np.where(valid, float(g) / np.count_nonzero(valid), 0.0)
+            per = np.expand_dims(per, axis)
+            safe = np.expand_dims(np.where(valid, target, 0), axis)
+            if op == T_CROSS_ENTROPY:
+                # d/dx of -log_softmax(x)[t] = softmax(x) - onehot(t)
+                r = np.exp(self.ctx[4])
+                np.put_along_axis(r, safe, np.take_along_axis(r, safe, axis=axis) - 1.0, axis=axis)
+                r *= per
+            else:
+                r = np.zeros(x.shape)
+                np.put_along_axis(r, safe, -per, axis=axis)
+            _acc(a, r, True)
+            return 0
+        reduction = self.ctx[0]
+        y = (<Tensor>b)._data
+        n = _size(x) if op == T_BCE or op == T_BCE_LOGITS else \
+            int(np.prod(np.broadcast_shapes(np.shape(x), np.shape(y))))
+        up = _loss_grad(self, reduction, n)
+        per_element = reduction == 'none'
+        if op == T_BCE or op == T_BCE_LOGITS:
+            weight = self.ctx[1]
+            if per_element or weight is not None or (op == T_BCE_LOGITS and self.ctx[2] is not None):
+                scale = 1.0
+                up = up if weight is None else up * weight
+                per_element = True
+                if op == T_BCE_LOGITS and self.ctx[2] is not None:
+                    return self._bce_logits_pos_weight_backward(up, a, b, x, y)
+            else:
+                scale = up
+            gup = np.broadcast_to(up, x.shape) if per_element else None
+            pg = _ptr(np.ascontiguousarray(gup)) if per_element else NULL
+            if _needs(a):
+                r = np.empty_like(x)
+                px = _ptr(x)
+                py = _ptr(y)
+                pr = _ptr(r)
+                n = _size(x)
+                for i in range(n):
+                    xi = px[i]
+                    yi = py[i]
+                    gi = pg[i] if per_element else scale
+                    if op == T_BCE:
+                        # PyTorch: (x - y) / max(x (1 - x), 1e-12)
+                        pr[i] = gi * (xi - yi) / max((1.0 - xi) * xi, 1e-12)
+                    else:
+                        pr[i] = gi * (mg_sigmoid(xi) - yi)
+                _acc(a, r, True)
+            if _needs(b):
+                if op == T_BCE:
+                    lx = np.maximum(np.log(x), -100.0)
+                    l1x = np.maximum(np.log1p(-x), -100.0)
+                    _acc(b, (gup if per_element else scale) * (l1x - lx), True)
+                else:
+                    _acc(b, -(gup if per_element else scale) * x, True)
+            return 0
+        d = x - y
+        if op == T_MSE_LOSS:
+            r = 2.0 * d
+        elif op == T_L1_LOSS:
+            r = np.sign(d)
+        elif op == T_HUBER_LOSS:
+            delta = self.ctx[1]
+            r = np.clip(d, -delta, delta)
+        else:   # T_HINGE_LOSS: d/ds relu(1 - y s) = -y where the margin is positive
+            active = (1.0 - x * y) > 0.0
+            if _needs(a):
+                _acc(a, _unbroadcast(np.where(active, -y, 0.0) * up, x.shape), True)
+            if _needs(b):
+                _acc(b, _unbroadcast(np.where(active, -x, 0.0) * up, y.shape), True)
+            return 0
+        r = r * up
+        if _needs(a):
+            _acc(a, _unbroadcast(r, x.shape), True)
+        if _needs(b):
+            _acc(b, _unbroadcast(np.negative(r), y.shape), True)
+        return 0
+
+    cdef int _bce_logits_pos_weight_backward(self, object up, object a, object b, object x, object y) except -1:
+        pw = self.ctx[2]
+        s = np.empty_like(x)
+        _sigmoid_loop(_ptr(x), _ptr(s), _size(x))
+        l = 1.0 + (pw - 1.0) * y
+        if _needs(a):
+            # d/dx [(1 - y) x + l softplus(-x)] = (1 - y) - l (1 - sigmoid(x))
+            _acc(a, np.broadcast_to(up * ((1.0 - y) - l * (1.0 - s)), x.shape), False)
+        if _needs(b):
+            sp = np.empty_like(x)
+            _softplus_loop(_ptr(np.negative(x)), _ptr(sp), _size(x))
+            _acc(b, np.broadcast_to(up * (-x + (pw - 1.0) * sp), y.shape), False)
+        return 0
+
+    cdef int _conv_backward(self, object g, object a, object b) except -1:
+        cdef unsigned short op = self.op
+        k = _kernels()
+        c = self.ctx
+        x = (<Tensor>a)._data
+        g = np.ascontiguousarray(g)
+        if op == T_CONV2D or op == T_CONV_TRANSPOSE2D:
+            bias = self.args[0] if self.args is not None else None
+            need_b = _needs(bias)
+            w = (<Tensor>b)._data
+            if op == T_CONV2D:
+                gx, gw, gb = k.conv2d_backward(g, x, w, c[0], c[1], c[2], c[3],
+                                               _needs(a), _needs(b), need_b)
+            else:
+                gx, gw, gb = k.conv_transpose2d_backward(g, x, w, c[0], c[1], c[2], c[3], c[4],
+                                                         _needs(a), _needs(b), need_b)
+            if _needs(a):
+                _acc(a, gx, True)
+            if _needs(b):
+                _acc(b, gw, True)
+            if need_b:
+                _acc(bias, gb, True)
+        elif op == T_MAX_POOL2D:
+            if _needs(a):
+                _acc(a, k.max_pool2d_backward(g, c[5], x.shape), True)
+        elif op == T_AVG_POOL2D:
+            if _needs(a):
+                _acc(a, k.avg_pool2d_backward(g, x.shape, c[0], c[1], c[2], c[3], c[4]), True)
+        return 0
+
+    # -- indexing -----------------------------------------------------------
+
+    def __getitem__(self, key):
+        cdef tuple shape = self._data.shape
+        cdef Py_ssize_t nd = len(shape), d, k, n, flat = 0
+        cdef tuple ints
+        if _is_int(key):
+            ints = (key,)
+        elif type(key) is tuple and all([_is_int(k_) for k_ in key]):
+            ints = key
+        else:
+            ints = None
+        if ints is not None and len(ints) == nd and nd > 0:
+            # every dimension picked: one scalar Value bridged to this tensor
+            for d in range(nd):
+                k = ints[d]
+                n = shape[d]
+                if k < -n or k >= n:
+                    raise IndexError(f"index {k} is out of bounds for dimension {d} with size {n}")
+                if k < 0:
+                    k += n
+                flat = flat * n + k
+            return make_element(self, flat, _ptr(self._data)[flat], self.requires_grad)
+        key, basic = _index_key(key)
+        try:
+            return new_node(T_INDEX, self, None, None, (key, basic))
+        except IndexError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise IndexError(f"Tensor index {key!r}: {e}") from None
+
+    # -- arithmetic ---------------------------------------------------------
+
+    def __add__(self, other):
+        o = _operand(other)
+        return NotImplemented if o is None else _binary(T_ADD, self, o, 'add')
+
+    def __radd__(self, other):
+        o = _operand(other)
+        return NotImplemented if o is None else _binary(T_ADD, o, self, 'add')
+
+    def __sub__(self, other):
+        o = _operand(other)
+        return NotImplemented if o is None else _binary(T_SUB, self, o, 'sub')
+
+    def __rsub__(self, other):  # other - self
+        o = _operand(other)
+        return NotImplemented if o is None else _binary(T_SUB, o, self, 'sub')
+
+    def __mul__(self, other):
+        o = _operand(other)
+        return NotImplemented if o is None else _binary(T_MUL, self, o, 'mul')
+
+    def __rmul__(self, other):
+        o = _operand(other)
+        return NotImplemented if o is None else _binary(T_MUL, o, self, 'mul')
+
+    def __truediv__(self, other):
+        o = _operand(other)
+        return NotImplemented if o is None else _binary(T_DIV, self, o, 'div')
+
+    def __rtruediv__(self, other):  # other / self
+        o = _operand(other)
+        return NotImplemented if o is None else _binary(T_DIV, o, self, 'div')
+
+    def __pow__(self, other, modulo):
+        if modulo is not None:
+            return NotImplemented
+        o = _operand(other)
+        return NotImplemented if o is None else _binary(T_POW, self, o, 'pow')
+
+    def __rpow__(self, other, modulo):  # other ** self
+        if modulo is not None:
+            return NotImplemented
+        o = _operand(other)
+        return NotImplemented if o is None else _binary(T_POW, o, self, 'pow')
+
+    def __matmul__(self, other):
+        o = _operand(other)
+        if o is None:
+            return NotImplemented
+        _matmul_shape(self._data.shape, (<Tensor>o)._data.shape)
+        return new_node(T_MATMUL, self, o, None, None)
+
+    def __rmatmul__(self, other):
+        o = _operand(other)
+        if o is None:
+            return NotImplemented
+        _matmul_shape((<Tensor>o)._data.shape, self._data.shape)
+        return new_node(T_MATMUL, o, self, None, None)
+
+    def matmul(self, other):
+        o = _operand(other)
+        if o is None:
+            raise TypeError(f"matmul(other) takes a Tensor or an array, got {type(other).__name__}")
+        return self.__matmul__(o)
+
+    def __neg__(self):
+        return new_node(T_NEG, self, None, None, None)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return new_node(T_ABS, self, None, None, None)
+
+    # -- elementwise functions -------------------------------------------
+
+    def abs(self):
+        return new_node(T_ABS, self, None, None, None)
+
+    def relu(self):
+        return new_node(T_RELU, self, None, None, None)
+
+    def leaky_relu(self, negative_slope=0.01):
+        if not isinstance(negative_slope, numbers.Real) or isinstance(negative_slope, bool):
+            raise TypeError(
+                f"leaky_relu(negative_slope=...) takes a real number, got {type(negative_slope).__name__}")
+        return _with_aux(T_LEAKY_RELU, self, float(negative_slope))
+
+    def sigmoid(self):
+        return new_node(T_SIGMOID, self, None, None, None)
+
+    def tanh(self):
+        return new_node(T_TANH, self, None, None, None)
+
+    def exp(self):
+        return new_node(T_EXP, self, None, None, None)
+
+    def log(self):
+        return new_node(T_LOG, self, None, None, None)
+
+    def sqrt(self):
+        return new_node(T_SQRT, self, None, None, None)
+
+    def softplus(self):
+        return new_node(T_SOFTPLUS, self, None, None, None)
+
+    def sin(self):
+        return new_node(T_SIN, self, None, None, None)
+
+    def cos(self):
+        return new_node(T_COS, self, None, None, None)
+
+    def clamp(self, min=None, max=None):
+        for name, bound in (('min', min), ('max', max)):
+            if bound is not None and (not isinstance(bound, numbers.Real) or isinstance(bound, bool)):
+                raise TypeError(f"clamp({name}=...) takes a real number or None, got {type(bound).__name__}")
+        if min is None and max is None:
+            raise ValueError("clamp(min=..., max=...): at least one bound must be given")
+        return new_node(T_CLAMP, self, None, None,
+                        (None if min is None else float(min), None if max is None else float(max)))
+
+    clip = clamp
+
+    # -- reductions --------------------------------------------------------
+
+    def sum(self, dim=None, keepdim=False):
+        return new_node(T_SUM, self, None, None,
+                        (_axes(dim, self._data.ndim, 'sum'), _flag(keepdim, 'keepdim')))
+
+    def mean(self, dim=None, keepdim=False):
+        return new_node(T_MEAN, self, None, None,
+                        (_axes(dim, self._data.ndim, 'mean'), _flag(keepdim, 'keepdim')))
+
+    def max(self, dim=None, keepdim=False):
+        """The largest element, or with ``dim`` the pair (values, indices) as
+        PyTorch returns it; ties in a full reduction share the gradient."""
+        return _extreme(self, dim, keepdim, True)
+
+    def min(self, dim=None, keepdim=False):
+        return _extreme(self, dim, keepdim, False)
+
+    # -- shape -------------------------------------------------------------
+
+    def reshape(self, *shape):
+        shape = _shape_arg(shape, 'reshape(shape)')
+        try:
+            target = np.reshape(self._data, shape).shape   # resolves a -1
+        except ValueError:
+            raise ValueError(f"reshape(shape): cannot reshape a tensor of shape "
+                             f"{self._data.shape} into {shape}") from None
+        return new_node(T_RESHAPE, self, None, None, target)
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        cdef tuple shape = self._data.shape
+        if len(shape) == 0:
+            return self.reshape(1)
+        s = _axis(start_dim, len(shape), 'flatten')
+        e = _axis(end_dim, len(shape), 'flatten')
+        if s > e:
+            raise ValueError(f"flatten(start_dim={start_dim}, end_dim={end_dim}): start_dim comes after end_dim")
+        return self.reshape(shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:])
+
+    def unsqueeze(self, dim):
+        cdef Py_ssize_t nd = self._data.ndim
+        d = _axis(dim, nd + 1, 'unsqueeze')
+        shape = self._data.shape
+        return self.reshape(shape[:d] + (1,) + shape[d:])
+
+    def squeeze(self, dim=None):
+        shape = self._data.shape
+        if dim is None:
+            return self.reshape(tuple([n for n in shape if n != 1]))
+        d = _axis(dim, len(shape), 'squeeze')
+        if len(shape) == 0 or shape[d] != 1:
+            return self.reshape(shape)
+        return self.reshape(shape[:d] + shape[d + 1:])
+
+    def permute(self, *dims):
+        cdef Py_ssize_t nd = self._data.ndim
+        dims = _shape_arg(dims, 'permute(dims)')
+        if len(dims) != nd:
+            raise ValueError(f"permute(dims): a tensor with {nd} dimensions needs {nd} dims, got {len(dims)}")
+        axes = tuple([_axis(d, nd, 'permute') for d in dims])
+        if len(set(axes)) != nd:
+            raise ValueError(f"permute(dims): {dims} repeats a dimension")
+        return new_node(T_PERMUTE, self, None, None, axes)
+
+    def transpose(self, dim0, dim1):
+        cdef Py_ssize_t nd = self._data.ndim
+        if nd < 2:
+            return self.reshape(self._data.shape)
+        d0 = _axis(dim0, nd, 'transpose')
+        d1 = _axis(dim1, nd, 'transpose')
+        axes = list(range(nd))
+        axes[d0], axes[d1] = axes[d1], axes[d0]
+        return new_node(T_PERMUTE, self, None, None, tuple(axes))
+
+    @property
+    def T(self):
+        nd = self._data.ndim
+        return new_node(T_PERMUTE, self, None, None, tuple(range(nd - 1, -1, -1)))
+
+    # -- functional ops as methods ----------------------------------------
+
+    def softmax(self, dim):
+        return new_node(T_SOFTMAX, self, None, None, _axis(dim, self._data.ndim, 'softmax'))
+
+    def log_softmax(self, dim):
+        return new_node(T_LOG_SOFTMAX, self, None, None, _axis(dim, self._data.ndim, 'log_softmax'))
+
+
+cdef Tensor _with_aux(unsigned short op, Tensor a, double aux):
+    cdef Tensor out = Tensor.__new__(Tensor)
+    out.op = op
+    out.a = a
+    out.aux = aux
+    out.requires_grad = a.requires_grad
+    out.seq = next_seq()
+    out._forward()
+    return out
+
+
+cdef object _extreme(Tensor t, object dim, object keepdim, bint is_max):
+    name = 'max' if is_max else 'min'
+    keep = _flag(keepdim, 'keepdim')
+    if dim is None:
+        if t._data.size == 0:
+            raise ValueError(f"{name}(): the tensor is empty; give dim= to reduce a non-empty dimension")
+        return new_node(T_MAX if is_max else T_MIN, t, None, None, (None, keep))
+    axis = _axis(dim, t._data.ndim, name)
+    if t._data.ndim == 0:
+        values = new_node(T_RESHAPE, t, None, None, (1,) if keep else ())
+        return _MaxMin(values, np.zeros((1,) if keep else (), dtype=np.int64))
+    if t._data.shape[axis] == 0:
+        raise ValueError(f"{name}(dim={dim}): that dimension is empty")
+    values = new_node(T_MAX_DIM if is_max else T_MIN_DIM, t, None, None, [axis, keep, None])
+    index = values.ctx[2]
+    return _MaxMin(values, index if keep else np.squeeze(index, axis=axis))
+
+
+class _MaxMin(tuple):
+    """(values, indices), as PyTorch's max/min with a dim return them."""
+    __slots__ = ()
+
+    def __new__(cls, values, indices):
+        return tuple.__new__(cls, (values, indices))
+
+    @property
+    def values(self):
+        return self[0]
+
+    @property
+    def indices(self):
+        return self[1]
+
+
+cdef tuple _index_key(object key):
+    """The key numpy should see, and whether it is basic indexing (each
+    element picked at most once, so backward may add with ``+=``)."""
+    parts = key if type(key) is tuple else (key,)
+    basic = True
+    out = []
+    for k in parts:
+        if isinstance(k, (Tensor, Value)):
+            raise TypeError(
+                f"Tensor index: index with ints, slices or integer arrays, not a {type(k).__name__}; "
+                f"use .numpy().astype(int) for an index array")
+        if k is None or k is Ellipsis or isinstance(k, slice) or _is_int(k):
+            out.append(k)
+        else:
+            arr = np.asarray(k)
+            if arr.dtype.kind not in 'biu':
+                raise TypeError(f"Tensor index: index arrays must hold integers or booleans, got dtype {arr.dtype}")
+            out.append(arr)
+            basic = False
+    return (tuple(out) if type(key) is tuple else out[0]), basic
+
+
+cdef bint _flag(object x, str where) except -1:
+    if isinstance(x, (bool, np.bool_)) or x in (0, 1):
+        return bool(x)
+    raise TypeError(f"{where} must be a bool, got {type(x).__name__}")
+
+
+# ---------------------------------------------------------------------------
+# Constructors
+
+def tensor(data, requires_grad=False):
+    """A leaf Tensor holding a float64 copy of ``data`` (array-like)."""
+    return _leaf(_to_array(data, 'tensor(data)'), _flag(requires_grad, 'requires_grad'))
+
+
+def zeros(*shape, requires_grad=False):
+    shape = _shape_arg(shape, 'zeros(shape)')
+    if any(n < 0 for n in shape):
+        raise ValueError(f"zeros(shape): negative dimension in {shape}")
+    return _leaf(np.zeros(shape), _flag(requires_grad, 'requires_grad'))
+
+
+def ones(*shape, requires_grad=False):
+    shape = _shape_arg(shape, 'ones(shape)')
+    if any(n < 0 for n in shape):
+        raise ValueError(f"ones(shape): negative dimension in {shape}")
+    return _leaf(np.ones(shape), _flag(requires_grad, 'requires_grad'))
+
+
+def randn(*shape, requires_grad=False, seed=None):
+    """Standard normal samples (numpy's default_rng(seed))."""
+    shape = _shape_arg(shape, 'randn(shape)')
+    if any(n < 0 for n in shape):
+        raise ValueError(f"randn(shape): negative dimension in {shape}")
+    data = np.random.default_rng(seed).standard_normal(shape)
+    return _leaf(np.ascontiguousarray(data, dtype=_float64), _flag(requires_grad, 'requires_grad'))
+
+
+def stack(tensors, dim=0):
+    """A Tensor from a sequence of Values (a 1-d tensor whose gradient flows
+    back to each Value) or of same-shape Tensors joined along a new ``dim``."""
+    items = list(tensors) if not isinstance(tensors, (Tensor, Value)) else None
+    if items is None:
+        raise TypeError("stack(tensors) takes a sequence of Values or Tensors")
+    if not items:
+        raise ValueError("stack(tensors) needs at least one element")
+    if all([isinstance(x, Value) for x in items]):
+        _axis(dim, 1, 'stack')
+        return new_node(T_STACK_VALUES, None, None, tuple(items), None)
+    for i, x in enumerate(items):
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                f"stack(tensors): element {i} is a {type(x).__name__}; give all Values or all Tensors")
+    shape = (<Tensor>items[0])._data.shape
+    for i, x in enumerate(items):
+        if (<Tensor>x)._data.shape != shape:
+            raise ValueError(
+                f"stack(tensors): element {i} has shape {(<Tensor>x)._data.shape}, element 0 has {shape}")
+    axis = _axis(dim, len(shape) + 1, 'stack')
+    return new_node(T_STACK, None, None, tuple(items), axis)
+
+
+def concatenate(tensors, dim=0):
+    """Tensors joined along an existing dimension ``dim``."""
+    if isinstance(tensors, (Tensor, Value)):
+        raise TypeError("concatenate(tensors) takes a sequence of Tensors")
+    items = list(tensors)
+    if not items:
+        raise ValueError("concatenate(tensors) needs at least one tensor")
+    for i, x in enumerate(items):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"concatenate(tensors): element {i} is a {type(x).__name__}, not a Tensor")
+    shape = (<Tensor>items[0])._data.shape
+    if len(shape) == 0:
+        raise ValueError("concatenate(tensors): 0-d tensors cannot be concatenated; use stack")
+    axis = _axis(dim, len(shape), 'concatenate')
+    for i, x in enumerate(items):
+        s = (<Tensor>x)._data.shape
+        if len(s) != len(shape) or s[:axis] + s[axis + 1:] != shape[:axis] + shape[axis + 1:]:
+            raise ValueError(
+                f"concatenate(tensors): element {i} has shape {s}, which does not match "
+                f"element 0's {shape} outside dim {axis}")
+    return new_node(T_CONCAT, None, None, tuple(items), axis)
+
+
+cat = concatenate
+
+
+def matmul(input, other):
+    """``input @ other`` with numpy's matmul rules (1-d, 2-d, batched)."""
+    a = _operand(input)
+    if a is None:
+        raise TypeError(f"matmul(input) takes a Tensor or an array, got {type(input).__name__}")
+    return (<Tensor>a).matmul(other)
