@@ -30,7 +30,9 @@ import zlib
 
 import numpy as np
 
+from . import functional as F
 from ._engine import Value, dot
+from ._tensor import Tensor, tensor
 
 __all__ = [
     "Module", "Neuron", "Layer", "MLP",
@@ -61,21 +63,12 @@ def default_generator():
     return _generator
 
 
-def _tensor_type():
-    """microgrid's Tensor class, imported late: the package imports this
-    module while it is still being initialised."""
-    try:
-        from . import Tensor
-    except ImportError:     # TEMP until branch tensor is merged
-        class Tensor:
-            pass
-    return Tensor
 
 
 def _is_parameter(obj):
     if isinstance(obj, Value):
         return obj.requires_grad
-    return isinstance(obj, _tensor_type()) and obj.requires_grad
+    return isinstance(obj, Tensor) and obj.requires_grad
 
 
 LoadResult = collections.namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
@@ -357,9 +350,6 @@ class MLP(Module):
 # PyTorch-style tensor layers
 # ---------------------------------------------------------------------------
 
-def _functional():
-    from . import functional
-    return functional
 
 
 def _int_arg(value, name, minimum):
@@ -383,7 +373,6 @@ def _pair(value, name, minimum):
 def _parameter(shape, bound):
     """A leaf tensor drawn from U(-bound, bound), the shape of PyTorch's
     parameter, that requires grad."""
-    from . import tensor
     values = _generator.uniform(-bound, bound, size=shape) if bound > 0 else np.zeros(shape)
     return tensor(values, requires_grad=True)
 
@@ -406,7 +395,7 @@ class Linear(Module):
         self.bias = _parameter((self.out_features,), bound) if bias else None
 
     def forward(self, x):
-        return _functional().linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -473,7 +462,7 @@ class Conv2d(_ConvNd):
 
     def forward(self, x):
         kwargs = {"groups": self.groups} if self.groups != 1 else {}
-        return _functional().conv2d(x, self.weight, self.bias, stride=self.stride,
+        return F.conv2d(x, self.weight, self.bias, stride=self.stride,
                                     padding=self.padding, dilation=self.dilation, **kwargs)
 
 
@@ -494,7 +483,7 @@ class ConvTranspose2d(_ConvNd):
             kwargs["groups"] = self.groups
         if self.dilation != (1, 1):
             kwargs["dilation"] = self.dilation
-        return _functional().conv_transpose2d(x, self.weight, self.bias, stride=self.stride,
+        return F.conv_transpose2d(x, self.weight, self.bias, stride=self.stride,
                                               padding=self.padding, **kwargs)
 
 
@@ -521,7 +510,7 @@ class MaxPool2d(Module):
             kwargs["dilation"] = self.dilation
         if self.ceil_mode:
             kwargs["ceil_mode"] = True
-        return _functional().max_pool2d(x, self.kernel_size, self.stride, self.padding, **kwargs)
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, **kwargs)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
@@ -549,7 +538,7 @@ class AvgPool2d(Module):
             kwargs["count_include_pad"] = False
         if self.divisor_override is not None:
             kwargs["divisor_override"] = self.divisor_override
-        return _functional().avg_pool2d(x, self.kernel_size, self.stride, self.padding, **kwargs)
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, **kwargs)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -589,21 +578,21 @@ class ReLU(Module):
     """max(x, 0) elementwise; works on Values as well as Tensors."""
 
     def forward(self, x):
-        return x.relu() if isinstance(x, Value) else _functional().relu(x)
+        return x.relu() if isinstance(x, Value) else F.relu(x)
 
 
 class Sigmoid(Module):
     """1 / (1 + exp(-x)) elementwise; works on Values as well as Tensors."""
 
     def forward(self, x):
-        return x.sigmoid() if isinstance(x, Value) else _functional().sigmoid(x)
+        return x.sigmoid() if isinstance(x, Value) else F.sigmoid(x)
 
 
 class Tanh(Module):
     """tanh(x) elementwise; works on Values as well as Tensors."""
 
     def forward(self, x):
-        return x.tanh() if isinstance(x, Value) else _functional().tanh(x)
+        return x.tanh() if isinstance(x, Value) else F.tanh(x)
 
 
 class Sequential(Module):

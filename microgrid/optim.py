@@ -13,19 +13,11 @@ import numbers
 import numpy as np
 
 from ._engine import Value
+from ._tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam"]
 
 
-def _tensor_type():
-    """microgrid's Tensor class, imported late: the package imports this
-    module while it is still being initialised."""
-    try:
-        from . import Tensor
-    except ImportError:     # TEMP until branch tensor is merged
-        class Tensor:
-            pass
-    return Tensor
 
 
 def _real(value, name, low=None, high=None, low_open=False, high_open=True):
@@ -71,7 +63,7 @@ class Optimizer:
     per-parameter state."""
 
     def __init__(self, params, defaults):
-        if isinstance(params, (Value, _tensor_type())) or isinstance(params, dict):
+        if isinstance(params, (Value, Tensor)) or isinstance(params, dict):
             raise TypeError("params must be an iterable of Values/Tensors or of dicts, "
                             f"got a single {type(params).__name__}")
         try:
@@ -93,10 +85,9 @@ class Optimizer:
         if not isinstance(group, dict) or "params" not in group:
             raise TypeError(f"params[{index}] must be a dict with a 'params' entry")
         members = group["params"]
-        members = [members] if isinstance(members, (Value, _tensor_type())) else list(members)
+        members = [members] if isinstance(members, (Value, Tensor)) else list(members)
         if not members:
             raise ValueError(f"params[{index}]['params'] is empty")
-        Tensor = _tensor_type()
         values, slots = [], []
         for j, p in enumerate(members):
             if not isinstance(p, (Value, Tensor)):
