@@ -195,3 +195,65 @@ def test_training_a_scalar_model_matches_torch():
         topt.step()
         assert loss.data == pytest.approx(tloss.item(), rel=1e-12)
     np.testing.assert_allclose([p.data for p in ours], theirs.detach().numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls, torch_name, kwargs", CONFIGS)
+def test_tensors_follow_torch_optim_step_for_step_in_place(cls, torch_name, kwargs):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    starts = [rng.normal(size=(3, 4)), rng.normal(size=(4,)), np.array(0.7)]
+    ours = [mg.tensor(s, requires_grad=True) for s in starts]
+    buffers = [p.data for p in ours]
+    theirs = [torch.tensor(s, dtype=torch.float64, requires_grad=True) for s in starts]
+    opt = cls(ours, **kwargs)
+    topt = getattr(torch.optim, torch_name)(theirs, **kwargs)
+    for k in range(8):
+        for p, t in zip(ours, theirs):
+            g = fake_gradient(np.array(p.data), k)
+            p.grad[...] = g
+            t.grad = torch.from_numpy(np.asarray(fake_gradient(t.detach().numpy().copy(), k)))
+        opt.step()
+        topt.step()
+        for p, t in zip(ours, theirs):
+            np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-13, atol=1e-15)
+    for p, held in zip(ours, buffers):
+        assert np.shares_memory(p.data, held)      # updated in place
+
+
+def test_mixed_values_and_tensors_in_one_optimiser():
+    v = one_value(2.0, 0.5)
+    t = mg.tensor([1.0, -1.0], requires_grad=True)
+    t.grad[...] = [0.25, -0.5]
+    opt = SGD([v, t], lr=0.1)
+    opt.step()
+    assert v.data == pytest.approx(1.95)
+    np.testing.assert_allclose(t.data, [0.975, -0.95])
+    opt.zero_grad()
+    assert v.grad == 0 and not np.asarray(t.grad).any()
+
+
+def test_training_a_tensor_model_matches_torch():
+    torch = pytest.importorskip("torch")
+    from microgrid import functional as F
+    from microgrid import nn
+    mg.manual_seed(0)
+    ours = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    theirs = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 4))
+    y = rng.integers(0, 3, size=16)
+    opt = Adam(ours.parameters(), lr=0.01, weight_decay=1e-3)
+    topt = torch.optim.Adam(theirs.parameters(), lr=0.01, weight_decay=1e-3)
+    for _ in range(10):
+        loss = F.cross_entropy(ours(mg.tensor(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        tloss = torch.nn.functional.cross_entropy(theirs(torch.from_numpy(x)), torch.from_numpy(y))
+        topt.zero_grad()
+        tloss.backward()
+        topt.step()
+        assert float(loss.data) == pytest.approx(tloss.item(), rel=1e-10)
+    for (name, p), tp in zip(ours.named_parameters(), theirs.parameters()):
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
