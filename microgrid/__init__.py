@@ -15,6 +15,7 @@ from .functional import (
     avg_pool2d, binary_cross_entropy, binary_cross_entropy_with_logits, conv2d,
     conv_transpose2d, cross_entropy, hinge_loss, huber_loss, l1_loss, leaky_relu, linear,
     log_softmax, max_pool2d, mse_loss, nll_loss, pad, relu, sigmoid, softmax, softplus, tanh)
+from .nn import manual_seed
 
 __version__ = "0.1.0"
 
@@ -57,7 +58,7 @@ def min(input, dim=None, keepdim=False):
 __all__ = [
     "Value", "sum", "mean", "dot", "topological_order", "Graph",
     "detect_anomaly", "is_anomaly_enabled",
-    "gradcheck", "GradcheckError",
+    "gradcheck", "GradcheckError", "manual_seed",
     "Tensor", "tensor", "zeros", "ones", "randn", "stack", "concatenate", "cat",
     "matmul", "max", "min", "functional", *functional.__all__,
 ]

@@ -1,27 +1,292 @@
-"""Neural-network modules.
+"""Neural-network modules, in two worlds that share one ``Module`` base.
 
 ``Module``, ``Neuron``, ``Layer`` and ``MLP`` are micrograd's scalar API: the
 same constructors, defaults, reprs and draws from Python's ``random``, so
 ``random.seed(s)`` gives micrograd's initial weights.  A neuron's
 pre-activation is one fused ``dot`` node instead of 2n additions and
 multiplications.
+
+``Linear``, ``Conv2d``, ``ConvTranspose2d``, ``MaxPool2d``, ``AvgPool2d``,
+``Flatten``, ``ReLU``, ``Sigmoid``, ``Tanh`` and ``Sequential`` are PyTorch's
+tensor layers: its constructor signatures, default initialisation, reprs,
+parameter names and shapes, so a ``state_dict`` moves between the two
+libraries.  Their weights are drawn from a numpy Generator that
+``manual_seed`` seeds (it seeds Python's ``random`` too, for the scalar
+classes).
+
+``Module`` finds parameters and submodules in its attributes, in definition
+order, including lists of them (micrograd's layout): ``named_parameters``,
+``parameters``, ``zero_grad``, ``state_dict``, ``load_state_dict``, and
+``save``/``load`` as ``.npz`` archives that never hold or run pickled code.
 """
+import collections
+import collections.abc
+import math
+import numbers
+import os
 import random
+import zipfile
+import zlib
 
+import numpy as np
+
+from . import functional as F
 from ._engine import Value, dot
+from ._tensor import Tensor, tensor
 
-__all__ = ["Module", "Neuron", "Layer", "MLP"]
+__all__ = [
+    "Module", "Neuron", "Layer", "MLP",
+    "Linear", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "Flatten",
+    "ReLU", "Sigmoid", "Tanh", "Sequential",
+    "manual_seed", "default_generator",
+]
+
+_generator = np.random.default_rng()
+
+
+def manual_seed(seed):
+    """Seeds microgrid's numpy Generator (tensor layers' initial weights,
+    shuffling) and Python's ``random`` (micrograd's scalar classes).
+    Returns the new Generator."""
+    global _generator
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    random.seed(int(seed))
+    _generator = np.random.default_rng(int(seed))
+    return _generator
+
+
+def default_generator():
+    """The numpy Generator that ``manual_seed`` last seeded."""
+    return _generator
+
+
+
+
+def _is_parameter(obj):
+    if isinstance(obj, Value):
+        return obj.requires_grad
+    return isinstance(obj, Tensor) and obj.requires_grad
+
+
+LoadResult = collections.namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
 
 
 class Module:
-    """Base of every model: owns parameters and can zero their gradients."""
+    """Base of every model: owns parameters and can zero their gradients.
+
+    Parameters (Values or Tensors that require grad) and submodules are found
+    in the instance's attributes, in definition order, and inside lists and
+    tuples of them; their dotted names are PyTorch's (``0.weight`` in a
+    ``Sequential``, ``layers.0.neurons.1.w.0`` in micrograd's ``MLP``).
+    """
+
+    training = True
 
     def zero_grad(self):
         for p in self.parameters():
-            p.grad = 0
+            if isinstance(p, Value):
+                p.grad = 0
+            else:
+                p.grad[...] = 0     # in place: optimisers and users may hold the array
 
     def parameters(self):
-        return []
+        return [p for _, p in self.named_parameters()]
+
+    # -- discovery -----------------------------------------------------
+    def _members(self):
+        """(name, object) pairs this module holds; Sequential overrides."""
+        return vars(self).items()
+
+    def named_parameters(self, prefix="", recurse=True):
+        """(dotted name, parameter) pairs; a parameter shared by two places
+        is listed once, under its first name."""
+        seen = set()
+        out = []
+        self._collect(prefix, recurse, seen, out, set())
+        return out
+
+    def _collect(self, prefix, recurse, seen, out, visiting):
+        if id(self) in visiting:
+            return
+        visiting.add(id(self))
+        for name, obj in self._members():
+            self._collect_object(prefix + str(name), obj, recurse, seen, out, visiting)
+
+    def _collect_object(self, name, obj, recurse, seen, out, visiting):
+        if isinstance(obj, Module):
+            if recurse:
+                obj._collect(name + ".", recurse, seen, out, visiting)
+        elif isinstance(obj, (list, tuple)):
+            for i, item in enumerate(obj):
+                self._collect_object(f"{name}.{i}", item, recurse, seen, out, visiting)
+        elif _is_parameter(obj) and id(obj) not in seen:
+            seen.add(id(obj))
+            out.append((name, obj))
+
+    def named_children(self):
+        """Direct submodules with their names, lists flattened as ``name.i``."""
+        out = []
+
+        def visit(name, obj):
+            if isinstance(obj, Module):
+                out.append((name, obj))
+            elif isinstance(obj, (list, tuple)):
+                for i, item in enumerate(obj):
+                    visit(f"{name}.{i}", item)
+        for name, obj in self._members():
+            visit(str(name), obj)
+        return out
+
+    def children(self):
+        return [m for _, m in self.named_children()]
+
+    def modules(self):
+        """This module and every submodule, depth first."""
+        out = [self]
+        for child in self.children():
+            out += child.modules()
+        return out
+
+    # -- modes and calling -----------------------------------------------
+    def train(self, mode=True):
+        if not isinstance(mode, bool):
+            raise TypeError(f"mode must be a bool, got {type(mode).__name__}")
+        self.training = mode
+        for child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # -- state ----------------------------------------------------------
+    def state_dict(self):
+        """OrderedDict of dotted name -> float64 numpy copy (0-d for a Value)."""
+        state = collections.OrderedDict()
+        for name, p in self.named_parameters():
+            if isinstance(p, Value):
+                state[name] = np.array(p.data, dtype=np.float64)
+            else:
+                state[name] = np.array(p.data, dtype=np.float64, copy=True)
+        return state
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copies arrays into the parameters, in place.
+
+        Every entry is checked (name, numeric type, shape) before any
+        parameter changes, so a failed load leaves the model as it was.
+        With ``strict``, missing or unexpected names are errors; otherwise
+        they are returned as ``(missing_keys, unexpected_keys)``.
+        """
+        if not isinstance(state_dict, collections.abc.Mapping):
+            raise TypeError(f"state_dict must be a mapping of names to arrays, got {type(state_dict).__name__}")
+        own = collections.OrderedDict(self.named_parameters())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing keys {missing}")
+            if unexpected:
+                parts.append(f"unexpected keys {unexpected}")
+            raise ValueError(f"state_dict does not match {type(self).__name__}: " + "; ".join(parts))
+        updates = []
+        for name, p in own.items():
+            if name not in state_dict:
+                continue
+            value = state_dict[name]
+            try:
+                array = np.asarray(value)
+            except Exception as exc:  # e.g. a tensor that cannot become an array
+                raise TypeError(f"state_dict[{name!r}] cannot be read as an array: {exc}") from None
+            if array.dtype.kind not in "biuf":
+                raise TypeError(f"state_dict[{name!r}] must hold real numbers, got dtype {array.dtype}")
+            expected = () if isinstance(p, Value) else tuple(p.shape)
+            if array.shape != expected:
+                raise ValueError(f"state_dict[{name!r}] has shape {tuple(array.shape)}, "
+                                 f"the parameter has shape {expected}")
+            updates.append((p, array.astype(np.float64)))
+        for p, array in updates:
+            if isinstance(p, Value):
+                p.data = float(array)
+            else:
+                p.data[...] = array
+        return LoadResult(missing, unexpected)
+
+    def save(self, path):
+        """Writes ``state_dict()`` to ``path`` as an ``.npz`` archive (no pickle;
+        readable with ``numpy.load(path, allow_pickle=False)``).  The file is
+        written next to its destination and renamed, so a crash never leaves a
+        half-written model under ``path``."""
+        path = os.fspath(path)
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:
+                _write_npz(f, self.state_dict())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return path
+
+    def load(self, path):
+        """Reads an archive written by ``save`` (strictly: same names and
+        shapes).  Anything but plain numeric arrays, such as pickled objects,
+        is refused with ValueError without being run.  Returns ``self``."""
+        self.load_state_dict(_read_npz(path), strict=True)
+        return self
+
+    # -- repr -------------------------------------------------------------
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        children = self.named_children()
+        extra = self.extra_repr()
+        if not children:
+            return f"{type(self).__name__}({extra})"
+        lines = [extra] if extra else []
+        for name, child in children:
+            lines.append(f"({name}): " + repr(child).replace("\n", "\n  "))
+        return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _write_npz(f, state):
+    # numpy's own .npz layout, written member by member so that no key can
+    # collide with a keyword argument of numpy.savez
+    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in state.items():
+            with archive.open(name + ".npy", mode="w", force_zip64=True) as member:
+                # (ascontiguousarray would turn a 0-d array into a 1-d one)
+                np.lib.format.write_array(member, np.array(array, order="C"), allow_pickle=False)
+
+
+def _read_npz(path):
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error, OSError) as exc:
+        if isinstance(exc, OSError) and not os.path.isfile(path):
+            raise
+        raise ValueError(f"path {os.fspath(path)!r} is not a readable .npz model archive: {exc}") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"path {os.fspath(path)!r} holds a single array, not an .npz model archive")
+    state = collections.OrderedDict()
+    with loaded:
+        try:
+            for name in loaded.files:
+                state[name] = loaded[name]
+        except (ValueError, EOFError, zipfile.BadZipFile, zlib.error, OSError) as exc:
+            raise ValueError(f"path {os.fspath(path)!r}: entry {name!r} cannot be read: {exc}") from None
+    return state
 
 
 class Neuron(Module):
@@ -79,3 +344,288 @@ class MLP(Module):
 
     def __repr__(self):
         return f"MLP of [{', '.join(str(layer) for layer in self.layers)}]"
+
+
+# ---------------------------------------------------------------------------
+# PyTorch-style tensor layers
+# ---------------------------------------------------------------------------
+
+
+
+def _int_arg(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def _pair(value, name, minimum):
+    """An int or a pair of ints, as PyTorch's 2-d layers take them."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        return tuple(_int_arg(v, name, minimum) for v in value)
+    v = _int_arg(value, name, minimum)
+    return (v, v)
+
+
+def _parameter(shape, bound):
+    """A leaf tensor drawn from U(-bound, bound), the shape of PyTorch's
+    parameter, that requires grad."""
+    values = _generator.uniform(-bound, bound, size=shape) if bound > 0 else np.zeros(shape)
+    return tensor(values, requires_grad=True)
+
+
+def _uniform_bound(fan_in):
+    # kaiming_uniform_(a=sqrt(5)): gain sqrt(2 / (1 + 5)), bound
+    # gain * sqrt(3 / fan_in) = 1 / sqrt(fan_in); PyTorch draws the bias from
+    # the same range (and uses 0 when fan_in is 0)
+    return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+
+class Linear(Module):
+    """``y = x @ weight.T + bias``; weight (out_features, in_features)."""
+
+    def __init__(self, in_features, out_features, bias=True):
+        self.in_features = _int_arg(in_features, "in_features", 0)
+        self.out_features = _int_arg(out_features, "out_features", 0)
+        bound = _uniform_bound(self.in_features)
+        self.weight = _parameter((self.out_features, self.in_features), bound)
+        self.bias = _parameter((self.out_features,), bound) if bias else None
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class _ConvNd(Module):
+    def _setup(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
+               groups, bias, padding_mode, transposed, output_padding=0):
+        self.in_channels = _int_arg(in_channels, "in_channels", 1)
+        self.out_channels = _int_arg(out_channels, "out_channels", 1)
+        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
+        self.stride = _pair(stride, "stride", 1)
+        if isinstance(padding, str):
+            raise ValueError(f"padding must be an int or a pair of ints (string modes are not supported), got {padding!r}")
+        self.padding = _pair(padding, "padding", 0)
+        self.dilation = _pair(dilation, "dilation", 1)
+        self.output_padding = _pair(output_padding, "output_padding", 0)
+        self.groups = _int_arg(groups, "groups", 1)
+        if self.in_channels % self.groups:
+            raise ValueError(f"in_channels={in_channels} must be divisible by groups={groups}")
+        if self.out_channels % self.groups:
+            raise ValueError(f"out_channels={out_channels} must be divisible by groups={groups}")
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode must be 'zeros', got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        kh, kw = self.kernel_size
+        if transposed:
+            for op, s, d in zip(self.output_padding, self.stride, self.dilation):
+                if op >= s and op >= d:
+                    raise ValueError(f"output_padding={output_padding!r} must be smaller than stride or dilation")
+            shape = (self.in_channels, self.out_channels // self.groups, kh, kw)
+        else:
+            shape = (self.out_channels, self.in_channels // self.groups, kh, kw)
+        # torch's fan_in is weight.size(1) * kh * kw for both layouts
+        bound = _uniform_bound(shape[1] * kh * kw)
+        self.weight = _parameter(shape, bound)
+        self.bias = _parameter((self.out_channels,), bound) if bias else None
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.output_padding != (0, 0):
+            s += f", output_padding={self.output_padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class Conv2d(_ConvNd):
+    """2-d cross-correlation over NCHW input; weight
+    (out_channels, in_channels // groups, kh, kw)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, padding_mode="zeros"):
+        self._setup(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                    groups, bias, padding_mode, transposed=False)
+
+    def forward(self, x):
+        kwargs = {"groups": self.groups} if self.groups != 1 else {}
+        return F.conv2d(x, self.weight, self.bias, stride=self.stride,
+                                    padding=self.padding, dilation=self.dilation, **kwargs)
+
+
+class ConvTranspose2d(_ConvNd):
+    """The gradient of Conv2d with respect to its input, as a layer; weight
+    (in_channels, out_channels // groups, kh, kw)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros"):
+        self._setup(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                    groups, bias, padding_mode, transposed=True, output_padding=output_padding)
+
+    def forward(self, x):
+        kwargs = {}
+        if self.output_padding != (0, 0):
+            kwargs["output_padding"] = self.output_padding
+        if self.groups != 1:
+            kwargs["groups"] = self.groups
+        if self.dilation != (1, 1):
+            kwargs["dilation"] = self.dilation
+        return F.conv_transpose2d(x, self.weight, self.bias, stride=self.stride,
+                                              padding=self.padding, **kwargs)
+
+
+def _size_arg(value, name, minimum):
+    # pooling layers keep ints as ints (PyTorch's reprs show kernel_size=2)
+    if isinstance(value, (tuple, list)):
+        return _pair(value, name, minimum)
+    return _int_arg(value, name, minimum)
+
+
+class MaxPool2d(Module):
+    """Maximum over kh x kw windows; the gradient goes to the first maximum."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        self.kernel_size = _size_arg(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else _size_arg(stride, "stride", 1)
+        self.padding = _size_arg(padding, "padding", 0)
+        self.dilation = _size_arg(dilation, "dilation", 1)
+        self.ceil_mode = bool(ceil_mode)
+
+    def forward(self, x):
+        kwargs = {}
+        if self.dilation not in (1, (1, 1)):
+            kwargs["dilation"] = self.dilation
+        if self.ceil_mode:
+            kwargs["ceil_mode"] = True
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, **kwargs)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool2d(Module):
+    """Mean over kh x kw windows (padding counted unless count_include_pad=False)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True, divisor_override=None):
+        self.kernel_size = _size_arg(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else _size_arg(stride, "stride", 1)
+        self.padding = _size_arg(padding, "padding", 0)
+        self.ceil_mode = bool(ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+        self.divisor_override = (None if divisor_override is None
+                                 else _int_arg(divisor_override, "divisor_override", 1))
+
+    def forward(self, x):
+        kwargs = {}
+        if self.ceil_mode:
+            kwargs["ceil_mode"] = True
+        if not self.count_include_pad:
+            kwargs["count_include_pad"] = False
+        if self.divisor_override is not None:
+            kwargs["divisor_override"] = self.divisor_override
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, **kwargs)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class Flatten(Module):
+    """Merges dimensions start_dim..end_dim into one."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        if isinstance(start_dim, bool) or not isinstance(start_dim, numbers.Integral):
+            raise TypeError(f"start_dim must be an int, got {type(start_dim).__name__}")
+        if isinstance(end_dim, bool) or not isinstance(end_dim, numbers.Integral):
+            raise TypeError(f"end_dim must be an int, got {type(end_dim).__name__}")
+        self.start_dim = int(start_dim)
+        self.end_dim = int(end_dim)
+
+    def forward(self, x):
+        shape = tuple(x.shape)
+        ndim = len(shape)
+        start = self.start_dim + ndim if self.start_dim < 0 else self.start_dim
+        end = self.end_dim + ndim if self.end_dim < 0 else self.end_dim
+        if not (0 <= start < max(ndim, 1) and 0 <= end < max(ndim, 1)):
+            raise ValueError(f"start_dim={self.start_dim}, end_dim={self.end_dim} out of range "
+                             f"for an input of {ndim} dimensions")
+        if start > end:
+            raise ValueError(f"start_dim={self.start_dim} comes after end_dim={self.end_dim}")
+        merged = 1
+        for n in shape[start:end + 1]:
+            merged *= n
+        return x.reshape(shape[:start] + (merged,) + shape[end + 1:])
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class ReLU(Module):
+    """max(x, 0) elementwise; works on Values as well as Tensors."""
+
+    def forward(self, x):
+        return x.relu() if isinstance(x, Value) else F.relu(x)
+
+
+class Sigmoid(Module):
+    """1 / (1 + exp(-x)) elementwise; works on Values as well as Tensors."""
+
+    def forward(self, x):
+        return x.sigmoid() if isinstance(x, Value) else F.sigmoid(x)
+
+
+class Tanh(Module):
+    """tanh(x) elementwise; works on Values as well as Tensors."""
+
+    def forward(self, x):
+        return x.tanh() if isinstance(x, Value) else F.tanh(x)
+
+
+class Sequential(Module):
+    """Modules applied in order; indexable (``model[0]``, slices give a
+    Sequential), ``len`` and iteration; parameters named ``0.weight``, ..."""
+
+    def __init__(self, *modules):
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"modules[{i}] must be a Module, got {type(m).__name__}")
+        self._layers = list(modules)
+
+    def _members(self):
+        return [(str(i), m) for i, m in enumerate(self._layers)]
+
+    def forward(self, x):
+        for m in self._layers:
+            x = m(x)
+        return x
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Sequential(*self._layers[index])
+        return self._layers[index]
+
+    def __len__(self):
+        return len(self._layers)
+
+    def __iter__(self):
+        return iter(self._layers)
+
+    def append(self, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"module must be a Module, got {type(module).__name__}")
+        self._layers.append(module)
+        return self
