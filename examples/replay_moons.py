@@ -74,11 +74,12 @@ def main(argv=None):
     model.zero_grad()
     rebuilt.backward()
     t_rebuild = time.perf_counter() - t0
+    same = rebuilt.data == replayed and [p.grad for p in model.parameters()] == replayed_grads
     t0 = time.perf_counter()
     graph.forward()
+    model.zero_grad()
     graph.backward()
     t_replay = time.perf_counter() - t0
-    same = rebuilt.data == replayed and [p.grad for p in model.parameters()] == replayed_grads
     print(f"rebuild equals replay bit for bit: {same}; one step: rebuild "
           f"{t_rebuild * 1e3:.2f} ms, replay {t_replay * 1e3:.3f} ms")
 

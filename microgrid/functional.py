@@ -123,7 +123,9 @@ def _class_targets(target, input, where):
         t = np.asarray(target)
         if t.dtype.kind not in "iu":
             raise TypeError(f"{where}(target) must hold integer class indices, got dtype {t.dtype}")
-        t = t.astype(np.int64)
+        # an int64 array is kept by reference, so a recorded Graph replays with
+        # whatever targets it holds now (update it in place between steps)
+        t = np.asarray(t, dtype=np.int64)
     expected = input.shape[1:] if input.ndim == 1 else input.shape[:1] + input.shape[2:]
     if input.ndim == 1:
         expected = ()
