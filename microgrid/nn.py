@@ -63,8 +63,6 @@ def default_generator():
     return _generator
 
 
-
-
 def _is_parameter(obj):
     if isinstance(obj, Value):
         return obj.requires_grad
