@@ -333,6 +333,8 @@ def run(out_dir="microgrid-demo-out", seed=0, quick=False):
 
     shown = 8
     predicted, maps = saliency(cnn, X_test[:shown])
+    _say(f"saliency maps of {shown} test digits (one backward pass): predicted "
+         f"{' '.join(map(str, predicted))}, true {' '.join(map(str, y_test[:shown]))}")
 
     plt = _pyplot()
     if plt is not None:
