@@ -56,6 +56,8 @@ def test_activations_match_torch(name):
     x[0, 0] = 0.0
     parity(getattr(F, name), lambda t: getattr(tf(), name)(t), [x])
     assert getattr(mg, name) is getattr(F, name)
+    v = mg.Value(0.7)
+    assert getattr(F, name)(v).data == getattr(v, name)().data     # scalar Values too
 
 
 @pytest.mark.parametrize("dim", [0, 1, -1])
