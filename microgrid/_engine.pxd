@@ -6,6 +6,8 @@
 # Scalar ops are switched on inline in backward(); every other node kind
 # supplies its rules through the virtual methods below.
 
+cimport cython
+
 cdef enum Op:
     OP_LEAF = 0
     OP_CUSTOM       # built by Value(data, _children, _op): parents kept, no rule
@@ -40,6 +42,9 @@ cdef enum Op:
     OP_SCALAR_END   # op codes from here on belong to other node kinds
 
 
+# no_gc here too: modules that cimport Node see only this declaration, and
+# their subclasses would otherwise be tracked by the cyclic collector
+@cython.no_gc
 cdef class Node:
     cdef unsigned short op
     cdef unsigned char requires_grad
@@ -66,6 +71,7 @@ cdef class Node:
     cdef int _add_grad_at(self, Py_ssize_t index, double g) except -1
 
 
+@cython.no_gc
 cdef class Value(Node):
     cdef public double data
     cdef public double grad

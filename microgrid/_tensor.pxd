@@ -2,6 +2,7 @@
 # Value.  Other compiled modules cimport it to build tensor nodes or to read
 # their buffers without going through Python properties.
 
+cimport cython
 from microgrid._engine cimport Node
 
 # Op codes of tensor nodes; they start above the scalar op codes of
@@ -66,6 +67,7 @@ cdef enum TensorOp:
     T_END
 
 
+@cython.no_gc
 cdef class Tensor(Node):
     # _data: C-contiguous float64 ndarray, the node's value (``.data``)
     # _grad: C-contiguous float64 ndarray of the same shape, or None meaning
