@@ -234,9 +234,11 @@ void mg_max_pool2d_forward(const mg_pool_geom *g, int64_t planes, const double *
                 int64_t w1 = w0 + (kW - 1) * dW + 1;
                 if (w1 > W) w1 = W;
                 if (w0 < 0) w0 += ((-w0 + dW - 1) / dW) * dW;
-                /* Like PyTorch: an all -inf window reports its first cell. */
+                /* PyTorch's index for a window without a larger cell: its first
+                 * tap inside the input, computed even when the window covers
+                 * only padding (then possibly not a cell of the plane at all). */
                 double m = -INFINITY;
-                int64_t at = (h0 < h1 && w0 < w1) ? h0 * W + w0 : -1;
+                int64_t at = h0 * W + w0;
                 for (int64_t ih = h0; ih < h1; ih += dH) {
                     const double *row = plane + ih * W;
                     for (int64_t iw = w0; iw < w1; iw += dW) take_max(row[iw], ih * W + iw, &m, &at);
@@ -250,20 +252,21 @@ void mg_max_pool2d_forward(const mg_pool_geom *g, int64_t planes, const double *
     }
 }
 
-int mg_max_pool2d_backward(const mg_pool_geom *g, int64_t planes, const double *gy,
-                           const int64_t *argmax, double *gx)
+int64_t mg_max_pool2d_backward(const mg_pool_geom *g, int64_t planes, const double *gy,
+                               const int64_t *argmax, double *gx)
 {
     const int64_t size = g->height * g->width, L = g->out_h * g->out_w;
+    int64_t skipped = 0;
 
     memset(gx, 0, (size_t)(planes * size) * sizeof(double));
     for (int64_t p = 0; p < planes; p++, gx += size, gy += L, argmax += L) {
         for (int64_t k = 0; k < L; k++) {
             const int64_t at = argmax[k];
-            if (at < 0 || at >= size) return -1;
+            if (at < 0 || at >= size) { skipped++; continue; }
             gx[at] += gy[k];
         }
     }
-    return 0;
+    return skipped;
 }
 
 /* -------------------------------------------------------- average pooling */

@@ -402,6 +402,22 @@ def test_max_pool2d_nan_is_the_maximum():
     assert np.isnan(y[0, 0, 0, :3]).all() and y[0, 0, 0, 3] == 9.0
 
 
+def test_max_pool2d_window_over_padding_alone_follows_torch():
+    # dilation 3 puts the taps of the only width window at -1 and 2: both in
+    # the padding of a width-2 input.  PyTorch reports -inf and the index its
+    # loop would start at (row * 2 + 2), which is a cell of the next row.
+    x = RNG.standard_normal((1, 1, 5, 2))
+    y, idx = _conv.max_pool2d_forward(x, (4, 2), (2, 3), (2, 1), (1, 3), False)
+    assert np.all(y == -np.inf)
+    np.testing.assert_array_equal(idx[0, 0, :, 0], [2, 2, 6])
+    gx = _conv.max_pool2d_backward(np.ones_like(y), idx, x.shape)
+    np.testing.assert_array_equal(gx[0, 0, :, 0], [0, 2, 0, 1, 0])
+    # on a single row the index (2) lies past the plane: it gets no gradient
+    y, idx = _conv.max_pool2d_forward(x[:, :, :1].copy(), (1, 2), (1, 3), (0, 1), (1, 3), False)
+    assert idx[0, 0, 0, 0] == 2
+    assert not _conv.max_pool2d_backward(np.ones_like(y), idx, (1, 1, 1, 2)).any()
+
+
 def test_max_pool2d_of_minus_inf_reports_the_first_cell_inside():
     x = np.full((1, 1, 3, 3), -np.inf)
     y, idx = _conv.max_pool2d_forward(x, (2, 2), (1, 1), (1, 1), (1, 1), False)
@@ -524,11 +540,14 @@ def test_bad_input_raises_instead_of_crashing():
     with pytest.raises(ValueError, match="does not fit"):
         _conv.max_pool2d_forward(x, (6, 6), (1, 1), (0, 0), (1, 1), False)
     y, idx = _conv.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), False)
-    for bad in (-1, 25):
+    good = _conv.max_pool2d_backward(y, idx, x.shape)
+    for bad in (-1, 25, 2**62):          # outside the plane: no gradient, no stray write
         broken = idx.copy()
         broken[0, 1, 1, 0] = bad
-        with pytest.raises(ValueError, match="argmax"):
-            _conv.max_pool2d_backward(y, broken, x.shape)
+        gx = _conv.max_pool2d_backward(y, broken, x.shape)
+        good[0, 1].flat[idx[0, 1, 1, 0]] -= y[0, 1, 1, 0]
+        np.testing.assert_array_equal(gx, good)
+        good = _conv.max_pool2d_backward(y, idx, x.shape)
     with pytest.raises(ValueError, match="int64"):
         _conv.max_pool2d_backward(y, idx.astype(np.int32), x.shape)
     with pytest.raises(ValueError, match="input_shape"):
@@ -642,3 +661,8 @@ def test_output_sizes_match_torch(torch):
         assert _conv.pool2d_output_size((n, n + 1), (k, k), (s, s), (p, p), (d, d), c) == tuple(want)
         want = F.conv2d(x, torch.zeros(1, 1, k, k, dtype=torch.float64), None, s, p, d).shape[2:]
         assert _conv.conv2d_output_size((n, n + 1), (k, k), (s, s), (p, p), (d, d)) == tuple(want)
+
+
+def test_max_pool2d_window_over_padding_alone_matches_torch(torch):
+    x = RNG.standard_normal((2, 2, 5, 2))
+    check_max_pool_against_torch(torch, x, (4, 2), (2, 3), (2, 1), (1, 3), False)
