@@ -23,6 +23,7 @@ friendlier messages belongs to the graph layer.
 """
 
 cimport numpy as cnp
+from cpython.number cimport PyNumber_Index
 from libc.stdint cimport int64_t
 
 import numpy as np
@@ -107,12 +108,15 @@ cdef inline cnp.ndarray _array(object a, str name, int ndim, int typenum=cnp.NPY
 
 
 cdef inline int _pair(object p, str name, int64_t low, int64_t *h, int64_t *w) except -1:
-    """Unpack an (h, w) pair of ints, each in [low, _LIMIT]."""
-    if not isinstance(p, (tuple, list)) or len(p) != 2:
+    """Unpack an (h, w) pair of ints (or one int for both), each in [low, _LIMIT]."""
+    if isinstance(p, int):
+        p = (p, p)
+    elif not isinstance(p, (tuple, list)) or len(p) != 2:
         raise TypeError(f"{name} must be a pair (h, w) of ints, got {p!r}")
     try:
-        h[0] = p[0]
-        w[0] = p[1]
+        # PyNumber_Index: ints and numpy integers, never a float truncated
+        h[0] = PyNumber_Index(p[0])
+        w[0] = PyNumber_Index(p[1])
     except OverflowError:
         raise ValueError(f"{name} is out of range: {p!r}") from None
     if h[0] < low or w[0] < low or h[0] > _LIMIT or w[0] > _LIMIT:
@@ -123,7 +127,7 @@ cdef inline int _pair(object p, str name, int64_t low, int64_t *h, int64_t *w) e
 cdef inline int64_t _int(object v, str name, int64_t low) except? -1:
     cdef int64_t r
     try:
-        r = v
+        r = PyNumber_Index(v)
     except OverflowError:
         raise ValueError(f"{name} is out of range: {v!r}") from None
     if r < low or r > _LIMIT:

@@ -522,7 +522,19 @@ def test_bad_input_raises_instead_of_crashing():
     with pytest.raises(ValueError, match="stride"):
         _conv.conv2d_forward(x, w, None, (2**70, 1), (0, 0), (1, 1), 1)
     with pytest.raises(TypeError, match="dilation"):
-        _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), 1, 1)
+        _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), "1", 1)
+    with pytest.raises(TypeError, match="dilation"):
+        _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1, 1), 1)
+    with pytest.raises(TypeError):
+        _conv.conv2d_forward(x, w, None, (1.5, 1), (0, 0), (1, 1), 1)
+    with pytest.raises(TypeError):
+        _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1), 1.0)
+    np.testing.assert_array_equal(     # numpy integers are ints
+        _conv.conv2d_forward(x, w, None, (np.int64(1), 1), (0, 0), (1, 1), np.int32(1)),
+        _conv.conv2d_forward(x, w, None, *ok, 1))
+    # one int stands for (int, int)
+    np.testing.assert_array_equal(_conv.conv2d_forward(x, w, None, 1, 0, 1, 1),
+                                  _conv.conv2d_forward(x, w, None, *ok, 1))
     with pytest.raises(ValueError, match="does not fit"):
         _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), (3, 3), 1)
     with pytest.raises(ValueError, match="gy"):
