@@ -266,6 +266,32 @@ def test_conv_transpose2d_matches_numpy_reference(case):
                                            False, False, False) == (None, None, None)
 
 
+@pytest.mark.parametrize("budget", [1, 200])
+def test_batches_cut_into_chunks_give_the_same_results(budget):
+    """A column budget smaller than one image's columns forces one image per
+    chunk; 200 doubles forces uneven chunks."""
+    conv = conv_inputs((5, 2, 6, 5, 4, 3, 2, 1, 1, 1, 2))
+    convt = convt_inputs((5, 4, 3, 4, 2, 3, 3, 2, 1, 1, 1, 2))
+    y = _conv.conv2d_forward(*conv)
+    gy = RNG.standard_normal(y.shape)
+    yt = _conv.conv_transpose2d_forward(*convt)
+    gyt = RNG.standard_normal(yt.shape)
+    x, w, _, *geom = conv
+    xt, wt, _, *geomt = convt
+    want = [y, *_conv.conv2d_backward(gy, x, w, *geom, True, True, True),
+            yt, *_conv.conv_transpose2d_backward(gyt, xt, wt, *geomt, True, True, True)]
+    old = _conv._set_cols_budget(budget)
+    try:
+        got = [_conv.conv2d_forward(*conv),
+               *_conv.conv2d_backward(gy, x, w, *geom, True, True, True),
+               _conv.conv_transpose2d_forward(*convt),
+               *_conv.conv_transpose2d_backward(gyt, xt, wt, *geomt, True, True, True)]
+    finally:
+        _conv._set_cols_budget(old)
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(g, r, rtol=1e-13, atol=1e-13)
+
+
 # ------------------------------------------------------ adjointness checks
 
 @pytest.mark.parametrize("case", CONV_CASES)
