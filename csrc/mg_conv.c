@@ -177,13 +177,16 @@ void mg_max_pool2d_forward(const mg_pool_geom *g, int64_t planes, const double *
                 const double *r0 = plane + 2 * oh * W, *r1 = r0 + W;
                 int64_t ow = 0;
 #ifdef MG_HAVE_SSE2
-                /* Two windows per step: lanes hold windows ow and ow + 1. */
+                /* Two windows per step: lanes hold windows ow and ow + 1; an odd
+                 * last window fills both lanes and stores one. */
                 const __m128i advance = _mm_set1_epi64x(4), right = _mm_set1_epi64x(1);
                 const __m128i down = _mm_set1_epi64x(W);
                 __m128i base = _mm_set_epi64x(2 * oh * W + 2, 2 * oh * W);
-                for (; ow + 2 <= Wo; ow += 2) {
-                    const __m128d t0 = _mm_loadu_pd(r0 + 2 * ow), t1 = _mm_loadu_pd(r0 + 2 * ow + 2);
-                    const __m128d b0 = _mm_loadu_pd(r1 + 2 * ow), b1 = _mm_loadu_pd(r1 + 2 * ow + 2);
+                for (; ow < Wo; ow += 2) {
+                    const int single = ow + 1 == Wo;
+                    const __m128d t0 = _mm_loadu_pd(r0 + 2 * ow), b0 = _mm_loadu_pd(r1 + 2 * ow);
+                    const __m128d t1 = single ? t0 : _mm_loadu_pd(r0 + 2 * ow + 2);
+                    const __m128d b1 = single ? b0 : _mm_loadu_pd(r1 + 2 * ow + 2);
                     /* cells in row-major window order: top-left, top-right, bottom-left, bottom-right */
                     const __m128d cell[4] = {_mm_unpacklo_pd(t0, t1), _mm_unpackhi_pd(t0, t1),
                                              _mm_unpacklo_pd(b0, b1), _mm_unpackhi_pd(b0, b1)};
@@ -200,8 +203,13 @@ void mg_max_pool2d_forward(const mg_pool_geom *g, int64_t planes, const double *
                         at = _mm_or_si128(_mm_and_si128(takei, index[k]),
                                           _mm_andnot_si128(takei, at));
                     }
-                    _mm_storeu_pd(y + ow, m);
-                    _mm_storeu_si128((__m128i *)(argmax + ow), at);
+                    if (single) {
+                        _mm_store_sd(y + ow, m);
+                        _mm_storel_epi64((__m128i *)(argmax + ow), at);
+                    } else {
+                        _mm_storeu_pd(y + ow, m);
+                        _mm_storeu_si128((__m128i *)(argmax + ow), at);
+                    }
                     base = _mm_add_epi64(base, advance);
                 }
 #endif
