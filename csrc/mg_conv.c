@@ -177,13 +177,16 @@ void mg_max_pool2d_forward(const mg_pool_geom *g, int64_t planes, const double *
                 const double *r0 = plane + 2 * oh * W, *r1 = r0 + W;
                 int64_t ow = 0;
 #ifdef MG_HAVE_SSE2
-                /* Two windows per step: lanes hold windows ow and ow + 1. */
+                /* Two windows per step: lanes hold windows ow and ow + 1; an odd
+                 * last window fills both lanes and stores one. */
                 const __m128i advance = _mm_set1_epi64x(4), right = _mm_set1_epi64x(1);
                 const __m128i down = _mm_set1_epi64x(W);
                 __m128i base = _mm_set_epi64x(2 * oh * W + 2, 2 * oh * W);
-                for (; ow + 2 <= Wo; ow += 2) {
-                    const __m128d t0 = _mm_loadu_pd(r0 + 2 * ow), t1 = _mm_loadu_pd(r0 + 2 * ow + 2);
-                    const __m128d b0 = _mm_loadu_pd(r1 + 2 * ow), b1 = _mm_loadu_pd(r1 + 2 * ow + 2);
+                for (; ow < Wo; ow += 2) {
+                    const int single = ow + 1 == Wo;
+                    const __m128d t0 = _mm_loadu_pd(r0 + 2 * ow), b0 = _mm_loadu_pd(r1 + 2 * ow);
+                    const __m128d t1 = single ? t0 : _mm_loadu_pd(r0 + 2 * ow + 2);
+                    const __m128d b1 = single ? b0 : _mm_loadu_pd(r1 + 2 * ow + 2);
                     /* cells in row-major window order: top-left, top-right, bottom-left, bottom-right */
                     const __m128d cell[4] = {_mm_unpacklo_pd(t0, t1), _mm_unpackhi_pd(t0, t1),
                                              _mm_unpacklo_pd(b0, b1), _mm_unpackhi_pd(b0, b1)};
@@ -200,8 +203,13 @@ void mg_max_pool2d_forward(const mg_pool_geom *g, int64_t planes, const double *
                         at = _mm_or_si128(_mm_and_si128(takei, index[k]),
                                           _mm_andnot_si128(takei, at));
                     }
-                    _mm_storeu_pd(y + ow, m);
-                    _mm_storeu_si128((__m128i *)(argmax + ow), at);
+                    if (single) {
+                        _mm_store_sd(y + ow, m);
+                        _mm_storel_epi64((__m128i *)(argmax + ow), at);
+                    } else {
+                        _mm_storeu_pd(y + ow, m);
+                        _mm_storeu_si128((__m128i *)(argmax + ow), at);
+                    }
                     base = _mm_add_epi64(base, advance);
                 }
 #endif
@@ -234,9 +242,11 @@ void mg_max_pool2d_forward(const mg_pool_geom *g, int64_t planes, const double *
                 int64_t w1 = w0 + (kW - 1) * dW + 1;
                 if (w1 > W) w1 = W;
                 if (w0 < 0) w0 += ((-w0 + dW - 1) / dW) * dW;
-                /* Like PyTorch: an all -inf window reports its first cell. */
+                /* PyTorch's index for a window without a larger cell: its first
+                 * tap inside the input, computed even when the window covers
+                 * only padding (then possibly not a cell of the plane at all). */
                 double m = -INFINITY;
-                int64_t at = (h0 < h1 && w0 < w1) ? h0 * W + w0 : -1;
+                int64_t at = h0 * W + w0;
                 for (int64_t ih = h0; ih < h1; ih += dH) {
                     const double *row = plane + ih * W;
                     for (int64_t iw = w0; iw < w1; iw += dW) take_max(row[iw], ih * W + iw, &m, &at);
@@ -250,20 +260,21 @@ void mg_max_pool2d_forward(const mg_pool_geom *g, int64_t planes, const double *
     }
 }
 
-int mg_max_pool2d_backward(const mg_pool_geom *g, int64_t planes, const double *gy,
-                           const int64_t *argmax, double *gx)
+int64_t mg_max_pool2d_backward(const mg_pool_geom *g, int64_t planes, const double *gy,
+                               const int64_t *argmax, double *gx)
 {
     const int64_t size = g->height * g->width, L = g->out_h * g->out_w;
+    int64_t skipped = 0;
 
     memset(gx, 0, (size_t)(planes * size) * sizeof(double));
     for (int64_t p = 0; p < planes; p++, gx += size, gy += L, argmax += L) {
         for (int64_t k = 0; k < L; k++) {
             const int64_t at = argmax[k];
-            if (at < 0 || at >= size) return -1;
+            if (at < 0 || at >= size) { skipped++; continue; }
             gx[at] += gy[k];
         }
     }
-    return 0;
+    return skipped;
 }
 
 /* -------------------------------------------------------- average pooling */

@@ -59,16 +59,19 @@ void mg_conv_bias_grad(int64_t batch, int64_t channels, int64_t size,
 /* Max pooling of planes independent planes.  y gets the window maxima,
  * argmax their flat index ih * width + iw within the plane.  Padding acts as
  * -inf; the first maximum in row-major order wins; NaN is the maximum of any
- * window holding one (the last NaN, as PyTorch's CPU kernel). */
+ * window holding one (the last NaN, as PyTorch's CPU kernel).  A window
+ * without a cell above -inf reports its first tap inside the input; with
+ * dilation a window can cover only padding (y = -inf), and then, as in
+ * PyTorch, that index is computed past the window and may lie outside the
+ * plane. */
 void mg_max_pool2d_forward(const mg_pool_geom *g, int64_t planes, const double *x,
                            double *y, int64_t *argmax);
 
 /* gx is overwritten: each gy entry is added at its argmax in its plane.
- * Returns 0, or -1 (gx then partly written) if an argmax lies outside the
- * plane; the check costs one comparison per entry and keeps bad indices from
- * writing out of bounds. */
-int mg_max_pool2d_backward(const mg_pool_geom *g, int64_t planes, const double *gy,
-                           const int64_t *argmax, double *gx);
+ * Entries whose argmax lies outside the plane are skipped (PyTorch writes
+ * them out of bounds); returns how many were skipped. */
+int64_t mg_max_pool2d_backward(const mg_pool_geom *g, int64_t planes, const double *gy,
+                               const int64_t *argmax, double *gx);
 
 /* Average pooling (no dilation).  The divisor is the number of window cells
  * inside the input, or with count_include_pad also those in the padding (but

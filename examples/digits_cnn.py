@@ -4,7 +4,7 @@
     -> MaxPool2d(2) -> Flatten -> Linear(512, 64) -> ReLU -> Linear(64, 10),
     cross-entropy, Adam (step 2e-3 decaying linearly), mini-batches of 32
 
-trained on a stratified 75/25 split of the 1797 images for 12 epochs,
+trained on a stratified 75/25 split of the 1797 images for 16 epochs,
 printing the loss and the test accuracy after each epoch.  The claim this
 script checks (exit code 1 if it fails): at least 97% test accuracy (the
 --quick run, for tests, trains 3 epochs and claims 90%).
@@ -65,7 +65,7 @@ def main(argv=None):
     images, labels = load_digits()
     X_train, X_test, y_train, y_test = train_test_split(
         images, labels, test_size=0.25, seed=args.seed, stratify=labels)
-    epochs = args.epochs or (3 if args.quick else 12)
+    epochs = args.epochs or (3 if args.quick else 16)
     target = 0.90 if args.quick else 0.97
 
     model = build_model()

@@ -1,13 +1,13 @@
 """Type stub of microgrid._conv: convolution and pooling on plain float64
 NCHW arrays (no graph, no autograd); PyTorch's layouts and semantics."""
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
 
 _F64 = npt.NDArray[np.float64]
 _I64 = npt.NDArray[np.int64]
-_Pair = Tuple[int, int]
+_Pair = Union[int, Tuple[int, int]]  # one int means (int, int)
 
 def conv2d_output_size(
     in_hw: _Pair, kernel: _Pair, stride: _Pair, padding: _Pair, dilation: _Pair
@@ -44,3 +44,4 @@ def avg_pool2d_backward(
     gy: _F64, input_shape: Sequence[int], kernel: _Pair, stride: _Pair, padding: _Pair,
     ceil_mode: bool, count_include_pad: bool,
 ) -> _F64: ...
+def _set_cols_budget(doubles: int) -> int: ...

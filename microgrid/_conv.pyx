@@ -23,11 +23,17 @@ friendlier messages belongs to the graph layer.
 """
 
 cimport numpy as cnp
+from cpython.number cimport PyNumber_Index
 from libc.stdint cimport int64_t
 
 import numpy as np
 
 cnp.import_array()
+
+cdef extern from "numpy/arrayobject.h":
+    # np.dot(a, b, out=out) without the Python call: for 2-D operands it goes
+    # straight to BLAS gemm, a microsecond cheaper than np.matmul's ufunc path
+    object PyArray_MatrixProduct2(object a, object b, cnp.ndarray out)
 
 cdef extern from "mg_conv.h" nogil:
     ctypedef struct mg_conv_geom:
@@ -54,8 +60,8 @@ cdef extern from "mg_conv.h" nogil:
                            const double *gy, double *gb)
     void mg_max_pool2d_forward(const mg_pool_geom *g, int64_t planes, const double *x,
                                double *y, int64_t *argmax)
-    int mg_max_pool2d_backward(const mg_pool_geom *g, int64_t planes, const double *gy,
-                               const int64_t *argmax, double *gx)
+    int64_t mg_max_pool2d_backward(const mg_pool_geom *g, int64_t planes, const double *gy,
+                                   const int64_t *argmax, double *gx)
     void mg_avg_pool2d_forward(const mg_pool_geom *g, int64_t planes,
                                int count_include_pad, const double *x, double *y)
     void mg_avg_pool2d_backward(const mg_pool_geom *g, int64_t planes,
@@ -76,8 +82,11 @@ cdef inline object _shape(cnp.ndarray a):
     return (<object>a).shape
 
 
-cdef inline cnp.ndarray _array(object a, str name, int ndim, int typenum=cnp.NPY_DOUBLE):
-    """``a`` as an ndarray after checking what the C kernels assume of it."""
+cdef inline cnp.ndarray _array(object a, str name, int ndim, int typenum=cnp.NPY_DOUBLE,
+                               int nonempty_from=1):
+    """``a`` as an ndarray after checking what the C kernels assume of it:
+    dimensions from nonempty_from on must be positive (only a batch may be
+    empty, as in PyTorch)."""
     if not cnp.PyArray_Check(a):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
     cdef cnp.ndarray arr = <cnp.ndarray>a
@@ -92,16 +101,22 @@ cdef inline cnp.ndarray _array(object a, str name, int ndim, int typenum=cnp.NPY
     for i in range(ndim):
         if cnp.PyArray_DIMS(arr)[i] > _LIMIT:
             raise ValueError(f"{name} has a dimension too large: shape {_shape(arr)}")
+        if i >= nonempty_from and cnp.PyArray_DIMS(arr)[i] == 0:
+            raise ValueError(f"{name} must have no empty dimension after the batch, "
+                             f"got shape {_shape(arr)}")
     return arr
 
 
 cdef inline int _pair(object p, str name, int64_t low, int64_t *h, int64_t *w) except -1:
-    """Unpack an (h, w) pair of ints, each in [low, _LIMIT]."""
-    if not isinstance(p, (tuple, list)) or len(p) != 2:
+    """Unpack an (h, w) pair of ints (or one int for both), each in [low, _LIMIT]."""
+    if isinstance(p, int):
+        p = (p, p)
+    elif not isinstance(p, (tuple, list)) or len(p) != 2:
         raise TypeError(f"{name} must be a pair (h, w) of ints, got {p!r}")
     try:
-        h[0] = p[0]
-        w[0] = p[1]
+        # PyNumber_Index: ints and numpy integers, never a float truncated
+        h[0] = PyNumber_Index(p[0])
+        w[0] = PyNumber_Index(p[1])
     except OverflowError:
         raise ValueError(f"{name} is out of range: {p!r}") from None
     if h[0] < low or w[0] < low or h[0] > _LIMIT or w[0] > _LIMIT:
@@ -112,7 +127,7 @@ cdef inline int _pair(object p, str name, int64_t low, int64_t *h, int64_t *w) e
 cdef inline int64_t _int(object v, str name, int64_t low) except? -1:
     cdef int64_t r
     try:
-        r = v
+        r = PyNumber_Index(v)
     except OverflowError:
         raise ValueError(f"{name} is out of range: {v!r}") from None
     if r < low or r > _LIMIT:
@@ -237,17 +252,37 @@ cdef inline bint _is_pointwise(const mg_conv_geom *g) noexcept nogil:
             and g.out_h == g.height and g.out_w == g.width)
 
 
-cdef cnp.ndarray _im2col(const mg_conv_geom *g, int64_t N, cnp.ndarray x):
-    """Column matrix (N, rows, L) of x; x itself (viewed) for a 1x1 kernel."""
-    cdef int64_t rows = _mul(_mul(g.channels, g.kernel_h), g.kernel_w)
-    cdef int64_t L = _mul(g.out_h, g.out_w)
-    if _is_pointwise(g):
-        return <cnp.ndarray>_view(x, 3, N, rows, L)
-    _mul(N, _mul(rows, L))  # refuses a column matrix whose size overflows
-    cdef cnp.ndarray cols = _empty(3, N, rows, L, 0)
-    with nogil:
-        mg_im2col(g, N, _ptr(x), _ptr(cols))
-    return cols
+# The column matrix of a whole batch can be large (N * C_in*kH*kW * H_out*W_out
+# doubles), so a batch is processed in chunks whose columns fit this budget.
+cdef int64_t _COLS_BUDGET = 1 << 22     # doubles: 32 MB
+
+
+def _set_cols_budget(int64_t doubles):
+    """Set the column-matrix budget (in doubles) and return the old one; for
+    tests, which make it tiny to run the chunked path."""
+    global _COLS_BUDGET
+    old = _COLS_BUDGET
+    _COLS_BUDGET = doubles
+    return old
+
+
+cdef inline int64_t _chunk_size(int64_t N, int64_t per_image) noexcept:
+    cdef int64_t c = _COLS_BUDGET // per_image if per_image > 0 else N
+    if c > N:
+        c = N
+    return c if c > 0 else 1
+
+
+cdef inline cnp.ndarray _images(cnp.ndarray a, int64_t n0, int64_t n, int64_t N):
+    """a[n0:n0 + n], a contiguous view (a itself for the whole batch)."""
+    if n0 == 0 and n == N:
+        return a
+    return <cnp.ndarray>a[n0:n0 + n]
+
+
+cdef inline cnp.ndarray _part(cnp.ndarray buf, int64_t n, int64_t chunk):
+    """The first n images of a chunk buffer."""
+    return buf if n == chunk else <cnp.ndarray>buf[:n]
 
 
 cdef class _ConvCall:
@@ -262,7 +297,7 @@ cdef _ConvCall _conv2d_call(object x, object w, object stride, object padding,
     """Check a conv2d call: the column geometry is that of x."""
     cdef _ConvCall c = _ConvCall.__new__(_ConvCall)
     c.x = _array(x, "x", 4)
-    c.w = _array(w, "w", 4)
+    c.w = _array(w, "w", 4, cnp.NPY_DOUBLE, 0)
     c.G = _int(groups, "groups", 1)
     cdef cnp.npy_intp *xs = cnp.PyArray_DIMS(c.x)
     cdef cnp.npy_intp *ws = cnp.PyArray_DIMS(c.w)
@@ -284,7 +319,7 @@ cdef _ConvCall _conv_transpose2d_call(object x, object w, object stride, object 
     output y, whose window positions are the pixels of x."""
     cdef _ConvCall c = _ConvCall.__new__(_ConvCall)
     c.x = _array(x, "x", 4)
-    c.w = _array(w, "w", 4)
+    c.w = _array(w, "w", 4, cnp.NPY_DOUBLE, 0)
     c.G = _int(groups, "groups", 1)
     cdef cnp.npy_intp *xs = cnp.PyArray_DIMS(c.x)
     cdef cnp.npy_intp *ws = cnp.PyArray_DIMS(c.w)
@@ -345,13 +380,61 @@ cdef cnp.ndarray _bias_grad(cnp.ndarray gy):
     return gb
 
 
-cdef _sum_of_products(object a, object b, object out, int64_t N):
-    """out = sum over n of a[n] @ b[n].T (a: (N, ..., M, L), b: (N, ..., K, L)),
-    the weight gradient's reduction over the batch and the pixels."""
-    if N == 1:
-        _matmul(a[0], b[0].swapaxes(-1, -2), out=out)
+cdef _apply(object w, cnp.ndarray a, cnp.ndarray out, int64_t N, int64_t G,
+            int64_t M, int64_t K, int64_t L):
+    """out[n, g] (M, L) = w[g] (M, K) @ a[n, g] (K, L) for every image n and
+    group g; w is (M, K) for one group, else (G, M, K), which matmul broadcasts
+    over the batch while pairing the groups."""
+    if G == 1 and N == 1:
+        PyArray_MatrixProduct2(w, _view(a, 2, K, L), <cnp.ndarray>_view(out, 2, M, L))
+    elif G == 1:
+        _matmul(w, _view(a, 3, N, K, L), out=_view(out, 3, N, M, L))
     else:
-        np.add.reduce(_matmul(a, b.swapaxes(-1, -2)), axis=0, out=out)
+        _matmul(w, _view(a, 4, N, G, K, L), out=_view(out, 4, N, G, M, L))
+
+
+cdef _sum_of_products(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int64_t N,
+                      int64_t G, int64_t M, int64_t K, int64_t L):
+    """out[g] (M, K) = sum over n of a[n, g] (M, L) @ b[n, g].T (L, K): the
+    weight gradient, a reduction over the batch and the pixels."""
+    if G == 1 and N == 1:
+        PyArray_MatrixProduct2(_view(a, 2, M, L), _view(b, 2, K, L).T,
+                               <cnp.ndarray>_view(out, 2, M, K))
+    elif G == 1:
+        np.add.reduce(_matmul(_view(a, 3, N, M, L), _view(b, 3, N, K, L).swapaxes(1, 2)),
+                      axis=0, out=_view(out, 2, M, K))
+    else:
+        np.add.reduce(_matmul(_view(a, 4, N, G, M, L),
+                              _view(b, 4, N, G, K, L).swapaxes(2, 3)),
+                      axis=0, out=_view(out, 3, G, M, K))
+
+
+cdef class _WeightGrad:
+    """A weight gradient summed over the chunks of a batch."""
+    cdef cnp.ndarray total, scratch
+    cdef bint started
+
+    cdef add(self, cnp.ndarray a, cnp.ndarray b, int64_t n, int64_t G, int64_t M,
+             int64_t K, int64_t L):
+        if not self.started:
+            _sum_of_products(a, b, self.total, n, G, M, K, L)
+            self.started = True
+            return
+        if self.scratch is None:
+            self.scratch = <cnp.ndarray>np.empty_like(self.total)
+        _sum_of_products(a, b, self.scratch, n, G, M, K, L)
+        np.add(self.total, self.scratch, out=self.total)
+
+    cdef cnp.ndarray result(self):
+        if not self.started:        # empty batch
+            self.total.fill(0.0)
+        return self.total
+
+
+cdef _WeightGrad _weight_grad(int64_t d0, int64_t d1, int64_t d2, int64_t d3):
+    cdef _WeightGrad wg = _WeightGrad.__new__(_WeightGrad)
+    wg.total = _empty(4, d0, d1, d2, d3)
+    return wg
 
 
 def conv2d_forward(x, w, b, stride, padding, dilation, groups):
@@ -360,17 +443,25 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     cdef _ConvCall c = _conv2d_call(x, w, stride, padding, dilation, groups)
     cdef cnp.ndarray ba = _bias(b, c.C_out)
     cdef cnp.ndarray y = _empty(4, c.N, c.C_out, c.g.out_h, c.g.out_w)
-    cdef const double *bp = NULL if ba is None else _ptr(ba)
-    cdef int64_t G = c.G, N = c.N, M = c.C_out // c.G
-    cdef cnp.ndarray cols = _im2col(&c.g, N, c.x)
-    if G == 1:
-        _matmul(_view(c.w, 2, M, c.K), cols, out=_view(y, 3, N, M, c.L))
+    cdef int64_t G = c.G, N = c.N, M = c.C_out // c.G, K = c.K, L = c.L
+    cdef object wv = _view(c.w, 2, M, K) if G == 1 else _view(c.w, 3, G, M, K)
+    cdef int64_t rows = G * K, chunk, n0, n
+    cdef cnp.ndarray buf, cols, part
+    if _is_pointwise(&c.g):             # the columns are x itself
+        _apply(wv, c.x, y, N, G, M, K, L)
     else:
-        _matmul(_view(c.w, 3, G, M, c.K), _view(cols, 4, N, G, c.K, c.L),
-                out=_view(y, 4, N, G, M, c.L))
-    if bp != NULL:
+        chunk = _chunk_size(N, _mul(rows, L))
+        buf = _empty(3, chunk, rows, L, 0)
+        for n0 in range(0, N, chunk):
+            n = min(chunk, N - n0)
+            cols = _part(buf, n, chunk)
+            part = _images(c.x, n0, n, N)
+            with nogil:
+                mg_im2col(&c.g, n, _ptr(part), _ptr(cols))
+            _apply(wv, cols, _images(y, n0, n, N), n, G, M, K, L)
+    if ba is not None:
         with nogil:
-            mg_conv_add_bias(N, c.C_out, c.L, bp, _ptr(y))
+            mg_conv_add_bias(N, c.C_out, L, _ptr(ba), _ptr(y))
     return y
 
 
@@ -379,33 +470,47 @@ def conv2d_backward(gy, x, w, stride, padding, dilation, groups, need_x, need_w,
     returns (gx, gw, gb) with None for each one not asked for."""
     cdef _ConvCall c = _conv2d_call(x, w, stride, padding, dilation, groups)
     cdef cnp.ndarray gya = _grad_out(gy, c.N, c.C_out, c.g.out_h, c.g.out_w)
-    cdef int64_t G = c.G, N = c.N, M = c.C_out // c.G
-    cdef cnp.ndarray gx = None, gw = None, gb = None, cols
+    cdef int64_t G = c.G, N = c.N, M = c.C_out // c.G, K = c.K, L = c.L
+    cdef int64_t rows = G * K, chunk, n0, n
+    cdef bint pointwise = _is_pointwise(&c.g)
+    cdef cnp.ndarray gx = None, gb = None, buf = None, cols, part, gy_part
+    cdef _WeightGrad gw = None
+    # dL/dcols = w^T gy, per group: the transposed weight
+    cdef object wt = None
     if need_b:
         gb = _bias_grad(gya)
     if need_w:
-        gw = _empty(4, c.C_out, c.C_in // G, c.g.kernel_h, c.g.kernel_w)
-        if G == 1:
-            cols = _im2col(&c.g, N, c.x)
-            _sum_of_products(_view(gya, 3, N, M, c.L), cols, _view(gw, 2, M, c.K), N)
-        else:
-            cols = _im2col(&c.g, N, c.x)
-            _sum_of_products(_view(gya, 4, N, G, M, c.L), _view(cols, 4, N, G, c.K, c.L),
-                             _view(gw, 3, G, M, c.K), N)
+        gw = _weight_grad(c.C_out, c.C_in // G, c.g.kernel_h, c.g.kernel_w)
     if need_x:
         gx = _empty(4, N, c.C_in, c.g.height, c.g.width)
-        # dL/dcols = w^T gy; a pointwise kernel writes it straight into gx
-        cols = gx if _is_pointwise(&c.g) else _empty(3, N, G * c.K, c.L, 0)
-        if G == 1:
-            _matmul(_view(c.w, 2, M, c.K).T, _view(gya, 3, N, M, c.L),
-                    out=_view(cols, 3, N, c.K, c.L))
-        else:
-            _matmul(_view(c.w, 3, G, M, c.K).swapaxes(1, 2), _view(gya, 4, N, G, M, c.L),
-                    out=_view(cols, 4, N, G, c.K, c.L))
-        if cols is not gx:
-            with nogil:
-                mg_col2im(&c.g, N, _ptr(cols), _ptr(gx))
-    return gx, gw, gb
+        wt = _view(c.w, 2, M, K).T if G == 1 else _view(c.w, 3, G, M, K).swapaxes(1, 2)
+    if not (need_w or need_x):
+        return None, None, gb
+    chunk = N if pointwise else _chunk_size(N, _mul(rows, L))
+    if not pointwise:
+        buf = _empty(3, chunk, rows, L, 0)
+    for n0 in range(0, N, chunk):
+        n = min(chunk, N - n0)
+        part = _images(c.x, n0, n, N)
+        gy_part = _images(gya, n0, n, N)
+        if need_w:
+            if pointwise:
+                cols = part
+            else:
+                cols = _part(buf, n, chunk)
+                with nogil:
+                    mg_im2col(&c.g, n, _ptr(part), _ptr(cols))
+            gw.add(gy_part, cols, n, G, M, K, L)
+        if need_x:
+            if pointwise:               # the columns are gx itself
+                _apply(wt, gy_part, _images(gx, n0, n, N), n, G, K, M, L)
+            else:
+                cols = _part(buf, n, chunk)
+                _apply(wt, gy_part, cols, n, G, K, M, L)
+                part = _images(gx, n0, n, N)
+                with nogil:
+                    mg_col2im(&c.g, n, _ptr(cols), _ptr(part))
+    return gx, (gw.result() if need_w else None), gb
 
 
 def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, dilation, groups):
@@ -416,18 +521,22 @@ def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, dilation,
                                               dilation, groups)
     cdef cnp.ndarray ba = _bias(b, c.C_out)
     cdef cnp.ndarray y = _empty(4, c.N, c.C_out, c.g.height, c.g.width)
-    cdef int64_t G = c.G, N = c.N, M = c.C_in // c.G
-    cdef cnp.ndarray cols = y if _is_pointwise(&c.g) else _empty(
-        3, N, _mul(G, c.K), c.L, 0)
-    if G == 1:
-        _matmul(_view(c.w, 2, M, c.K).T, _view(c.x, 3, N, M, c.L),
-                out=_view(cols, 3, N, c.K, c.L))
+    cdef int64_t G = c.G, N = c.N, M = c.C_in // c.G, K = c.K, L = c.L
+    cdef object wt = _view(c.w, 2, M, K).T if G == 1 else _view(c.w, 3, G, M, K).swapaxes(1, 2)
+    cdef int64_t rows = G * K, chunk, n0, n
+    cdef cnp.ndarray buf, cols, part
+    if _is_pointwise(&c.g):             # the columns are y itself
+        _apply(wt, c.x, y, N, G, K, M, L)
     else:
-        _matmul(_view(c.w, 3, G, M, c.K).swapaxes(1, 2), _view(c.x, 4, N, G, M, c.L),
-                out=_view(cols, 4, N, G, c.K, c.L))
-    if cols is not y:
-        with nogil:
-            mg_col2im(&c.g, N, _ptr(cols), _ptr(y))
+        chunk = _chunk_size(N, _mul(rows, L))
+        buf = _empty(3, chunk, rows, L, 0)
+        for n0 in range(0, N, chunk):
+            n = min(chunk, N - n0)
+            cols = _part(buf, n, chunk)
+            _apply(wt, _images(c.x, n0, n, N), cols, n, G, K, M, L)
+            part = _images(y, n0, n, N)
+            with nogil:
+                mg_col2im(&c.g, n, _ptr(cols), _ptr(part))
     if ba is not None:
         with nogil:
             mg_conv_add_bias(N, c.C_out, c.g.height * c.g.width, _ptr(ba), _ptr(y))
@@ -441,28 +550,37 @@ def conv_transpose2d_backward(gy, x, w, stride, padding, output_padding, dilatio
     cdef _ConvCall c = _conv_transpose2d_call(x, w, stride, padding, output_padding,
                                               dilation, groups)
     cdef cnp.ndarray gya = _grad_out(gy, c.N, c.C_out, c.g.height, c.g.width)
-    cdef int64_t G = c.G, N = c.N, M = c.C_in // c.G
-    cdef cnp.ndarray gx = None, gw = None, gb = None, cols = None
+    cdef int64_t G = c.G, N = c.N, M = c.C_in // c.G, K = c.K, L = c.L
+    cdef int64_t rows = G * K, chunk, n0, n
+    cdef bint pointwise = _is_pointwise(&c.g)
+    cdef cnp.ndarray gx = None, gb = None, buf = None, cols, gy_part
+    cdef _WeightGrad gw = None
+    cdef object wv = _view(c.w, 2, M, K) if G == 1 else _view(c.w, 3, G, M, K)
     if need_b:
         gb = _bias_grad(gya)
-    if need_x or need_w:
-        cols = _im2col(&c.g, N, gya)
-    if need_x:
-        # gx = conv2d(gy, w): the columns of gy times w
-        gx = _empty(4, N, c.C_in, c.g.out_h, c.g.out_w)
-        if G == 1:
-            _matmul(_view(c.w, 2, M, c.K), cols, out=_view(gx, 3, N, M, c.L))
-        else:
-            _matmul(_view(c.w, 3, G, M, c.K), _view(cols, 4, N, G, c.K, c.L),
-                    out=_view(gx, 4, N, G, M, c.L))
     if need_w:
-        gw = _empty(4, c.C_in, c.C_out // G, c.g.kernel_h, c.g.kernel_w)
-        if G == 1:
-            _sum_of_products(_view(c.x, 3, N, M, c.L), cols, _view(gw, 2, M, c.K), N)
+        gw = _weight_grad(c.C_in, c.C_out // G, c.g.kernel_h, c.g.kernel_w)
+    if need_x:
+        gx = _empty(4, N, c.C_in, c.g.out_h, c.g.out_w)
+    if not (need_w or need_x):
+        return None, None, gb
+    chunk = N if pointwise else _chunk_size(N, _mul(rows, L))
+    if not pointwise:
+        buf = _empty(3, chunk, rows, L, 0)
+    for n0 in range(0, N, chunk):
+        n = min(chunk, N - n0)
+        gy_part = _images(gya, n0, n, N)
+        if pointwise:
+            cols = gy_part
         else:
-            _sum_of_products(_view(c.x, 4, N, G, M, c.L), _view(cols, 4, N, G, c.K, c.L),
-                             _view(gw, 3, G, M, c.K), N)
-    return gx, gw, gb
+            cols = _part(buf, n, chunk)
+            with nogil:
+                mg_im2col(&c.g, n, _ptr(gy_part), _ptr(cols))
+        if need_x:                      # gx = conv2d(gy, w): w times the columns of gy
+            _apply(wv, cols, _images(gx, n0, n, N), n, G, M, K, L)
+        if need_w:
+            gw.add(_images(c.x, n0, n, N), cols, n, G, M, K, L)
+    return gx, (gw.result() if need_w else None), gb
 
 
 # ------------------------------------------------------------------ pooling
@@ -479,7 +597,7 @@ cdef int _pool_geom(mg_pool_geom *g, cnp.npy_intp *shape, object kernel, object 
         g.dilation_h = g.dilation_w = 1
     else:
         _pair(dilation, "dilation", 1, &g.dilation_h, &g.dilation_w)
-    # PyTorch's rule; it also keeps every window overlapping the input
+    # PyTorch's rule (with dilation a window may still cover padding alone)
     if 2 * g.pad_h > g.kernel_h or 2 * g.pad_w > g.kernel_w:
         raise ValueError(f"padding {tuple(padding)} must be at most half of the kernel "
                          f"{tuple(kernel)}")
@@ -496,7 +614,7 @@ cdef int _input_shape(object input_shape, cnp.npy_intp *out) except -1:
         raise TypeError(f"input_shape must be (N, C, H, W), got {input_shape!r}")
     cdef int i
     for i in range(4):
-        out[i] = _int(input_shape[i], "input_shape", 0)
+        out[i] = _int(input_shape[i], "input_shape", 0 if i == 0 else 1)
     return 0
 
 
@@ -517,7 +635,8 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
 
 def max_pool2d_backward(gy, argmax, input_shape):
     """Gradient of max pooling: gx of input_shape with each gy entry added at
-    its argmax."""
+    its argmax.  An argmax outside its plane adds nothing: max_pool2d_forward
+    makes one only for a window that covers padding alone (output -inf)."""
     cdef cnp.ndarray gya = _array(gy, "gy", 4)
     cdef cnp.ndarray ia = _array(argmax, "argmax", 4, cnp.NPY_INT64)
     cdef cnp.npy_intp shape[4]
@@ -536,12 +655,9 @@ def max_pool2d_backward(gy, argmax, input_shape):
     g.out_h = s[2]
     g.out_w = s[3]
     cdef cnp.ndarray gx = _empty(4, shape[0], shape[1], shape[2], shape[3])
-    cdef int rc
     with nogil:
-        rc = mg_max_pool2d_backward(&g, s[0] * s[1], _ptr(gya),
-                                    <const int64_t *>cnp.PyArray_DATA(ia), _ptr(gx))
-    if rc != 0:
-        raise ValueError("argmax holds an index outside the input plane")
+        mg_max_pool2d_backward(&g, s[0] * s[1], _ptr(gya),
+                               <const int64_t *>cnp.PyArray_DATA(ia), _ptr(gx))
     return gx
 
 

@@ -113,10 +113,38 @@ cdef int _acc(object parent, object g, bint owned) except -1:
         if owned and _is_buffer(g) and g.shape == p._data.shape:
             p._grad = g
         else:
-            p._grad = np.array(np.broadcast_to(g, p._data.shape), dtype=_float64, order='C')
+            p._grad = _filled(p._data.shape, g)
     else:
         np.add(p._grad, g, out=p._grad)
     return 0
+
+
+cdef object _filled(tuple shape, object g):
+    """A fresh buffer of ``shape`` holding ``g`` broadcast (np.broadcast_to
+    is a slow Python function; copyto broadcasts in C)."""
+    r = np.empty(shape)
+    np.copyto(r, g)
+    return r
+
+
+cdef tuple _broadcast_shape(tuple a, tuple b):
+    """numpy's broadcast of two shapes, or ValueError."""
+    cdef Py_ssize_t na = len(a), nb = len(b), n = max(na, nb), i
+    out = [0] * n
+    for i in range(n):
+        da = a[na - n + i] if na - n + i >= 0 else 1
+        db = b[nb - n + i] if nb - n + i >= 0 else 1
+        if da == db or db == 1:
+            out[i] = da
+        elif da == 1:
+            out[i] = db
+        else:
+            raise ValueError(f"shapes {a} and {b} cannot be broadcast together")
+    return tuple(out)
+
+
+def broadcast_shape(tuple a, tuple b):
+    return _broadcast_shape(a, b)
 
 
 cdef object _unbroadcast(object g, tuple shape):
@@ -131,8 +159,8 @@ cdef object _unbroadcast(object g, tuple shape):
         if shape[i] == 1 and gshape[nd + i] != 1:
             axes.append(nd + i)
     if axes:
-        g = np.sum(g, axis=tuple(axes), keepdims=True)
-    return np.reshape(g, shape)
+        g = g.sum(axis=tuple(axes), keepdims=True)
+    return g.reshape(shape)
 
 
 cdef object _to_array(object data, str where):
@@ -297,11 +325,23 @@ cdef tuple _matmul_shape(tuple sa, tuple sb):
         raise ValueError(
             f"matmul: shapes {sa} and {sb} do not match in the contracted dimension ({ka} != {kb})")
     try:
-        np.broadcast_shapes(sa[:-2], sb[:-2])
+        _broadcast_shape(sa[:-2], sb[:-2])
     except ValueError:
         raise ValueError(
             f"matmul: batch dimensions of shapes {sa} and {sb} cannot be broadcast") from None
     return ()
+
+
+cdef tuple _kept_shape(tuple shape, tuple axes):
+    """``shape`` with the reduced ``axes`` kept as size 1 (keepdim=True)."""
+    return tuple([1 if i in axes else shape[i] for i in range(len(shape))])
+
+
+cdef Py_ssize_t _shape_size(tuple shape):
+    cdef Py_ssize_t n = 1
+    for d in shape:
+        n *= <Py_ssize_t>d
+    return n
 
 
 cdef object _reduced(Tensor self, object losses, str reduction):
@@ -689,7 +729,7 @@ cdef class Tensor(Node):
         cdef Py_ssize_t i, n
         cdef double* dst
         if op == T_RESHAPE:
-            r = np.reshape(x, self.ctx)
+            r = x.reshape(self.ctx)
         elif op == T_PERMUTE:
             r = np.transpose(x, self.ctx)
         elif op == T_INDEX:
@@ -752,7 +792,7 @@ cdef class Tensor(Node):
                 r = np.sum(losses) / np.count_nonzero(valid)
         else:
             losses = _elementwise_buffer(self, x) if self.ctx[0] == 'none' and np.shape(x) == np.shape(y) \
-                else np.empty(np.broadcast_shapes(np.shape(x), np.shape(y)))
+                else np.empty(_broadcast_shape(x.shape, y.shape))
             if op == T_BCE or op == T_BCE_LOGITS:
                 # same shapes (functional.py checks); loops in C, no temporaries
                 n = _size(x)
@@ -943,10 +983,10 @@ cdef class Tensor(Node):
         axes, keepdim = self.ctx[0], self.ctx[1]
         if op == T_SUM or op == T_MEAN:
             if axes is not None and not keepdim:
-                g = np.expand_dims(g, axes)
+                g = g.reshape(_kept_shape(x.shape, axes))
             if op == T_MEAN:
                 g = g / (x.size // max(self._data.size, 1) if x.size else 1)
-            _acc(self.a, np.broadcast_to(g, x.shape), False)
+            _acc(self.a, g, False)      # broadcast by the copy or the add
         elif op == T_MAX or op == T_MIN:
             # PyTorch's rule for a full reduction: split evenly among ties
             y = self._data.reshape(())
@@ -970,7 +1010,7 @@ cdef class Tensor(Node):
         a = self.a
         if op == T_RESHAPE:
             if _needs(a):
-                _acc(a, np.reshape(g, (<Tensor>a)._data.shape), False)
+                _acc(a, g.reshape((<Tensor>a)._data.shape), False)
         elif op == T_PERMUTE:
             if _needs(a):
                 _acc(a, np.transpose(g, np.argsort(self.ctx)), False)
@@ -1053,7 +1093,7 @@ cdef class Tensor(Node):
                 _acc(w, np.matmul(g.reshape(-1, g.shape[-1]).T, x.reshape(-1, x.shape[-1])), True)
         if self.args is not None and _needs(self.args[0]):
             bias = self.args[0]
-            _acc(bias, g if g.ndim == 1 else np.sum(g.reshape(-1, g.shape[-1]), axis=0), g.ndim != 1)
+            _acc(bias, g if g.ndim == 1 else g.reshape(-1, g.shape[-1]).sum(axis=0), g.ndim != 1)
         return 0
 
     cdef int _fused_backward(self, object g, object a, object b) except -1:
@@ -1097,7 +1137,7 @@ cdef class Tensor(Node):
         reduction = self.ctx[0]
         y = (<Tensor>b)._data
         n = _size(x) if op == T_BCE or op == T_BCE_LOGITS else \
-            int(np.prod(np.broadcast_shapes(np.shape(x), np.shape(y))))
+            _size(self._data) if reduction == 'none' else _shape_size(_broadcast_shape(x.shape, y.shape))
         up = _loss_grad(self, reduction, n)
         per_element = reduction == 'none'
         if op == T_BCE or op == T_BCE_LOGITS:
@@ -1110,8 +1150,8 @@ cdef class Tensor(Node):
                     return self._bce_logits_pos_weight_backward(up, a, b, x, y)
             else:
                 scale = up
-            gup = np.broadcast_to(up, x.shape) if per_element else None
-            pg = _ptr(np.ascontiguousarray(gup)) if per_element else NULL
+            gup = _filled(x.shape, up) if per_element else None
+            pg = _ptr(gup) if per_element else NULL
             if _needs(a):
                 r = np.empty_like(x)
                 px = _ptr(x)
@@ -1166,11 +1206,11 @@ cdef class Tensor(Node):
         l = 1.0 + (pw - 1.0) * y
         if _needs(a):
             # d/dx [(1 - y) x + l softplus(-x)] = (1 - y) - l (1 - sigmoid(x))
-            _acc(a, np.broadcast_to(up * ((1.0 - y) - l * (1.0 - s)), x.shape), False)
+            _acc(a, _filled(x.shape, up * ((1.0 - y) - l * (1.0 - s))), True)
         if _needs(b):
             sp = np.empty_like(x)
             _softplus_loop(_ptr(np.negative(x)), _ptr(sp), _size(x))
-            _acc(b, np.broadcast_to(up * (-x + (pw - 1.0) * sp), y.shape), False)
+            _acc(b, _filled(y.shape, up * (-x + (pw - 1.0) * sp)), True)
         return 0
 
     cdef int _conv_backward(self, object g, object a, object b) except -1:

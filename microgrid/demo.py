@@ -323,7 +323,7 @@ def run(out_dir="microgrid-demo-out", seed=0, quick=False):
     moons_model.save(os.path.join(out_dir, "moons_mlp.npz"))
     files.append("moons_mlp.npz")
 
-    epochs, limit = (1, 300) if quick else (12, None)
+    epochs, limit = (1, 300) if quick else (16, None)
     t0 = time.perf_counter()
     with _few_blas_threads():
         cnn, X_test, y_test, digits_history = train_digits(seed, epochs, train_limit=limit)
@@ -333,6 +333,8 @@ def run(out_dir="microgrid-demo-out", seed=0, quick=False):
 
     shown = 8
     predicted, maps = saliency(cnn, X_test[:shown])
+    _say(f"saliency maps of {shown} test digits (one backward pass): predicted "
+         f"{' '.join(map(str, predicted))}, true {' '.join(map(str, y_test[:shown]))}")
 
     plt = _pyplot()
     if plt is not None:

@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 
 from ._engine import Value
-from ._tensor import OPS, Tensor, _node, _value_tensor, tensor
+from ._tensor import OPS, Tensor, _node, _value_tensor, broadcast_shape, tensor
 
 __all__ = [
     "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "linear",
@@ -56,24 +56,29 @@ def _same_shape(input, target, where):
 # ---------------------------------------------------------------------------
 # Activations
 
+def _activation_arg(x, where):
+    # the elementwise activations also take a scalar Value (its own method)
+    return x if isinstance(x, Value) else _tensor_arg(x, where)
+
+
 def relu(input):
-    return _tensor_arg(input, "relu(input)").relu()
+    return _activation_arg(input, "relu(input)").relu()
 
 
 def leaky_relu(input, negative_slope=0.01):
-    return _tensor_arg(input, "leaky_relu(input)").leaky_relu(negative_slope)
+    return _activation_arg(input, "leaky_relu(input)").leaky_relu(negative_slope)
 
 
 def sigmoid(input):
-    return _tensor_arg(input, "sigmoid(input)").sigmoid()
+    return _activation_arg(input, "sigmoid(input)").sigmoid()
 
 
 def tanh(input):
-    return _tensor_arg(input, "tanh(input)").tanh()
+    return _activation_arg(input, "tanh(input)").tanh()
 
 
 def softplus(input):
-    return _tensor_arg(input, "softplus(input)").softplus()
+    return _activation_arg(input, "softplus(input)").softplus()
 
 
 def softmax(input, dim):
@@ -211,7 +216,7 @@ def _pointwise_loss(name, input, target, reduction, *extra):
     target = _operand(target, f"{name}(target)")
     _reduction(reduction, name)
     try:
-        np.broadcast_shapes(input.shape, target.shape)
+        broadcast_shape(input.shape, target.shape)
     except ValueError:
         raise ValueError(
             f"{name}: target shape {target.shape} does not broadcast with input shape {input.shape}") from None

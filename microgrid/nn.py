@@ -63,12 +63,12 @@ def default_generator():
     return _generator
 
 
-
-
 def _is_parameter(obj):
+    """Leaves that take gradients: a cached intermediate result kept in an
+    attribute is not a parameter."""
     if isinstance(obj, Value):
-        return obj.requires_grad
-    return isinstance(obj, Tensor) and obj.requires_grad
+        return obj.requires_grad and not obj._parents()
+    return isinstance(obj, Tensor) and obj.requires_grad and obj.is_leaf
 
 
 LoadResult = collections.namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
@@ -77,7 +77,7 @@ LoadResult = collections.namedtuple("LoadResult", ["missing_keys", "unexpected_k
 class Module:
     """Base of every model: owns parameters and can zero their gradients.
 
-    Parameters (Values or Tensors that require grad) and submodules are found
+    Parameters (leaf Values or Tensors that require grad) and submodules are found
     in the instance's attributes, in definition order, and inside lists and
     tuples of them; their dotted names are PyTorch's (``0.weight`` in a
     ``Sequential``, ``layers.0.neurons.1.w.0`` in micrograd's ``MLP``).

@@ -266,6 +266,32 @@ def test_conv_transpose2d_matches_numpy_reference(case):
                                            False, False, False) == (None, None, None)
 
 
+@pytest.mark.parametrize("budget", [1, 200])
+def test_batches_cut_into_chunks_give_the_same_results(budget):
+    """A column budget smaller than one image's columns forces one image per
+    chunk; 200 doubles forces uneven chunks."""
+    conv = conv_inputs((5, 2, 6, 5, 4, 3, 2, 1, 1, 1, 2))
+    convt = convt_inputs((5, 4, 3, 4, 2, 3, 3, 2, 1, 1, 1, 2))
+    y = _conv.conv2d_forward(*conv)
+    gy = RNG.standard_normal(y.shape)
+    yt = _conv.conv_transpose2d_forward(*convt)
+    gyt = RNG.standard_normal(yt.shape)
+    x, w, _, *geom = conv
+    xt, wt, _, *geomt = convt
+    want = [y, *_conv.conv2d_backward(gy, x, w, *geom, True, True, True),
+            yt, *_conv.conv_transpose2d_backward(gyt, xt, wt, *geomt, True, True, True)]
+    old = _conv._set_cols_budget(budget)
+    try:
+        got = [_conv.conv2d_forward(*conv),
+               *_conv.conv2d_backward(gy, x, w, *geom, True, True, True),
+               _conv.conv_transpose2d_forward(*convt),
+               *_conv.conv_transpose2d_backward(gyt, xt, wt, *geomt, True, True, True)]
+    finally:
+        _conv._set_cols_budget(old)
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(g, r, rtol=1e-13, atol=1e-13)
+
+
 # ------------------------------------------------------ adjointness checks
 
 @pytest.mark.parametrize("case", CONV_CASES)
@@ -402,6 +428,22 @@ def test_max_pool2d_nan_is_the_maximum():
     assert np.isnan(y[0, 0, 0, :3]).all() and y[0, 0, 0, 3] == 9.0
 
 
+def test_max_pool2d_window_over_padding_alone_follows_torch():
+    # dilation 3 puts the taps of the only width window at -1 and 2: both in
+    # the padding of a width-2 input.  PyTorch reports -inf and the index its
+    # loop would start at (row * 2 + 2), which is a cell of the next row.
+    x = RNG.standard_normal((1, 1, 5, 2))
+    y, idx = _conv.max_pool2d_forward(x, (4, 2), (2, 3), (2, 1), (1, 3), False)
+    assert np.all(y == -np.inf)
+    np.testing.assert_array_equal(idx[0, 0, :, 0], [2, 2, 6])
+    gx = _conv.max_pool2d_backward(np.ones_like(y), idx, x.shape)
+    np.testing.assert_array_equal(gx[0, 0, :, 0], [0, 2, 0, 1, 0])
+    # on a single row the index (2) lies past the plane: it gets no gradient
+    y, idx = _conv.max_pool2d_forward(x[:, :, :1].copy(), (1, 2), (1, 3), (0, 1), (1, 3), False)
+    assert idx[0, 0, 0, 0] == 2
+    assert not _conv.max_pool2d_backward(np.ones_like(y), idx, (1, 1, 1, 2)).any()
+
+
 def test_max_pool2d_of_minus_inf_reports_the_first_cell_inside():
     x = np.full((1, 1, 3, 3), -np.inf)
     y, idx = _conv.max_pool2d_forward(x, (2, 2), (1, 1), (1, 1), (1, 1), False)
@@ -506,7 +548,19 @@ def test_bad_input_raises_instead_of_crashing():
     with pytest.raises(ValueError, match="stride"):
         _conv.conv2d_forward(x, w, None, (2**70, 1), (0, 0), (1, 1), 1)
     with pytest.raises(TypeError, match="dilation"):
-        _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), 1, 1)
+        _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), "1", 1)
+    with pytest.raises(TypeError, match="dilation"):
+        _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1, 1), 1)
+    with pytest.raises(TypeError):
+        _conv.conv2d_forward(x, w, None, (1.5, 1), (0, 0), (1, 1), 1)
+    with pytest.raises(TypeError):
+        _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1), 1.0)
+    np.testing.assert_array_equal(     # numpy integers are ints
+        _conv.conv2d_forward(x, w, None, (np.int64(1), 1), (0, 0), (1, 1), np.int32(1)),
+        _conv.conv2d_forward(x, w, None, *ok, 1))
+    # one int stands for (int, int)
+    np.testing.assert_array_equal(_conv.conv2d_forward(x, w, None, 1, 0, 1, 1),
+                                  _conv.conv2d_forward(x, w, None, *ok, 1))
     with pytest.raises(ValueError, match="does not fit"):
         _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), (3, 3), 1)
     with pytest.raises(ValueError, match="gy"):
@@ -524,11 +578,14 @@ def test_bad_input_raises_instead_of_crashing():
     with pytest.raises(ValueError, match="does not fit"):
         _conv.max_pool2d_forward(x, (6, 6), (1, 1), (0, 0), (1, 1), False)
     y, idx = _conv.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), False)
-    for bad in (-1, 25):
+    good = _conv.max_pool2d_backward(y, idx, x.shape)
+    for bad in (-1, 25, 2**62):          # outside the plane: no gradient, no stray write
         broken = idx.copy()
         broken[0, 1, 1, 0] = bad
-        with pytest.raises(ValueError, match="argmax"):
-            _conv.max_pool2d_backward(y, broken, x.shape)
+        gx = _conv.max_pool2d_backward(y, broken, x.shape)
+        good[0, 1].flat[idx[0, 1, 1, 0]] -= y[0, 1, 1, 0]
+        np.testing.assert_array_equal(gx, good)
+        good = _conv.max_pool2d_backward(y, idx, x.shape)
     with pytest.raises(ValueError, match="int64"):
         _conv.max_pool2d_backward(y, idx.astype(np.int32), x.shape)
     with pytest.raises(ValueError, match="input_shape"):
@@ -642,3 +699,8 @@ def test_output_sizes_match_torch(torch):
         assert _conv.pool2d_output_size((n, n + 1), (k, k), (s, s), (p, p), (d, d), c) == tuple(want)
         want = F.conv2d(x, torch.zeros(1, 1, k, k, dtype=torch.float64), None, s, p, d).shape[2:]
         assert _conv.conv2d_output_size((n, n + 1), (k, k), (s, s), (p, p), (d, d)) == tuple(want)
+
+
+def test_max_pool2d_window_over_padding_alone_matches_torch(torch):
+    x = RNG.standard_normal((2, 2, 5, 2))
+    check_max_pool_against_torch(torch, x, (4, 2), (2, 3), (2, 1), (1, 3), False)

@@ -52,6 +52,7 @@ def test_generic_parameters_discovery_in_definition_order_with_sharing():
             self.blocks = [Neuron(1), (Neuron(1),)]
             self.again = self.first                                # shared: listed once
             self.note = "text"
+            self.cached = self.scale * 2.0                         # not a leaf: not a parameter
 
     random.seed(0)
     net = Net()
@@ -388,6 +389,16 @@ def test_linear_forward_by_hand_and_gradcheck_through_a_model():
                           nn.Flatten(), nn.Linear(8, 3), nn.Sigmoid())
     x = mg.tensor(np.random.default_rng(0).normal(size=(2, 1, 4, 4)), requires_grad=True)
     assert mg.gradcheck(lambda inp: model(inp).sum(), [x])
+
+
+def test_only_leaf_tensors_that_require_grad_are_parameters():
+    class Net(Module):
+        def __init__(self):
+            self.weight = mg.tensor(np.ones((2, 2)), requires_grad=True)
+            self.constant = mg.tensor(np.ones(2))                 # no grad: not a parameter
+            self.cached = self.weight * 3.0                        # intermediate: not a parameter
+    assert [n for n, _ in Net().named_parameters()] == ["weight"]
+    assert list(Net().state_dict()) == ["weight"]
 
 
 def test_zero_grad_on_tensor_parameters_is_in_place():

@@ -596,3 +596,28 @@ def test_tensors_are_not_tracked_by_the_cyclic_garbage_collector():
     assert not gc.is_tracked(t)
     assert not gc.is_tracked((t * 2).sum())
     assert not gc.is_tracked(t[0])
+
+
+def _random_broadcast_pair(rng):
+    """Two shapes numpy can broadcast: a random shape, the other operand
+    dropping leading dims and setting some dims to 1."""
+    ndim = int(rng.integers(0, 4))
+    shape = tuple(int(n) for n in rng.integers(1, 4, ndim))
+    other = tuple(1 if rng.random() < 0.4 else n for n in shape[int(rng.integers(0, ndim + 1)):])
+    return (shape, other) if rng.random() < 0.5 else (other, shape)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_broadcast_shapes_gradcheck_and_torch(seed):
+    rng = np.random.default_rng(seed)
+    sa, sb = _random_broadcast_pair(rng)
+    a, b = rng.uniform(0.5, 2.0, sa), rng.uniform(0.5, 2.0, sb)
+    for name, (f, _) in BINARY.items():
+        assert mg.gradcheck(f, leaves(a, b)), name
+        _parity(f, f, [a, b])
+    # a reduction over a random (negative) dim of the broadcast result
+    out_ndim = max(len(sa), len(sb))
+    if out_ndim:
+        dim = -int(rng.integers(1, out_ndim + 1))
+        _parity(lambda x, y: (x * y).sum(dim=dim, keepdim=bool(seed % 2)),
+                lambda x, y: (x * y).sum(dim=dim, keepdim=bool(seed % 2)), [a, b])

@@ -7,7 +7,7 @@ of the weight and bias, and of the input when --input-grad is given), on
 microgrid; PyTorch (CPU, float64, autograd) runs the same pipeline in the same
 process.  Times are medians over repeats with Python's garbage collector on.
 
-    python -m microgrid.bench.conv_kernels [--repeats N] [--input-grad]
+    python -m microgrid.bench.conv_kernels [--repeats N] [--input-grad] [--torch-threads T]
 """
 import argparse
 import gc
@@ -60,11 +60,13 @@ def median_us(fns, repeats, warmup):
     return [statistics.median(t) * 1e6 for t in times]
 
 
-def run(repeats=200, input_grad=False, batches=(1, 64)):
+def run(repeats=200, input_grad=False, batches=(1, 64), torch_threads=None):
     try:
         import torch
     except ImportError:
         torch = None
+    if torch is not None and torch_threads:
+        torch.set_num_threads(torch_threads)
     gc.enable()
     rng = np.random.default_rng(0)
     rows = []
@@ -94,8 +96,10 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=400)
     parser.add_argument("--input-grad", action="store_true",
                         help="also compute the gradient of the input")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's own choice)")
     args = parser.parse_args(argv)
-    rows, threads = run(args.repeats, args.input_grad)
+    rows, threads = run(args.repeats, args.input_grad, torch_threads=args.torch_threads)
     print("conv2d(8x1x3x3) -> relu -> max_pool2d(2) -> sum, forward + backward"
           + (" (with input gradient)" if args.input_grad else ""))
     print(f"{'batch':>5}  {'microgrid us':>12}  {'torch us':>10}  {'ratio':>6}"

@@ -10,7 +10,10 @@ Both libraries run in the same process, interleaved, with the garbage
 collector on; the result is the median time per step over the repeats.
 PyTorch is optional (the harness skips it when it is missing).
 
-    python -m microgrid.bench.tensor_ops [--repeats 15] [--steps 20]
+    python -m microgrid.bench.tensor_ops [--repeats 15] [--steps 20] [--clock wall|process]
+
+BLAS threads: numpy (OpenBLAS) and PyTorch both use every core by default;
+on a loaded machine set OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 for both.
 """
 import argparse
 import statistics
@@ -141,16 +144,25 @@ WORKLOADS = {
 }
 
 
-def _time_per_step(step, steps):
-    start = time.perf_counter()
+CLOCKS = {
+    "wall": time.perf_counter,
+    # CPU seconds of this process (all its threads): steadier than wall time
+    # on a machine shared with other jobs
+    "process": time.process_time,
+}
+
+
+def _time_per_step(step, steps, clock):
+    start = clock()
     for _ in range(steps):
         step()
-    return (time.perf_counter() - start) / steps
+    return (clock() - start) / steps
 
 
-def run(repeats=15, steps=20, workloads=None):
+def run(repeats=15, steps=20, workloads=None, clock="wall"):
     """Median seconds per step for each workload and library, interleaved
     repeat by repeat; returns a list of dicts (one per workload)."""
+    clock_fn = CLOCKS[clock]
     try:
         import torch
         torch.set_default_dtype(torch.float64)
@@ -167,7 +179,7 @@ def run(repeats=15, steps=20, workloads=None):
         times = {lib: [] for lib in contenders}
         for _ in range(repeats):
             for lib, step in contenders.items():
-                times[lib].append(_time_per_step(step, steps))
+                times[lib].append(_time_per_step(step, steps, clock_fn))
         row = {"workload": name, "first_loss": first}
         row.update({lib: statistics.median(t) for lib, t in times.items()})
         if "torch" in row:
@@ -180,8 +192,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
     args = parser.parse_args(argv)
-    for row in run(args.repeats, args.steps):
+    print(f"clock: {args.clock}")
+    for row in run(args.repeats, args.steps, clock=args.clock):
         line = f"{row['workload']:>18}: microgrid {row['microgrid'] * 1e6:9.1f} us/step"
         if "torch" in row:
             line += (f"   torch {row['torch'] * 1e6:9.1f} us/step   ratio {row['microgrid/torch']:.2f}"
