@@ -770,7 +770,7 @@ cdef inline int _scalar_backward(Value v) except -1:
     cdef unsigned short op = v.op
     cdef Py_ssize_t i, n
     cdef PyObject** items
-    if op == OP_LEAF or op == OP_CUSTOM:
+    if op == OP_CUSTOM:
         return 0
     if op < OP_FIRST_NARY:
         x = (<Value>v.a).data
@@ -824,6 +824,8 @@ cdef int run_backward(Node root, object grad) except -1:
         root._seed(grad, root.op == OP_LEAF)
         for i in range(n - 1, -1, -1):
             node = <Node>order[i]
+            if node.op == OP_LEAF:      # Value or Tensor leaf: nothing to pass on
+                continue
             if node.op < OP_SCALAR_END:
                 _scalar_backward(<Value>node)
             else:
@@ -1151,7 +1153,7 @@ cdef class Graph:
         self.root._seed(grad, self.root.op == OP_LEAF)
         for i in range(self._n - 1, -1, -1):
             node = <Node>self._order[i]
-            if not node.requires_grad:
+            if not node.requires_grad or node.op == OP_LEAF:
                 continue
             if node.op < OP_SCALAR_END:
                 _scalar_backward(<Value>node)
