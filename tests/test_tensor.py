@@ -621,3 +621,14 @@ def test_random_broadcast_shapes_gradcheck_and_torch(seed):
         dim = -int(rng.integers(1, out_ndim + 1))
         _parity(lambda x, y: (x * y).sum(dim=dim, keepdim=bool(seed % 2)),
                 lambda x, y: (x * y).sum(dim=dim, keepdim=bool(seed % 2)), [a, b])
+
+
+def test_numpy_error_state_is_restored_after_ops():
+    t = mg.tensor([0.0, 1.0], requires_grad=True)
+    (1 / t).log().sum().backward()
+    with pytest.warns(RuntimeWarning):
+        np.array([1.0]) / 0.0          # the user's own numpy code still warns
+    with np.errstate(divide="raise"):
+        assert (1 / t).data[0] == np.inf
+        with pytest.raises(FloatingPointError):
+            np.array([1.0]) / 0.0
