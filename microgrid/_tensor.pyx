@@ -74,8 +74,6 @@ _OP_NAMES = {
 OPS = {name: code for code, name in _OP_NAMES.items()
        if code >= T_SOFTMAX or code in (T_PAD, T_MATMUL, T_LINEAR)}
 
-_REDUCTIONS = ('mean', 'sum', 'none')
-
 # The convolution / pooling kernels (microgrid._conv), imported on first use.
 _conv_module = None
 
@@ -249,11 +247,6 @@ cdef Py_ssize_t _axis(object dim, Py_ssize_t ndim, str where) except -2:
     return d + n if d < 0 else d
 
 
-def _check_reduction(reduction, str where):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{where}(reduction=...) must be 'mean', 'sum' or 'none', got {reduction!r}")
-
-
 # ---------------------------------------------------------------------------
 # Node construction
 
@@ -357,7 +350,7 @@ cdef Py_ssize_t _shape_size(tuple shape):
     return n
 
 
-cdef object _reduced(Tensor self, object losses, str reduction):
+cdef object _reduced(object losses, str reduction):
     if reduction == 'none':
         return losses
     if reduction == 'sum':
@@ -777,7 +770,7 @@ cdef class Tensor(Node):
         cdef double* px
         cdef double* py
         cdef double* pl
-        cdef double xi, yi, li
+        cdef double xi, yi
         if op == T_SOFTMAX or op == T_LOG_SOFTMAX:
             axis = self.ctx
             shifted = x - np.max(x, axis=axis, keepdims=True)
@@ -847,7 +840,7 @@ cdef class Tensor(Node):
                     np.copyto(losses, np.where(margin < 0.0, 0.0, margin))
                 else:
                     raise SystemError(f"forward: unknown fused op code {op}")
-            r = _reduced(self, losses, self.ctx[0])
+            r = _reduced(losses, self.ctx[0])
         if out is not None:
             np.copyto(out, r)
         else:
