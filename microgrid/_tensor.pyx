@@ -89,18 +89,25 @@ cdef object _kernels():
 # ---------------------------------------------------------------------------
 # Buffers
 
-cdef inline double* _ptr(object arr):
+cdef inline bint _is_buffer(object x):
+    """A C-contiguous float64 ndarray (what _data and _grad always are)."""
+    return (type(x) is _ndarray and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
+            and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_DOUBLE)
+
+
+cdef inline double* _ptr(object arr) except NULL:
+    """The float64 elements of a node buffer, for the C loops.  Checked, so
+    a buffer changed in place (``t.data.dtype = ...``) raises instead of
+    being read out of bounds."""
+    if not _is_buffer(arr):
+        raise TypeError(
+            "a tensor buffer is no longer a C-contiguous float64 array (was .data or "
+            ".grad changed in place?); assign a new array to .data / .grad instead")
     return <double*>cnp.PyArray_DATA(<cnp.ndarray>arr)
 
 
 cdef inline Py_ssize_t _size(object arr):
     return cnp.PyArray_SIZE(<cnp.ndarray>arr)
-
-
-cdef inline bint _is_buffer(object x):
-    """A C-contiguous float64 ndarray (what _data and _grad always are)."""
-    return (type(x) is _ndarray and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
-            and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_DOUBLE)
 
 
 cdef inline object _own(object r):

@@ -632,3 +632,13 @@ def test_numpy_error_state_is_restored_after_ops():
         assert (1 / t).data[0] == np.inf
         with pytest.raises(FloatingPointError):
             np.array([1.0]) / 0.0
+
+
+def test_buffer_changed_in_place_raises_instead_of_crashing():
+    t = mg.tensor(np.ones(4), requires_grad=True)
+    t.data.dtype = np.float32          # same bytes, twice the elements
+    for op in (lambda: t.sigmoid(), lambda: t[1], lambda: t.softplus()):
+        with pytest.raises(TypeError, match="C-contiguous float64"):
+            op()
+    t.data = np.ones(4)                # assigning a new array is the way
+    assert t.sigmoid().shape == (4,)
