@@ -642,3 +642,11 @@ def test_buffer_changed_in_place_raises_instead_of_crashing():
             op()
     t.data = np.ones(4)                # assigning a new array is the way
     assert t.sigmoid().shape == (4,)
+
+
+def test_sum_of_a_list_of_tensors_adds_them_up():
+    a, b = leaves(rand(2, 3), rand(3))
+    total = mg.sum([a, b, (a * 2).sum()])
+    np.testing.assert_allclose(total.data, a.data + b.data + 2 * a.data.sum())
+    with pytest.raises(TypeError, match="sum"):
+        mg.sum(["a", Value(1.0)])
