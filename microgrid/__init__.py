@@ -26,12 +26,17 @@ def sum(values, *args, **kwargs):
     """``mg.sum(tensor, dim=None, keepdim=False)`` or ``mg.sum(values, start=0)``."""
     if isinstance(values, Tensor):
         return values.sum(*args, **kwargs)
-    if isinstance(values, (list, tuple)) and any(isinstance(v, Tensor) for v in values):
-        total = kwargs.get("start", args[0] if args else 0)
-        for v in values:        # Tensors of any broadcastable shapes: add them up
-            total = total + v
-        return total
-    return _engine.sum(values, *args, **kwargs)
+    try:
+        return _engine.sum(values, *args, **kwargs)
+    except TypeError:
+        # a sequence holding Tensors (of broadcastable shapes): add them up;
+        # checked only on failure, so the scalar path pays nothing for it
+        if not (isinstance(values, (list, tuple)) and any(isinstance(v, Tensor) for v in values)):
+            raise
+    total = kwargs.get("start", args[0] if args else 0)
+    for v in values:
+        total = total + v
+    return total
 
 
 def mean(values, *args, **kwargs):

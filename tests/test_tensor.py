@@ -621,3 +621,32 @@ def test_random_broadcast_shapes_gradcheck_and_torch(seed):
         dim = -int(rng.integers(1, out_ndim + 1))
         _parity(lambda x, y: (x * y).sum(dim=dim, keepdim=bool(seed % 2)),
                 lambda x, y: (x * y).sum(dim=dim, keepdim=bool(seed % 2)), [a, b])
+
+
+def test_numpy_error_state_is_restored_after_ops():
+    t = mg.tensor([0.0, 1.0], requires_grad=True)
+    (1 / t).log().sum().backward()
+    with pytest.warns(RuntimeWarning):
+        np.array([1.0]) / 0.0          # the user's own numpy code still warns
+    with np.errstate(divide="raise"):
+        assert (1 / t).data[0] == np.inf
+        with pytest.raises(FloatingPointError):
+            np.array([1.0]) / 0.0
+
+
+def test_buffer_changed_in_place_raises_instead_of_crashing():
+    t = mg.tensor(np.ones(4), requires_grad=True)
+    t.data.dtype = np.float32          # same bytes, twice the elements
+    for op in (lambda: t.sigmoid(), lambda: t[1], lambda: t.softplus()):
+        with pytest.raises(TypeError, match="C-contiguous float64"):
+            op()
+    t.data = np.ones(4)                # assigning a new array is the way
+    assert t.sigmoid().shape == (4,)
+
+
+def test_sum_of_a_list_of_tensors_adds_them_up():
+    a, b = leaves(rand(2, 3), rand(3))
+    total = mg.sum([a, b, (a * 2).sum()])
+    np.testing.assert_allclose(total.data, a.data + b.data + 2 * a.data.sum())
+    with pytest.raises(TypeError, match="sum"):
+        mg.sum(["a", Value(1.0)])
