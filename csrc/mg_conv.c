@@ -1,4 +1,5 @@
-/* mg_conv.c: im2col / col2im, bias, and max / average pooling kernels (see mg_conv.h for layouts and contracts).
+/* mg_conv.c: im2col / col2im, bias, and max / average pooling kernels
+ * (mg_conv.h states the layouts and contracts).
  *
  * Inner loops run along an output row.  For each kernel offset the range of
  * output columns whose input pixel lies inside the image is computed once, so
@@ -85,12 +86,15 @@ void mg_im2col(const mg_conv_geom *g, int64_t batch, const double *x, double *co
                             memset(dst, 0, (size_t)Wo * sizeof(double));
                             continue;
                         }
-                        const double *src = plane + ih * W + col_off;
                         for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0.0;
-                        if (sW == 1) {
-                            memcpy(dst + lo, src + lo, (size_t)(hi - lo) * sizeof(double));
-                        } else {
-                            for (int64_t ow = lo; ow < hi; ow++) dst[ow] = src[ow * sW];
+                        if (hi > lo) {
+                            /* src[k]: the input pixel of output column lo + k */
+                            const double *src = plane + ih * W + (lo * sW + col_off);
+                            if (sW == 1) {
+                                memcpy(dst + lo, src, (size_t)(hi - lo) * sizeof(double));
+                            } else {
+                                for (int64_t ow = lo; ow < hi; ow++) dst[ow] = src[(ow - lo) * sW];
+                            }
                         }
                         for (int64_t ow = hi; ow < Wo; ow++) dst[ow] = 0.0;
                     }
@@ -121,12 +125,14 @@ void mg_col2im(const mg_conv_geom *g, int64_t batch, const double *cols, double 
                     inside_range(Wo, sW, col_off, W, &lo, &hi);
                     for (int64_t oh = 0; oh < Ho; oh++, src += Wo) {
                         const int64_t ih = oh * sH + row_off;
-                        if (ih < 0 || ih >= H) continue;
-                        double *dst = plane + ih * W + col_off;
+                        if (ih < 0 || ih >= H || hi <= lo) continue;
+                        double *dst = plane + ih * W + (lo * sW + col_off);
+                        const double *from = src + lo;
+                        const int64_t count = hi - lo;
                         if (sW == 1) {
-                            for (int64_t ow = lo; ow < hi; ow++) dst[ow] += src[ow];
+                            for (int64_t k = 0; k < count; k++) dst[k] += from[k];
                         } else {
-                            for (int64_t ow = lo; ow < hi; ow++) dst[ow * sW] += src[ow];
+                            for (int64_t k = 0; k < count; k++) dst[k * sW] += from[k];
                         }
                     }
                 }

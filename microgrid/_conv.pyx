@@ -253,8 +253,13 @@ cdef inline bint _is_pointwise(const mg_conv_geom *g) noexcept nogil:
 
 
 # The column matrix of a whole batch can be large (N * C_in*kH*kW * H_out*W_out
-# doubles), so a batch is processed in chunks whose columns fit this budget.
-cdef int64_t _COLS_BUDGET = 1 << 22     # doubles: 32 MB
+# doubles), so a batch is processed in chunks of images whose columns fit this
+# budget, sized for a core's L2 cache: im2col writes the columns and the matrix
+# product reads them back while they are still in cache.  Measured (CPU time,
+# forward / backward): 128x3x32x32 with 16 filters 3x3 padded, about 5 / 9 ms
+# against 8 / 13 ms for one whole-batch matrix; the 64x1x28x28 benchmark layer
+# (7 chunks) pays about 3% in call overhead.
+cdef int64_t _COLS_BUDGET = 1 << 16     # doubles: 512 KB
 
 
 def _set_cols_budget(int64_t doubles):
@@ -393,47 +398,47 @@ cdef _apply(object w, cnp.ndarray a, cnp.ndarray out, int64_t N, int64_t G,
         _matmul(w, _view(a, 4, N, G, K, L), out=_view(out, 4, N, G, M, L))
 
 
-cdef _sum_of_products(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int64_t N,
-                      int64_t G, int64_t M, int64_t K, int64_t L):
-    """out[g] (M, K) = sum over n of a[n, g] (M, L) @ b[n, g].T (L, K): the
-    weight gradient, a reduction over the batch and the pixels."""
-    if G == 1 and N == 1:
-        PyArray_MatrixProduct2(_view(a, 2, M, L), _view(b, 2, K, L).T,
-                               <cnp.ndarray>_view(out, 2, M, K))
-    elif G == 1:
-        np.add.reduce(_matmul(_view(a, 3, N, M, L), _view(b, 3, N, K, L).swapaxes(1, 2)),
-                      axis=0, out=_view(out, 2, M, K))
-    else:
-        np.add.reduce(_matmul(_view(a, 4, N, G, M, L),
-                              _view(b, 4, N, G, K, L).swapaxes(2, 3)),
-                      axis=0, out=_view(out, 3, G, M, K))
-
-
 cdef class _WeightGrad:
-    """A weight gradient summed over the chunks of a batch."""
-    cdef cnp.ndarray total, scratch
-    cdef bint started
+    """A weight gradient out[g] (M, K) = sum over images n of a[n, g] (M, L) @
+    b[n, g].T (L, K), fed chunk by chunk.  The chunks' products go into one
+    (N, G, M, K) array that is summed over the batch once at the end, so a
+    chunk costs one matmul call."""
+    cdef cnp.ndarray total, products
+    cdef int64_t N, G, M, K, L
 
-    cdef add(self, cnp.ndarray a, cnp.ndarray b, int64_t n, int64_t G, int64_t M,
-             int64_t K, int64_t L):
-        if not self.started:
-            _sum_of_products(a, b, self.total, n, G, M, K, L)
-            self.started = True
+    cdef add(self, cnp.ndarray a, cnp.ndarray b, int64_t n0, int64_t n):
+        cdef int64_t G = self.G, M = self.M, K = self.K, L = self.L
+        if self.N == 1:
+            if G == 1:
+                PyArray_MatrixProduct2(_view(a, 2, M, L), _view(b, 2, K, L).T,
+                                       <cnp.ndarray>_view(self.total, 2, M, K))
+            else:
+                _matmul(_view(a, 3, G, M, L), _view(b, 3, G, K, L).swapaxes(1, 2),
+                        out=_view(self.total, 3, G, M, K))
             return
-        if self.scratch is None:
-            self.scratch = <cnp.ndarray>np.empty_like(self.total)
-        _sum_of_products(a, b, self.scratch, n, G, M, K, L)
-        np.add(self.total, self.scratch, out=self.total)
+        if self.products is None:
+            self.products = _empty(4, self.N, G, M, K)
+        _matmul(_view(a, 4, n, G, M, L), _view(b, 4, n, G, K, L).swapaxes(2, 3),
+                out=_images(self.products, n0, n, self.N))
 
     cdef cnp.ndarray result(self):
-        if not self.started:        # empty batch
+        if self.N == 0:
             self.total.fill(0.0)
+        elif self.N > 1:
+            np.add.reduce(self.products, axis=0,
+                          out=_view(self.total, 3, self.G, self.M, self.K))
         return self.total
 
 
-cdef _WeightGrad _weight_grad(int64_t d0, int64_t d1, int64_t d2, int64_t d3):
+cdef _WeightGrad _weight_grad(tuple shape, int64_t N, int64_t G, int64_t M, int64_t K,
+                              int64_t L):
     cdef _WeightGrad wg = _WeightGrad.__new__(_WeightGrad)
-    wg.total = _empty(4, d0, d1, d2, d3)
+    wg.total = _empty(4, shape[0], shape[1], shape[2], shape[3])
+    wg.N = N
+    wg.G = G
+    wg.M = M
+    wg.K = K
+    wg.L = L
     return wg
 
 
@@ -480,7 +485,7 @@ def conv2d_backward(gy, x, w, stride, padding, dilation, groups, need_x, need_w,
     if need_b:
         gb = _bias_grad(gya)
     if need_w:
-        gw = _weight_grad(c.C_out, c.C_in // G, c.g.kernel_h, c.g.kernel_w)
+        gw = _weight_grad((c.C_out, c.C_in // G, c.g.kernel_h, c.g.kernel_w), N, G, M, K, L)
     if need_x:
         gx = _empty(4, N, c.C_in, c.g.height, c.g.width)
         wt = _view(c.w, 2, M, K).T if G == 1 else _view(c.w, 3, G, M, K).swapaxes(1, 2)
@@ -500,7 +505,7 @@ def conv2d_backward(gy, x, w, stride, padding, dilation, groups, need_x, need_w,
                 cols = _part(buf, n, chunk)
                 with nogil:
                     mg_im2col(&c.g, n, _ptr(part), _ptr(cols))
-            gw.add(gy_part, cols, n, G, M, K, L)
+            gw.add(gy_part, cols, n0, n)
         if need_x:
             if pointwise:               # the columns are gx itself
                 _apply(wt, gy_part, _images(gx, n0, n, N), n, G, K, M, L)
@@ -559,7 +564,7 @@ def conv_transpose2d_backward(gy, x, w, stride, padding, output_padding, dilatio
     if need_b:
         gb = _bias_grad(gya)
     if need_w:
-        gw = _weight_grad(c.C_in, c.C_out // G, c.g.kernel_h, c.g.kernel_w)
+        gw = _weight_grad((c.C_in, c.C_out // G, c.g.kernel_h, c.g.kernel_w), N, G, M, K, L)
     if need_x:
         gx = _empty(4, N, c.C_in, c.g.out_h, c.g.out_w)
     if not (need_w or need_x):
@@ -579,7 +584,7 @@ def conv_transpose2d_backward(gy, x, w, stride, padding, output_padding, dilatio
         if need_x:                      # gx = conv2d(gy, w): w times the columns of gy
             _apply(wv, cols, _images(gx, n0, n, N), n, G, M, K, L)
         if need_w:
-            gw.add(_images(c.x, n0, n, N), cols, n, G, M, K, L)
+            gw.add(_images(c.x, n0, n, N), cols, n0, n)
     return gx, (gw.result() if need_w else None), gb
 
 

@@ -5,7 +5,9 @@ filters 3x3 -> relu -> 2x2 max pooling -> sum, forward and backward (gradients
 of the weight and bias, and of the input when --input-grad is given), on
 1x1x28x28 and 64x1x28x28 float64 inputs.  relu and sum are numpy for
 microgrid; PyTorch (CPU, float64, autograd) runs the same pipeline in the same
-process.  Times are medians over repeats with Python's garbage collector on.
+process, in alternating blocks.  Times are medians over repeats with Python's
+garbage collector on: wall-clock time, and the CPU time of the whole process
+(all threads), which a machine busy with other work disturbs less.
 
     python -m microgrid.bench.conv_kernels [--repeats N] [--input-grad] [--torch-threads T]
 """
@@ -45,19 +47,33 @@ def torch_step(torch, x, w, b):
     return loss
 
 
-def median_us(fns, repeats, warmup):
-    """Median time of each function in microseconds.  The functions take turns
-    within every repeat, so a busy machine slows them alike."""
-    for _ in range(warmup):
-        for fn in fns:
+def median_us(fns, repeats, warmup, rounds=5, pause=0.3):
+    """Median (wall, cpu) time of each function in microseconds.
+
+    The functions take turns in blocks of repeats / rounds calls, so a machine
+    whose load changes slows them alike.  Blocks rather than single calls, with
+    a pause before each: PyTorch's OpenMP workers spin for a while after each
+    call and would otherwise eat the CPU of whatever runs next."""
+    for fn in fns:
+        for _ in range(warmup):
             fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, record in zip(fns, times):
-            t0 = time.perf_counter()
+    wall = [[] for _ in fns]
+    cpu = [[] for _ in fns]
+    per_round = max(1, repeats // rounds)
+    for _ in range(rounds):
+        for fn, w, c in zip(fns, wall, cpu):
+            time.sleep(pause)
             fn()
-            record.append(time.perf_counter() - t0)
-    return [statistics.median(t) * 1e6 for t in times]
+            for _ in range(per_round):
+                c0 = time.process_time()
+                t0 = time.perf_counter()
+                fn()
+                t1 = time.perf_counter()
+                c1 = time.process_time()
+                w.append(t1 - t0)
+                c.append(c1 - c0)
+    return [(statistics.median(w) * 1e6, statistics.median(c) * 1e6)
+            for w, c in zip(wall, cpu)]
 
 
 def run(repeats=200, input_grad=False, batches=(1, 64), torch_threads=None):
@@ -102,13 +118,17 @@ def main(argv=None):
     rows, threads = run(args.repeats, args.input_grad, torch_threads=args.torch_threads)
     print("conv2d(8x1x3x3) -> relu -> max_pool2d(2) -> sum, forward + backward"
           + (" (with input gradient)" if args.input_grad else ""))
-    print(f"{'batch':>5}  {'microgrid us':>12}  {'torch us':>10}  {'ratio':>6}"
+    print(f"{'':>5}  {'--------- wall time (us) ---------':>34}  "
+          f"{'---------- cpu time (us) ----------':>35}")
+    print(f"{'batch':>5}  {'microgrid':>10} {'torch':>10} {'ratio':>6}        "
+          f"{'microgrid':>10} {'torch':>10} {'ratio':>6}"
           + (f"   (torch threads: {threads})" if threads else ""))
     for n, ours, theirs in rows:
         if theirs is None:
-            print(f"{n:>5}  {ours:>12.1f}  {'-':>10}  {'-':>6}")
+            print(f"{n:>5}  {ours[0]:>10.1f} {'-':>10} {'-':>6}        {ours[1]:>10.1f}")
         else:
-            print(f"{n:>5}  {ours:>12.1f}  {theirs:>10.1f}  {ours / theirs:>6.2f}")
+            print(f"{n:>5}  {ours[0]:>10.1f} {theirs[0]:>10.1f} {ours[0] / theirs[0]:>6.2f}"
+                  f"        {ours[1]:>10.1f} {theirs[1]:>10.1f} {ours[1] / theirs[1]:>6.2f}")
 
 
 if __name__ == "__main__":
