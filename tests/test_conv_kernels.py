@@ -563,6 +563,14 @@ def test_bad_input_raises_instead_of_crashing():
                                   _conv.conv2d_forward(x, w, None, *ok, 1))
     with pytest.raises(ValueError, match="does not fit"):
         _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), (3, 3), 1)
+    with pytest.raises(ValueError, match="does not fit"):    # messages from int pairs too
+        _conv.conv2d_forward(x, w, None, 1, 0, 3, 1)
+    with pytest.raises(ValueError, match="output_padding"):
+        _conv.conv_transpose2d_forward(x, w.transpose(1, 0, 2, 3).copy(), None, 1, 0, 1, 1, 1)
+    with pytest.raises(ValueError, match="padding"):
+        _conv.max_pool2d_forward(x, 2, 2, 2, 1, False)
+    with pytest.raises(ValueError, match="does not fit"):
+        _conv.avg_pool2d_forward(x, 6, 1, 0, False, True)
     with pytest.raises(ValueError, match="gy"):
         _conv.conv2d_backward(np.zeros((1, 3, 2, 2)), x, w, *ok, 1, True, True, True)
     with pytest.raises(ValueError, match="output_padding"):
