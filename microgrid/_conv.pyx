@@ -10,7 +10,10 @@ A convolution is im2col (C, csrc/mg_conv.c) followed by one batched matrix
 product through numpy's BLAS; its input gradient is the transposed product
 followed by col2im.  Groups are handled inside the same product by viewing
 the channels as (groups, channels per group) and letting matmul broadcast.
-conv_transpose2d is the same pair of kernels used the other way round.
+conv_transpose2d is the same pair of kernels used the other way round.  A
+batch goes through in chunks of images whose column matrix fits in cache, and
+a 1x1 kernel without stride or padding skips im2col (the columns are the
+image).
 A direct C loop (no column matrix) was measured against this on the small
 case it could win, 1x1x28x28 with 8 filters 3x3, and lost even there
 (forward 12.6 vs 10.1 us, weight gradient 40 vs 6 us): compiled for baseline
