@@ -170,6 +170,8 @@ CONVT_CASES = [
 # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
 MAXPOOL_CASES = [
     (2, 3, 8, 8, 2, 2, 0, 1, False),
+    (2, 2, 6, 10, 2, 2, 0, 1, False),        # odd number of windows per row
+    (1, 2, 7, 11, 2, 2, 0, 1, False),        # ... and a row and column left over
     (2, 3, 7, 7, 2, 2, 0, 1, True),
     (1, 2, 9, 7, (3, 2), (2, 1), 1, 1, True),
     (2, 1, 10, 11, 3, (2, 3), (1, 0), 2, False),
