@@ -190,9 +190,9 @@ void mg_max_pool2d_forward(const mg_pool_geom *g, int64_t planes, const double *
                 __m128i base = _mm_set_epi64x(2 * oh * W + 2, 2 * oh * W);
                 for (; ow < Wo; ow += 2) {
                     const int single = ow + 1 == Wo;
+                    const int64_t next = single ? 2 * ow : 2 * ow + 2;   /* never past the row */
                     const __m128d t0 = _mm_loadu_pd(r0 + 2 * ow), b0 = _mm_loadu_pd(r1 + 2 * ow);
-                    const __m128d t1 = single ? t0 : _mm_loadu_pd(r0 + 2 * ow + 2);
-                    const __m128d b1 = single ? b0 : _mm_loadu_pd(r1 + 2 * ow + 2);
+                    const __m128d t1 = _mm_loadu_pd(r0 + next), b1 = _mm_loadu_pd(r1 + next);
                     /* cells in row-major window order: top-left, top-right, bottom-left, bottom-right */
                     const __m128d cell[4] = {_mm_unpacklo_pd(t0, t1), _mm_unpackhi_pd(t0, t1),
                                              _mm_unpacklo_pd(b0, b1), _mm_unpackhi_pd(b0, b1)};

@@ -10,7 +10,10 @@ A convolution is im2col (C, csrc/mg_conv.c) followed by one batched matrix
 product through numpy's BLAS; its input gradient is the transposed product
 followed by col2im.  Groups are handled inside the same product by viewing
 the channels as (groups, channels per group) and letting matmul broadcast.
-conv_transpose2d is the same pair of kernels used the other way round.
+conv_transpose2d is the same pair of kernels used the other way round.  A
+batch goes through in chunks of images whose column matrix fits in cache, and
+a 1x1 kernel without stride or padding skips im2col (the columns are the
+image).
 A direct C loop (no column matrix) was measured against this on the small
 case it could win, 1x1x28x28 with 8 filters 3x3, and lost even there
 (forward 12.6 vs 10.1 us, weight gradient 40 vs 6 us): compiled for baseline
@@ -240,8 +243,8 @@ cdef int _conv_geom(mg_conv_geom *g, int64_t channels, int64_t H, int64_t W,
     g.out_w = _conv_out(W, kW, g.stride_w, g.pad_w, g.dilation_w)
     if g.out_h < 1 or g.out_w < 1:
         raise ValueError(
-            f"the kernel ({kH}, {kW}) with dilation {tuple(dilation)} does not fit the "
-            f"input ({H}, {W}) padded by {tuple(padding)}")
+            f"the kernel ({kH}, {kW}) with dilation ({g.dilation_h}, {g.dilation_w}) does "
+            f"not fit the input ({H}, {W}) padded by ({g.pad_h}, {g.pad_w})")
     return 0
 
 
@@ -341,7 +344,7 @@ cdef _ConvCall _conv_transpose2d_call(object x, object w, object stride, object 
     _pair(dilation, "dilation", 1, &g.dilation_h, &g.dilation_w)
     _pair(output_padding, "output_padding", 0, &oph, &opw)
     if (oph >= g.stride_h and oph >= g.dilation_h) or (opw >= g.stride_w and opw >= g.dilation_w):
-        raise ValueError(f"output_padding {tuple(output_padding)} must be smaller than "
+        raise ValueError(f"output_padding ({oph}, {opw}) must be smaller than "
                          f"either stride or dilation")
     g.channels = c.C_out
     g.kernel_h = ws[2]
@@ -604,13 +607,13 @@ cdef int _pool_geom(mg_pool_geom *g, cnp.npy_intp *shape, object kernel, object 
         _pair(dilation, "dilation", 1, &g.dilation_h, &g.dilation_w)
     # PyTorch's rule (with dilation a window may still cover padding alone)
     if 2 * g.pad_h > g.kernel_h or 2 * g.pad_w > g.kernel_w:
-        raise ValueError(f"padding {tuple(padding)} must be at most half of the kernel "
-                         f"{tuple(kernel)}")
+        raise ValueError(f"padding ({g.pad_h}, {g.pad_w}) must be at most half of the "
+                         f"kernel ({g.kernel_h}, {g.kernel_w})")
     g.out_h = _pool_out(g.height, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, ceil_mode)
     g.out_w = _pool_out(g.width, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, ceil_mode)
     if g.out_h < 1 or g.out_w < 1:
-        raise ValueError(f"the pooling window {tuple(kernel)} does not fit the input "
-                         f"({g.height}, {g.width}) padded by {tuple(padding)}")
+        raise ValueError(f"the pooling window ({g.kernel_h}, {g.kernel_w}) does not fit "
+                         f"the input ({g.height}, {g.width}) padded by ({g.pad_h}, {g.pad_w})")
     return 0
 
 
@@ -653,7 +656,7 @@ def max_pool2d_backward(gy, argmax, input_shape):
         if s[i] != t[i]:
             raise ValueError(f"gy {_shape(gya)} and argmax {_shape(ia)} must have the same shape")
     if s[0] != shape[0] or s[1] != shape[1]:
-        raise ValueError(f"gy {_shape(gya)} does not fit input_shape {tuple(input_shape)}")
+        raise ValueError(f"gy {_shape(gya)} does not fit input_shape {input_shape!r}")
     cdef mg_pool_geom g
     g.height = shape[2]
     g.width = shape[3]

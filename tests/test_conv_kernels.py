@@ -170,6 +170,8 @@ CONVT_CASES = [
 # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
 MAXPOOL_CASES = [
     (2, 3, 8, 8, 2, 2, 0, 1, False),
+    (2, 2, 6, 10, 2, 2, 0, 1, False),        # odd number of windows per row
+    (1, 2, 7, 11, 2, 2, 0, 1, False),        # ... and a row and column left over
     (2, 3, 7, 7, 2, 2, 0, 1, True),
     (1, 2, 9, 7, (3, 2), (2, 1), 1, 1, True),
     (2, 1, 10, 11, 3, (2, 3), (1, 0), 2, False),
@@ -563,6 +565,14 @@ def test_bad_input_raises_instead_of_crashing():
                                   _conv.conv2d_forward(x, w, None, *ok, 1))
     with pytest.raises(ValueError, match="does not fit"):
         _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), (3, 3), 1)
+    with pytest.raises(ValueError, match="does not fit"):    # messages from int pairs too
+        _conv.conv2d_forward(x, w, None, 1, 0, 3, 1)
+    with pytest.raises(ValueError, match="output_padding"):
+        _conv.conv_transpose2d_forward(x, w.transpose(1, 0, 2, 3).copy(), None, 1, 0, 1, 1, 1)
+    with pytest.raises(ValueError, match="padding"):
+        _conv.max_pool2d_forward(x, 2, 2, 2, 1, False)
+    with pytest.raises(ValueError, match="does not fit"):
+        _conv.avg_pool2d_forward(x, 6, 1, 0, False, True)
     with pytest.raises(ValueError, match="gy"):
         _conv.conv2d_backward(np.zeros((1, 3, 2, 2)), x, w, *ok, 1, True, True, True)
     with pytest.raises(ValueError, match="output_padding"):
@@ -697,8 +707,10 @@ def test_output_sizes_match_torch(torch):
         x = torch.zeros(1, 1, n, n + 1, dtype=torch.float64)
         want = F.max_pool2d(x, k, s, p, d, c).shape[2:]
         assert _conv.pool2d_output_size((n, n + 1), (k, k), (s, s), (p, p), (d, d), c) == tuple(want)
-        want = F.conv2d(x, torch.zeros(1, 1, k, k, dtype=torch.float64), None, s, p, d).shape[2:]
-        assert _conv.conv2d_output_size((n, n + 1), (k, k), (s, s), (p, p), (d, d)) == tuple(want)
+        if not c and n == 7:              # torch's conv setup is slow: a subset
+            w = torch.zeros(1, 1, k, k, dtype=torch.float64)
+            want = F.conv2d(x, w, None, s, p, d).shape[2:]
+            assert _conv.conv2d_output_size((n, n + 1), (k, k), (s, s), (p, p), (d, d)) == tuple(want)
 
 
 def test_max_pool2d_window_over_padding_alone_matches_torch(torch):
