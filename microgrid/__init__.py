@@ -8,10 +8,13 @@
 """
 from ._engine import Value, dot, mean, sum, topological_order
 from .gradcheck import GradcheckError, gradcheck
+from .explain import explain
+from .draw import draw, to_dot
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Value", "sum", "mean", "dot", "topological_order",
     "gradcheck", "GradcheckError",
+    "explain", "draw", "to_dot",
 ]
