@@ -141,8 +141,8 @@ def to_dot(root, *, rankdir="LR", max_nodes=300, depth=3, keep=40):
     if summarised:
         total = sum(summarised.values())
         counts = "\\l".join(f"{op}: {n}" for op, n in summarised.most_common()) + "\\l"
-        lines.append(f'  rest [shape=box, style=dashed, label="{total} more nodes '
-                     f'(graph has {len(order)}; max_nodes={max_nodes})\\l{counts}"];')
+        lines.append(f'  rest [label="{total} more nodes (graph has {len(order)}; '
+                     f'max_nodes={max_nodes})\\l{counts}", shape=box, style=dashed];')
         for op_id in frontier_ops:
             lines.append(f"  rest -> {op_id} [style=dashed];")
     lines.append("}")
