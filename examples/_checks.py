@@ -63,6 +63,24 @@ class Report:
             self.slips.append(f"{what}: hand-work {written}, correct {show(ours)}" + (f" ({why})" if why else ""))
         print(f"  {what:<28} hand {written:<10} microgrid {show(ours):<16} {verdict}")
 
+    def hand_array(self, what, written, ours, why=""):
+        """Compare a hand-written array (integers or exact decimals) with ours,
+        entry by entry; only the entries that differ are listed."""
+        written = np.asarray(written, dtype=float)
+        ours = np.asarray(ours, dtype=float)
+        if written.shape != ours.shape:
+            self.hand_compared += 1
+            self.slips.append(f"{what}: hand-work has shape {written.shape}, correct {ours.shape}")
+            print(f"  {what:<28} DIFFERS: shape {written.shape} by hand, {ours.shape} computed")
+            return
+        wrong = np.argwhere(~np.isclose(written, ours, rtol=0, atol=1e-9))
+        if len(wrong) == 0:
+            self.hand_compared += 1
+            print(f"  {what:<28} all {written.size} entries agree")
+        for idx in wrong:
+            i = tuple(int(k) for k in idx)
+            self.hand(f"{what} {list(i)}", f"{written[i]:g}", ours[i], why)
+
     def check(self, what, ours, reference, tol=1e-9):
         """Compare microgrid's number(s) with an independent reference."""
         ours_a = np.asarray(ours, dtype=float)
