@@ -132,9 +132,11 @@ def to_dot(root, *, rankdir="LR", max_nodes=300, depth=3, keep=40):
                     lines.append(f"  {ids[id(p)]} -> {vid}_op;")
                 else:
                     hidden_parent = True
-            else:   # a constant operand, not a node of the graph
+            elif isinstance(p, Value) or (isinstance(p, (int, float)) and not isinstance(p, bool)):
+                # a constant operand, not a node of the graph
                 const_k += 1
-                lines.append(f"  c{const_k} [label={_quote(f'{float(p.data):g}')}, shape=plaintext];")
+                number = float(p.data) if isinstance(p, Value) else float(p)
+                lines.append(f"  c{const_k} [label={_quote(f'{number:g}')}, shape=plaintext];")
                 lines.append(f"  c{const_k} -> {vid}_op;")
         if hidden_parent:
             frontier_ops.append(f"{vid}_op")

@@ -41,7 +41,7 @@ import html
 import math
 from dataclasses import dataclass, field
 
-from ._engine import Value, topological_order
+from ._engine import Node, Value, topological_order
 
 __all__ = ["explain", "Explanation", "Chain"]
 
@@ -320,7 +320,9 @@ class Explanation:
             raise KeyError(f"explain: no node named {name!r}; names are {self.names()}") from None
 
     def grad(self, name):
-        """d(root)/d(node called ``name``) as shown in the backward section."""
+        """d(root)/d(node called ``name``) in this graph: the engine's ``.grad``,
+        except for a leaf whose ``.grad`` also holds earlier passes (then this
+        graph's share, from explain's own chain rule)."""
         try:
             return self._grads[name]
         except KeyError:
@@ -357,6 +359,8 @@ class Explanation:
         if self._hidden_rows:
             out.append(f"  ... {self._hidden_rows} more rows not shown (max_rows)")
         out += ["", "Backward pass (reverse topological order, as backward() computes it)"]
+        if not self.backward:
+            out.append("  (no node of this graph takes a gradient)")
         root = self.backward[0].name if self.backward else ""
         wn = max([len(f"d{root}/d{r.name}") for r in self.backward] + [1])
         wg = max([len(r.text) for r in self.backward] + [1])
@@ -456,8 +460,6 @@ def explain(root, wrt=None, *, backward="auto", digits=4, max_paths=8, max_rows=
     (every node), or None: 'labels' if any node between root and ``wrt`` has
     a label, else 'all'.
     """
-    from ._engine import Node
-
     if not isinstance(root, Node):
         raise TypeError(f"explain(root=...) takes a graph node (Value or Tensor), got {type(root).__name__}")
     if backward not in ("auto", True, False):
@@ -468,6 +470,8 @@ def explain(root, wrt=None, *, backward="auto", digits=4, max_paths=8, max_rows=
         raise ValueError(f"explain(digits=...) must be a positive int, got {digits!r}")
     if not isinstance(max_paths, int) or max_paths < 0:
         raise ValueError(f"explain(max_paths=...) must be an int >= 0, got {max_paths!r}")
+    if not isinstance(max_rows, int) or max_rows < 2:
+        raise ValueError(f"explain(max_rows=...) must be an int >= 2, got {max_rows!r}")
 
     notes = []
     root_is_tensor = _is_tensor(root)
@@ -499,7 +503,7 @@ def explain(root, wrt=None, *, backward="auto", digits=4, max_paths=8, max_rows=
             engine_ran = True
             notes.append("backward() had already run (the root's grad is set); gradients are "
                          "read as they are, not recomputed.")
-        elif root_is_tensor and getattr(root, "size", 1) != 1:
+        elif root_is_tensor and int(np.prod(root.shape)) != 1:
             notes.append("the root is a non-scalar tensor: explain does not choose a seed "
                          "gradient for it; call backward(grad) first.")
         elif any(nonzero(grad_of(v)) for v in leaves):
@@ -530,8 +534,11 @@ def explain(root, wrt=None, *, backward="auto", digits=4, max_paths=8, max_rows=
         for p in v._parents():
             if id(p) in in_graph:
                 edges.append(_Edge(p, None))
-            else:      # a constant operand, made fresh by _parents()
+            elif isinstance(p, Value):   # a constant operand, made fresh by _parents()
                 edges.append(_Edge(None, float(p.data)))
+            elif isinstance(p, (int, float)) and not isinstance(p, bool):
+                edges.append(_Edge(None, float(p)))
+            # anything else an op keeps beside its operands (shapes, strides) is no input
         edges_of[id(v)] = edges
         me = name(v)
         if _is_tensor(v) or any(e.parent is not None and _is_tensor(e.parent) and v._op != "element"
