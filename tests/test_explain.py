@@ -417,3 +417,21 @@ def test_draw_renders_svg_and_png(tmp_path):
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shown = mg.draw(L)
     assert "<svg" in shown._repr_svg_()
+
+
+def test_drawing_repr_svg_is_none_without_graphviz(monkeypatch):
+    from microgrid.draw import Drawing
+    monkeypatch.setitem(sys.modules, "graphviz", None)
+    assert Drawing(mg.to_dot(V(1.0) * 2))._repr_svg_() is None
+
+
+def test_max_rows_elides_the_middle_but_keeps_every_number():
+    x = V(0.5, label="x")
+    y = x
+    for k in range(30):
+        y = y * 1.01
+    e = mg.explain(y, max_rows=10)
+    assert len(e.forward) == 10
+    assert "21 more rows not shown" in str(e)
+    assert e.value("n16") == pytest.approx(0.5 * 1.01 ** 15, rel=1e-12)
+    assert e.grad("x") == pytest.approx(1.01 ** 30, rel=1e-12)
