@@ -137,7 +137,8 @@ def test_problem08(tmp_path):
 
 def test_problem09_quick(tmp_path):
     out = run("problem09_two_layer_noisy.py", "--quick", tmp_path=tmp_path)
-    assert "check backward() against finite differences" in out
+    assert "check scalar engine: backward() against finite differences (105 parameters)" in out
+    assert "Training on the scalar engine: 1 trial(s), at most 150 iterations each" in out
     assert "(hand-reported: 32, best of many trials)" in out
 
 
