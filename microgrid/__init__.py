@@ -16,6 +16,8 @@ from .functional import (
     conv_transpose2d, cross_entropy, hinge_loss, huber_loss, l1_loss, leaky_relu, linear,
     log_softmax, max_pool2d, mse_loss, nll_loss, pad, relu, sigmoid, softmax, softplus, tanh)
 from .nn import manual_seed
+from .explain import explain
+from .draw import draw, to_dot
 
 __version__ = "0.1.0"
 
@@ -66,4 +68,5 @@ __all__ = [
     "gradcheck", "GradcheckError", "manual_seed",
     "Tensor", "tensor", "zeros", "ones", "randn", "stack", "concatenate", "cat",
     "matmul", "max", "min", "functional", *functional.__all__,
+    "explain", "draw", "to_dot",
 ]

@@ -1,0 +1,779 @@
+"""Worked solutions: ``microgrid.explain(root, wrt=None)``.
+
+This module owns the printed explanation of a computation graph, the way a
+person writes one out by hand:
+
+- Forward: one row per node in topological order, with its name (its
+  ``label``, else ``n<step>``), the op applied to its inputs, its value and
+  the local derivative of the op with respect to each input.
+- Backward: every node's gradient in the order ``backward()`` computes it
+  (reverse topological order), with the chain-rule sum that produces it.
+- Chain (with ``wrt=``): the chain-rule product along every path from the
+  root to one leaf, e.g.
+  ``dL/dw12 = dL/dyhat · dyhat/dh1 · dh1/dz1 · dz1/dw12 = (-2.9199)(-0.2)(1)(-3) = -1.7519``.
+
+The local derivatives are computed here in Python from each op and its
+parents' values (the same formulas as csrc/mg_scalar.h), independently of the
+compiled backward pass, and the gradients they give are checked against the
+``.grad`` that ``backward()`` filled: a worked solution that disagrees with
+the engine says so instead of printing one of the two silently.
+
+When does explain call ``backward()``?  (``backward='auto'``, the default)
+
+- the root's ``.grad`` is already non-zero: backward has run; its gradients
+  are read as they are and never recomputed (running it again would add to
+  the leaves' gradients);
+- otherwise, if every leaf's ``.grad`` is zero, explain runs
+  ``root.backward()`` once, so afterwards the leaves hold exactly this
+  graph's gradients, as if the user had called it;
+- otherwise (leaves hold gradients from earlier passes) explain does not run
+  it, and shows the gradients of this graph from its own chain rule.
+
+``backward=True`` always runs it (the leaves accumulate, as in PyTorch);
+``backward=False`` never does.  A tensor node (any graph node that is not a
+``Value`` but has ``.shape`` and ``.data``) takes a single row with its shape
+and a min/mean/max summary; gradients through tensor ops come from the
+engine only, since their local derivatives are Jacobians.
+"""
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+
+from ._engine import Node, Value, topological_order
+
+__all__ = ["explain", "Explanation", "Chain"]
+
+
+# ---------------------------------------------------------------------------
+# Formatting
+
+def fmt(x, digits=4):
+    """A number as a person writes it: integers bare, else ``digits``
+    decimals with trailing zeros dropped; tiny or huge numbers in e-notation."""
+    x = float(x)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x == 0:
+        return "0"
+    if x == int(x) and abs(x) < 1e15:
+        return str(int(x))
+    if 10.0 ** -(digits - 1) <= abs(x) < 1e7:
+        s = f"{x:.{digits}f}".rstrip("0").rstrip(".")
+        return "0" if s in ("-0", "") else s
+    return f"{x:.{digits}g}"
+
+
+def _paren(s):
+    return f"({s})"
+
+
+def _is_tensor(node):
+    return not isinstance(node, Value) and hasattr(node, "shape") and hasattr(node, "data")
+
+
+def _tensor_summary(arr, digits):
+    import numpy as np
+
+    a = np.asarray(arr, dtype=float)
+    shape = "x".join(str(d) for d in a.shape) or "scalar"
+    if a.size == 0:
+        return f"[{shape}] (empty)"
+    if a.size == 1:
+        return f"[{shape}] {fmt(a.reshape(-1)[0], digits)}"
+    return (f"[{shape}] min {fmt(a.min(), digits)}, mean {fmt(a.mean(), digits)}, "
+            f"max {fmt(a.max(), digits)}")
+
+
+# ---------------------------------------------------------------------------
+# Local derivatives of the scalar ops, from the op and the parents' values
+
+def _sigmoid(x):
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def _sign(x):
+    return 1.0 if x > 0 else (-1.0 if x < 0 else (0.0 if x == x else x))
+
+
+def _pow_grad_base(a, b):
+    if b == 0:
+        return 0.0
+    try:
+        return b * math.pow(a, b - 1.0)
+    except (ValueError, ZeroDivisionError):
+        return math.nan if a < 0 else math.inf
+    except OverflowError:
+        return math.inf
+
+
+def _pow_grad_exponent(a, b, out):
+    if a == 0 and b >= 0:
+        return 0.0
+    if a <= 0:
+        return math.nan if a < 0 else -math.inf * _sign(out)
+    return out * math.log(a)
+
+
+@dataclass
+class _Edge:
+    """One operand of a node: ``parent`` is a graph node, or None for a
+    constant operand (then ``const`` holds its value)."""
+    parent: object
+    const: float | None
+    local: float | None = None       # d(node)/d(operand); None if unknown
+    rule: str = ""                   # the formula, in the operands' names
+
+
+class _Namer:
+    def __init__(self, digits):
+        self.digits = digits
+        self.names = {}
+
+    def __call__(self, node_or_edge):
+        if isinstance(node_or_edge, _Edge):
+            if node_or_edge.parent is None:
+                return fmt(node_or_edge.const, self.digits)
+            node_or_edge = node_or_edge.parent
+        name = self.names.get(id(node_or_edge))
+        if name is None:   # a constant node (an unlabeled leaf that takes no gradient)
+            return fmt(node_or_edge.data, self.digits)
+        return name
+
+
+def _operand(name):
+    """Wrap a compound operand name (a negative number) in parentheses."""
+    return f"({name})" if name.startswith("-") else name
+
+
+def _describe(node, edges, name, digits):
+    """The expression of ``node`` over its operand names, and each edge's
+    local derivative and rule (filled in place).  Returns (expression, known)
+    where ``known`` is False for ops with no backward rule known here."""
+    op = node._op
+    n = [_operand(name(e)) for e in edges]
+    d = [e.parent.data if e.parent is not None else e.const for e in edges]
+    out = node.data
+    me = name(node)
+
+    def set_(i, value, rule):
+        edges[i].local = float(value)
+        edges[i].rule = rule
+
+    if not edges:
+        return "(leaf)", True
+    if op == "+" and len(edges) == 2:
+        set_(0, 1.0, "1")
+        set_(1, 1.0, "1")
+        if edges[1].parent is None and d[1] < 0:
+            return f"{n[0]} - {fmt(-d[1], digits)}", True
+        return f"{n[0]} + {n[1]}", True
+    if op == "-" and len(edges) == 2:
+        set_(0, 1.0, "1")
+        set_(1, -1.0, "-1")
+        return f"{n[0]} - {n[1]}", True
+    if op == "*" and len(edges) == 2:
+        set_(0, d[1], n[1])
+        set_(1, d[0], n[0])
+        return f"{n[0]}*{n[1]}", True
+    if op == "/" and len(edges) == 2:
+        set_(0, 1.0 / d[1] if d[1] != 0 else math.copysign(math.inf, d[1]) if d[1] == d[1] else math.nan,
+             f"1/{n[1]}")
+        set_(1, -d[0] / (d[1] * d[1]) if d[1] != 0 else -math.copysign(math.inf, d[0]),
+             f"-{n[0]}/{n[1]}^2")
+        return f"{n[0]} / {n[1]}", True
+    if op == "**" and len(edges) == 2:
+        set_(0, _pow_grad_base(d[0], d[1]), f"{n[1]}*{n[0]}^({n[1]}-1)")
+        set_(1, _pow_grad_exponent(d[0], d[1], out), f"{me}*log({n[0]})")
+        return f"{n[0]}^{n[1]}", True
+    if op.startswith("**") and len(edges) == 1:
+        k = float(op[2:])
+        set_(0, _pow_grad_base(d[0], k), f"{fmt(k, digits)}*{n[0]}^{fmt(k - 1, digits)}")
+        return f"{n[0]}^{fmt(k, digits)}", True
+    if len(edges) == 1:
+        x, a = d[0], n[0]
+        unary = {
+            "neg": (f"-{a}", -1.0, "-1"),
+            "abs": (f"|{a}|", _sign(x), f"sign({a})"),
+            "ReLU": (f"relu({a})", 1.0 if x > 0 else 0.0, f"[{a} > 0]"),
+            "sigmoid": (f"sigmoid({a})", out * (1.0 - out), f"{me}(1 - {me})"),
+            "tanh": (f"tanh({a})", 1.0 - out * out, f"1 - {me}^2"),
+            "exp": (f"exp({a})", out, me),
+            "log": (f"log({a})", 1.0 / x if x != 0 else math.inf, f"1/{a}"),
+            "sqrt": (f"sqrt({a})", 1.0 / (2.0 * out) if out != 0 else math.inf, f"1/(2 {me})"),
+            "softplus": (f"softplus({a})", _sigmoid(x), f"sigmoid({a})"),
+            "sin": (f"sin({a})", math.cos(x), f"cos({a})"),
+            "cos": (f"cos({a})", -math.sin(x), f"-sin({a})"),
+        }
+        if op in unary:
+            expr, value, rule = unary[op]
+            set_(0, value, rule)
+            return expr, True
+        if op == "leaky_relu":
+            # The slope is not exposed to Python; where x < 0 it is out / x.
+            if x > 0:
+                set_(0, 1.0, f"[{a} > 0]")
+            elif x < 0:
+                set_(0, out / x, "slope")
+            else:
+                edges[0].rule = "slope (not recoverable at 0)"
+            return f"leaky_relu({a})", x != 0
+        if op == "element":
+            set_(0, 1.0, "1 (into one element)")
+            return f"{a}[element]", True
+    if op == "sum":
+        for i in range(len(edges)):
+            set_(i, 1.0, "1")
+        return " + ".join(n), True
+    if op == "mean":
+        k = len(edges)
+        for i in range(k):
+            set_(i, 1.0 / k, f"1/{k}")
+        return f"mean({', '.join(n)})", True
+    if op == "dot":
+        k = len(edges) // 2
+        for i in range(k):
+            set_(i, d[k + i], n[k + i])
+            set_(k + i, d[i], n[i])
+        terms = [f"{n[i]}*{n[k + i]}" for i in range(k)]
+        if len(edges) % 2:
+            set_(2 * k, 1.0, "1")
+            terms.append(n[2 * k])
+        return " + ".join(terms) if terms else "0", True
+    # A node built as Value(data, _children, _op) or an op unknown here:
+    # there is no rule to show (and backward() has none for custom nodes).
+    return f"{op or 'op'}({', '.join(n)})", False
+
+
+# ---------------------------------------------------------------------------
+# The explanation object
+
+@dataclass
+class ForwardRow:
+    step: int
+    name: str
+    expression: str
+    value: str
+    number: object                  # float, or the array of a tensor node
+    derivatives: list = field(default_factory=list)   # (text, value)
+
+
+@dataclass
+class BackwardRow:
+    name: str
+    grad: object                    # float, array, or None (no gradient)
+    text: str                       # the gradient as shown
+    how: str                        # the chain-rule sum that gives it
+    note: str = ""
+
+
+@dataclass
+class Chain:
+    """The chain rule from the root to one input, path by path."""
+    root: str
+    wrt: str
+    total: float                      # sum over all paths
+    n_paths: int
+    paths: list                       # shown paths: (names, factors, product)
+    hidden: int                       # paths not shown
+    hidden_sum: float                 # their contribution
+    lines: list                       # the text
+    engine_grad: float | None = None  # .grad of wrt, where it is this graph's
+
+    def __str__(self):
+        return "\n".join(self.lines)
+
+
+class Explanation:
+    """A worked solution of a graph; ``print()`` it, ``.to_markdown()``, or
+    let Jupyter display it.  Numbers are also available by name:
+    ``value(name)``, ``grad(name)``, ``local(node, input)``, ``chain``."""
+
+    def __init__(self, title, forward, backward, chain, notes, values, grads, locals_,
+                 hidden_rows=0):
+        self.title = title
+        self.forward = forward
+        self.backward = backward
+        self.chain = chain
+        self.notes = notes
+        self._values = values
+        self._grads = grads
+        self._locals = locals_
+        self._hidden_rows = hidden_rows
+
+    # -- numbers by name -----------------------------------------------------
+
+    def names(self):
+        return [row.name for row in self.forward]
+
+    def value(self, name):
+        """The forward value of the node called ``name``."""
+        try:
+            return self._values[name]
+        except KeyError:
+            raise KeyError(f"explain: no node named {name!r}; names are {self.names()}") from None
+
+    def grad(self, name):
+        """d(root)/d(node called ``name``) in this graph: the engine's ``.grad``,
+        except for a leaf whose ``.grad`` also holds earlier passes (then this
+        graph's share, from explain's own chain rule)."""
+        try:
+            return self._grads[name]
+        except KeyError:
+            raise KeyError(f"explain: no gradient for {name!r}") from None
+
+    def local(self, node, operand):
+        """The local derivative d(node)/d(operand), summed over every operand
+        position where ``operand`` appears."""
+        try:
+            return self._locals[(node, operand)]
+        except KeyError:
+            raise KeyError(f"explain: {operand!r} is not an input of {node!r}") from None
+
+    # -- rendering -----------------------------------------------------------
+
+    def _forward_table(self):
+        head = ("step", "node", "expression", "value", "local derivatives")
+        body = [(str(r.step), r.name, r.expression, r.value,
+                 [t for t, _ in r.derivatives]) for r in self.forward]
+        return head, body
+
+    def __str__(self):
+        out = [self.title, "", f"Forward pass ({len(self.forward)} nodes, topological order)"]
+        head, body = self._forward_table()
+        widths = [max([len(head[i])] + [len(b[i]) for b in body]) for i in range(4)]
+        line = lambda cells: "  ".join(c.rjust(widths[0]) if i == 0 else c.ljust(widths[i])
+                                      for i, c in enumerate(cells))
+        out.append(("  " + line(head[:4]) + "  " + head[4]).rstrip())
+        for b in body:
+            derivs = b[4] or [""]
+            out.append(("  " + line(b[:4]) + "  " + derivs[0]).rstrip())
+            pad = " " * (2 + sum(widths) + 2 * 4)
+            out.extend(pad + t for t in derivs[1:])
+        if self._hidden_rows:
+            out.append(f"  ... {self._hidden_rows} more rows not shown (max_rows)")
+        out += ["", "Backward pass (reverse topological order, as backward() computes it)"]
+        if not self.backward:
+            out.append("  (no node of this graph takes a gradient)")
+        root = self.backward[0].name if self.backward else ""
+        wn = max([len(f"d{root}/d{r.name}") for r in self.backward] + [1])
+        wg = max([len(r.text) for r in self.backward] + [1])
+        for r in self.backward:
+            s = f"  {f'd{root}/d{r.name}'.ljust(wn)} = {r.text.ljust(wg)}   {r.how}"
+            out.append(s.rstrip() + (f"   [{r.note}]" if r.note else ""))
+        if self.chain is not None:
+            out += ["", f"Chain rule for d{self.chain.root}/d{self.chain.wrt}"]
+            out += ["  " + l for l in self.chain.lines]
+        if self.notes:
+            out += ["", "Notes"] + [f"  - {n}" for n in self.notes]
+        return "\n".join(out)
+
+    def __repr__(self):
+        return str(self)
+
+    def to_markdown(self):
+        def cell(s):
+            return "`" + s.replace("`", "'").replace("|", "\\|") + "`" if s else ""
+        out = [f"**{self.title}**", "", f"*Forward pass* ({len(self.forward)} nodes, topological order)", "",
+               "| step | node | expression | value | local derivatives |",
+               "|---:|---|---|---:|---|"]
+        for r in self.forward:
+            derivs = "<br>".join(cell(t) for t, _ in r.derivatives)
+            out.append(f"| {r.step} | {cell(r.name)} | {cell(r.expression)} | "
+                       f"{cell(r.value)} | {derivs} |")
+        if self._hidden_rows:
+            out.append(f"| | ... | {self._hidden_rows} more rows not shown | | |")
+        root = self.backward[0].name if self.backward else "root"
+        out += ["", "*Backward pass* (reverse topological order)", "",
+                "| gradient | value | chain rule |", "|---|---:|---|"]
+        for r in self.backward:
+            how = r.how + (f" ({r.note})" if r.note else "")
+            out.append(f"| {cell(f'd{root}/d{r.name}')} | {cell(r.text)} | {cell(how)} |")
+        if self.chain is not None:
+            out += ["", f"*Chain rule for d{self.chain.root}/d{self.chain.wrt}*", "", "```"]
+            out += self.chain.lines + ["```"]
+        if self.notes:
+            out += ["", "*Notes*", ""] + [f"- {n}" for n in self.notes]
+        return "\n".join(out) + "\n"
+
+    def _repr_markdown_(self):
+        return self.to_markdown()
+
+    def _repr_html_(self):
+        e = html.escape
+        code = lambda s: f"<code>{e(s)}</code>" if s else ""
+        out = [f"<p><b>{e(self.title)}</b></p>",
+               f"<p><i>Forward pass</i> ({len(self.forward)} nodes, topological order)</p>",
+               "<table><tr><th>step</th><th>node</th><th>expression</th><th>value</th>"
+               "<th>local derivatives</th></tr>"]
+        for r in self.forward:
+            derivs = "<br>".join(code(t) for t, _ in r.derivatives)
+            out.append(f"<tr><td>{r.step}</td><td>{code(r.name)}</td><td>{code(r.expression)}</td>"
+                       f"<td style='text-align:right'>{code(r.value)}</td><td>{derivs}</td></tr>")
+        out.append("</table>")
+        root = self.backward[0].name if self.backward else "root"
+        out += ["<p><i>Backward pass</i> (reverse topological order)</p>",
+                "<table><tr><th>gradient</th><th>value</th><th>chain rule</th></tr>"]
+        for r in self.backward:
+            how = r.how + (f" ({r.note})" if r.note else "")
+            out.append(f"<tr><td>{code(f'd{root}/d{r.name}')}</td>"
+                       f"<td style='text-align:right'>{code(r.text)}</td><td>{code(how)}</td></tr>")
+        out.append("</table>")
+        if self.chain is not None:
+            out.append(f"<p><i>Chain rule for d{e(self.chain.root)}/d{e(self.chain.wrt)}</i></p>")
+            out.append("<pre>" + e("\n".join(self.chain.lines)) + "</pre>")
+        if self.notes:
+            out.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in self.notes) + "</ul>")
+        return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------
+# explain()
+
+def _is_constant_node(node):
+    """A leaf that stands for a number: no label, takes no gradient."""
+    return (isinstance(node, Value) and not node._parents() and not node.requires_grad
+            and not node.label)
+
+
+def _close(a, b):
+    return a == b or (a != a and b != b) or abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
+def explain(root, wrt=None, *, backward="auto", digits=4, max_paths=8, max_rows=500,
+            through=None):
+    """A worked solution of the graph that ends in ``root``.
+
+    ``wrt``: a leaf node (or its name) whose chain-rule product is written out
+    path by path (at most ``max_paths`` paths shown, the rest summed).
+    ``backward``: 'auto' (see the module docstring), True or False.
+    ``digits``: decimals shown.  ``max_rows``: forward rows printed (the
+    numbers of every node stay available through ``value``/``grad``).
+    ``through``: which nodes the chain is written through: 'labels' (only
+    labeled nodes, unlabeled steps between them multiplied together), 'all'
+    (every node), or None: 'labels' if any node between root and ``wrt`` has
+    a label, else 'all'.
+    """
+    if not isinstance(root, Node):
+        raise TypeError(f"explain(root=...) takes a graph node (Value or Tensor), got {type(root).__name__}")
+    if backward not in ("auto", True, False):
+        raise ValueError(f"explain(backward=...) must be 'auto', True or False, got {backward!r}")
+    if through not in (None, "labels", "all"):
+        raise ValueError(f"explain(through=...) must be None, 'labels' or 'all', got {through!r}")
+    if not isinstance(digits, int) or digits < 1:
+        raise ValueError(f"explain(digits=...) must be a positive int, got {digits!r}")
+    if not isinstance(max_paths, int) or max_paths < 0:
+        raise ValueError(f"explain(max_paths=...) must be an int >= 0, got {max_paths!r}")
+    if not isinstance(max_rows, int) or max_rows < 2:
+        raise ValueError(f"explain(max_rows=...) must be an int >= 2, got {max_rows!r}")
+
+    notes = []
+    root_is_tensor = _is_tensor(root)
+    order = topological_order(root)
+
+    # -- run backward() if the policy says so --------------------------------
+    import numpy as np
+
+    def grad_of(node):
+        g = node.grad
+        return None if g is None else (np.asarray(g, dtype=float) if _is_tensor(node) else float(g))
+
+    def nonzero(g):
+        return g is not None and bool(np.any(np.asarray(g) != 0))
+
+    leaves = [v for v in order if not v._parents() and v.requires_grad]
+    engine_ran = False
+    if not root.requires_grad:
+        notes.append("nothing in this graph requires a gradient: no backward pass.")
+    elif backward is True:
+        if any(nonzero(grad_of(v)) for v in leaves):
+            notes.append("backward=True: leaves already held gradients; their .grad now holds "
+                         "the sum over passes (leaves accumulate).")
+        root.backward()
+        engine_ran = True
+        notes.append("explain ran backward() (backward=True).")
+    elif backward == "auto":
+        if nonzero(grad_of(root)):
+            engine_ran = True
+            notes.append("backward() had already run (the root's grad is set); gradients are "
+                         "read as they are, not recomputed.")
+        elif root_is_tensor and int(np.prod(root.shape)) != 1:
+            notes.append("the root is a non-scalar tensor: explain does not choose a seed "
+                         "gradient for it; call backward(grad) first.")
+        elif any(nonzero(grad_of(v)) for v in leaves):
+            notes.append("backward() not run: leaves already hold gradients from earlier passes "
+                         "and would accumulate; the gradients below come from explain's own "
+                         "chain rule.")
+        else:
+            root.backward()
+            engine_ran = True
+            notes.append("explain ran backward() once (the root's grad was empty); "
+                         "the leaves now hold this graph's gradients.")
+
+    # -- names, rows and local derivatives ------------------------------------
+    name = _Namer(digits)
+    shown_nodes = [v for v in order if not _is_constant_node(v)]
+    used = {}
+    for step, v in enumerate(shown_nodes, 1):
+        base = v.label or f"n{step}"
+        used[base] = used.get(base, 0) + 1
+        name.names[id(v)] = base if used[base] == 1 else f"{base}#{used[base]}"
+
+    in_graph = {id(v) for v in order}
+    edges_of = {}
+    forward, values, locals_ = [], {}, {}
+    known_rule = {}
+    for step, v in enumerate(shown_nodes, 1):
+        edges = []
+        for p in v._parents():
+            if id(p) in in_graph:
+                edges.append(_Edge(p, None))
+            elif isinstance(p, Value):   # a constant operand, made fresh by _parents()
+                edges.append(_Edge(None, float(p.data)))
+            elif isinstance(p, (int, float)) and not isinstance(p, bool):
+                edges.append(_Edge(None, float(p)))
+            # anything else an op keeps beside its operands (shapes, strides) is no input
+        edges_of[id(v)] = edges
+        me = name(v)
+        if _is_tensor(v) or any(e.parent is not None and _is_tensor(e.parent) and v._op != "element"
+                                for e in edges):
+            op = getattr(v, "_op", "") or ""
+            args = ", ".join(name(e) for e in edges)
+            expr = f"{op}({args})" if edges else "(leaf)"
+            if _is_tensor(v):
+                value_text = _tensor_summary(v.data, digits)
+                number = np.asarray(v.data, dtype=float)
+            else:
+                value_text, number = fmt(v.data, digits), float(v.data)
+            known_rule[id(v)] = not edges
+            forward.append(ForwardRow(step, me, expr, value_text, number, []))
+            values[me] = number
+            continue
+        expr, known = _describe(v, edges, name, digits)
+        known_rule[id(v)] = known
+        derivs = []
+        for e in edges:
+            if e.parent is None or _is_constant_node(e.parent):
+                continue          # no derivative is wanted w.r.t. a number
+            pn = name(e)
+            label = f"d{me}/d{pn}"
+            if e.local is None:
+                derivs.append((f"{label} = ? ({e.rule or 'no rule known for this op'})", None))
+                continue
+            rule_num = fmt(e.local, digits)
+            text = f"{label} = {e.rule} = {rule_num}" if e.rule and e.rule != rule_num else f"{label} = {rule_num}"
+            derivs.append((text, e.local))
+            locals_[(me, pn)] = locals_.get((me, pn), 0.0) + e.local
+        forward.append(ForwardRow(step, me, expr, fmt(v.data, digits), float(v.data), derivs))
+        values[me] = float(v.data)
+
+    hidden_rows = max(0, len(forward) - max_rows)
+    if hidden_rows:
+        forward = forward[:max_rows // 2] + forward[len(forward) - (max_rows - max_rows // 2):]
+
+    # -- gradients by explain's own chain rule, in backward's order -----------
+    rname = name(root)
+    own = {id(root): 1.0 if not root_is_tensor else None}
+    terms = {id(v): [] for v in shown_nodes}
+    computable = {id(v): True for v in shown_nodes}
+    computable[id(root)] = not root_is_tensor
+    for v in reversed(shown_nodes):
+        if not v.requires_grad:
+            continue
+        g = own.get(id(v), 0.0)
+        ok = computable[id(v)] and not _is_tensor(v) and known_rule.get(id(v), False)
+        for e in edges_of[id(v)]:
+            p = e.parent
+            if p is None or not p.requires_grad or id(p) not in computable:
+                continue
+            if not ok or e.local is None or _is_tensor(p):
+                computable[id(p)] = False
+                continue
+            own[id(p)] = own.get(id(p), 0.0) + g * e.local
+            terms[id(p)].append((name(v), g, e.local))
+
+    backward_rows, grads = [], {}
+    for v in reversed(shown_nodes):
+        me = name(v)
+        if not v.requires_grad:
+            continue
+        engine = grad_of(v) if engine_ran else None
+        mine = own.get(id(v), 0.0) if computable[id(v)] else None
+        note = ""
+        if v is root:
+            how = "1 (seed)" if not root_is_tensor else "seed"
+        elif mine is None:
+            how = "through tensor ops or an op without a known rule: from backward()"
+        else:
+            t = terms[id(v)]
+            sym = " + ".join(f"d{rname}/d{c} · d{c}/d{me}" for c, _, _ in t[:4])
+            num = " + ".join(f"({fmt(g, digits)})({fmt(l, digits)})" for _, g, l in t[:4])
+            if len(t) > 4:
+                sym += f" + ... ({len(t) - 4} more terms)"
+                num += " + ..."
+            how = f"= {sym} = {num}" if t else "= 0 (no path from the root)"
+        if engine is not None and not _is_tensor(v):
+            shown = engine
+            if mine is not None and not _close(engine, mine):
+                if not v._parents():
+                    note = (f".grad holds {fmt(engine, digits)} but this graph contributes "
+                            f"{fmt(mine, digits)}: the leaf accumulated earlier passes")
+                else:
+                    note = (f"explain's chain rule gives {fmt(mine, digits)} but backward() gave "
+                            f"{fmt(engine, digits)}: an op here has no backward rule known to explain")
+                    notes.append(f"d{rname}/d{me}: {note}.")
+        elif engine is not None:
+            shown = engine
+        else:
+            shown = mine
+        if shown is None:
+            text = "(not computed)"
+        elif isinstance(shown, np.ndarray):
+            text = _tensor_summary(shown, digits)
+        else:
+            text = fmt(shown, digits)
+        backward_rows.append(BackwardRow(me, shown, text, how, note))
+        grads[me] = mine if (mine is not None and not v._parents()) else shown
+
+    # -- the chain for one input ----------------------------------------------
+    chain = None
+    if wrt is not None:
+        chain = _chain(root, wrt, shown_nodes, edges_of, name, digits, max_paths, through,
+                       own, computable, grad_of if engine_ran else None, known_rule)
+
+    shown_root = _tensor_summary(root.data, digits) if root_is_tensor else fmt(root.data, digits)
+    title = f"Worked solution for {rname} = {shown_root}"
+    return Explanation(title, forward, backward_rows, chain, notes, values, grads, locals_,
+                       hidden_rows)
+
+
+def _chain(root, wrt, nodes, edges_of, name, digits, max_paths, through, own, computable,
+           grad_of, known_rule):
+    by_name = {name(v): v for v in nodes}
+    if isinstance(wrt, str):
+        if wrt not in by_name:
+            raise ValueError(f"explain(wrt={wrt!r}): no node of the graph has that name; "
+                             f"names are {sorted(by_name)}")
+        wrt = by_name[wrt]
+    ids = {id(v) for v in nodes}
+    if id(wrt) not in ids:
+        raise ValueError("explain(wrt=...): that node is not part of the graph of root")
+    if _is_tensor(wrt) or _is_tensor(root):
+        raise ValueError("explain(wrt=...): the chain is written for scalar nodes only "
+                         "(a tensor's local derivatives are Jacobians)")
+    rname, wname = name(root), name(wrt)
+
+    # nodes on some path root -> wrt (they reach wrt, in topological order)
+    reaches = {id(wrt)}
+    for v in nodes:
+        if any(e.parent is not None and id(e.parent) in reaches for e in edges_of[id(v)]):
+            reaches.add(id(v))
+    if id(root) not in reaches:
+        lines = [f"d{rname}/d{wname} = 0: {rname} does not depend on {wname}"]
+        return Chain(rname, wname, 0.0, 0, [], 0, 0.0, lines)
+    on_path = [v for v in nodes if id(v) in reaches]
+    for v in on_path:
+        if v is not wrt and not known_rule.get(id(v), False):
+            raise ValueError(f"explain(wrt=...): node {name(v)} has no local derivative rule "
+                             "known to explain, so its chain cannot be written")
+
+    interior = [v for v in on_path if v is not root and v is not wrt]
+    if through is None:
+        through = "labels" if any(v.label for v in interior) else "all"
+    if through == "all":
+        waypoint = {id(v) for v in on_path}
+    else:
+        waypoint = {id(v) for v in on_path if v.label} | {id(root), id(wrt)}
+
+    # segments: from each waypoint A to the next waypoints B, summing the
+    # products over the unnamed routes between them (one per edge in 'all')
+    pos = {id(v): i for i, v in enumerate(on_path)}
+    segments = {}        # id(A) -> list of (B, value)
+    for a in on_path:
+        if id(a) not in waypoint or a is wrt:
+            continue
+        if through == "all":
+            segments[id(a)] = [(e.parent, e.local) for e in edges_of[id(a)]
+                               if e.parent is not None and id(e.parent) in reaches]
+            continue
+        acc = {id(a): 1.0}
+        found = {}
+        for v in reversed(on_path[:pos[id(a)] + 1]):
+            if id(v) not in acc:
+                continue
+            g = acc[id(v)]
+            for e in edges_of[id(v)]:
+                p = e.parent
+                if p is None or id(p) not in reaches:
+                    continue
+                if id(p) in waypoint:
+                    found[id(p)] = (p, found.get(id(p), (p, 0.0))[1] + g * e.local)
+                else:
+                    acc[id(p)] = acc.get(id(p), 0.0) + g * e.local
+        segments[id(a)] = sorted(found.values(), key=lambda pv: -pos[id(pv[0])])
+
+    # number of paths (exact integers) and their total, then the first few
+    count = {id(wrt): 1}
+    total = {id(wrt): 1.0}
+    for v in on_path:
+        if id(v) in segments:
+            count[id(v)] = sum(count.get(id(b), 0) for b, _ in segments[id(v)])
+            total[id(v)] = math.fsum(val * total.get(id(b), 0.0) for b, val in segments[id(v)])
+    n_paths = count[id(root)]
+    grand = total[id(root)]
+
+    shown = []
+    stack = [(root, [root], [])]
+    while stack and len(shown) < max_paths:
+        v, names_, factors = stack.pop()
+        if v is wrt:
+            prod = 1.0
+            for f in factors:
+                prod *= f
+            shown.append(([name(u) for u in names_], factors, prod))
+            continue
+        for b, val in reversed(segments.get(id(v), [])):
+            stack.append((b, names_ + [b], factors + [val]))
+    hidden = n_paths - len(shown)
+    hidden_sum = grand - math.fsum(p for _, _, p in shown)
+
+    def product_text(names_, factors, prod):
+        sym = " · ".join(f"d{names_[i]}/d{names_[i + 1]}" for i in range(len(factors)))
+        num = "".join(f"({fmt(f, digits)})" for f in factors)
+        return sym, num, fmt(prod, digits)
+
+    lines = []
+    head = f"d{rname}/d{wname}"
+    if n_paths == 1 and shown:
+        sym, num, p = product_text(*shown[0])
+        lines.append(f"{head} = {sym} = {num} = {p}")
+    else:
+        lines.append(f"{head} = sum over {n_paths} paths from {rname} to {wname}:")
+        for k, path in enumerate(shown, 1):
+            sym, num, p = product_text(*path)
+            lines.append(f"  path {k}: {sym} = {num} = {p}")
+        if hidden:
+            lines.append(f"  ... {hidden} more paths not shown, contributing {fmt(hidden_sum, digits)} in all")
+        parts = [fmt(p, digits) for _, _, p in shown] + ([fmt(hidden_sum, digits)] if hidden else [])
+        lines.append(f"{head} = " + " + ".join(parts) + f" = {fmt(grand, digits)}")
+    engine = None
+    if grad_of is not None:
+        engine = grad_of(wrt)
+        mine = own.get(id(wrt)) if computable.get(id(wrt)) else None
+        if mine is not None and _close(engine, mine):
+            if _close(engine, grand):
+                lines.append(f"(backward() gives {wname}.grad = {fmt(engine, digits)}: agrees)")
+            else:
+                lines.append(f"(backward() gives {wname}.grad = {fmt(engine, digits)}: DISAGREES "
+                             f"with the path sum {fmt(grand, digits)})")
+        else:
+            lines.append(f"({wname}.grad = {fmt(engine, digits)} includes gradients from other passes; "
+                         f"this graph contributes {fmt(grand, digits)})")
+            engine = None
+    return Chain(rname, wname, grand, n_paths, shown, hidden, hidden_sum, lines, engine)

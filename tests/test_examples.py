@@ -1,0 +1,167 @@
+"""Runs every exam-problem script in examples/ (shared/exam-problems.md).
+
+Each script exits 0 only if microgrid's numbers match its independent
+reference values; the tests also look for the key lines of each worked
+solution, including the slips in the hand-work that the scripts must report.
+Scripts that need microgrid's tensor part (Tensor, nn layers, functional,
+optim, datasets) are skipped where this build does not have it.
+"""
+import importlib
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import microgrid
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+SCRIPTS = [
+    "problem01_two_neuron_bce.py", "problem02_perceptron.py", "problem03_parameter_count.py",
+    "problem04_relu_logic.py", "problem05_softmax.py", "problem06_stable_sigmoid.py",
+    "problem07_conv_pool.py", "problem08_conv_transpose.py", "problem09_two_layer_noisy.py",
+    "problem10_saliency.py", "problem11_lime.py",
+]
+
+TENSOR = ("Tensor", "tensor")
+
+
+def has(*names):
+    """True if microgrid has every dotted attribute (e.g. 'nn.Conv2d')."""
+    for dotted in names:
+        obj = microgrid
+        parts = dotted.split(".")
+        for i, part in enumerate(parts):
+            if hasattr(obj, part):
+                obj = getattr(obj, part)
+                continue
+            try:
+                obj = importlib.import_module("microgrid." + ".".join(parts[:i + 1]))
+            except ImportError:
+                return False
+    return True
+
+
+def needs(*names):
+    if not has(*names):
+        pytest.skip(f"this build of microgrid lacks one of {names}")
+
+
+def run(script, *args, tmp_path):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["MPLBACKEND"] = "Agg"
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert "All of microgrid's numbers match the independent reference values." in proc.stdout
+    assert "MISMATCH" not in proc.stdout and "FAILED" not in proc.stdout
+    return proc.stdout
+
+
+def test_one_script_per_problem():
+    present = sorted(p.name for p in EXAMPLES.glob("problem*.py"))
+    assert present == SCRIPTS
+    for name in SCRIPTS:
+        text = (EXAMPLES / name).read_text()
+        assert text.startswith('"""') and "Run:" in text
+
+
+def test_problem01(tmp_path):
+    out = run("problem01_two_neuron_bce.py", tmp_path=tmp_path)
+    assert ("dL/dw12 = dL/dyhat · dyhat/dh1 · dh1/dz1 · dz1/dw12 "
+            "= (-2.9199)(-0.2)(1)(-3) = -1.7519") in out
+    assert "check h2                                       microgrid 0.2890504974" in out
+    assert "microgrid 1.071539694" in out
+    slip = next(line for line in out.splitlines() if line.lstrip().startswith("dL/dw12") and "hand" in line)
+    assert "hand 1.75" in slip and "microgrid -1.751923049" in slip and "DIFFERS" in slip
+    assert "sign slip" in slip
+    assert "number of parameters         hand 9          microgrid 9                agrees" in out
+    assert "Where the hand-work differs from the correct values:" in out
+
+
+def test_problem02(tmp_path):
+    out = run("problem02_perceptron.py", tmp_path=tmp_path)
+    assert "w -= grad = [1, 3, 2]" in out
+    slip = next(line for line in out.splitlines() if "w.[1,1,0] = 1*1 + 3*1 + 2*0  hand" in line)
+    assert "hand 5" in slip and "microgrid 4" in slip and "arithmetic slip" in slip
+    assert "sign(w.[1,1,0])              hand 1          microgrid 1                agrees" in out
+
+
+def test_problem03(tmp_path):
+    needs(*TENSOR, "nn.Linear", "nn.Conv2d", "nn.MaxPool2d", "nn.Sequential")
+    out = run("problem03_parameter_count.py", tmp_path=tmp_path)
+    assert "one-vs-rest parameters       hand 105        microgrid 105" in out
+    assert "Conv2D parameters            hand 250        microgrid 250" in out
+
+
+def test_problem04(tmp_path):
+    out = run("problem04_relu_logic.py", tmp_path=tmp_path)
+    assert "   1   1  |  0       0       0" in out          # XOR(1,1) with its kink gradients
+    assert "check gradient at x = 0 is 0 (relu'(0) = 0, as in PyTorch) dy/dx = 0: ok" in out
+
+
+def test_problem05(tmp_path):
+    out = run("problem05_softmax.py", tmp_path=tmp_path)
+    assert "P(class 1)                   hand 0.534      microgrid 0.5344466454     agrees" in out
+    assert "dp1/da1 = -0.2856 + 0.5344 = 0.2488" in out
+
+
+def test_problem06_quick(tmp_path):
+    out = run("problem06_stable_sigmoid.py", "--quick", tmp_path=tmp_path)
+    assert "sigmoid(-1000) = 0.0, derivative 0.0" in out
+    assert "sigmoid(1000)  = 1.0, derivative 0.0" in out
+    assert "check finite differences against backward()" in out
+    if has(*TENSOR, "nn.Linear", "nn.Sequential", "optim.SGD", "datasets.load_digits"):
+        assert "check step size 0.1 learns" in out and "check step size 10 collapses" in out
+    else:
+        assert "5. Training" in out and "not run: needs microgrid.Tensor" in out
+
+
+def test_problem07(tmp_path):
+    needs(*TENSOR, "functional.conv2d", "functional.max_pool2d")
+    out = run("problem07_conv_pool.py", tmp_path=tmp_path)
+    assert out.count("entries agree") == 5
+    assert "check d(sum of pooled maps)/d(image)" in out
+
+
+def test_problem08(tmp_path):
+    needs(*TENSOR, "functional.conv2d", "functional.conv_transpose2d")
+    out = run("problem08_conv_transpose.py", tmp_path=tmp_path)
+    assert "check the two constructions agree" in out
+    assert "output[0,0]                  hand -9         microgrid -9               agrees" in out
+
+
+def test_problem09_quick(tmp_path):
+    out = run("problem09_two_layer_noisy.py", "--quick", tmp_path=tmp_path)
+    assert "check scalar engine: backward() against finite differences (105 parameters)" in out
+    assert "Training on the scalar engine: 1 trial(s), at most 150 iterations each" in out
+    assert "(hand-reported: 32, best of many trials)" in out
+
+
+def test_problem10_quick(tmp_path):
+    needs(*TENSOR, "nn.Conv2d", "nn.MaxPool2d", "nn.Flatten", "nn.Linear", "functional.cross_entropy",
+          "optim.Adam", "datasets.load_digits")
+    out = run("problem10_saliency.py", "--quick", "--png", str(tmp_path / "s.png"), tmp_path=tmp_path)
+    assert "its saliency map:" in out and "against central differences" in out
+
+
+def test_problem11_quick(tmp_path):
+    needs(*TENSOR, "nn.Linear", "functional.softmax", "functional.cross_entropy", "optim.SGD",
+          "optim.Adam", "datasets.load_digits")
+    out = run("problem11_lime.py", "--quick", tmp_path=tmp_path)
+    assert "check weights against the closed-form solve" in out
+    assert "sparse explanation" in out
+
+
+def test_tensor_scripts_say_what_they_need(tmp_path):
+    if has(*TENSOR, "nn.Conv2d"):
+        pytest.skip("this build has the tensor part")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "problem03_parameter_count.py")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "cannot run: this script needs microgrid.Tensor" in proc.stdout
