@@ -117,29 +117,3 @@ class Report:
             sys.exit(1)
         print("All of microgrid's numbers match the independent reference values.")
         sys.exit(0)
-
-
-def needs(*names):
-    """Exit with status 2 and a clear message unless microgrid has every
-    attribute in ``names`` (dotted, e.g. 'nn.Conv2d'): the tensor parts of
-    microgrid come from other branches."""
-    import importlib
-
-    import microgrid
-
-    missing = []
-    for dotted in names:
-        obj = microgrid
-        parts = dotted.split(".")
-        for i, part in enumerate(parts):
-            if not hasattr(obj, part):
-                try:
-                    obj = importlib.import_module("microgrid." + ".".join(parts[:i + 1]))
-                    continue
-                except ImportError:
-                    missing.append("microgrid." + dotted)
-                    break
-            obj = getattr(obj, part)
-    if missing:
-        print(f"cannot run: this script needs {', '.join(missing)}, not present in this build of microgrid")
-        sys.exit(2)

@@ -15,7 +15,7 @@ Run:  python examples/problem03_parameter_count.py
 import numpy as np
 
 import microgrid as mg
-from _checks import Report, needs
+from _checks import Report
 
 
 def count(module):
@@ -23,7 +23,6 @@ def count(module):
 
 
 def main():
-    needs("Tensor", "tensor", "nn.Linear", "nn.Conv2d", "nn.MaxPool2d", "nn.Sequential")
     import microgrid.nn as nn
 
     report = Report("Problem 3: counting parameters")

@@ -205,13 +205,8 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="one trial of 150 iterations (for tests; does not converge)")
     args = parser.parse_args()
-    has_tensor = hasattr(mg, "tensor") and all(hasattr(mod, name) for mod, name in
-                                                _tensor_api())
     if args.engine == "auto":
-        args.engine = "tensor" if has_tensor and not args.quick else "scalar"
-    if args.engine == "tensor" and not has_tensor:
-        parser.error("--engine tensor needs microgrid.tensor, nn.Linear and "
-                     "functional.binary_cross_entropy_with_logits")
+        args.engine = "scalar" if args.quick else "tensor"
     if args.quick:
         args.trials, args.max_iter = 1, 150
     if args.max_iter is None:
@@ -224,7 +219,7 @@ def main():
           f"(24 draws), inputs scaled by 10")
 
     report.section("Gradient check at the initial weights (central differences, 40 points)")
-    for engine in ["scalar"] + (["tensor"] if has_tensor else []):
+    for engine in ["scalar", "tensor"]:
         gradient_check(report, engine, args.hidden, X[:40], y[:40])
 
     report.section(f"Training on the {args.engine} engine: {args.trials} trial(s), "
@@ -256,16 +251,6 @@ def main():
     if args.quick:
         print("  (--quick: far too few iterations to converge; the count is not comparable)")
     report.finish()
-
-
-def _tensor_api():
-    try:
-        import microgrid.functional as F
-        import microgrid.nn as nn
-    except ImportError:
-        return [(mg, "__missing__")]
-    return [(nn, "Linear"), (nn, "ReLU"), (nn, "Sequential"),
-            (F, "binary_cross_entropy_with_logits")]
 
 
 if __name__ == "__main__":

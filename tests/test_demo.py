@@ -3,11 +3,11 @@ matplotlib and tqdm, and the digits examples it builds on
 (examples/digits_cnn.py, examples/digits_3v9.py) run with --quick."""
 import io
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import run_example
 
 import microgrid as mg
 from microgrid import demo, nn
@@ -99,10 +99,6 @@ def test_bad_command_line_is_refused(capsys):
     assert exc.value.code == 2 and "seed" in capsys.readouterr().err
 
 
-def run_example(name, *args):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, os.path.join(ROOT, "examples", name), *args],
-                          capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_digits_cnn_example_quick():

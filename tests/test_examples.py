@@ -3,21 +3,8 @@
 Each script exits 0 only if microgrid's numbers match its independent
 reference values; the tests also look for the key lines of each worked
 solution, including the slips in the hand-work that the scripts must report.
-Scripts that need microgrid's tensor part (Tensor, nn layers, functional,
-optim, datasets) are skipped where this build does not have it.
 """
-import importlib
-import os
-import pathlib
-import subprocess
-import sys
-
-import pytest
-
-import microgrid
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
+from conftest import EXAMPLES, run_example
 
 SCRIPTS = [
     "problem01_two_neuron_bce.py", "problem02_perceptron.py", "problem03_parameter_count.py",
@@ -26,36 +13,8 @@ SCRIPTS = [
     "problem10_saliency.py", "problem11_lime.py",
 ]
 
-TENSOR = ("Tensor", "tensor")
-
-
-def has(*names):
-    """True if microgrid has every dotted attribute (e.g. 'nn.Conv2d')."""
-    for dotted in names:
-        obj = microgrid
-        parts = dotted.split(".")
-        for i, part in enumerate(parts):
-            if hasattr(obj, part):
-                obj = getattr(obj, part)
-                continue
-            try:
-                obj = importlib.import_module("microgrid." + ".".join(parts[:i + 1]))
-            except ImportError:
-                return False
-    return True
-
-
-def needs(*names):
-    if not has(*names):
-        pytest.skip(f"this build of microgrid lacks one of {names}")
-
-
 def run(script, *args, tmp_path):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    env["MPLBACKEND"] = "Agg"
-    proc = subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = run_example(script, *args, cwd=tmp_path)
     assert proc.returncode == 0, f"{script} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "All of microgrid's numbers match the independent reference values." in proc.stdout
     assert "MISMATCH" not in proc.stdout and "FAILED" not in proc.stdout
@@ -92,7 +51,6 @@ def test_problem02(tmp_path):
 
 
 def test_problem03(tmp_path):
-    needs(*TENSOR, "nn.Linear", "nn.Conv2d", "nn.MaxPool2d", "nn.Sequential")
     out = run("problem03_parameter_count.py", tmp_path=tmp_path)
     assert "one-vs-rest parameters       hand 105        microgrid 105" in out
     assert "Conv2D parameters            hand 250        microgrid 250" in out
@@ -115,21 +73,16 @@ def test_problem06_quick(tmp_path):
     assert "sigmoid(-1000) = 0.0, derivative 0.0" in out
     assert "sigmoid(1000)  = 1.0, derivative 0.0" in out
     assert "check finite differences against backward()" in out
-    if has(*TENSOR, "nn.Linear", "nn.Sequential", "optim.SGD", "datasets.load_digits"):
-        assert "check step size 0.1 learns" in out and "check step size 10 collapses" in out
-    else:
-        assert "5. Training" in out and "not run: needs microgrid.Tensor" in out
+    assert "check step size 0.1 learns" in out and "check step size 10 collapses" in out
 
 
 def test_problem07(tmp_path):
-    needs(*TENSOR, "functional.conv2d", "functional.max_pool2d")
     out = run("problem07_conv_pool.py", tmp_path=tmp_path)
     assert out.count("entries agree") == 5
     assert "check d(sum of pooled maps)/d(image)" in out
 
 
 def test_problem08(tmp_path):
-    needs(*TENSOR, "functional.conv2d", "functional.conv_transpose2d")
     out = run("problem08_conv_transpose.py", tmp_path=tmp_path)
     assert "check the two constructions agree" in out
     assert "output[0,0]                  hand -9         microgrid -9               agrees" in out
@@ -143,25 +96,11 @@ def test_problem09_quick(tmp_path):
 
 
 def test_problem10_quick(tmp_path):
-    needs(*TENSOR, "nn.Conv2d", "nn.MaxPool2d", "nn.Flatten", "nn.Linear", "functional.cross_entropy",
-          "optim.Adam", "datasets.load_digits")
     out = run("problem10_saliency.py", "--quick", "--png", str(tmp_path / "s.png"), tmp_path=tmp_path)
     assert "its saliency map:" in out and "against central differences" in out
 
 
 def test_problem11_quick(tmp_path):
-    needs(*TENSOR, "nn.Linear", "functional.softmax", "functional.cross_entropy", "optim.SGD",
-          "optim.Adam", "datasets.load_digits")
     out = run("problem11_lime.py", "--quick", tmp_path=tmp_path)
     assert "check weights against the closed-form solve" in out
     assert "sparse explanation" in out
-
-
-def test_tensor_scripts_say_what_they_need(tmp_path):
-    if has(*TENSOR, "nn.Conv2d"):
-        pytest.skip("this build has the tensor part")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, str(EXAMPLES / "problem03_parameter_count.py")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert "cannot run: this script needs microgrid.Tensor" in proc.stdout

@@ -9,6 +9,7 @@ import microgrid as mg
 from microgrid import Graph, Value
 from microgrid.nn import MLP
 
+from conftest import run_example
 from test_engine import build_random_graph, step
 
 
@@ -138,7 +139,7 @@ def test_tensor_and_scalar_replay_equals_rebuild():
     b = mg.tensor(rng.normal(size=5), requires_grad=True)
     scale = Value(0.7)
     g = Graph(mixed_loss(x, w, b, scale))
-    for step in range(5):
+    for _ in range(5):
         x.data[...] = rng.normal(size=(4, 3))
         scale.data = float(rng.normal())
         w.grad[...] = 0
@@ -168,17 +169,6 @@ def test_shape_change_of_a_leaf_tensor_is_refused():
 
 
 # -- the replay examples run ------------------------------------------------------
-
-def run_example(name, *args):
-    import os
-    import subprocess
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(mg.__file__)))
-    env = dict(os.environ, PYTHONPATH=package_parent)
-    return subprocess.run([sys.executable, os.path.join(root, "examples", name), *args],
-                          capture_output=True, text=True, env=env, timeout=300)
-
 
 @pytest.mark.parametrize("name", ["replay_moons.py", "replay_cnn.py"])
 def test_replay_examples(name):
