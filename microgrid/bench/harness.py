@@ -76,25 +76,30 @@ def _as_float_array(x):
 
 
 def compare(numbers, reference, rtol, atol):
-    """Compare two dicts of numbers; returns a check record."""
-    missing = sorted(set(reference) ^ set(numbers))
-    if missing:
-        return {"passed": False, "error": f"quantities differ: {missing}"}
+    """Compare two dicts of numbers as numpy.allclose would, except that
+    equal infinities and NaN against NaN agree; returns a check record."""
+    names = sorted(set(reference) ^ set(numbers))
+    if names:
+        return {"passed": False, "error": f"quantities differ: {names}"}
     worst_abs, worst_rel, worst_name, passed = 0.0, 0.0, None, True
     for key in reference:
         got, want = _as_float_array(numbers[key]), _as_float_array(reference[key])
         if got.shape != want.shape:
             return {"passed": False, "error": f"{key}: shape {got.shape} != {want.shape}"}
-        same_nonfinite = (~np.isfinite(want)) & (got == want)
-        diff = np.where(same_nonfinite, 0.0, np.abs(got - want))
-        if not np.all(diff <= atol + rtol * np.abs(want)) or np.any(np.isnan(diff)):
+        with np.errstate(invalid="ignore", over="ignore"):
+            same = (got == want) | (np.isnan(got) & np.isnan(want))
+            finite = np.isfinite(got) & np.isfinite(want)
+            # Any disagreement involving inf or NaN counts as infinitely far.
+            diff = np.where(same, 0.0, np.where(finite, np.abs(got - want), np.inf))
+            bad = diff > atol + rtol * np.where(finite, np.abs(want), 0.0)
+            rel = diff / np.maximum(np.abs(np.where(finite, want, 1.0)), np.finfo(np.float64).tiny)
+        if bad.any():
             passed = False
         if diff.size:
-            scale = np.maximum(np.abs(want), np.finfo(np.float64).tiny)
-            i = int(np.nanargmax(diff)) if not np.all(np.isnan(diff)) else 0
-            if diff[i] > worst_abs or np.isnan(diff[i]):
+            i = int(np.argmax(diff))
+            if diff[i] > worst_abs or worst_name is None:
                 worst_abs, worst_name = float(diff[i]), key
-            worst_rel = max(worst_rel, float(np.nanmax(diff / scale)))
+            worst_rel = max(worst_rel, float(rel.max()))
     out = {"passed": bool(passed), "max_abs_err": worst_abs, "max_rel_err": worst_rel,
            "rtol": rtol, "atol": atol}
     if not passed:

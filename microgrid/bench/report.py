@@ -4,6 +4,7 @@ import datetime
 import importlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 
@@ -172,9 +173,20 @@ def markdown(report, command=None):
     return "\n".join(lines) + "\n"
 
 
+def _strict(obj):
+    """JSON has no inf or NaN: they become strings ("inf", "nan")."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def write_json(report, path):
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+        json.dump(_strict(report), f, indent=2, allow_nan=False)
         f.write("\n")
 
 
