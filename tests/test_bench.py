@@ -237,3 +237,19 @@ def test_json_report_is_strict_json(tmp_path):
     data = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c))
     assert data["results"][0]["check"]["max_abs_err"] == "inf"
     assert data["machine"]["cores"] >= 1 and data["versions"]["python"]
+
+
+def test_an_exception_in_a_workload_is_recorded_not_raised():
+    w = FakeWorkload({"microgrid": {"x": 1.0}, "micrograd": {"x": 1.0}},
+                     raise_in_prepare={"micrograd": AttributeError("no attribute 'reshape'")})
+    recs = harness.run_workload(w, ["microgrid", "micrograd"], quick=True, log=None)
+    assert "median_s" in recs[0]
+    assert recs[1]["error"] and "AttributeError: no attribute 'reshape'" in recs[1]["skipped"]
+
+
+def test_a_missing_feature_is_skipped_not_an_error():
+    w = FakeWorkload({"microgrid": {"x": 1.0}},
+                     raise_in_prepare={"microgrid": ImportError("cannot import name _conv")})
+    w.engines = ("microgrid",)
+    rec = harness.run_workload(w, ["microgrid"], quick=True, log=None)[0]
+    assert "error" not in rec and "cannot import name _conv" in rec["skipped"]

@@ -83,7 +83,7 @@ def _set_torch_threads(engines, n):
 
 def run(args, argv_text="microgrid bench", out=None):
     """Run ``microgrid bench`` with parsed ``args``; returns the exit status
-    (0, or 1 when a cross-engine check failed)."""
+    (0, or 1 when a cross-engine check failed or a workload raised)."""
     from . import harness, registry, report
 
     out = out or sys.stdout
@@ -118,12 +118,19 @@ def run(args, argv_text="microgrid bench", out=None):
         report.write_markdown(rep, args.markdown, argv_text)
     if args.plot:
         report.write_plot(rep, args.plot)
+    status = 0
     failed = [r for r in results if r.get("check") and not r["check"]["passed"]]
     if failed:
         names = ", ".join(f"{r['workload']}[{r['engine']}]" for r in failed)
         print(f"\nerror: engines disagree (not timed): {names}", file=sys.stderr)
-        return 1
-    return 0
+        status = 1
+    errors = [r for r in results if r.get("error")]
+    if errors:
+        names = ", ".join(f"{r['workload']}[{r['engine']}]" for r in errors)
+        print(f"\nerror: workloads raised an exception (see the table): {names}",
+              file=sys.stderr)
+        status = 1
+    return status
 
 
 def main(argv=None):

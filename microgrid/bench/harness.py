@@ -185,6 +185,7 @@ def run_workload(workload, engines, quick=False, repeats=None, use_gc=True, log=
             record["skipped"] = reason
             continue
         _log(f"  {workload.name} [{engine}]", log)
+        case = None         # the previous engine's graph is freed before this one's
         try:
             case = workload.prepare(engine, quick)
             t0 = time.perf_counter()
@@ -196,6 +197,14 @@ def run_workload(workload, engines, quick=False, repeats=None, use_gc=True, log=
         except RecursionError:
             record["skipped"] = (f"RecursionError at Python's recursion limit "
                                  f"({sys.getrecursionlimit()}): {engine} walks the graph recursively")
+            continue
+        except (ImportError, NotImplementedError) as exc:
+            # A feature this build does not have yet (e.g. a kernel module).
+            record["skipped"] = f"not available in this build: {type(exc).__name__}: {exc}"
+            continue
+        except Exception as exc:        # a bug or an API gap: report it, run the rest
+            record["skipped"] = f"error: {type(exc).__name__}: {exc}"
+            record["error"] = True
             continue
         if reference is None:
             reference, ref_engine = numbers, engine
@@ -220,7 +229,12 @@ def run_workload(workload, engines, quick=False, repeats=None, use_gc=True, log=
         except Skip as exc:
             record["skipped"] = str(exc)
             continue
-        del case
+        except Exception as exc:
+            record["skipped"] = f"error while timing: {type(exc).__name__}: {exc}"
+            record["error"] = True
+            continue
+        finally:
+            case = None
         record.update(median_s=statistics.median(times), min_s=min(times),
                       repeats=done, number=number, times_s=times)
     _add_units_and_ratios(workload, records, quick)

@@ -12,16 +12,25 @@ MODULES = ("scalar", "exam", "moons", "tensors")
 OPTIONAL_MODULES = ("replay", "tensor_ops", "conv_kernels")
 
 
+def _is_workload_list(items):
+    from .harness import Workload
+    return isinstance(items, (list, tuple)) and all(isinstance(w, Workload) for w in items)
+
+
 def all_workloads():
     workloads = []
-    for name in MODULES + OPTIONAL_MODULES:
+    for name in MODULES:
+        workloads.extend(importlib.import_module(f"{__package__}.{name}").WORKLOADS)
+    for name in OPTIONAL_MODULES:
+        # Optional modules may be standalone scripts (or need a feature this
+        # build lacks): only a list of Workload objects joins the registry.
         try:
             module = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as exc:
-            if name in OPTIONAL_MODULES and exc.name == f"{__package__}.{name}":
-                continue
-            raise
-        workloads.extend(getattr(module, "WORKLOADS", []))
+        except ImportError:
+            continue
+        items = getattr(module, "WORKLOADS", None)
+        if _is_workload_list(items):
+            workloads.extend(items)
     names = [w.name for w in workloads]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
