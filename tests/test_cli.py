@@ -124,8 +124,8 @@ def _check_record(r):
 
 def test_bench_quick_json_subprocess(tmp_path):
     out = tmp_path / "out.json"
-    proc = run_cli("bench", "--quick", "--only", "scalar_build", "scalar_backward",
-                   "--json", str(out))
+    proc = run_cli("bench", "--quick", "--repeats", "2", "--only", "scalar_build",
+                   "exam_two_neuron", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "scalar_build" in proc.stdout
     report = json.loads(out.read_text())
@@ -134,12 +134,13 @@ def test_bench_quick_json_subprocess(tmp_path):
     assert report["versions"]["microgrid"] == microgrid.__version__
     assert report["versions"]["numpy"]
     results = report["results"]
-    assert {r["workload"] for r in results} == {"scalar_build", "scalar_backward"}
+    assert {r["workload"] for r in results} == {"scalar_build", "exam_two_neuron"}
     assert {r["engine"] for r in results} == {"microgrid", "micrograd", "torch64", "torch32"}
     for r in results:
         _check_record(r)
-    mg = [r for r in results if r["engine"] == "microgrid"]
-    assert all("median_s" in r and r["ns_per_unit"] > 0 for r in mg)
+    mg = {r["workload"]: r for r in results if r["engine"] == "microgrid"}
+    assert mg["scalar_build"]["ns_per_unit"] > 0 and mg["scalar_build"]["repeats"] <= 2
+    assert mg["exam_two_neuron"]["check"]["expected_values"] == "ok"
 
 
 def test_disabled_engines_are_skipped_cleanly(monkeypatch, tmp_path, capsys):
