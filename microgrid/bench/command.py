@@ -102,10 +102,11 @@ def run(args, argv_text="microgrid bench", out=None):
     engines = list(dict.fromkeys(args.engines))
     _set_torch_threads(engines, args.torch_threads)
     log = None if args.quiet else sys.stderr
+    load_at_start = report.load_average()
     results = harness.run(selected, engines, quick=args.quick, repeats=args.repeats,
                           use_gc=args.gc, log=log)
     settings = {"quick": args.quick, "gc": args.gc, "repeats": args.repeats,
-                "torch_threads": args.torch_threads,
+                "torch_threads": args.torch_threads, "load_average_at_start": load_at_start,
                 "engines": engines, "only": args.only, "command": argv_text}
     rep = report.make_report(results, settings)
     for line in report.header_lines(rep):

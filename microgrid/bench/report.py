@@ -21,6 +21,15 @@ def cpu_model():
     return platform.processor() or platform.machine() or "unknown"
 
 
+def load_average():
+    """1, 5 and 15 minute load averages (None where the OS has none): other
+    processes competing for the cores make every engine look slower."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def machine_info():
     try:
         usable = len(os.sched_getaffinity(0))
@@ -32,6 +41,7 @@ def machine_info():
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "usable_cores": usable,
+        "load_average_at_end": load_average(),
     }
 
 
@@ -150,8 +160,13 @@ def text_table(results, skipped_width=100):
 
 def header_lines(report):
     m, v, s = report["machine"], report["versions"], report["settings"]
+    load = ""
+    if s.get("load_average_at_start") and m.get("load_average_at_end"):
+        load = (f"; load average {s['load_average_at_start'][0]} at start, "
+                f"{m['load_average_at_end'][0]} at end")
     return [
-        f"machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), {m['platform']}",
+        f"machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
+        f"{m['platform']}{load}",
         "versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val and k != "implementation"),
         f"settings: repeats {s.get('repeats') or 'per workload'}, gc {'on' if s['gc'] else 'off'}, "
         f"torch threads {s.get('torch_threads')}" + (", quick" if s["quick"] else "")
