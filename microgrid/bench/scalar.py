@@ -121,10 +121,11 @@ class ScalarBackward(_RandomDag):
 
 
 # --------------------------------------------------------------------------
-# Deep chains: v <- v * a + b, n nodes deep.  a = 1 - 1e-5, b = 1e-5 keep
-# values near 1 and d(root)/dx = a^(n/2) far from underflow at 10^6.
+# Deep chains: v <- v * a + b, n nodes deep.  a = 1 - 2^-17, b = 2^-17 keep
+# values near 1 and d(root)/dx = a^(n/2) far from underflow at 10^6 (0.02);
+# both are exact in float32, so torch32 differs only by its rounding.
 
-CHAIN_A, CHAIN_B, CHAIN_X = 1.0 - 1e-5, 1e-5, 0.5
+CHAIN_A, CHAIN_B, CHAIN_X = 1.0 - 2.0 ** -17, 2.0 ** -17, 0.5
 
 
 def build_chain(x, a, b, steps):
@@ -137,7 +138,7 @@ def build_chain(x, a, b, steps):
 class DeepChain(Workload):
     unit = "node"
     rtol, atol = 1e-9, 1e-12
-    rtol32, atol32 = 1e-2, 1e-3      # float32 error grows along a 10^5-step chain
+    rtol32, atol32 = 1e-3, 1e-6      # float32 rounding accumulates along the chain
 
     def __init__(self, nodes):
         self.nodes = nodes
