@@ -8,11 +8,18 @@ DESCRIPTION = f"""\
 Time the same workloads on microgrid, micrograd and PyTorch (float64 and
 float32), each engine when installed.  Before timing, every workload checks
 that the engines agree on its values and gradients (tolerance stated per
-workload); an engine that disagrees is not timed.  Then one warm-up call,
-and the median and minimum over repeats (time.perf_counter), with Python's
-garbage collector on unless --no-gc.  Ratios are engine median / microgrid
-median.  Engines that are missing (or listed in {DISABLE_ENV}, e.g.
-{DISABLE_ENV}=torch,micrograd) are reported as skipped with the reason.
+workload); an engine that disagrees is not timed.  The check's call is the
+warm-up (plus one more call when it was short); then the median and minimum
+over repeats (time.perf_counter), with Python's garbage collector on unless
+--no-gc.  Ratios are engine median / microgrid median.  Engines that are
+missing (or listed in {DISABLE_ENV}, e.g. {DISABLE_ENV}=torch,micrograd)
+are reported as skipped with the reason.
+
+--json writes an object with "machine", "versions", "settings" and
+"results": one record per workload and engine with "workload", "engine",
+"median_s", "min_s", "repeats", "ratio_vs_microgrid" and "check", or
+"skipped" with the reason.  Exit status 1 when engines disagree or a
+workload raised.
 """
 
 EPILOG = """\
