@@ -1,0 +1,104 @@
+"""The ``microgrid`` command line: ``bench``, ``demo`` and ``version``.
+
+Installed as the ``microgrid`` console script and run by
+``python -m microgrid``.  Subcommands import what they need lazily, so
+``microgrid --help`` stays fast and works without the optional packages.
+"""
+import argparse
+import importlib
+import sys
+
+DESCRIPTION = """\
+microgrid: a C-accelerated, scalar-first reverse-mode autograd engine
+(micrograd's API, PyTorch's conventions for tensors).
+"""
+
+DEMO_MISSING = ("microgrid demo is not available in this build yet "
+                "(the module microgrid.demo is missing).")
+
+
+def _version_text():
+    import platform
+
+    import numpy
+
+    import microgrid
+    return (f"microgrid {microgrid.__version__} (Python {platform.python_version()}, "
+            f"numpy {numpy.__version__})")
+
+
+def build_parser():
+    from .bench import command as bench_command
+
+    parser = argparse.ArgumentParser(
+        prog="microgrid", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `microgrid <command> --help` for the options of each command.")
+    parser.add_argument("--version", action="store_true",
+                        help="print microgrid's version and exit (same as `microgrid version`)")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+
+    bench = sub.add_parser(
+        "bench", help="time workloads on microgrid, micrograd and PyTorch side by side",
+        description=bench_command.DESCRIPTION, epilog=bench_command.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench_command.add_arguments(bench)
+
+    demo = sub.add_parser(
+        "demo", help="train small networks end to end and write a report of what they learned",
+        description="Run microgrid's end-to-end demo (training on the embedded data sets, "
+                    "with the results written to a directory).  All options after `demo` "
+                    "are passed to the demo itself.")
+    demo.add_argument("--out", metavar="DIR", default="microgrid-demo",
+                      help="directory for the demo's output files (default: microgrid-demo)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--quick", action="store_true",
+                      help="a shorter run (fewer epochs), for tests and CI")
+
+    sub.add_parser("version", help="print microgrid's version (and Python's, numpy's)",
+                   description="Print microgrid's version, with the Python and numpy it runs on.")
+    return parser
+
+
+def _run_demo(args, demo_argv):
+    try:
+        demo = importlib.import_module(__package__ + ".demo")
+    except ModuleNotFoundError as exc:
+        if exc.name == __package__ + ".demo":
+            print(f"error: {DEMO_MISSING}", file=sys.stderr)
+            return 2
+        raise
+    if hasattr(demo, "main"):
+        status = demo.main(demo_argv)     # the demo parses its own options
+    else:
+        status = demo.run(out=args.out, seed=args.seed, quick=args.quick)
+    return status if isinstance(status, int) else 0
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Only `demo` takes options this parser does not know: they are the
+    # demo's own and go to its main().
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "demo":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.version or args.command == "version":
+        print(_version_text())
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "bench":
+        from .bench import command as bench_command
+        from .bench.report import PlotError
+        try:
+            return bench_command.run(args, "microgrid " + " ".join(argv))
+        except (bench_command.UsageError, PlotError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if args.command == "demo":
+        return _run_demo(args, argv[argv.index("demo") + 1:])
+    parser.error(f"unknown command {args.command!r}")
+    return 2
