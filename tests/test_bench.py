@@ -222,14 +222,6 @@ def test_demo_step_on_micrograd_matches_torch():
     assert 0 < ref["loss"] < 10
 
 
-def test_tensor_workloads_skip_cleanly_without_microgrid_tensor():
-    if callable(getattr(mg, "tensor", None)):
-        pytest.skip("microgrid has tensors in this build")
-    for w in tensors.WORKLOADS:
-        rec = harness.run_workload(w, ["microgrid"], quick=True, log=None)[0]
-        assert rec["skipped"].startswith(engines.TENSOR_MISSING)
-
-
 def test_json_report_is_strict_json(tmp_path):
     from microgrid.bench import report
     import json

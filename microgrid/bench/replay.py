@@ -1,0 +1,138 @@
+"""Graph-replay workloads: micrograd's demo step trained with ``Graph``
+replay against micrograd's own step, the cost per node of a replayed forward
+plus backward, and the cost of one binary op built from Python.
+"""
+import numpy as np
+
+from .engines import ScalarEngine, Skip
+from .harness import Case, Workload
+from .moons import (ALPHA, LEARNING_RATE, N_POINTS, SIZES, _flat_scalar_params,
+                    _load_scalar_mlp, _scalar_modules, demo_training_step, initial_weights,
+                    two_moons)
+
+
+def _recorded_demo(model, Value, X, y):
+    """micrograd's demo loss graph on fixed inputs, recorded once."""
+    import microgrid
+    inputs = [list(map(Value, xrow)) for xrow in X]
+    scores = list(map(model, inputs))
+    losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)]
+    data_loss = sum(losses) * (1.0 / len(losses))
+    reg_loss = ALPHA * sum((p * p for p in model.parameters()))
+    return microgrid.Graph(data_loss + reg_loss)
+
+
+class MoonsStepReplay(Workload):
+    name = "moons_step_replay"
+    description = ("micrograd's demo step (moons, MLP(2,[16,16,1]), SVM loss + L2, SGD): "
+                   "microgrid replaying a recorded Graph against micrograd's own step")
+    engines = ("microgrid", "micrograd")
+    rtol, atol = 1e-9, 1e-12
+    unit = "sample"
+    repeats, quick_repeats = 7, 3
+
+    def count(self, quick):
+        return N_POINTS
+
+    def prepare(self, engine, quick):
+        X, y = two_moons()
+        Xl, yl = X.tolist(), [int(v) for v in y]
+        Value, MLP = _scalar_modules(engine)
+        model = MLP(SIZES[0], list(SIZES[1:]))
+        _load_scalar_mlp(model, initial_weights())
+        if engine == "micrograd":
+            def step():
+                return float(demo_training_step(Value, model, Xl, yl)[0].data)
+        else:
+            graph = _recorded_demo(model, Value, Xl, yl)
+            params = model.parameters()
+
+            def step():
+                loss = graph.forward()
+                model.zero_grad()
+                graph.backward()
+                for p in params:
+                    p.data -= LEARNING_RATE * p.grad
+                return loss
+
+        def numbers():
+            return {"loss": step(), "parameters after step": _flat_scalar_params(model)}
+
+        return Case(step, numbers)
+
+
+class ReplayForwardBackward(Workload):
+    name = "replay_fwd_bwd"
+    description = "Graph.forward() + Graph.backward() on micrograd's demo graph; ns per node"
+    engines = ("microgrid",)
+    unit = "node"
+
+    def count(self, quick):
+        return len(self._setup("microgrid")[1])
+
+    @staticmethod
+    def _setup(engine):
+        X, y = two_moons()
+        Value, MLP = _scalar_modules(engine)
+        model = MLP(SIZES[0], list(SIZES[1:]))
+        _load_scalar_mlp(model, initial_weights())
+        return model, _recorded_demo(model, Value, X.tolist(), [int(v) for v in y])
+
+    def prepare(self, engine, quick):
+        model, graph = self._setup(engine)
+
+        def run():
+            graph.forward()
+            graph.backward()
+
+        def numbers():
+            loss = graph.forward()
+            model.zero_grad()
+            graph.backward()
+            return {"loss": loss, "grads": [p.grad for p in model.parameters()]}
+
+        return Case(run, numbers)
+
+
+class BinaryOpBuild(Workload):
+    name = "binary_op_build"
+    description = ("10^5 binary ops called from Python (acc = acc * x + y over prebuilt "
+                   "leaves, the loop included); ns per op")
+    rtol, atol = 1e-9, 1e-12
+    rtol32, atol32 = 1e-3, 1e-5
+    unit = "op"
+    full_size, quick_size = 100_000, 20_000
+
+    def size(self, quick):
+        return self.quick_size if quick else self.full_size
+
+    def count(self, quick):
+        return self.size(quick)
+
+    def prepare(self, engine, quick):
+        eng = ScalarEngine(engine)
+        n = self.size(quick) // 2
+        rng = np.random.default_rng(2)
+        xs = [eng.leaf(v) for v in rng.uniform(0.9999, 1.0001, n).tolist()]
+        ys = [eng.leaf(v) for v in rng.uniform(-1e-3, 1e-3, n).tolist()]
+        pairs = list(zip(xs, ys))
+        start = eng.leaf(1.0)
+        if engine == "micrograd":
+            raise Skip("micrograd's recursive backward cannot check a graph this deep")
+
+        def build():
+            acc = start
+            for x, y in pairs:
+                acc = acc * x + y
+            return acc
+
+        def numbers():
+            acc = build()
+            eng.backward(acc)
+            return {"root": eng.value(acc), "d start": eng.grad(start),
+                    "d x[-1]": eng.grad(xs[-1])}
+
+        return Case(build, numbers)
+
+
+WORKLOADS = [BinaryOpBuild(), MoonsStepReplay(), ReplayForwardBackward()]
