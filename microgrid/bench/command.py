@@ -49,7 +49,8 @@ def add_arguments(parser):
                         help="timed repeats per workload and engine (default: per workload, "
                              "usually 7, or 3 with --quick)")
     parser.add_argument("--torch-threads", type=int, default=1, metavar="N",
-                        help="PyTorch's intra-op threads (default 1: microgrid and micrograd "
+                        help="PyTorch's intra-op threads, and numpy's BLAS threads when "
+                             "threadpoolctl is installed (default 1: microgrid and micrograd "
                              "use one core)")
     parser.add_argument("--no-gc", dest="gc", action="store_false",
                         help="turn Python's garbage collector off while timing (default: on)")
@@ -88,6 +89,19 @@ def _set_torch_threads(engines, n):
         torch.set_num_threads(n)
 
 
+def _limit_blas_threads(n):
+    """Hold numpy's BLAS to ``n`` threads, as torch is held, so neither
+    engine's matrix products fight over the cores (on a busy 2-core machine a
+    multi-threaded BLAS made small products 50x slower).  Returns a context
+    and a description for the report."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+        return contextlib.nullcontext(), "unchanged (install threadpoolctl to limit them)"
+    return threadpool_limits(limits=n, user_api="blas"), n
+
+
 def run(args, argv_text="microgrid bench", out=None):
     """Run ``microgrid bench`` with parsed ``args``; returns the exit status
     (0, or 1 when a cross-engine check failed or a workload raised)."""
@@ -110,10 +124,13 @@ def run(args, argv_text="microgrid bench", out=None):
     _set_torch_threads(engines, args.torch_threads)
     log = None if args.quiet else sys.stderr
     load_at_start = report.load_average()
-    results = harness.run(selected, engines, quick=args.quick, repeats=args.repeats,
-                          use_gc=args.gc, log=log)
+    blas_limit, blas_threads = _limit_blas_threads(args.torch_threads)
+    with blas_limit:
+        results = harness.run(selected, engines, quick=args.quick, repeats=args.repeats,
+                              use_gc=args.gc, log=log)
     settings = {"quick": args.quick, "gc": args.gc, "repeats": args.repeats,
-                "torch_threads": args.torch_threads, "load_average_at_start": load_at_start,
+                "torch_threads": args.torch_threads, "blas_threads": blas_threads,
+                "load_average_at_start": load_at_start,
                 "engines": engines, "only": args.only, "command": argv_text}
     rep = report.make_report(results, settings)
     for line in report.header_lines(rep):

@@ -169,7 +169,8 @@ def header_lines(report):
         f"{m['platform']}{load}",
         "versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val and k != "implementation"),
         f"settings: repeats {s.get('repeats') or 'per workload'}, gc {'on' if s['gc'] else 'off'}, "
-        f"torch threads {s.get('torch_threads')}" + (", quick" if s["quick"] else "")
+        f"torch threads {s.get('torch_threads')}, BLAS threads {s.get('blas_threads')}"
+        + (", quick" if s["quick"] else "")
         + f"; date {report['date_utc']}",
     ]
 
