@@ -13,10 +13,6 @@ microgrid: a C-accelerated, scalar-first reverse-mode autograd engine
 (micrograd's API, PyTorch's conventions for tensors).
 """
 
-DEMO_MISSING = ("microgrid demo is not available in this build yet "
-                "(the module microgrid.demo is missing).")
-
-
 def _version_text():
     import platform
 
@@ -60,18 +56,9 @@ def build_parser():
     return parser
 
 
-def _run_demo(args, demo_argv):
-    try:
-        demo = importlib.import_module(__package__ + ".demo")
-    except ModuleNotFoundError as exc:
-        if exc.name == __package__ + ".demo":
-            print(f"error: {DEMO_MISSING}", file=sys.stderr)
-            return 2
-        raise
-    if hasattr(demo, "main"):
-        status = demo.main(demo_argv)     # the demo parses its own options
-    else:
-        status = demo.run(out=args.out, seed=args.seed, quick=args.quick)
+def _run_demo(demo_argv):
+    demo = importlib.import_module(__package__ + ".demo")
+    status = demo.main(demo_argv)     # the demo parses its own options
     return status if isinstance(status, int) else 0
 
 
@@ -99,6 +86,6 @@ def main(argv=None):
             print(f"error: {exc}", file=sys.stderr)
             return 2
     if args.command == "demo":
-        return _run_demo(args, argv[argv.index("demo") + 1:])
+        return _run_demo(argv[argv.index("demo") + 1:])
     parser.error(f"unknown command {args.command!r}")
     return 2

@@ -66,12 +66,6 @@ def test_unknown_option_is_an_error(capsys):
     assert "--no-such-option" in capsys.readouterr().err
 
 
-def test_demo_missing_says_so(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "microgrid.demo", None)   # import fails
-    assert cli.main(["demo"]) == 2
-    assert "microgrid demo is not available" in capsys.readouterr().err
-
-
 def test_demo_main_gets_the_arguments(monkeypatch):
     seen = []
     fake = types.ModuleType("microgrid.demo")
@@ -79,15 +73,6 @@ def test_demo_main_gets_the_arguments(monkeypatch):
     monkeypatch.setitem(sys.modules, "microgrid.demo", fake)
     assert cli.main(["demo", "--quick", "--seed", "3", "--epochs", "2"]) == 0
     assert seen == [["--quick", "--seed", "3", "--epochs", "2"]]
-
-
-def test_demo_run_is_called_when_there_is_no_main(monkeypatch, tmp_path):
-    seen = []
-    fake = types.ModuleType("microgrid.demo")
-    fake.run = lambda out, seed, quick: seen.append((out, seed, quick))
-    monkeypatch.setitem(sys.modules, "microgrid.demo", fake)
-    assert cli.main(["demo", "--out", str(tmp_path), "--seed", "5", "--quick"]) == 0
-    assert seen == [(str(tmp_path), 5, True)]
 
 
 def test_bench_list(capsys):

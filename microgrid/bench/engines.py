@@ -136,16 +136,12 @@ class ScalarEngine:
 # --------------------------------------------------------------------------
 # Tensor engines: PyTorch's names and signatures (microgrid follows them).
 
-TENSOR_MISSING = "microgrid.Tensor not available"
-
-
 class TensorEngine:
     """Tensors, ``functional``, ``nn`` and ``optim`` of one engine.
 
     microgrid's tensor side is reached only through PyTorch's names
     (``microgrid.tensor(array, requires_grad=True)``, ``t.data`` / ``t.grad``
-    as numpy arrays, ``microgrid.functional``); when it is missing every
-    tensor workload is skipped with ``TENSOR_MISSING``.
+    as numpy arrays, ``microgrid.functional``), so one workload serves both.
     """
 
     def __init__(self, name):
@@ -157,12 +153,8 @@ class TensorEngine:
         self.name = name
         if name == "microgrid":
             import microgrid
-            if not callable(getattr(microgrid, "tensor", None)):
-                raise Skip(TENSOR_MISSING)
-            try:
-                self.F = importlib.import_module("microgrid.functional")
-            except ImportError:
-                raise Skip(TENSOR_MISSING + " (no microgrid.functional)") from None
+            import microgrid.functional
+            self.F = microgrid.functional
             self.mg = microgrid
         else:
             import torch
@@ -191,22 +183,15 @@ class TensorEngine:
     @property
     def nn(self):
         if self.name == "microgrid":
-            try:
-                nn = importlib.import_module("microgrid.nn")
-            except ImportError:
-                raise Skip("microgrid.nn not available") from None
-            if not hasattr(nn, "Linear"):
-                raise Skip("microgrid.nn.Linear not available")
-            return nn
+            import microgrid.nn
+            return microgrid.nn
         return self.torch.nn
 
     @property
     def optim(self):
         if self.name == "microgrid":
-            try:
-                return importlib.import_module("microgrid.optim")
-            except ImportError:
-                raise Skip("microgrid.optim not available") from None
+            import microgrid.optim
+            return microgrid.optim
         return self.torch.optim
 
     def assign(self, param, array):

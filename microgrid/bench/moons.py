@@ -8,7 +8,6 @@ unchanged with ``micrograd.engine.Value`` / ``micrograd.nn.MLP`` and with
 model as ``nn.Linear`` layers on the whole batch, for reference.  All
 engines start from the same weights and data.
 """
-import importlib
 import math
 
 import numpy as np
@@ -74,11 +73,7 @@ def _scalar_modules(engine):
         from micrograd.nn import MLP
         return Value, MLP
     from microgrid.engine import Value
-    try:
-        nn = importlib.import_module("microgrid.nn")
-        MLP = nn.MLP
-    except (ImportError, AttributeError):
-        raise Skip("microgrid.nn (micrograd's MLP) not available") from None
+    from microgrid.nn import MLP
     return Value, MLP
 
 
