@@ -2,35 +2,19 @@
 
 To add workloads, write a module in ``microgrid/bench/`` that defines
 ``WORKLOADS = [...]`` (instances of ``harness.Workload``) and add its name to
-``MODULES``.  Modules named in ``OPTIONAL_MODULES`` are included when they
-exist and define ``WORKLOADS``.
+``MODULES``.  (conv_kernels.py and tensor_ops.py are standalone scripts,
+``python -m microgrid.bench.conv_kernels``, not part of the harness.)
 """
 import fnmatch
 import importlib
 
-MODULES = ("scalar", "exam", "moons", "tensors")
-OPTIONAL_MODULES = ("replay", "tensor_ops", "conv_kernels")
-
-
-def _is_workload_list(items):
-    from .harness import Workload
-    return isinstance(items, (list, tuple)) and all(isinstance(w, Workload) for w in items)
+MODULES = ("scalar", "exam", "moons", "replay", "tensors")
 
 
 def all_workloads():
     workloads = []
     for name in MODULES:
         workloads.extend(importlib.import_module(f"{__package__}.{name}").WORKLOADS)
-    for name in OPTIONAL_MODULES:
-        # Optional modules may be standalone scripts (or need a feature this
-        # build lacks): only a list of Workload objects joins the registry.
-        try:
-            module = importlib.import_module(f"{__package__}.{name}")
-        except ImportError:
-            continue
-        items = getattr(module, "WORKLOADS", None)
-        if _is_workload_list(items):
-            workloads.extend(items)
     names = [w.name for w in workloads]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
