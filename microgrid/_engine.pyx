@@ -177,6 +177,7 @@ cdef bint anomaly_enabled() noexcept:
 # Node: the C-level base of every graph node
 
 @cython.no_gc
+@cython.binding(False)   # methods check the type of self (Cython #1903)
 cdef class Node:
     """Base of all graph nodes.  Not constructed directly."""
 
@@ -251,6 +252,7 @@ cdef class Node:
 # Value: a scalar node
 
 @cython.no_gc
+@cython.binding(False)   # methods check the type of self (Cython #1903)
 cdef class Value(Node):
     """A scalar that remembers how it was computed.
 
@@ -1027,6 +1029,7 @@ cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
             (<Value>nodes[i]).grad = grad[i]
 
 @cython.final
+@cython.binding(False)   # methods check the type of self (Cython #1903)
 cdef class Graph:
     """A recorded graph whose forward and backward passes can be replayed.
 

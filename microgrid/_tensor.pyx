@@ -360,6 +360,7 @@ cdef object _elementwise_buffer(Tensor self, object like):
 # Tensor
 
 @cython.no_gc
+@cython.binding(False)   # methods check the type of self (Cython #1903)
 cdef class Tensor(Node):
     """An n-d float64 array that remembers how it was computed.
 
