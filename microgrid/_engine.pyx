@@ -837,7 +837,7 @@ cdef int run_backward(Node root, object grad) except -1:
     return 0
 
 
-def topological_order(Node root, *, bint every_node=True):
+def topological_order(Node root not None, *, bint every_node=True):
     """The nodes ``root`` depends on, in the order a forward pass computes
     them, ``root`` last; with ``every_node=False`` only those backward visits."""
     cdef PyObject** order = NULL

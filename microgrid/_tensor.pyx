@@ -255,7 +255,7 @@ cdef Tensor _from_value(Value v):
     return new_node(T_FROM_VALUE, v, None, None, None)
 
 
-def _value_tensor(Value v):
+def _value_tensor(Value v not None):
     """A Value as a 0-d Tensor whose gradient flows back into the Value."""
     return _from_value(v)
 
