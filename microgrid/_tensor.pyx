@@ -430,7 +430,9 @@ cdef class Tensor(Node):
         self.requires_grad = flag
 
     def requires_grad_(self, requires_grad=True):
-        self.requires_grad = requires_grad   # through the property's checks
+        # setattr goes through the property's checks; ``self.requires_grad = x``
+        # here would write the C field directly (any truthy object, non-leaves too)
+        setattr(self, 'requires_grad', requires_grad)
         return self
 
     @property
