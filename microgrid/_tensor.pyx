@@ -1551,8 +1551,13 @@ def randn(*shape, requires_grad=False, seed=None):
     shape = _shape_arg(shape, 'randn(shape)')
     if any(n < 0 for n in shape):
         raise ValueError(f"randn(shape): negative dimension in {shape}")
+    if seed is not None and not _is_int(seed):
+        raise TypeError(f"randn(seed=...) takes an int or None, got {type(seed).__name__}")
+    if seed is not None and seed < 0:
+        raise ValueError(f"randn(seed=...) must be non-negative, got {seed}")
     data = np.random.default_rng(seed).standard_normal(shape)
-    return _leaf(np.ascontiguousarray(data, dtype=_float64), _flag(requires_grad, 'requires_grad'))
+    # np.array, not np.ascontiguousarray: randn() is 0-d, not shape (1,)
+    return _leaf(np.array(data, dtype=_float64, order='C'), _flag(requires_grad, 'requires_grad'))
 
 
 def stack(tensors, dim=0):
