@@ -1571,10 +1571,12 @@ def stack(tensors, dim=0):
     if all([isinstance(x, Value) for x in items]):
         _axis(dim, 1, 'stack')
         return new_node(T_STACK_VALUES, None, None, tuple(items), None)
+    kind = Value if isinstance(items[0], Value) else Tensor   # element 0 sets the kind
     for i, x in enumerate(items):
-        if not isinstance(x, Tensor):
+        if not isinstance(x, kind):
             raise TypeError(
-                f"stack(tensors): element {i} is a {type(x).__name__}; give all Values or all Tensors")
+                f"stack(tensors): element {i} is a {type(x).__name__}, element 0 a "
+                f"{type(items[0]).__name__}; give all Values or all Tensors")
     shape = (<Tensor>items[0])._data.shape
     for i, x in enumerate(items):
         if (<Tensor>x)._data.shape != shape:
