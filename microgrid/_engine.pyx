@@ -522,6 +522,15 @@ cdef Value _as_value(object x, str argument):
 # ---------------------------------------------------------------------------
 # Fused n-ary ops: one node however many operands
 
+cdef object _items(object values, str where):
+    """An iterator over ``values``, or a TypeError naming the argument."""
+    try:
+        return iter(values)
+    except TypeError:
+        raise TypeError(
+            f"{where} takes an iterable of Values or real numbers, got {type(values).__name__}") from None
+
+
 def sum(values, start=0):
     """``start + values[0] + values[1] + ...`` as a single node."""
     cdef list nodes = []
@@ -531,7 +540,7 @@ def sum(values, start=0):
         nodes.append(start)
     elif not _to_double(start, &const):
         raise TypeError(f"sum(start=...) takes a Value or a real number, got {type(start).__name__}")
-    for x in values:
+    for x in _items(values, 'sum(values)'):
         if isinstance(x, Value):
             nodes.append(x)
             rg = rg or (<Value>x).requires_grad
@@ -548,7 +557,7 @@ def sum(values, start=0):
 
 def mean(values):
     """The arithmetic mean of ``values`` as a single node."""
-    cdef tuple nodes = tuple([_as_value(x, 'mean(values)') for x in values])
+    cdef tuple nodes = tuple([_as_value(x, 'mean(values)') for x in _items(values, 'mean(values)')])
     cdef bint rg = False
     if not nodes:
         raise ValueError("mean(values) needs at least one value")
@@ -562,8 +571,8 @@ def dot(weights, inputs, bias=None):
 
     This is a neuron's pre-activation: one node instead of 2n.
     """
-    cdef list w = [_as_value(item, 'dot(weights)') for item in weights]
-    cdef list x = [_as_value(item, 'dot(inputs)') for item in inputs]
+    cdef list w = [_as_value(item, 'dot(weights)') for item in _items(weights, 'dot(weights)')]
+    cdef list x = [_as_value(item, 'dot(inputs)') for item in _items(inputs, 'dot(inputs)')]
     cdef Value b = None if bias is None else _as_value(bias, 'dot(bias)')
     cdef bint rg = b is not None and b.requires_grad
     if len(x) != len(w):
