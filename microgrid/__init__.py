@@ -6,6 +6,8 @@
     c.backward()
     a.grad, b.grad   # (-3.0, -4.0)
 """
+import numbers
+
 from . import _engine
 from ._engine import Graph, Value, detect_anomaly, dot, is_anomaly_enabled, topological_order
 from .gradcheck import GradcheckError, gradcheck
@@ -27,6 +29,8 @@ def sum(values, *args, **kwargs):
         return values.sum(*args, **kwargs)
     if isinstance(values, (list, tuple)) and any(isinstance(v, Tensor) for v in values):
         total = kwargs.get("start", args[0] if args else 0)
+        if not isinstance(total, (Tensor, Value, numbers.Real)) or isinstance(total, bool):
+            raise TypeError(f"sum(start=...) takes a Tensor, a Value or a number, got {type(total).__name__}")
         for v in values:        # Tensors of any broadcastable shapes: add them up
             total = total + v
         return total
