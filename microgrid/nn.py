@@ -6,11 +6,22 @@ same constructors, defaults, reprs and draws from Python's ``random``, so
 pre-activation is one fused ``dot`` node instead of 2n additions and
 multiplications.
 """
+import numbers
 import random
 
 from ._engine import Value, dot
 
 __all__ = ["Module", "Neuron", "Layer", "MLP"]
+
+
+def _count(n, where, minimum=1):
+    """A layer size: an int >= minimum (checked before any weight is drawn);
+    nin may be 0 as in micrograd (a neuron of bias alone)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{where} must be an int, got {type(n).__name__}")
+    if n < minimum:
+        raise ValueError(f"{where} must be >= {minimum}, got {n}")
+    return int(n)
 
 
 class Module:
@@ -28,6 +39,7 @@ class Neuron(Module):
     """``relu(w . x + b)``, or ``w . x + b`` with ``nonlin=False``."""
 
     def __init__(self, nin, nonlin=True):
+        nin = _count(nin, "Neuron(nin)", 0)
         self.w = [Value(random.uniform(-1, 1)) for _ in range(nin)]
         self.b = Value(0)
         self.nonlin = nonlin
@@ -47,6 +59,8 @@ class Layer(Module):
     """``nout`` neurons reading the same inputs; one output is returned bare."""
 
     def __init__(self, nin, nout, **kwargs):
+        _count(nin, "Layer(nin)", 0)
+        nout = _count(nout, "Layer(nout)")
         self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
 
     def __call__(self, x):
@@ -65,6 +79,11 @@ class MLP(Module):
     the last layer linear."""
 
     def __init__(self, nin, nouts):
+        _count(nin, "MLP(nin)", 0)
+        if not isinstance(nouts, (list, tuple)):
+            raise TypeError(f"MLP(nouts) must be a list of layer sizes, got {type(nouts).__name__}")
+        for n in nouts:
+            _count(n, "MLP(nouts)")
         sizes = [nin] + list(nouts)
         self.layers = [Layer(sizes[i], sizes[i + 1], nonlin=i != len(nouts) - 1)
                        for i in range(len(nouts))]
