@@ -19,6 +19,7 @@ Conventions of an entry:
     offending argument.
 """
 import math
+import operator
 import random
 import re
 from dataclasses import dataclass, field
@@ -387,13 +388,15 @@ _BINOPS = {
     "__pow__": ("**", np.power, _pos, _away),
 }
 
+_PY_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "**": operator.pow}
+
 for _m, (_sym, _ref, _ga, _gb) in _BINOPS.items():
-    _op = (lambda s: lambda a, b: eval(f"a {s} b"))(_sym)
+    _op = (lambda f: lambda a, b: f(a, b))(_PY_OPS[_sym])
     add(OpInfo(f"Tensor.{_m}", _op, _ref, _binary_samples(_ga, _gb),
                _operator_errors(Tensor, _m, _sym), broadcast=_binary_broadcast(_ga, _gb)))
     # reflected: a numpy array or a float on the left, the Tensor on the right
     _rm = "__r" + _m[2:]
-    _rop = (lambda s: lambda b, c: eval(f"c {s} b"))(_sym)
+    _rop = (lambda f: lambda b, c: f(c, b))(_PY_OPS[_sym])
     add(OpInfo(f"Tensor.{_rm}", _rop, (lambda f: lambda b, c: f(c, b))(_ref),
                (lambda ga, gb: lambda rng: [Sample((gb(rng, (2, 3)),), (ga(rng, (2, 3)),)),
                                             Sample((gb(rng, (3,)),), (float(ga(rng, ())),)),
