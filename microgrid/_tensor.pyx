@@ -184,10 +184,10 @@ cdef object _axes(object dim, Py_ssize_t ndim, str where):
     for x in dims:
         if not _is_int(x):
             raise TypeError(f"{where}(dim=...) takes an int or a tuple of ints, got {type(x).__name__}")
-        d = x
-        if d < -n or d >= n:
+        if x < -n or x >= n:      # checked as a Python int: a huge one would overflow d
             raise ValueError(
-                f"{where}(dim={d}) is out of range for a tensor with {ndim} dimensions")
+                f"{where}(dim={x}) is out of range for a tensor with {ndim} dimensions")
+        d = x
         if d < 0:
             d += n
         if d in out:
@@ -202,9 +202,10 @@ cdef Py_ssize_t _axis(object dim, Py_ssize_t ndim, str where) except -2:
     """One normalised axis of a tensor with ``ndim`` dimensions."""
     if not _is_int(dim):
         raise TypeError(f"{where}(dim=...) takes an int, got {type(dim).__name__}")
-    cdef Py_ssize_t d = dim, n = ndim if ndim > 0 else 1
-    if d < -n or d >= n:
-        raise ValueError(f"{where}(dim={d}) is out of range for a tensor with {ndim} dimensions")
+    cdef Py_ssize_t d, n = ndim if ndim > 0 else 1
+    if dim < -n or dim >= n:      # checked as a Python int: a huge one would overflow d
+        raise ValueError(f"{where}(dim={dim}) is out of range for a tensor with {ndim} dimensions")
+    d = dim
     return d + n if d < 0 else d
 
 
@@ -1221,10 +1222,10 @@ cdef class Tensor(Node):
         if ints is not None and len(ints) == nd and nd > 0:
             # every dimension picked: one scalar Value bridged to this tensor
             for d in range(nd):
-                k = ints[d]
                 n = shape[d]
-                if k < -n or k >= n:
-                    raise IndexError(f"index {k} is out of bounds for dimension {d} with size {n}")
+                if ints[d] < -n or ints[d] >= n:   # as a Python int: a huge one would overflow k
+                    raise IndexError(f"index {ints[d]} is out of bounds for dimension {d} with size {n}")
+                k = ints[d]
                 if k < 0:
                     k += n
                 flat = flat * n + k
