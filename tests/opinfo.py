@@ -467,6 +467,7 @@ def _reduction_errors(fn, name):
         yield ErrorInput(lambda: fn(_t(2, 3), "a"), TypeError, rf"{name}\(dim=...\)")
         yield ErrorInput(lambda: fn(_t(2, 3), (0, 0)), ValueError, rf"{name}\(dim=...\) names dimension 0 twice")
         yield ErrorInput(lambda: fn(_t(2, 3), 0, keepdim="yes"), TypeError, r"keepdim")
+        yield ErrorInput(lambda: fn(_t(2, 3), (10**30, 1)), ValueError, rf"{name}\(dim=10{{30}}\) is out of range")
     return errors
 
 
@@ -638,6 +639,7 @@ def _getitem_samples(rng):
 add(OpInfo("Tensor.__getitem__", lambda t, k: t[k], lambda x, k: x[k], _getitem_samples,
            _extra(ErrorInput(lambda: _t(2, 3)[2, 0], IndexError, r"index 2 is out of bounds for dimension 0"),
                   ErrorInput(lambda: _t(2, 3)["a"], (TypeError, IndexError), r"Tensor index"),
+                  ErrorInput(lambda: _t(2, 3)[10**30, 0], IndexError, r"index 10{30} is out of bounds for dimension 0"),
                   ErrorInput(lambda: _t(2, 3)[np.array([0.5])], TypeError, r"index arrays must hold integers"),
                   ErrorInput(lambda: _t(2, 3)[Value(1)], TypeError, r"Tensor index.*Value"))))
 
