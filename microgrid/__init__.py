@@ -6,6 +6,8 @@
     c.backward()
     a.grad, b.grad   # (-3.0, -4.0)
 """
+import numbers
+
 from . import _engine
 from ._engine import Graph, Value, detect_anomaly, dot, is_anomaly_enabled, topological_order
 from .gradcheck import GradcheckError, gradcheck
@@ -28,17 +30,14 @@ def sum(values, *args, **kwargs):
     """``mg.sum(tensor, dim=None, keepdim=False)`` or ``mg.sum(values, start=0)``."""
     if isinstance(values, Tensor):
         return values.sum(*args, **kwargs)
-    try:
-        return _engine.sum(values, *args, **kwargs)
-    except TypeError:
-        # a sequence holding Tensors (of broadcastable shapes): add them up;
-        # checked only on failure, so the scalar path pays nothing for it
-        if not (isinstance(values, (list, tuple)) and any(isinstance(v, Tensor) for v in values)):
-            raise
-    total = kwargs.get("start", args[0] if args else 0)
-    for v in values:
-        total = total + v
-    return total
+    if isinstance(values, (list, tuple)) and any(isinstance(v, Tensor) for v in values):
+        total = kwargs.get("start", args[0] if args else 0)
+        if not isinstance(total, (Tensor, Value, numbers.Real)) or isinstance(total, bool):
+            raise TypeError(f"sum(start=...) takes a Tensor, a Value or a number, got {type(total).__name__}")
+        for v in values:        # Tensors of any broadcastable shapes: add them up
+            total = total + v
+        return total
+    return _engine.sum(values, *args, **kwargs)
 
 
 def mean(values, *args, **kwargs):

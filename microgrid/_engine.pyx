@@ -177,6 +177,7 @@ cdef bint anomaly_enabled() noexcept:
 # Node: the C-level base of every graph node
 
 @cython.no_gc
+@cython.binding(False)   # methods check the type of self (Cython #1903)
 cdef class Node:
     """Base of all graph nodes.  Not constructed directly."""
 
@@ -251,6 +252,7 @@ cdef class Node:
 # Value: a scalar node
 
 @cython.no_gc
+@cython.binding(False)   # methods check the type of self (Cython #1903)
 cdef class Value(Node):
     """A scalar that remembers how it was computed.
 
@@ -520,6 +522,15 @@ cdef Value _as_value(object x, str argument):
 # ---------------------------------------------------------------------------
 # Fused n-ary ops: one node however many operands
 
+cdef object _items(object values, str where):
+    """An iterator over ``values``, or a TypeError naming the argument."""
+    try:
+        return iter(values)
+    except TypeError:
+        raise TypeError(
+            f"{where} takes an iterable of Values or real numbers, got {type(values).__name__}") from None
+
+
 def sum(values, start=0):
     """``start + values[0] + values[1] + ...`` as a single node."""
     cdef list nodes = []
@@ -529,7 +540,7 @@ def sum(values, start=0):
         nodes.append(start)
     elif not _to_double(start, &const):
         raise TypeError(f"sum(start=...) takes a Value or a real number, got {type(start).__name__}")
-    for x in values:
+    for x in _items(values, 'sum(values)'):
         if isinstance(x, Value):
             nodes.append(x)
             rg = rg or (<Value>x).requires_grad
@@ -546,7 +557,7 @@ def sum(values, start=0):
 
 def mean(values):
     """The arithmetic mean of ``values`` as a single node."""
-    cdef tuple nodes = tuple([_as_value(x, 'mean(values)') for x in values])
+    cdef tuple nodes = tuple([_as_value(x, 'mean(values)') for x in _items(values, 'mean(values)')])
     cdef bint rg = False
     if not nodes:
         raise ValueError("mean(values) needs at least one value")
@@ -560,8 +571,8 @@ def dot(weights, inputs, bias=None):
 
     This is a neuron's pre-activation: one node instead of 2n.
     """
-    cdef list w = [_as_value(item, 'dot(weights)') for item in weights]
-    cdef list x = [_as_value(item, 'dot(inputs)') for item in inputs]
+    cdef list w = [_as_value(item, 'dot(weights)') for item in _items(weights, 'dot(weights)')]
+    cdef list x = [_as_value(item, 'dot(inputs)') for item in _items(inputs, 'dot(inputs)')]
     cdef Value b = None if bias is None else _as_value(bias, 'dot(bias)')
     cdef bint rg = b is not None and b.requires_grad
     if len(x) != len(w):
@@ -837,7 +848,7 @@ cdef int run_backward(Node root, object grad) except -1:
     return 0
 
 
-def topological_order(Node root, *, bint every_node=True):
+def topological_order(Node root not None, *, bint every_node=True):
     """The nodes ``root`` depends on, in the order a forward pass computes
     them, ``root`` last; with ``every_node=False`` only those backward visits."""
     cdef PyObject** order = NULL
@@ -1029,6 +1040,7 @@ cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
             (<Value>nodes[i]).grad = grad[i]
 
 @cython.final
+@cython.binding(False)   # methods check the type of self (Cython #1903)
 cdef class Graph:
     """A recorded graph whose forward and backward passes can be replayed.
 

@@ -231,10 +231,10 @@ cdef object _axes(object dim, Py_ssize_t ndim, str where):
     for x in dims:
         if not _is_int(x):
             raise TypeError(f"{where}(dim=...) takes an int or a tuple of ints, got {type(x).__name__}")
-        d = x
-        if d < -n or d >= n:
+        if x < -n or x >= n:      # checked as a Python int: a huge one would overflow d
             raise ValueError(
-                f"{where}(dim={d}) is out of range for a tensor with {ndim} dimensions")
+                f"{where}(dim={x}) is out of range for a tensor with {ndim} dimensions")
+        d = x
         if d < 0:
             d += n
         if d in out:
@@ -249,9 +249,10 @@ cdef Py_ssize_t _axis(object dim, Py_ssize_t ndim, str where) except -2:
     """One normalised axis of a tensor with ``ndim`` dimensions."""
     if not _is_int(dim):
         raise TypeError(f"{where}(dim=...) takes an int, got {type(dim).__name__}")
-    cdef Py_ssize_t d = dim, n = ndim if ndim > 0 else 1
-    if d < -n or d >= n:
-        raise ValueError(f"{where}(dim={d}) is out of range for a tensor with {ndim} dimensions")
+    cdef Py_ssize_t d, n = ndim if ndim > 0 else 1
+    if dim < -n or dim >= n:      # checked as a Python int: a huge one would overflow d
+        raise ValueError(f"{where}(dim={dim}) is out of range for a tensor with {ndim} dimensions")
+    d = dim
     return d + n if d < 0 else d
 
 
@@ -297,7 +298,7 @@ cdef Tensor _from_value(Value v):
     return new_node(T_FROM_VALUE, v, None, None, None)
 
 
-def _value_tensor(Value v):
+def _value_tensor(Value v not None):
     """A Value as a 0-d Tensor whose gradient flows back into the Value."""
     return _from_value(v)
 
@@ -414,6 +415,7 @@ cdef object _elementwise_buffer(Tensor self, object like):
 # Tensor
 
 @cython.no_gc
+@cython.binding(False)   # methods check the type of self (Cython #1903)
 cdef class Tensor(Node):
     """An n-d float64 array that remembers how it was computed.
 
@@ -483,7 +485,9 @@ cdef class Tensor(Node):
         self.requires_grad = flag
 
     def requires_grad_(self, requires_grad=True):
-        self.requires_grad = requires_grad   # through the property's checks
+        # setattr goes through the property's checks; ``self.requires_grad = x``
+        # here would write the C field directly (any truthy object, non-leaves too)
+        setattr(self, 'requires_grad', requires_grad)
         return self
 
     @property
@@ -1285,10 +1289,10 @@ cdef class Tensor(Node):
         if ints is not None and len(ints) == nd and nd > 0:
             # every dimension picked: one scalar Value bridged to this tensor
             for d in range(nd):
-                k = ints[d]
                 n = shape[d]
-                if k < -n or k >= n:
-                    raise IndexError(f"index {k} is out of bounds for dimension {d} with size {n}")
+                if ints[d] < -n or ints[d] >= n:   # as a Python int: a huge one would overflow k
+                    raise IndexError(f"index {ints[d]} is out of bounds for dimension {d} with size {n}")
+                k = ints[d]
                 if k < 0:
                     k += n
                 flat = flat * n + k
@@ -1615,8 +1619,13 @@ def randn(*shape, requires_grad=False, seed=None):
     shape = _shape_arg(shape, 'randn(shape)')
     if any(n < 0 for n in shape):
         raise ValueError(f"randn(shape): negative dimension in {shape}")
+    if seed is not None and not _is_int(seed):
+        raise TypeError(f"randn(seed=...) takes an int or None, got {type(seed).__name__}")
+    if seed is not None and seed < 0:
+        raise ValueError(f"randn(seed=...) must be non-negative, got {seed}")
     data = np.random.default_rng(seed).standard_normal(shape)
-    return _leaf(np.ascontiguousarray(data, dtype=_float64), _flag(requires_grad, 'requires_grad'))
+    # np.array, not np.ascontiguousarray: randn() is 0-d, not shape (1,)
+    return _leaf(np.array(data, dtype=_float64, order='C'), _flag(requires_grad, 'requires_grad'))
 
 
 def stack(tensors, dim=0):
@@ -1630,10 +1639,12 @@ def stack(tensors, dim=0):
     if all([isinstance(x, Value) for x in items]):
         _axis(dim, 1, 'stack')
         return new_node(T_STACK_VALUES, None, None, tuple(items), None)
+    kind = Value if isinstance(items[0], Value) else Tensor   # element 0 sets the kind
     for i, x in enumerate(items):
-        if not isinstance(x, Tensor):
+        if not isinstance(x, kind):
             raise TypeError(
-                f"stack(tensors): element {i} is a {type(x).__name__}; give all Values or all Tensors")
+                f"stack(tensors): element {i} is a {type(x).__name__}, element 0 a "
+                f"{type(items[0]).__name__}; give all Values or all Tensors")
     shape = (<Tensor>items[0])._data.shape
     for i, x in enumerate(items):
         if (<Tensor>x)._data.shape != shape:

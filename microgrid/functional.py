@@ -286,6 +286,8 @@ def pad(input, pad, value=0.0):
     input = _tensor_arg(input, "pad(input)")
     if value != 0.0:
         raise ValueError("pad(value=...): only zero padding is supported")
+    if not isinstance(pad, (tuple, list)):
+        raise TypeError(f"pad(pad) must be a tuple of ints, got {type(pad).__name__}")
     pad = tuple(pad)
     if len(pad) % 2 or len(pad) // 2 > input.ndim:
         raise ValueError(f"pad(pad) must hold pairs for at most {input.ndim} dimensions, got {pad}")

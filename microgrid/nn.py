@@ -293,6 +293,7 @@ class Neuron(Module):
     """``relu(w . x + b)``, or ``w . x + b`` with ``nonlin=False``."""
 
     def __init__(self, nin, nonlin=True):
+        nin = _int_arg(nin, "Neuron(nin)", 0)      # 0: a neuron of bias alone, as in micrograd
         self.w = [Value(random.uniform(-1, 1)) for _ in range(nin)]
         self.b = Value(0)
         self.nonlin = nonlin
@@ -312,6 +313,8 @@ class Layer(Module):
     """``nout`` neurons reading the same inputs; one output is returned bare."""
 
     def __init__(self, nin, nout, **kwargs):
+        _int_arg(nin, "Layer(nin)", 0)
+        nout = _int_arg(nout, "Layer(nout)", 1)
         self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
 
     def __call__(self, x):
@@ -330,6 +333,11 @@ class MLP(Module):
     the last layer linear."""
 
     def __init__(self, nin, nouts):
+        _int_arg(nin, "MLP(nin)", 0)
+        if not isinstance(nouts, (list, tuple)):
+            raise TypeError(f"MLP(nouts) must be a list of layer sizes, got {type(nouts).__name__}")
+        for n in nouts:
+            _int_arg(n, "MLP(nouts)", 1)
         sizes = [nin] + list(nouts)
         self.layers = [Layer(sizes[i], sizes[i + 1], nonlin=i != len(nouts) - 1)
                        for i in range(len(nouts))]
