@@ -703,12 +703,13 @@ cdef void _return_buffers(Frame* stack, Py_ssize_t stack_cap,
 
 
 cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
-                           bint every_node, bint zero_grads) except -1:
+                           bint every_node, _LeafStash leaf_stash) except -1:
     """Post-order of the nodes reachable from ``root`` (only through nodes that
     need a gradient unless ``every_node``), as borrowed references, root last.
     The array and its capacity go to ``out``/``out_cap``; give it back with
-    ``_return_buffers``.  With ``zero_grads``, each non-leaf node's gradient is
-    reset as it is emitted (saving backward a pass over the graph)."""
+    ``_return_buffers``.  Given a ``leaf_stash`` (for a backward pass), each
+    non-leaf node's gradient is reset as it is emitted and each leaf's is set
+    aside in the stash (saving backward a pass over the graph)."""
     global _epoch, _spare_stack, _spare_stack_cap, _spare_order, _spare_order_cap
     cdef Py_ssize_t stack_cap = _spare_stack_cap, order_cap = _spare_order_cap
     cdef Frame* stack = _spare_stack
@@ -756,8 +757,10 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
                 order_cap *= 2
             order[n] = node
             n += 1
-            if zero_grads and (<Node>node).op != OP_LEAF:
-                if (<Node>node).op < OP_SCALAR_END:
+            if leaf_stash is not None:
+                if (<Node>node).op == OP_LEAF:
+                    leaf_stash.add(<Node>node)
+                elif (<Node>node).op < OP_SCALAR_END:
                     (<Value>node).grad = 0.0
                 else:
                     (<Node>node)._zero_grad()
@@ -819,20 +822,82 @@ cdef inline int _scalar_backward(Value v) except -1:
     return 0
 
 
+@cython.final
+cdef class _LeafStash:
+    """Leaf gradients set aside for one backward pass.
+
+    A pass first adds up each leaf's contributions from zero, then adds that
+    sum to what the leaf held, as PyTorch does: a second pass over the same
+    graph then gives exactly twice the gradient, not merely to rounding."""
+    cdef PyObject** leaves         # Value leaves met by the pass (borrowed)
+    cdef double* saved             # their gradients before the pass
+    cdef Py_ssize_t n, cap
+    cdef list tensors              # (tensor leaf, copy of its earlier grad)
+
+    def __dealloc__(self):
+        free(self.leaves)
+        free(self.saved)
+
+    cdef int add(self, Node leaf) except -1:
+        """Set ``leaf``'s gradient aside and zero it (a zero gradient, as in a
+        training loop that zeroes before backward, needs nothing set aside)."""
+        cdef Py_ssize_t cap
+        if isinstance(leaf, Value) and (<Value>leaf).grad == 0.0:
+            return 0
+        if not isinstance(leaf, Value):
+            if self.tensors is None:
+                self.tensors = []
+            self.tensors.append((leaf, leaf.grad.copy()))
+            leaf._zero_grad()
+            return 0
+        if self.n == self.cap:
+            cap = 2 * self.cap + 16
+            self.leaves = <PyObject**>_grow(self.leaves, cap * sizeof(PyObject*))
+            self.saved = <double*>_grow(self.saved, cap * sizeof(double))
+            self.cap = cap
+        self.leaves[self.n] = <PyObject*>leaf
+        self.saved[self.n] = (<Value>leaf).grad
+        (<Value>leaf).grad = 0.0
+        self.n += 1
+        return 0
+
+    cdef void restore(self) noexcept:
+        """Add each leaf's earlier gradient back to this pass's total."""
+        cdef Py_ssize_t k
+        for k in range(self.n):
+            (<Value>self.leaves[k]).grad = self.saved[k] + (<Value>self.leaves[k]).grad
+        if self.tensors is not None:
+            for leaf, earlier in self.tensors:
+                try:
+                    grad = leaf.grad
+                    grad += earlier
+                except BaseException:
+                    pass        # nothing sensible to do in cleanup
+
+
+cdef void* _grow(void* p, size_t size) except NULL:
+    cdef void* q = realloc(p, size)
+    if q == NULL:
+        raise MemoryError()
+    return q
+
+
 cdef int run_backward(Node root, object grad) except -1:
     """Backpropagate from ``root`` seeded with ``grad`` (a float for a Value,
     an array for a tensor), through every node that needs a gradient."""
     cdef PyObject** order = NULL
     cdef Py_ssize_t n, i, order_cap = 0
     cdef Node node
+    cdef _LeafStash stash = _LeafStash.__new__(_LeafStash)
     if not root.requires_grad:
         raise RuntimeError(
             "backward(): this node does not require grad; nothing it depends on takes a gradient")
     # Intermediate gradients are recomputed from zero on every pass (the sort
-    # zeroes them); leaves (op LEAF) keep accumulating until the user zeroes them.
-    n = _topo_sort(root, &order, &order_cap, False, True)
+    # zeroes them); leaves (op LEAF) keep accumulating until the user zeroes
+    # them (the sort sets their gradients aside in the stash).
+    n = _topo_sort(root, &order, &order_cap, False, stash)
     try:
-        root._seed(grad, root.op == OP_LEAF)
+        root._seed(grad, False)
         for i in range(n - 1, -1, -1):
             node = <Node>order[i]
             if node.op == OP_LEAF:      # Value or Tensor leaf: nothing to pass on
@@ -844,6 +909,7 @@ cdef int run_backward(Node root, object grad) except -1:
             if _anomaly_mode:
                 check_backward(node)
     finally:
+        stash.restore()
         _return_buffers(NULL, 0, order, order_cap)
     return 0
 
@@ -853,7 +919,7 @@ def topological_order(Node root not None, *, bint every_node=True):
     them, ``root`` last; with ``every_node=False`` only those backward visits."""
     cdef PyObject** order = NULL
     cdef Py_ssize_t order_cap = 0
-    cdef Py_ssize_t n = _topo_sort(root, &order, &order_cap, every_node, False), i
+    cdef Py_ssize_t n = _topo_sort(root, &order, &order_cap, every_node, None), i
     try:
         return [<object>order[i] for i in range(n)]
     finally:
@@ -993,12 +1059,12 @@ cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
     cdef double* grad = t.grad
     cdef unsigned char* rg = t.requires_grad
     # Current values (the nodes may have been changed since the last forward);
-    # leaves keep their accumulated gradient, everything else starts at zero.
+    # every gradient, a leaf's too, starts at zero: a leaf's pass total is
+    # added to what it held at the end, as run_backward does.
     for i in range(t.n):
         val[i] = (<Value>nodes[i]).data
-        grad[i] = (<Value>nodes[i]).grad if t.op[i] == OP_LEAF else 0.0
-    i = t.n - 1
-    grad[i] = grad[i] + seed if t.op[i] == OP_LEAF else seed
+        grad[i] = 0.0
+    grad[t.n - 1] = seed
     for i in range(t.n - 1, -1, -1):
         op = t.op[i]
         if op == OP_LEAF or not rg[i]:
@@ -1037,7 +1103,10 @@ cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
                     grad[t.args[k]] += y
     for i in range(t.n):
         if rg[i]:
-            (<Value>nodes[i]).grad = grad[i]
+            if t.op[i] == OP_LEAF:
+                (<Value>nodes[i]).grad = (<Value>nodes[i]).grad + grad[i]
+            else:
+                (<Value>nodes[i]).grad = grad[i]
 
 @cython.final
 @cython.binding(False)   # methods check the type of self (Cython #1903)
@@ -1144,6 +1213,7 @@ cdef class Graph:
         cdef Py_ssize_t i
         cdef Node node
         cdef double g
+        cdef _LeafStash stash
         if not self.root.requires_grad:
             raise RuntimeError("Graph.backward(): the root does not require grad")
         if isinstance(self.root, Value):
@@ -1155,24 +1225,31 @@ cdef class Graph:
         if self._tape != NULL and not _anomaly_mode:
             _tape_backward(self._tape, self._order, g)
             return
-        for i in range(self._n):
-            node = <Node>self._order[i]
-            if node.op != OP_LEAF and node.requires_grad:
-                if node.op < OP_SCALAR_END:
+        stash = _LeafStash.__new__(_LeafStash)
+        try:
+            for i in range(self._n):
+                node = <Node>self._order[i]
+                if not node.requires_grad:
+                    continue
+                if node.op == OP_LEAF:
+                    stash.add(node)
+                elif node.op < OP_SCALAR_END:
                     (<Value>node).grad = 0.0
                 else:
                     node._zero_grad()
-        self.root._seed(grad, self.root.op == OP_LEAF)
-        for i in range(self._n - 1, -1, -1):
-            node = <Node>self._order[i]
-            if not node.requires_grad or node.op == OP_LEAF:
-                continue
-            if node.op < OP_SCALAR_END:
-                _scalar_backward(<Value>node)
-            else:
-                node._backward()
-            if _anomaly_mode:
-                check_backward(node)
+            self.root._seed(grad, False)
+            for i in range(self._n - 1, -1, -1):
+                node = <Node>self._order[i]
+                if not node.requires_grad or node.op == OP_LEAF:
+                    continue
+                if node.op < OP_SCALAR_END:
+                    _scalar_backward(<Value>node)
+                else:
+                    node._backward()
+                if _anomaly_mode:
+                    check_backward(node)
+        finally:
+            stash.restore()
 
     def step(self):
         """``forward()`` then ``backward()``; returns the root's value."""

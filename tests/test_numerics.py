@@ -203,28 +203,19 @@ def test_second_backward_doubles_scalar_leaf_gradients():
     assert c.grad == 1.0                                         # the root is reseeded, not accumulated
 
 
-def test_second_backward_with_shared_leaves_doubles_to_rounding():
-    """A leaf reached by several paths gets each contribution added to .grad
-    as it arrives, so the second pass adds them one by one to the first
-    total: twice the gradient up to rounding (PyTorch sums a pass first)."""
+def test_second_backward_with_shared_leaves_doubles_bit_exactly():
+    """A leaf reached by several paths: each pass adds up its contributions
+    first, then adds the total to .grad, so the second pass doubles exactly."""
     a, b = mg.Value(0.7), mg.Value(-1.3)
-    c = (a * b).tanh() + a.exp() * b
+    c = (a * b).tanh() + a.exp() * b + mg.dot([a, b, a], [b, a, a])
     c.backward()
     first = (a.grad, b.grad)
     c.backward()
-    assert a.grad == pytest.approx(2 * first[0], rel=4e-16)
-    assert b.grad == pytest.approx(2 * first[1], rel=4e-16)
-
-
-@pytest.mark.xfail(strict=True, reason="leaf contributions are added one by one, not summed per pass "
-                                       "(bit-exact doubling needs a per-pass sum in run_backward)")
-def test_second_backward_with_shared_leaves_doubles_bit_exactly():
-    a, b = mg.Value(0.7), mg.Value(-1.3)
-    c = (a * b).tanh() + a.exp() * b
-    c.backward()
-    first = a.grad
-    c.backward()
-    assert a.grad == 2 * first
+    assert (a.grad, b.grad) == (2 * first[0], 2 * first[1])
+    g = mg.Graph(c)
+    a.grad, b.grad = first
+    g.backward()
+    assert (a.grad, b.grad) == (2 * first[0], 2 * first[1])
 
 
 def test_second_backward_doubles_tensor_leaf_gradients():
