@@ -178,6 +178,7 @@ cdef bint anomaly_enabled() noexcept:
 
 @cython.no_gc
 @cython.binding(False)   # methods check the type of self (Cython #1903)
+@cython.embedsignature.format('clinic')   # and keep inspect.signature working
 cdef class Node:
     """Base of all graph nodes.  Not constructed directly."""
 
@@ -253,6 +254,7 @@ cdef class Node:
 
 @cython.no_gc
 @cython.binding(False)   # methods check the type of self (Cython #1903)
+@cython.embedsignature.format('clinic')   # and keep inspect.signature working
 cdef class Value(Node):
     """A scalar that remembers how it was computed.
 
@@ -1110,6 +1112,7 @@ cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
 
 @cython.final
 @cython.binding(False)   # methods check the type of self (Cython #1903)
+@cython.embedsignature.format('clinic')   # and keep inspect.signature working
 cdef class Graph:
     """A recorded graph whose forward and backward passes can be replayed.
 

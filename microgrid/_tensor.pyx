@@ -416,6 +416,7 @@ cdef object _elementwise_buffer(Tensor self, object like):
 
 @cython.no_gc
 @cython.binding(False)   # methods check the type of self (Cython #1903)
+@cython.embedsignature.format('clinic')   # and keep inspect.signature working
 cdef class Tensor(Node):
     """An n-d float64 array that remembers how it was computed.
 

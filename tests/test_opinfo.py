@@ -180,3 +180,17 @@ def test_nan_in_nan_out(entry):
             # NaN exactly where numpy's reference has it (a zero pad or a second
             # input of a join stays as it is)
             np.testing.assert_array_equal(np.isnan(o), np.isnan(np.asarray(w, dtype=float)))
+
+
+def test_methods_check_self_and_keep_their_signatures():
+    """Methods are compiled without binding (so an unbound call checks the
+    type of self instead of reading a str as a Tensor, Cython #1903) and
+    carry text signatures, so inspect.signature still works."""
+    import inspect
+    assert list(inspect.signature(mg.Tensor.sum).parameters) == ["self", "dim", "keepdim"]
+    assert list(inspect.signature(mg.Value.leaky_relu).parameters) == ["self", "slope"]
+    assert list(inspect.signature(mg.Graph.backward).parameters) == ["self", "grad"]
+    for call in (lambda: mg.Tensor.sum("abc"), lambda: mg.Value.backward(mg.Graph),
+                 lambda: mg.Graph.forward(3), lambda: mg.Tensor.T.__get__(3)):
+        with pytest.raises(TypeError, match=r"descriptor '\w+' for '.*' objects doesn't apply"):
+            call()
