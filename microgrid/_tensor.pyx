@@ -245,13 +245,14 @@ cdef object _axes(object dim, Py_ssize_t ndim, str where):
     return tuple(out)
 
 
-cdef Py_ssize_t _axis(object dim, Py_ssize_t ndim, str where) except -2:
-    """One normalised axis of a tensor with ``ndim`` dimensions."""
+cdef Py_ssize_t _axis(object dim, Py_ssize_t ndim, str where, str name='dim') except -2:
+    """One normalised axis of a tensor with ``ndim`` dimensions; ``name`` is
+    the argument's name for error messages."""
     if not _is_int(dim):
-        raise TypeError(f"{where}(dim=...) takes an int, got {type(dim).__name__}")
+        raise TypeError(f"{where}({name}=...) takes an int, got {type(dim).__name__}")
     cdef Py_ssize_t d, n = ndim if ndim > 0 else 1
     if dim < -n or dim >= n:      # checked as a Python int: a huge one would overflow d
-        raise ValueError(f"{where}(dim={dim}) is out of range for a tensor with {ndim} dimensions")
+        raise ValueError(f"{where}({name}={dim}) is out of range for a tensor with {ndim} dimensions")
     d = dim
     return d + n if d < 0 else d
 
@@ -1465,8 +1466,8 @@ cdef class Tensor(Node):
         cdef tuple shape = self._data.shape
         if len(shape) == 0:
             return self.reshape(1)
-        s = _axis(start_dim, len(shape), 'flatten')
-        e = _axis(end_dim, len(shape), 'flatten')
+        s = _axis(start_dim, len(shape), 'flatten', 'start_dim')
+        e = _axis(end_dim, len(shape), 'flatten', 'end_dim')
         if s > e:
             raise ValueError(f"flatten(start_dim={start_dim}, end_dim={end_dim}): start_dim comes after end_dim")
         return self.reshape(shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:])

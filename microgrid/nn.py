@@ -564,19 +564,9 @@ class Flatten(Module):
         self.end_dim = int(end_dim)
 
     def forward(self, x):
-        shape = tuple(x.shape)
-        ndim = len(shape)
-        start = self.start_dim + ndim if self.start_dim < 0 else self.start_dim
-        end = self.end_dim + ndim if self.end_dim < 0 else self.end_dim
-        if not (0 <= start < max(ndim, 1) and 0 <= end < max(ndim, 1)):
-            raise ValueError(f"start_dim={self.start_dim}, end_dim={self.end_dim} out of range "
-                             f"for an input of {ndim} dimensions")
-        if start > end:
-            raise ValueError(f"start_dim={self.start_dim} comes after end_dim={self.end_dim}")
-        merged = 1
-        for n in shape[start:end + 1]:
-            merged *= n
-        return x.reshape(shape[:start] + (merged,) + shape[end + 1:])
+        if not isinstance(x, Tensor):
+            raise TypeError(f"Flatten(input) must be a Tensor, got {type(x).__name__}")
+        return x.flatten(self.start_dim, self.end_dim)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

@@ -591,8 +591,8 @@ add(OpInfo("Tensor.flatten", lambda t, *a: t.flatten(*a),
            lambda rng: [Sample((_X234(rng),)), Sample((_X234(rng),), (1,)), Sample((_X234(rng),), (0, 1)),
                         Sample((rng.standard_normal(()),))],
            _shape_errors(ErrorInput(lambda: _t(2, 3).flatten(1, 0), ValueError, r"start_dim comes after end_dim"),
-                         ErrorInput(lambda: _t(2, 3).flatten(5), ValueError, r"flatten\(dim=5\)"),
-                         ErrorInput(lambda: _t(2, 3).flatten("a"), TypeError, r"flatten\(dim=...\)"))))
+                         ErrorInput(lambda: _t(2, 3).flatten(5), ValueError, r"flatten\(start_dim=5\)"),
+                         ErrorInput(lambda: _t(2, 3).flatten("a"), TypeError, r"flatten\(start_dim=...\)"))))
 add(OpInfo("Tensor.unsqueeze", lambda t, d: t.unsqueeze(d), lambda x, d: np.expand_dims(x, d),
            lambda rng: [Sample((rng.standard_normal((2, 3)),), (0,)), Sample((rng.standard_normal((2, 3)),), (-1,)),
                         Sample((rng.standard_normal(()),), (0,))],
@@ -1185,6 +1185,87 @@ add(OpInfo("nn.Module", _module_op, lambda x: 3.0,
            kind="value", grad=False, nan="bookkeeping base class"))
 
 
+# -- PyTorch-style layers: a layer's output against the functional reference
+# computed from its own parameters
+
+def _layer(make, seed=0):
+    mg.manual_seed(seed)
+    return make()
+
+
+def _layer_op(x, layer):
+    return layer(x)
+
+
+def _params(layer):
+    return [np.array(p.data) for p in layer.parameters()]
+
+
+def _linear_ref(x, layer):
+    w, b = _params(layer)
+    return x @ w.T + b
+
+
+def _sequential_ref(x, layer):
+    w1, b1, w2, b2 = _params(layer)
+    return np.maximum(x @ w1.T + b1, 0.0) @ w2.T + b2
+
+
+_IMG = lambda rng: rng.standard_normal((2, 2, 6, 6))  # noqa: E731
+
+add(OpInfo("nn.Linear", _layer_op, _linear_ref,
+           lambda rng: [Sample((rng.standard_normal((4, 3)),), (_layer(lambda: nn.Linear(3, 5)),)),
+                        Sample((rng.standard_normal(3),), (_layer(lambda: nn.Linear(3, 2), 1),))],
+           _extra(ErrorInput(lambda: nn.Linear("3", 4), TypeError, r"in_features"),
+                  ErrorInput(lambda: nn.Linear(-1, 4), ValueError, r"in_features"),
+                  ErrorInput(lambda: nn.Linear(3, 4)(_t(2, 5)), ValueError, r"in_features"),
+                  ErrorInput(lambda: nn.Linear(3, 4)("x"), TypeError, r"input"))))
+add(OpInfo("nn.Conv2d", _layer_op,
+           lambda x, layer: _conv2d_ref(x, *_params(layer), stride=layer.stride, padding=layer.padding),
+           lambda rng: [Sample((_IMG(rng),), (_layer(lambda: nn.Conv2d(2, 3, 3, padding=1)),)),
+                        Sample((_IMG(rng),), (_layer(lambda: nn.Conv2d(2, 4, 2, stride=2), 1),))],
+           _extra(ErrorInput(lambda: nn.Conv2d("1", 2, 3), TypeError, r"in_channels"),
+                  ErrorInput(lambda: nn.Conv2d(1, 2, 0), ValueError, r"kernel_size"),
+                  ErrorInput(lambda: nn.Conv2d(1, 2, 3)(_t(1, 3, 5, 5)), ValueError, r"input channels"))))
+add(OpInfo("nn.ConvTranspose2d", _layer_op,
+           lambda x, layer: _conv_transpose2d_ref(x, *_params(layer), stride=layer.stride,
+                                                  padding=layer.padding),
+           lambda rng: [Sample((_IMG(rng),), (_layer(lambda: nn.ConvTranspose2d(2, 3, 3, stride=2)),))],
+           _extra(ErrorInput(lambda: nn.ConvTranspose2d("1", 2, 3), TypeError, r"in_channels"),
+                  ErrorInput(lambda: nn.ConvTranspose2d(1, 2, -1), ValueError, r"kernel_size"),
+                  ErrorInput(lambda: nn.ConvTranspose2d(1, 2, 3)(_t(1, 3, 5, 5)), ValueError,
+                             r"input channels"))))
+add(OpInfo("nn.MaxPool2d", _layer_op, lambda x, layer: _pool_ref(x, 2),
+           lambda rng: [Sample((_IMG(rng),), (nn.MaxPool2d(2),))],
+           _extra(ErrorInput(lambda: nn.MaxPool2d(0), ValueError, r"kernel_size"),
+                  ErrorInput(lambda: nn.MaxPool2d("2"), TypeError, r"kernel_size"),
+                  ErrorInput(lambda: nn.MaxPool2d(2)(_t(3)), ValueError, r"max_pool2d\(input\)"))))
+add(OpInfo("nn.AvgPool2d", _layer_op,
+           lambda x, layer: _pool_ref(x, 2, reducer=np.mean, pad_value=0.0),
+           lambda rng: [Sample((_IMG(rng),), (nn.AvgPool2d(2),))],
+           _extra(ErrorInput(lambda: nn.AvgPool2d(0), ValueError, r"kernel_size"),
+                  ErrorInput(lambda: nn.AvgPool2d("2"), TypeError, r"kernel_size"),
+                  ErrorInput(lambda: nn.AvgPool2d(2)(_t(3)), ValueError, r"avg_pool2d\(input\)"))))
+add(OpInfo("nn.Flatten", _layer_op, lambda x, layer: x.reshape(x.shape[0], -1),
+           lambda rng: [Sample((_IMG(rng),), (nn.Flatten(),))],
+           _extra(ErrorInput(lambda: nn.Flatten("a"), TypeError, r"start_dim"),
+                  ErrorInput(lambda: nn.Flatten(5)(_t(2, 3)), ValueError, r"start_dim"),
+                  ErrorInput(lambda: nn.Flatten()("x"), TypeError, r"Flatten\(input\)"))))
+for _cls, _fn, _ref in [(nn.ReLU, "relu", lambda x: np.maximum(x, 0.0)), (nn.Sigmoid, "sigmoid", _sigmoid),
+                        (nn.Tanh, "tanh", np.tanh)]:
+    add(OpInfo(f"nn.{_cls.__name__}", _layer_op, (lambda r: lambda x, layer: r(x))(_ref),
+               (lambda c: lambda rng: [Sample((_away(rng, (3, 4)),), (c(),))])(_cls),
+               (lambda c, f: _extra(ErrorInput(lambda: c()("x"), TypeError, f + r"\(input\)"),
+                                    ErrorInput(lambda: c()(None), TypeError, f + r"\(input\)"),
+                                    ErrorInput(lambda: c(1), TypeError, r"takes no arguments")))(_cls, _fn)))
+add(OpInfo("nn.Sequential", _layer_op, _sequential_ref,
+           lambda rng: [Sample((rng.standard_normal((4, 3)),),
+                               (_layer(lambda: nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))),))],
+           _extra(ErrorInput(lambda: nn.Sequential(1), TypeError, r"modules\[0\]"),
+                  ErrorInput(lambda: nn.Sequential(nn.Linear(3, 4))(_t(2, 5)), ValueError, r"in_features"),
+                  ErrorInput(lambda: nn.Sequential(nn.ReLU())("x"), TypeError, r"relu\(input\)"))))
+
+
 # ---------------------------------------------------------------------------
 # The public API this registry must cover
 
@@ -1192,6 +1273,12 @@ add(OpInfo("nn.Module", _module_op, lambda x: 3.0,
 NOT_OPS = {
     "mg.GradcheckError": "exception class",
     "mg.functional": "module",
+    "mg.explain": "graph tool, not an op (tests/test_explain.py)",
+    "mg.to_dot": "graph tool, not an op (tests/test_explain.py)",
+    "mg.draw": "graph tool, not an op (tests/test_explain.py)",
+    "mg.manual_seed": "random-number seeding (tests/test_nn.py)",
+    "nn.manual_seed": "random-number seeding (tests/test_nn.py)",
+    "nn.default_generator": "random-number generator accessor (tests/test_nn.py)",
     **{f"Tensor.{n}": "metadata/buffer property" for n in
        ("data", "grad", "requires_grad", "is_leaf", "shape", "ndim", "size", "dtype", "label")},
     **{f"Value.{n}": "metadata/buffer property" for n in ("data", "grad", "requires_grad", "label")},
