@@ -41,6 +41,7 @@ class _LineBar:
         self.stream = stream or sys.stderr
         self.n = 0
         self.postfix = ""
+        self._drawn = 0
         self.start = time.perf_counter()
         self._draw()
 
@@ -55,8 +56,18 @@ class _LineBar:
         filled = int(self.width * self.n / self.total) if self.total else self.width
         bar = "#" * filled + "." * (self.width - filled)
         elapsed = time.perf_counter() - self.start
-        self.stream.write(f"\r{self.desc} [{bar}] {self.n}/{self.total} {elapsed:5.1f}s {self.postfix}")
+        line = f"{self.desc} [{bar}] {self.n}/{self.total} {elapsed:5.1f}s {self.postfix}"
+        self.stream.write("\r" + line.ljust(self._drawn))
+        self._drawn = len(line)
         self.stream.flush()
+
+    def write(self, text):
+        """Print a line above the bar (tqdm's ``write``)."""
+        self.stream.write("\r" + " " * self._drawn + "\r")
+        self.stream.flush()
+        print(text, flush=True)
+        self._drawn = 0
+        self._draw()
 
     def close(self):
         self.stream.write("\n")
@@ -71,9 +82,12 @@ def _progress(total, desc):
     return tqdm(total=total, desc=desc, file=sys.stderr, leave=True, dynamic_ncols=True)
 
 
-def _say(text):
-    # stdout for results; flushed so that it interleaves sensibly with the bar
-    print(text, flush=True)
+def _say(text, bar=None):
+    """A result line on stdout; above the progress bar while one is shown."""
+    if bar is not None:
+        bar.write(text)
+    else:
+        print(text, flush=True)
 
 
 def _few_blas_threads():
@@ -120,7 +134,7 @@ def train_moons(seed, steps, n_samples):
             bar.set_postfix_str(f"loss={loss.data:.4f} acc={acc:.0%}")
             bar.update(1)
             if k % 10 == 9 or k == steps - 1:
-                _say(f"moons step {k + 1:3d}: loss {loss.data:.4f}, accuracy {acc:.1%}")
+                _say(f"moons step {k + 1:3d}: loss {loss.data:.4f}, accuracy {acc:.1%}", bar)
     finally:
         bar.close()
     return model, X, y, history
@@ -216,7 +230,7 @@ def train_digits(seed, epochs, train_limit=None):
             model.eval()
             acc = digits_accuracy(model, X_test, y_test)
             history.append((total / count, acc))
-            _say(f"digits epoch {epoch + 1}: train loss {total / count:.4f}, test accuracy {acc:.2%}")
+            _say(f"digits epoch {epoch + 1}: train loss {total / count:.4f}, test accuracy {acc:.2%}", bar)
     finally:
         bar.close()
     return model, X_test, y_test, history
