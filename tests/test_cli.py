@@ -2,26 +2,23 @@
 ``demo`` wiring, and ``bench`` end to end (a subprocess writing JSON, and
 in-process runs with engines switched off)."""
 import json
-import os
 import subprocess
 import sys
 import types
 
 import pytest
+from conftest import TESTS, child_env
 
 import microgrid
 from microgrid import cli
 from microgrid.bench.engines import DISABLE_ENV
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(*args, env=None):
-    """``python -m microgrid ARGS`` from the source tree."""
-    full_env = dict(os.environ, **(env or {}))
-    full_env["PYTHONPATH"] = ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "microgrid", *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=120)
+    """``python -m microgrid ARGS`` in a child interpreter."""
+    return subprocess.run([sys.executable, "-m", "microgrid", *args], cwd=TESTS,
+                          env=child_env(**(env or {})), capture_output=True, text=True, timeout=120)
 
 
 def test_python_m_help_lists_every_subcommand():

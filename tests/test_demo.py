@@ -12,7 +12,6 @@ from conftest import run_example
 import microgrid as mg
 from microgrid import demo, nn
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import TESTS, child_env
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +27,6 @@ import microgrid.functional as F
 import microgrid.nn as nn
 from opinfo import OPS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ALLOWED = {"TypeError", "ValueError", "RuntimeError", "FloatingPointError", "NotImplementedError",
            "MemoryError"}
@@ -308,10 +308,9 @@ def cases(draw):
 def run_batch(batch):
     """(outcomes, signal): one (kind, type, message) per case that finished;
     the signal number if the child died of one, with the case it died in."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests"),
-                                                        os.environ.get("PYTHONPATH", "")]))
+    env = child_env(TESTS)
     proc = subprocess.run([sys.executable, "-c", DRIVER], input=pickle.dumps(batch), capture_output=True,
-                          cwd=ROOT, env=env, timeout=120)
+                          cwd=TESTS, env=env, timeout=120)
     outcomes, current = {}, None
     for line in proc.stdout.decode(errors="replace").splitlines():
         parts = line.split(" ", 3)
@@ -389,7 +388,7 @@ def test_fuzz_public_api(batch):
 def test_driver_reports_a_crash():
     """The harness itself: a child that segfaults is caught and its case named."""
     batch = [("mg.tensor", None, [[1.0]], {}), ("mg.tensor", None, [[2.0]], {})]
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.path.join(ROOT, "tests"))
+    env = child_env(TESTS)
     crashing = DRIVER.replace("cases = pickle.load(sys.stdin.buffer)",
                               "cases = pickle.load(sys.stdin.buffer)\n"
                               "import ctypes\n_orig = run\n"
@@ -397,7 +396,7 @@ def test_driver_reports_a_crash():
                               "    if case[2] == [[2.0]]: ctypes.string_at(0)\n"
                               "    return _orig(case)\n")
     proc = subprocess.run([sys.executable, "-c", crashing], input=pickle.dumps(batch), capture_output=True,
-                          cwd=ROOT, env=env, timeout=60)
+                          cwd=TESTS, env=env, timeout=60)
     # a signal (negative code), or AddressSanitizer's exit code when it is preloaded
     assert proc.returncode < 0 or (os.environ.get("LD_PRELOAD") and proc.returncode != 0)
     assert b"BEGIN 1" in proc.stdout and b"OK 0" in proc.stdout and b"OK 1" not in proc.stdout
