@@ -900,19 +900,28 @@ cdef int run_backward(Node root, object grad) except -1:
     n = _topo_sort(root, &order, &order_cap, False, stash)
     try:
         root._seed(grad, False)
-        for i in range(n - 1, -1, -1):
-            node = <Node>order[i]
-            if node.op == OP_LEAF:      # Value or Tensor leaf: nothing to pass on
-                continue
-            if node.op < OP_SCALAR_END:
-                _scalar_backward(<Value>node)
-            else:
-                node._backward()
-            if _anomaly_mode:
-                check_backward(node)
+        _sweep(order, n)
     finally:
         stash.restore()
         _return_buffers(NULL, 0, order, order_cap)
+    return 0
+
+
+cdef int _sweep(PyObject** order, Py_ssize_t n) except -1:
+    """The reverse sweep: each node that needs a gradient passes its own on to
+    its parents, in reverse topological order."""
+    cdef Py_ssize_t i
+    cdef Node node
+    for i in range(n - 1, -1, -1):
+        node = <Node>order[i]
+        if node.op == OP_LEAF or not node.requires_grad:   # nothing to pass on
+            continue
+        if node.op < OP_SCALAR_END:
+            _scalar_backward(<Value>node)
+        else:
+            node._backward()
+        if _anomaly_mode:
+            check_backward(node)
     return 0
 
 
@@ -1241,16 +1250,7 @@ cdef class Graph:
                 else:
                     node._zero_grad()
             self.root._seed(grad, False)
-            for i in range(self._n - 1, -1, -1):
-                node = <Node>self._order[i]
-                if not node.requires_grad or node.op == OP_LEAF:
-                    continue
-                if node.op < OP_SCALAR_END:
-                    _scalar_backward(<Value>node)
-                else:
-                    node._backward()
-                if _anomaly_mode:
-                    check_backward(node)
+            _sweep(self._order, self._n)
         finally:
             stash.restore()
 

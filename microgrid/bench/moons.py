@@ -49,15 +49,21 @@ def initial_weights(seed=1337):
             for fan_in, fan_out in zip(SIZES[:-1], SIZES[1:])]
 
 
-def demo_training_step(Value, model, X, y, learning_rate=LEARNING_RATE, alpha=ALPHA):
-    """One step of micrograd's demo notebook (its ``loss()`` and update),
-    for any engine with micrograd's API.  Returns (loss Value, accuracy)."""
+def demo_loss(Value, model, X, y, alpha=ALPHA):
+    """micrograd's demo notebook ``loss()``: SVM max-margin loss plus L2, for
+    any engine with micrograd's API.  Returns (loss Value, scores)."""
     inputs = [list(map(Value, xrow)) for xrow in X]
     scores = list(map(model, inputs))
     losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)]
     data_loss = sum(losses) * (1.0 / len(losses))
     reg_loss = alpha * sum((p * p for p in model.parameters()))
-    total_loss = data_loss + reg_loss
+    return data_loss + reg_loss, scores
+
+
+def demo_training_step(Value, model, X, y, learning_rate=LEARNING_RATE, alpha=ALPHA):
+    """One step of micrograd's demo notebook (its ``loss()`` and update).
+    Returns (loss Value, accuracy)."""
+    total_loss, scores = demo_loss(Value, model, X, y, alpha)
     accuracy = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(y, scores)]
     model.zero_grad()
     total_loss.backward()

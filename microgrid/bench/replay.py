@@ -6,20 +6,14 @@ import numpy as np
 
 from .engines import ScalarEngine, Skip
 from .harness import Case, Workload
-from .moons import (ALPHA, LEARNING_RATE, N_POINTS, SIZES, _flat_scalar_params,
-                    _load_scalar_mlp, _scalar_modules, demo_training_step, initial_weights,
-                    two_moons)
+from .moons import (LEARNING_RATE, N_POINTS, SIZES, _flat_scalar_params, _load_scalar_mlp,
+                    _scalar_modules, demo_loss, demo_training_step, initial_weights, two_moons)
 
 
 def _recorded_demo(model, Value, X, y):
     """micrograd's demo loss graph on fixed inputs, recorded once."""
     import microgrid
-    inputs = [list(map(Value, xrow)) for xrow in X]
-    scores = list(map(model, inputs))
-    losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)]
-    data_loss = sum(losses) * (1.0 / len(losses))
-    reg_loss = ALPHA * sum((p * p for p in model.parameters()))
-    return microgrid.Graph(data_loss + reg_loss)
+    return microgrid.Graph(demo_loss(Value, model, X, y)[0])
 
 
 class MoonsStepReplay(Workload):
