@@ -16,6 +16,7 @@ from cpython.ref cimport PyObject, Py_XINCREF, Py_XDECREF
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.string cimport memset
 from libc.math cimport fabs, isfinite
 
 import numbers
@@ -1069,12 +1070,10 @@ cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
     cdef double* val = t.val
     cdef double* grad = t.grad
     cdef unsigned char* rg = t.requires_grad
-    # Current values (the nodes may have been changed since the last forward);
-    # every gradient, a leaf's too, starts at zero: a leaf's pass total is
-    # added to what it held at the end, as run_backward does.
-    for i in range(t.n):
-        val[i] = (<Value>nodes[i]).data
-        grad[i] = 0.0
+    # Derivatives are taken at the values of the last forward() (the tape
+    # keeps them); every gradient, a leaf's too, starts at zero: a leaf's pass
+    # total is added to what it held at the end, as run_backward does.
+    memset(grad, 0, t.n * sizeof(double))
     grad[t.n - 1] = seed
     for i in range(t.n - 1, -1, -1):
         op = t.op[i]
@@ -1130,7 +1129,9 @@ cdef class Graph:
     Value, ``t.data[...] = ...`` on a tensor) and call ``forward()`` to
     recompute every node from its parents, then ``backward()`` to rerun the
     reverse sweep: the results equal those of a freshly built graph, bit for
-    bit.  The recorded structure is fixed: if the code that built the graph
+    bit.  ``backward()`` differentiates at the values of the last
+    ``forward()``: after changing leaves, call ``forward()`` first.
+    The recorded structure is fixed: if the code that built the graph
     would branch differently on new data (a Python ``if`` on a value), replay
     still follows the recorded branch.  ``matches(new_root)`` tells whether a
     fresh build has the recorded structure.
