@@ -147,33 +147,31 @@ def _check_classes(t, n_classes, ignore_index, where):
             f"{where}(target): class index {int(t[bad][0])} is out of range for {n_classes} classes")
 
 
+def _class_loss(name, input, target, weight, ignore_index, reduction, ctx_tail=()):
+    """The checks and the fused node shared by cross_entropy and nll_loss:
+    integer class targets over the class dim (1, or 0 for a 1-d input)."""
+    input = _tensor_arg(input, f"{name}(input)")
+    if weight is not None:
+        raise ValueError(f"{name}(weight=...): class weights are not supported")
+    if input.ndim == 0:
+        raise ValueError(f"{name}(input) needs at least one dimension (the classes)")
+    _reduction(reduction, name)
+    t = _class_targets(target, input, name)
+    axis = 0 if input.ndim == 1 else 1
+    _check_classes(t, input.shape[axis], ignore_index, name)
+    return _node(OPS[name], input, None, None, [t, reduction, ignore_index, axis, *ctx_tail])
+
+
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """-log_softmax(input)[target] over the class dim (1, or 0 for 1-d input),
     with integer class targets; one fused node."""
-    input = _tensor_arg(input, "cross_entropy(input)")
-    if weight is not None:
-        raise ValueError("cross_entropy(weight=...): class weights are not supported")
-    if input.ndim == 0:
-        raise ValueError("cross_entropy(input) needs at least one dimension (the classes)")
-    _reduction(reduction, "cross_entropy")
-    t = _class_targets(target, input, "cross_entropy")
-    axis = 0 if input.ndim == 1 else 1
-    _check_classes(t, input.shape[axis], ignore_index, "cross_entropy")
-    return _node(OPS["cross_entropy"], input, None, None, [t, reduction, ignore_index, axis, None])
+    # the last context slot keeps the forward's log-probabilities for backward
+    return _class_loss("cross_entropy", input, target, weight, ignore_index, reduction, (None,))
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """-input[target] over the class dim, for log-probabilities ``input``."""
-    input = _tensor_arg(input, "nll_loss(input)")
-    if weight is not None:
-        raise ValueError("nll_loss(weight=...): class weights are not supported")
-    if input.ndim == 0:
-        raise ValueError("nll_loss(input) needs at least one dimension (the classes)")
-    _reduction(reduction, "nll_loss")
-    t = _class_targets(target, input, "nll_loss")
-    axis = 0 if input.ndim == 1 else 1
-    _check_classes(t, input.shape[axis], ignore_index, "nll_loss")
-    return _node(OPS["nll_loss"], input, None, None, [t, reduction, ignore_index, axis])
+    return _class_loss("nll_loss", input, target, weight, ignore_index, reduction)
 
 
 def _weight_array(weight, shape, where):

@@ -691,8 +691,8 @@ for _name, _ref in (("softmax", _softmax), ("log_softmax", _log_softmax)):
         yield Sample((rng.standard_normal(5),), (-1,))
     add(OpInfo(f"functional.{_name}", _fn, _ref, _sm_samples,
                _chain(_tensor_input_errors(_fn, _name, 0),
-                      _extra(ErrorInput(lambda f=_fn: f(_t(2, 3), 2), ValueError, rf"dim=2"),
-                             ErrorInput(lambda f=_fn: f(_t(2, 3), None), TypeError, rf"dim=...\)"))),
+                      _extra(ErrorInput(lambda f=_fn: f(_t(2, 3), 2), ValueError, r"dim=2"),
+                             ErrorInput(lambda f=_fn: f(_t(2, 3), None), TypeError, r"dim=...\)"))),
                aliases=(f"mg.{_name}",)))
     add(OpInfo(f"Tensor.{_name}", (lambda n: lambda t, d: getattr(t, n)(d))(_name), _ref, _sm_samples,
                _extra(ErrorInput(lambda n=_name: getattr(_t(2, 3), n)(2), ValueError, rf"{_name}\(dim=2\)"),

@@ -2,7 +2,7 @@
 
 To add workloads, write a module in ``microgrid/bench/`` that defines
 ``WORKLOADS = [...]`` (instances of ``harness.Workload``) and add its name to
-``MODULES``.  (conv_kernels.py and tensor_ops.py are standalone scripts,
+``MODULES``.  (conv_kernels.py is a standalone script of the kernels alone,
 ``python -m microgrid.bench.conv_kernels``, not part of the harness.)
 """
 import fnmatch
