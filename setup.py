@@ -36,6 +36,8 @@ directives = {
 # Every microgrid/_*.pyx is a compiled module; each links the plain-C kernels
 # of csrc/ (small, and it keeps the modules independent of each other).
 C_SOURCES = sorted(glob.glob("csrc/mg_*.c"))
+# the op table and the headers derived from it: a change rebuilds every module
+C_DEPENDS = sorted(glob.glob("csrc/mg_*.h") + glob.glob("csrc/mg_*.def"))
 
 
 def extension(pyx):
@@ -43,6 +45,7 @@ def extension(pyx):
     return Extension(
         f"microgrid.{name}",
         [pyx, *C_SOURCES],
+        depends=C_DEPENDS,
         include_dirs=["csrc", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,

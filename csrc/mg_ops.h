@@ -1,123 +1,228 @@
-/* mg_ops.h: the scalar op codes and, for every op with at most two operands,
- * its forward formula and local derivatives, keyed by op code.
+/* mg_ops.h: the op table (mg_ops.def) expanded into C.
  *
- * Both the graph builder and the replay tape call these two functions, so a
- * replayed value is the same computation as a freshly built one, bit for bit.
+ * From each row this header derives the op codes, the scalar forward value
+ * and local derivatives (used by Value nodes, the graph builder and the
+ * replay tape alike, so a replayed value is the same computation as a
+ * freshly built one, bit for bit), the kind of each op code, and a table of
+ * the rows' text for the Python side (microgrid.core.optable).  The array
+ * loops of Tensor nodes are derived in mg_ufuncs.h from the same inline
+ * functions.
  */
 #ifndef MG_OPS_H
 #define MG_OPS_H
 
 #include "mg_scalar.h"
 
+/* -- op codes --------------------------------------------------------------
+ * LEAF and CUSTOM first, then every row in table order; a binary row also
+ * gives the codes of its constant-operand forms. */
+#define MG_BINARY(CODE, ...) MG_OP_##CODE, MG_OP_##CODE##_AC, MG_OP_##CODE##_CA,
+#define MG_UNARY(CODE, ...) MG_OP_##CODE,
+#define MG_UNARY_C(CODE, ...) MG_OP_##CODE,
+#define MG_END_OF_RULES()
+#define MG_NARY(CODE, ...) MG_OP_##CODE,
+#define MG_TENSOR(CODE, ...) MG_OP_##CODE,
 typedef enum {
     MG_OP_LEAF = 0,
     MG_OP_CUSTOM,       /* built by Value(data, _children, _op): parents kept, no rule */
-    MG_OP_ADD,          /* a + b */
-    MG_OP_SUB,          /* a - b */
-    MG_OP_MUL,          /* a * b */
-    MG_OP_DIV,          /* a / b */
-    MG_OP_POW,          /* a ** b */
-    MG_OP_ADD_CONST,    /* a + aux */
-    MG_OP_RSUB_CONST,   /* aux - a */
-    MG_OP_MUL_CONST,    /* a * aux */
-    MG_OP_DIV_CONST,    /* a / aux */
-    MG_OP_RDIV_CONST,   /* aux / a */
-    MG_OP_POW_CONST,    /* a ** aux */
-    MG_OP_RPOW_CONST,   /* aux ** a */
-    MG_OP_NEG,
-    MG_OP_ABS,
-    MG_OP_RELU,
-    MG_OP_LEAKY_RELU,   /* aux = negative slope */
-    MG_OP_SIGMOID,
-    MG_OP_TANH,
-    MG_OP_EXP,
-    MG_OP_LOG,
-    MG_OP_SQRT,
-    MG_OP_SOFTPLUS,
-    MG_OP_SIN,
-    MG_OP_COS,
-    MG_OP_SUM,          /* args + aux */
-    MG_OP_MEAN,         /* (sum of args) / len(args) */
-    MG_OP_DOT,          /* sum args[i] * args[n + i] + a (bias, optional) */
-    MG_OP_ELEMENT,      /* a[aux]: one element of a tensor, by flat index */
-    MG_OP_SCALAR_END    /* op codes from here on belong to other node kinds */
+#include "mg_ops.def"
+    MG_OP_COUNT
 } mg_op;
+#undef MG_BINARY
+#undef MG_UNARY
+#undef MG_UNARY_C
+#undef MG_END_OF_RULES
+#undef MG_NARY
+#undef MG_TENSOR
 
-/* Ops below this code read one or two operands (a, b) and a constant (aux). */
-#define MG_OP_FIRST_NARY MG_OP_SUM
+/* -- kinds: how a node of each op code is computed --------------------------- */
+typedef enum {
+    MG_KIND_LEAF = 0,
+    MG_KIND_CUSTOM,       /* no rule: a node the user built by hand */
+    MG_KIND_BINARY,       /* a op b: two operand nodes */
+    MG_KIND_BINARY_AC,    /* a op c: operand a, constant c */
+    MG_KIND_BINARY_CA,    /* c op a: constant c, operand a */
+    MG_KIND_UNARY,        /* f(a) */
+    MG_KIND_UNARY_C,      /* f(a; c): a constant parameter c */
+    MG_KIND_NARY,         /* fused n-ary Value node */
+    /* tensor nodes with whole-array rules, by family */
+    MG_KIND_ELEMENTWISE,
+    MG_KIND_REDUCE,
+    MG_KIND_SHAPE,
+    MG_KIND_PRODUCT,
+    MG_KIND_LOSS,
+    MG_KIND_CONV
+} mg_kind;
 
-static inline int mg_op_is_binary(int op)
+/* -- the scalar rules ----------------------------------------------------------
+ * The row's formulas become inline functions of doubles:
+ *   mg_f_<CODE>(a, b)  and  mg_da_<CODE> / mg_db_<CODE>(a, b, out)  (binary)
+ *   mg_f_<CODE>(a, c)  and  mg_da_<CODE>(a, out, c)                 (unary)
+ * with the expression vocabulary of mg_scalar.h in scope. */
+/* The expression vocabulary of the rows (mg_scalar.h has the functions). */
+#define where(cond, x, y) ((cond) ? (x) : (y))
+#define sigmoid mg_sigmoid
+#define softplus mg_softplus
+#define sign mg_sign
+#define MG_BINARY(CODE, name, symbol, F, DA, DB, ...)                                  \
+    static inline double mg_f_##CODE(double a, double b) { return (F); }               \
+    static inline double mg_da_##CODE(double a, double b, double out)                  \
+    { (void)a; (void)b; (void)out; return (DA); }                                      \
+    static inline double mg_db_##CODE(double a, double b, double out)                  \
+    { (void)a; (void)b; (void)out; return (DB); }
+#define MG_UNARY(CODE, name, symbol, torch, F, DA, ...)                                \
+    static inline double mg_f_##CODE(double a, double c) { (void)c; return (F); }      \
+    static inline double mg_da_##CODE(double a, double out, double c)                  \
+    { (void)a; (void)out; (void)c; return (DA); }
+#define MG_UNARY_C(CODE, name, symbol, torch, param, dflt, F, DA, ...)                 \
+    static inline double mg_f_##CODE(double a, double c) { return (F); }               \
+    static inline double mg_da_##CODE(double a, double out, double c)                  \
+    { (void)a; (void)out; (void)c; return (DA); }
+#define MG_END_OF_RULES()
+#define MG_NARY(...)
+#define MG_TENSOR(...)
+#include "mg_ops.def"
+#undef MG_BINARY
+#undef MG_UNARY
+#undef MG_UNARY_C
+#undef MG_END_OF_RULES
+#undef MG_NARY
+#undef MG_TENSOR
+#undef where
+#undef sigmoid
+#undef softplus
+#undef sign
+
+/* The kind of each op code. */
+static const unsigned char mg_op_kind[MG_OP_COUNT] = {
+    MG_KIND_LEAF, MG_KIND_CUSTOM,
+#define MG_BINARY(...) MG_KIND_BINARY, MG_KIND_BINARY_AC, MG_KIND_BINARY_CA,
+#define MG_UNARY(...) MG_KIND_UNARY,
+#define MG_UNARY_C(...) MG_KIND_UNARY_C,
+#define MG_END_OF_RULES()
+#define MG_NARY(...) MG_KIND_NARY,
+#define MG_TENSOR(CODE, symbol, family) MG_KIND_##family,
+#include "mg_ops.def"
+#undef MG_BINARY
+#undef MG_UNARY
+#undef MG_UNARY_C
+#undef MG_END_OF_RULES
+#undef MG_NARY
+#undef MG_TENSOR
+};
+
+/* Whether op has a scalar rule (a row with formulas), and how many operand
+ * nodes it reads: 2 for a op b, 1 for f(a), a op c and c op a. */
+static inline int mg_op_operands(int op)
 {
-    return op >= MG_OP_ADD && op <= MG_OP_POW;
+    switch (mg_op_kind[op]) {
+    case MG_KIND_BINARY: return 2;
+    case MG_KIND_BINARY_AC: case MG_KIND_BINARY_CA:
+    case MG_KIND_UNARY: case MG_KIND_UNARY_C: return 1;
+    default: return 0;
+    }
 }
 
-/* The value of op applied to x (= a), y (= b, or 0) and aux. */
-static inline double mg_forward(int op, double x, double y, double aux)
+/* The value of op at operands a (, b) and constant c. */
+static inline double mg_forward(int op, double a, double b, double c)
 {
     switch (op) {
-    case MG_OP_ADD: return x + y;
-    case MG_OP_SUB: return x - y;
-    case MG_OP_MUL: return x * y;
-    case MG_OP_DIV: return x / y;
-    case MG_OP_POW: return pow(x, y);
-    case MG_OP_ADD_CONST: return x + aux;
-    case MG_OP_RSUB_CONST: return aux - x;
-    case MG_OP_MUL_CONST: return x * aux;
-    case MG_OP_DIV_CONST: return x / aux;
-    case MG_OP_RDIV_CONST: return aux / x;
-    case MG_OP_POW_CONST: return pow(x, aux);
-    case MG_OP_RPOW_CONST: return pow(aux, x);
-    case MG_OP_NEG: return -x;
-    case MG_OP_ABS: return fabs(x);
-    case MG_OP_RELU: return mg_relu(x);
-    case MG_OP_LEAKY_RELU: return mg_leaky_relu(x, aux);
-    case MG_OP_SIGMOID: return mg_sigmoid(x);
-    case MG_OP_TANH: return tanh(x);
-    case MG_OP_EXP: return exp(x);
-    case MG_OP_LOG: return log(x);
-    case MG_OP_SQRT: return sqrt(x);
-    case MG_OP_SOFTPLUS: return mg_softplus(x);
-    case MG_OP_SIN: return sin(x);
-    case MG_OP_COS: return cos(x);
+#define MG_BINARY(CODE, ...)                                                           \
+    case MG_OP_##CODE: return mg_f_##CODE(a, b);                                       \
+    case MG_OP_##CODE##_AC: return mg_f_##CODE(a, c);                                  \
+    case MG_OP_##CODE##_CA: return mg_f_##CODE(c, a);
+#define MG_UNARY(CODE, ...) case MG_OP_##CODE: return mg_f_##CODE(a, c);
+#define MG_UNARY_C(CODE, ...) case MG_OP_##CODE: return mg_f_##CODE(a, c);
+#define MG_END_OF_RULES()
+#define MG_NARY(...)
+#define MG_TENSOR(...)
+#include "mg_ops.def"
+#undef MG_BINARY
+#undef MG_UNARY
+#undef MG_UNARY_C
+#undef MG_END_OF_RULES
+#undef MG_NARY
+#undef MG_TENSOR
     default: return NAN;
     }
 }
 
-/* The gradient contributions g * d(out)/dx into *gx and g * d(out)/dy into
- * *gy (left untouched for one-operand ops), where out = mg_forward(op, ...). */
-static inline void mg_backward(int op, double x, double y, double out, double aux,
-                               double g, double *gx, double *gy)
+/* The local derivatives of op's value out with respect to its operand
+ * nodes: *da for a, *db for b (left untouched unless op reads two). */
+static inline void mg_local_grads(int op, double a, double b, double out, double c,
+                                  double *da, double *db)
 {
     switch (op) {
-    case MG_OP_ADD: *gx = g; *gy = g; return;
-    case MG_OP_SUB: *gx = g; *gy = -g; return;
-    case MG_OP_MUL: *gx = g * y; *gy = g * x; return;
-    case MG_OP_DIV: *gx = g / y; *gy = -g * x / (y * y); return;
-    case MG_OP_POW:
-        *gx = g * mg_pow_grad_base(x, y);
-        *gy = g * mg_pow_grad_exponent(x, y, out);
-        return;
-    case MG_OP_ADD_CONST: *gx = g; return;
-    case MG_OP_RSUB_CONST: *gx = -g; return;
-    case MG_OP_NEG: *gx = -g; return;
-    case MG_OP_MUL_CONST: *gx = g * aux; return;
-    case MG_OP_DIV_CONST: *gx = g / aux; return;
-    case MG_OP_RDIV_CONST: *gx = -g * aux / (x * x); return;
-    case MG_OP_POW_CONST: *gx = g * mg_pow_grad_base(x, aux); return;
-    case MG_OP_RPOW_CONST: *gx = g * mg_pow_grad_exponent(aux, x, out); return;
-    case MG_OP_ABS: *gx = g * mg_sign(x); return;
-    case MG_OP_RELU: *gx = g * mg_relu_grad(x); return;
-    case MG_OP_LEAKY_RELU: *gx = g * mg_leaky_relu_grad(x, aux); return;
-    case MG_OP_SIGMOID: *gx = g * out * (1.0 - out); return;
-    case MG_OP_TANH: *gx = g * (1.0 - out * out); return;
-    case MG_OP_EXP: *gx = g * out; return;
-    case MG_OP_LOG: *gx = g / x; return;
-    case MG_OP_SQRT: *gx = g / (2.0 * out); return;
-    case MG_OP_SOFTPLUS: *gx = g * mg_sigmoid(x); return;
-    case MG_OP_SIN: *gx = g * cos(x); return;
-    case MG_OP_COS: *gx = -g * sin(x); return;
-    default: *gx = NAN; return;
+#define MG_BINARY(CODE, ...)                                                           \
+    case MG_OP_##CODE: *da = mg_da_##CODE(a, b, out); *db = mg_db_##CODE(a, b, out); return; \
+    case MG_OP_##CODE##_AC: *da = mg_da_##CODE(a, c, out); return;                     \
+    case MG_OP_##CODE##_CA: *da = mg_db_##CODE(c, a, out); return;
+#define MG_UNARY(CODE, ...) case MG_OP_##CODE: *da = mg_da_##CODE(a, out, c); return;
+#define MG_UNARY_C(CODE, ...) case MG_OP_##CODE: *da = mg_da_##CODE(a, out, c); return;
+#define MG_END_OF_RULES()
+#define MG_NARY(...)
+#define MG_TENSOR(...)
+#include "mg_ops.def"
+#undef MG_BINARY
+#undef MG_UNARY
+#undef MG_UNARY_C
+#undef MG_END_OF_RULES
+#undef MG_NARY
+#undef MG_TENSOR
+    default: *da = NAN; return;
     }
 }
+
+/* -- the rows' text, for the Python side ----------------------------------------
+ * One entry per op code (a binary row's constant forms share its text). */
+typedef struct {
+    int code;
+    int kind;
+    int base;                 /* the row's own code (differs for a op c, c op a) */
+    const char *code_name;    /* "SIGMOID" */
+    const char *name;         /* method name, "" if none */
+    const char *symbol;       /* the node's _op */
+    const char *torch;        /* PyTorch's functional / nn names, "" if none */
+    const char *param;        /* keyword(s) of the constant, "" if none */
+    double param_default;
+    const char *forward;      /* the formulas, as written in the row */
+    const char *grad_a;
+    const char *grad_b;
+    const char *show;         /* display templates */
+    const char *show_grad_a;
+    const char *show_grad_b;
+} mg_op_row;
+
+static const mg_op_row mg_op_rows[MG_OP_COUNT] = {
+    {MG_OP_LEAF, MG_KIND_LEAF, MG_OP_LEAF, "LEAF", "", "", "", "", 0, "", "", "", "", "", ""},
+    {MG_OP_CUSTOM, MG_KIND_CUSTOM, MG_OP_CUSTOM, "CUSTOM", "", "", "", "", 0, "", "", "", "", "", ""},
+#define MG_BINARY(CODE, name, symbol, F, DA, DB, show, sa, sb)                         \
+    {MG_OP_##CODE, MG_KIND_BINARY, MG_OP_##CODE, #CODE, name, symbol, "", "", 0,       \
+     #F, #DA, #DB, show, sa, sb},                                                      \
+    {MG_OP_##CODE##_AC, MG_KIND_BINARY_AC, MG_OP_##CODE, #CODE "_AC", "", symbol, "", "", 0, \
+     #F, #DA, #DB, show, sa, sb},                                                      \
+    {MG_OP_##CODE##_CA, MG_KIND_BINARY_CA, MG_OP_##CODE, #CODE "_CA", "", symbol, "", "", 0, \
+     #F, #DA, #DB, show, sa, sb},
+#define MG_UNARY(CODE, name, symbol, torch, F, DA, show, sa)                           \
+    {MG_OP_##CODE, MG_KIND_UNARY, MG_OP_##CODE, #CODE, name, symbol, torch, "", 0,     \
+     #F, #DA, "", show, sa, ""},
+#define MG_UNARY_C(CODE, name, symbol, torch, param, dflt, F, DA, show, sa)            \
+    {MG_OP_##CODE, MG_KIND_UNARY_C, MG_OP_##CODE, #CODE, name, symbol, torch, param, dflt, \
+     #F, #DA, "", show, sa, ""},
+#define MG_END_OF_RULES()
+#define MG_NARY(CODE, symbol, show, sa)                                                \
+    {MG_OP_##CODE, MG_KIND_NARY, MG_OP_##CODE, #CODE, "", symbol, "", "", 0,           \
+     "", "", "", show, sa, ""},
+#define MG_TENSOR(CODE, symbol, family)                                                \
+    {MG_OP_##CODE, MG_KIND_##family, MG_OP_##CODE, #CODE, "", symbol, "", "", 0,       \
+     "", "", "", "", "", ""},
+#include "mg_ops.def"
+#undef MG_BINARY
+#undef MG_UNARY
+#undef MG_UNARY_C
+#undef MG_END_OF_RULES
+#undef MG_NARY
+#undef MG_TENSOR
+};
 
 #endif /* MG_OPS_H */

@@ -12,6 +12,7 @@ from . import _engine
 from ._engine import Graph, Value, detect_anomaly, dot, is_anomaly_enabled, topological_order
 from .gradcheck import GradcheckError, gradcheck
 from ._tensor import Tensor, cat, concatenate, matmul, ones, randn, stack, tensor, zeros
+from . import optable   # installs the elementwise methods of Value and Tensor
 from . import functional
 from .functional import (
     avg_pool2d, binary_cross_entropy, binary_cross_entropy_with_logits, conv2d,

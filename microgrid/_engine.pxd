@@ -9,44 +9,53 @@
 cimport cython
 
 cdef extern from "mg_ops.h":
-    # The scalar op codes (csrc/mg_ops.h documents each).
+    # The op codes (generated from csrc/mg_ops.def); only the codes the engine
+    # handles by name are declared here, the others are numbers read from
+    # the table.
     ctypedef enum mg_op:
         OP_LEAF "MG_OP_LEAF"
         OP_CUSTOM "MG_OP_CUSTOM"
         OP_ADD "MG_OP_ADD"
+        OP_ADD_AC "MG_OP_ADD_AC"
         OP_SUB "MG_OP_SUB"
+        OP_SUB_AC "MG_OP_SUB_AC"
+        OP_SUB_CA "MG_OP_SUB_CA"
         OP_MUL "MG_OP_MUL"
+        OP_MUL_AC "MG_OP_MUL_AC"
         OP_DIV "MG_OP_DIV"
+        OP_DIV_AC "MG_OP_DIV_AC"
+        OP_DIV_CA "MG_OP_DIV_CA"
         OP_POW "MG_OP_POW"
-        OP_ADD_CONST "MG_OP_ADD_CONST"
-        OP_RSUB_CONST "MG_OP_RSUB_CONST"
-        OP_MUL_CONST "MG_OP_MUL_CONST"
-        OP_DIV_CONST "MG_OP_DIV_CONST"
-        OP_RDIV_CONST "MG_OP_RDIV_CONST"
-        OP_POW_CONST "MG_OP_POW_CONST"
-        OP_RPOW_CONST "MG_OP_RPOW_CONST"
+        OP_POW_AC "MG_OP_POW_AC"
+        OP_POW_CA "MG_OP_POW_CA"
         OP_NEG "MG_OP_NEG"
         OP_ABS "MG_OP_ABS"
-        OP_RELU "MG_OP_RELU"
-        OP_LEAKY_RELU "MG_OP_LEAKY_RELU"
-        OP_SIGMOID "MG_OP_SIGMOID"
-        OP_TANH "MG_OP_TANH"
-        OP_EXP "MG_OP_EXP"
-        OP_LOG "MG_OP_LOG"
-        OP_SQRT "MG_OP_SQRT"
-        OP_SOFTPLUS "MG_OP_SOFTPLUS"
-        OP_SIN "MG_OP_SIN"
-        OP_COS "MG_OP_COS"
         OP_SUM "MG_OP_SUM"
         OP_MEAN "MG_OP_MEAN"
         OP_DOT "MG_OP_DOT"
         OP_ELEMENT "MG_OP_ELEMENT"
-        OP_SCALAR_END "MG_OP_SCALAR_END"
-    int OP_FIRST_NARY "MG_OP_FIRST_NARY"
-    bint mg_op_is_binary(int op) nogil
-    double mg_forward(int op, double x, double y, double aux) nogil
-    void mg_backward(int op, double x, double y, double out, double aux,
-                     double g, double* gx, double* gy) nogil
+        OP_COUNT "MG_OP_COUNT"
+    # How a node of each op code is computed (mg_op_kind[op]).
+    ctypedef enum mg_kind:
+        KIND_LEAF "MG_KIND_LEAF"
+        KIND_CUSTOM "MG_KIND_CUSTOM"
+        KIND_BINARY "MG_KIND_BINARY"
+        KIND_BINARY_AC "MG_KIND_BINARY_AC"
+        KIND_BINARY_CA "MG_KIND_BINARY_CA"
+        KIND_UNARY "MG_KIND_UNARY"
+        KIND_UNARY_C "MG_KIND_UNARY_C"
+        KIND_NARY "MG_KIND_NARY"
+        KIND_ELEMENTWISE "MG_KIND_ELEMENTWISE"
+        KIND_REDUCE "MG_KIND_REDUCE"
+        KIND_SHAPE "MG_KIND_SHAPE"
+        KIND_PRODUCT "MG_KIND_PRODUCT"
+        KIND_LOSS "MG_KIND_LOSS"
+        KIND_CONV "MG_KIND_CONV"
+    const unsigned char* mg_op_kind
+    int mg_op_operands(int op) nogil
+    double mg_forward(int op, double a, double b, double c) nogil
+    void mg_local_grads(int op, double a, double b, double out, double c,
+                        double* da, double* db) nogil
 
 
 # no_gc here too: modules that cimport Node see only this declaration, and
@@ -92,4 +101,8 @@ cdef int check_forward(Node out) except -1
 cdef int check_backward(Node node) except -1
 cdef unsigned long long next_seq()
 cdef int run_backward(Node root, object grad) except -1
+# The builder of an elementwise tensor node, which _tensor registers: the
+# methods generated from the op table call it for Tensor operands.
+ctypedef object (*elementwise_builder)(object self, int op, double c)
+cdef void register_tensor_builder(elementwise_builder builder) noexcept
 cdef Value make_element(Node source, Py_ssize_t index, double data, bint requires_grad)

@@ -17,13 +17,32 @@ from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset
-from libc.math cimport fabs, isfinite
+from libc.math cimport fabs, isfinite, NAN
 
 import numbers
 
 cdef extern from "Python.h":
     ctypedef struct PyTupleObject:
         PyObject* ob_item[1]
+
+cdef extern from "mg_ops.h":
+    ctypedef struct mg_op_row:
+        int code
+        int kind
+        int base
+        const char* code_name
+        const char* name
+        const char* symbol
+        const char* torch
+        const char* param
+        double param_default
+        const char* forward
+        const char* grad_a
+        const char* grad_b
+        const char* show
+        const char* show_grad_a
+        const char* show_grad_b
+    const mg_op_row* mg_op_rows
 
 
 cdef inline PyObject** _tuple_items(tuple t) noexcept:
@@ -32,23 +51,15 @@ cdef inline PyObject** _tuple_items(tuple t) noexcept:
 
 
 
-# What ``._op`` reports for each op code; POW_CONST appends its exponent.
-_OP_SYMBOLS = {
-    OP_LEAF: '', OP_ADD: '+', OP_SUB: '-', OP_MUL: '*', OP_DIV: '/', OP_POW: '**',
-    OP_ADD_CONST: '+', OP_RSUB_CONST: '-', OP_MUL_CONST: '*', OP_DIV_CONST: '/',
-    OP_RDIV_CONST: '/', OP_POW_CONST: '**', OP_RPOW_CONST: '**', OP_NEG: 'neg',
-    OP_ABS: 'abs', OP_RELU: 'ReLU', OP_LEAKY_RELU: 'leaky_relu',
-    OP_SIGMOID: 'sigmoid', OP_TANH: 'tanh', OP_EXP: 'exp', OP_LOG: 'log',
-    OP_SQRT: 'sqrt', OP_SOFTPLUS: 'softplus', OP_SIN: 'sin', OP_COS: 'cos',
-    OP_SUM: 'sum', OP_MEAN: 'mean', OP_DOT: 'dot', OP_ELEMENT: 'element',
-}
+cdef extern from "Python.h":
+    ctypedef struct PyTypeObject:
+        PyObject* tp_dict
+    void PyType_Modified(PyTypeObject* t)
 
-# Ops whose ``aux`` is a constant operand; ``_parents()`` shows it as a Value
-# at this position (0: before ``a``, 1: after it), as micrograd would.
-_CONST_OPERAND_POSITION = {
-    OP_ADD_CONST: 1, OP_RSUB_CONST: 0, OP_MUL_CONST: 1, OP_DIV_CONST: 1,
-    OP_RDIV_CONST: 0, OP_RPOW_CONST: 0,
-}
+# What ``._op`` reports for each op code (a op c with op ** appends c), and
+# where a constant operand sits among ``_parents()`` (0: before ``a``, 1:
+# after it), as micrograd would show it: both from the op table.
+_OP_SYMBOLS = [(<bytes>mg_op_rows[i].symbol).decode() for i in range(OP_COUNT)]
 
 
 # ---------------------------------------------------------------------------
@@ -293,18 +304,61 @@ cdef class Value(Node):
     def _op(self):
         if self.op == OP_CUSTOM:
             return self.b
-        if self.op == OP_POW_CONST:
+        if self.op == OP_POW_AC:
             return '**' + _format_number(self.aux)
         return _OP_SYMBOLS[self.op]
 
     def _parents(self):
-        position = _CONST_OPERAND_POSITION.get(self.op)
-        if position is None:
-            if self.op == OP_SUM and self.aux != 0.0:
-                return self.args + (_constant(self.aux),)
-            return Node._parents(self)
-        const = _constant(self.aux)
-        return (const, self.a) if position == 0 else (self.a, const)
+        cdef int kind = mg_op_kind[self.op]
+        if kind == KIND_BINARY_AC:
+            return (self.a, _constant(self.aux))
+        if kind == KIND_BINARY_CA:
+            return (_constant(self.aux), self.a)
+        if self.op == OP_SUM and self.aux != 0.0:
+            return self.args + (_constant(self.aux),)
+        return Node._parents(self)
+
+    @property
+    def _const(self):
+        """The constant the node keeps inside (c of ``a op c``, ``c op a`` or
+        leaky_relu's slope), or None."""
+        cdef int kind = mg_op_kind[self.op]
+        if kind == KIND_BINARY_AC or kind == KIND_BINARY_CA or kind == KIND_UNARY_C:
+            return self.aux
+        return None
+
+    def _local_grads(self):
+        """The local derivative of this node with respect to each operand of
+        ``_parents()`` (None for a constant), computed by the backward rule
+        itself: what a worked solution multiplies along the chain."""
+        cdef int kind = mg_op_kind[self.op]
+        cdef double da = NAN, db = NAN
+        cdef Py_ssize_t n, i
+        if kind == KIND_LEAF or kind == KIND_CUSTOM:
+            return ()
+        if mg_op_operands(self.op):
+            mg_local_grads(self.op, (<Value>self.a).data,
+                           (<Value>self.b).data if kind == KIND_BINARY else 0.0,
+                           self.data, self.aux, &da, &db)
+            if kind == KIND_BINARY:
+                return (da, db)
+            if kind == KIND_BINARY_AC:
+                return (da, None)
+            if kind == KIND_BINARY_CA:
+                return (None, da)
+            return (da,)
+        if self.op == OP_SUM or self.op == OP_MEAN:
+            n = len(self.args)
+            grads = (1.0 if self.op == OP_SUM else 1.0 / n,) * n
+            return grads + ((None,) if self.op == OP_SUM and self.aux != 0.0 else ())
+        if self.op == OP_DOT:
+            n = len(self.args) // 2
+            grads = tuple([(<Value>self.args[n + i]).data for i in range(n)]
+                          + [(<Value>self.args[i]).data for i in range(n)])
+            return grads + ((1.0,) if self.a is not None else ())
+        if self.op == OP_ELEMENT:
+            return (1.0,)
+        raise SystemError(f"_local_grads: unknown scalar op code {self.op}")
 
     # -- arithmetic -----------------------------------------------------------
 
@@ -313,27 +367,27 @@ cdef class Value(Node):
         if isinstance(other, Value):
             return _binary(OP_ADD, self, <Value>other)
         if _to_double(other, &c):
-            return _with_const(OP_ADD_CONST, self, c)
+            return _with_const(OP_ADD_AC, self, c)
         return NotImplemented
 
     def __radd__(self, other):
         cdef double c
         if _to_double(other, &c):
-            return _with_const(OP_ADD_CONST, self, c)
+            return _with_const(OP_ADD_AC, self, c)
         return NotImplemented
 
     def __sub__(self, other):
         cdef double c
         if isinstance(other, Value):
             return _binary(OP_SUB, self, <Value>other)
-        if _to_double(other, &c):  # self + (-other), exact in IEEE arithmetic
-            return _with_const(OP_ADD_CONST, self, -c)
+        if _to_double(other, &c):  # self + (-other) as micrograd, exact in IEEE arithmetic
+            return _with_const(OP_ADD_AC, self, -c)
         return NotImplemented
 
     def __rsub__(self, other):  # other - self
         cdef double c
         if _to_double(other, &c):
-            return _with_const(OP_RSUB_CONST, self, c)
+            return _with_const(OP_SUB_CA, self, c)
         return NotImplemented
 
     def __mul__(self, other):
@@ -341,13 +395,13 @@ cdef class Value(Node):
         if isinstance(other, Value):
             return _binary(OP_MUL, self, <Value>other)
         if _to_double(other, &c):
-            return _with_const(OP_MUL_CONST, self, c)
+            return _with_const(OP_MUL_AC, self, c)
         return NotImplemented
 
     def __rmul__(self, other):
         cdef double c
         if _to_double(other, &c):
-            return _with_const(OP_MUL_CONST, self, c)
+            return _with_const(OP_MUL_AC, self, c)
         return NotImplemented
 
     def __truediv__(self, other):
@@ -355,13 +409,13 @@ cdef class Value(Node):
         if isinstance(other, Value):
             return _binary(OP_DIV, self, <Value>other)
         if _to_double(other, &c):
-            return _with_const(OP_DIV_CONST, self, c)
+            return _with_const(OP_DIV_AC, self, c)
         return NotImplemented
 
     def __rtruediv__(self, other):  # other / self
         cdef double c
         if _to_double(other, &c):
-            return _with_const(OP_RDIV_CONST, self, c)
+            return _with_const(OP_DIV_CA, self, c)
         return NotImplemented
 
     def __pow__(self, other, modulo):
@@ -371,13 +425,13 @@ cdef class Value(Node):
         if isinstance(other, Value):
             return _binary(OP_POW, self, <Value>other)
         if _to_double(other, &c):
-            return _with_const(OP_POW_CONST, self, c)
+            return _with_const(OP_POW_AC, self, c)
         return NotImplemented
 
     def __rpow__(self, other, modulo):  # other ** self
         cdef double c
         if modulo is None and _to_double(other, &c):
-            return _with_const(OP_RPOW_CONST, self, c)
+            return _with_const(OP_POW_CA, self, c)
         return NotImplemented
 
     def __neg__(self):
@@ -389,43 +443,8 @@ cdef class Value(Node):
     def __abs__(self):
         return _unary(OP_ABS, self)
 
-    # -- elementwise functions ------------------------------------------------
-
-    def relu(self):
-        return _unary(OP_RELU, self)
-
-    def leaky_relu(self, slope=0.01):
-        cdef double s
-        if not _to_double(slope, &s):
-            raise TypeError(f"leaky_relu(slope=...) takes a real number, got {type(slope).__name__}")
-        return _with_const(OP_LEAKY_RELU, self, s)
-
-    def sigmoid(self):
-        return _unary(OP_SIGMOID, self)
-
-    def tanh(self):
-        return _unary(OP_TANH, self)
-
-    def exp(self):
-        return _unary(OP_EXP, self)
-
-    def log(self):
-        return _unary(OP_LOG, self)
-
-    def sqrt(self):
-        return _unary(OP_SQRT, self)
-
-    def softplus(self):
-        return _unary(OP_SOFTPLUS, self)
-
-    def sin(self):
-        return _unary(OP_SIN, self)
-
-    def cos(self):
-        return _unary(OP_COS, self)
-
-    def abs(self):
-        return _unary(OP_ABS, self)
+    # The elementwise methods (relu, sigmoid, tanh, exp, ...) are generated
+    # from the op table: see microgrid/optable.py.
 
     # -- gradients ------------------------------------------------------------
 
@@ -623,9 +642,9 @@ cdef inline double _forward_data(Value v) except? -1.0:
     cdef tuple args
     if op == OP_LEAF or op == OP_CUSTOM:
         return v.data
-    if op < OP_FIRST_NARY:
+    if mg_op_operands(op):
         return mg_forward(op, (<Value>v.a).data,
-                          (<Value>v.b).data if mg_op_is_binary(op) else 0.0, v.aux)
+                          (<Value>v.b).data if mg_op_operands(op) == 2 else 0.0, v.aux)
     args = v.args
     if op == OP_SUM:
         total = 0.0
@@ -763,7 +782,7 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
             if leaf_stash is not None:
                 if (<Node>node).op == OP_LEAF:
                     leaf_stash.add(<Node>node)
-                elif (<Node>node).op < OP_SCALAR_END:
+                elif isinstance(<object>node, Value):
                     (<Value>node).grad = 0.0
                 else:
                     (<Node>node)._zero_grad()
@@ -783,22 +802,20 @@ cdef inline void _accumulate(object parent, double g) noexcept:
 
 cdef inline int _scalar_backward(Value v) except -1:
     """Apply the local derivative rule of ``v``'s op to its parents."""
-    cdef double g = v.grad, x, y, ga, gb
+    cdef double g = v.grad, da, db
     cdef unsigned short op = v.op
     cdef Py_ssize_t i, n
     cdef PyObject** items
     if op == OP_CUSTOM:
         return 0
-    if op < OP_FIRST_NARY:
-        x = (<Value>v.a).data
-        if mg_op_is_binary(op):
-            y = (<Value>v.b).data
-            mg_backward(op, x, y, v.data, v.aux, g, &ga, &gb)
-            _accumulate(v.a, ga)
-            _accumulate(v.b, gb)
-        else:
-            mg_backward(op, x, 0.0, v.data, v.aux, g, &ga, &gb)
-            _accumulate(v.a, ga)
+    n = mg_op_operands(op)
+    if n == 2:
+        mg_local_grads(op, (<Value>v.a).data, (<Value>v.b).data, v.data, v.aux, &da, &db)
+        _accumulate(v.a, g * da)
+        _accumulate(v.b, g * db)
+    elif n == 1:
+        mg_local_grads(op, (<Value>v.a).data, 0.0, v.data, v.aux, &da, &db)
+        _accumulate(v.a, g * da)
     elif op == OP_SUM or op == OP_MEAN:
         items = _tuple_items(v.args)
         n = len(v.args)
@@ -917,7 +934,7 @@ cdef int _sweep(PyObject** order, Py_ssize_t n) except -1:
         node = <Node>order[i]
         if node.op == OP_LEAF or not node.requires_grad:   # nothing to pass on
             continue
-        if node.op < OP_SCALAR_END:
+        if isinstance(node, Value):
             _scalar_backward(<Value>node)
         else:
             node._backward()
@@ -945,7 +962,7 @@ def topological_order(Node root not None, *, bint every_node=True):
 # position in the recorded order, so replay reads and writes contiguous
 # doubles instead of chasing node pointers.  Values and gradients are copied
 # back into the nodes as they are computed.  The arithmetic is the nodes'
-# own (mg_forward/mg_backward, the same summation order), so a replay equals a
+# own (mg_forward/mg_local_grads, the same summation order), so a replay equals a
 # fresh build bit for bit.
 ctypedef struct Tape:
     Py_ssize_t n
@@ -1045,8 +1062,8 @@ cdef void _tape_forward(Tape* t, PyObject** nodes) noexcept:
         if op == OP_LEAF:
             val[i] = (<Value>nodes[i]).data
             continue
-        if op < OP_FIRST_NARY:
-            val[i] = mg_forward(op, val[t.a[i]], val[t.b[i]] if mg_op_is_binary(op) else 0.0,
+        if mg_op_operands(op):
+            val[i] = mg_forward(op, val[t.a[i]], val[t.b[i]] if mg_op_operands(op) == 2 else 0.0,
                                 t.aux[i])
         else:
             start = t.args_start[i]
@@ -1065,7 +1082,7 @@ cdef void _tape_forward(Tape* t, PyObject** nodes) noexcept:
 cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
     cdef Py_ssize_t i, k, start, count, half
     cdef unsigned short op
-    cdef double g, ga, gb, y
+    cdef double g, da, db, y
     cdef int w, x, p
     cdef double* val = t.val
     cdef double* grad = t.grad
@@ -1080,18 +1097,18 @@ cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
         if op == OP_LEAF or not rg[i]:
             continue
         g = grad[i]
-        if op < OP_FIRST_NARY:
+        if mg_op_operands(op):
             p = t.a[i]
-            if mg_op_is_binary(op):
-                mg_backward(op, val[p], val[t.b[i]], val[i], t.aux[i], g, &ga, &gb)
+            if mg_op_operands(op) == 2:
+                mg_local_grads(op, val[p], val[t.b[i]], val[i], t.aux[i], &da, &db)
                 if rg[p]:
-                    grad[p] += ga
+                    grad[p] += g * da
                 if rg[t.b[i]]:
-                    grad[t.b[i]] += gb
+                    grad[t.b[i]] += g * db
             else:
-                mg_backward(op, val[p], 0.0, val[i], t.aux[i], g, &ga, &gb)
+                mg_local_grads(op, val[p], 0.0, val[i], t.aux[i], &da, &db)
                 if rg[p]:
-                    grad[p] += ga
+                    grad[p] += g * da
             continue
         start = t.args_start[i]
         count = t.args_start[i + 1] - start
@@ -1214,7 +1231,7 @@ cdef class Graph:
             node = <Node>self._order[i]
             if node.op == OP_LEAF:
                 continue
-            if node.op < OP_SCALAR_END:
+            if isinstance(node, Value):
                 (<Value>node).data = _forward_data(<Value>node)
             else:
                 node._forward()
@@ -1246,7 +1263,7 @@ cdef class Graph:
                     continue
                 if node.op == OP_LEAF:
                     stash.add(node)
-                elif node.op < OP_SCALAR_END:
+                elif isinstance(node, Value):
                     (<Value>node).grad = 0.0
                 else:
                     node._zero_grad()
@@ -1296,3 +1313,148 @@ cdef list _slots(Node node):
     if node.args is not None:
         out.extend(node.args)
     return out
+
+
+# ---------------------------------------------------------------------------
+# The op table on the Python side, and the methods generated from it
+
+def _op_rows():
+    """Every entry of the op table (csrc/mg_ops.def), one per op code, as a
+    dict of its columns; microgrid.optable reads it."""
+    cdef Py_ssize_t i
+    cdef mg_op_row r
+    rows = []
+    for i in range(OP_COUNT):
+        r = mg_op_rows[i]
+        rows.append(dict(
+            code=r.code, kind=r.kind, base=r.base, code_name=r.code_name.decode(),
+            name=r.name.decode(), symbol=r.symbol.decode(), torch=r.torch.decode(),
+            param=r.param.decode(), param_default=r.param_default,
+            forward=r.forward.decode(), grad_a=r.grad_a.decode(), grad_b=r.grad_b.decode(),
+            show=r.show.decode(), show_grad_a=r.show_grad_a.decode(),
+            show_grad_b=r.show_grad_b.decode()))
+    return rows
+
+
+KINDS = {name: value for name, value in (
+    ("LEAF", KIND_LEAF), ("CUSTOM", KIND_CUSTOM), ("BINARY", KIND_BINARY),
+    ("BINARY_AC", KIND_BINARY_AC), ("BINARY_CA", KIND_BINARY_CA), ("UNARY", KIND_UNARY),
+    ("UNARY_C", KIND_UNARY_C), ("NARY", KIND_NARY), ("ELEMENTWISE", KIND_ELEMENTWISE),
+    ("REDUCE", KIND_REDUCE), ("SHAPE", KIND_SHAPE), ("PRODUCT", KIND_PRODUCT),
+    ("LOSS", KIND_LOSS), ("CONV", KIND_CONV))}
+
+
+def _opcode(Node node not None):
+    """The op code of ``node`` (an index into the op table)."""
+    return node.op
+
+
+cdef elementwise_builder _tensor_builder = NULL
+
+
+cdef void register_tensor_builder(elementwise_builder builder) noexcept:
+    global _tensor_builder
+    _tensor_builder = builder
+
+
+cdef object _foreign_self(str name, type cls, object self):
+    return TypeError(f"descriptor '{name}' for '{cls.__name__}' objects doesn't apply to a "
+                     f"'{type(self).__name__}' object")
+
+
+cdef extern from "mg_methods.h":
+    ctypedef object (*mg_builder_fn)(object self, int op)
+    ctypedef struct PyMethodDef:
+        const char* ml_name
+        const char* ml_doc
+    PyMethodDef* mg_method_defs
+    void mg_methods_init(mg_builder_fn builder)
+    object PyDescr_NewMethod(PyTypeObject* cls, PyMethodDef* method)
+
+
+cdef object _build_plain(object self, int op):
+    """What a generated no-argument method builds (CPython has checked the
+    type of self against the class the method belongs to)."""
+    if isinstance(self, Value):
+        return _with_const(op, <Value>self, 0.0)
+    return _tensor_builder(self, op, 0.0)
+
+
+mg_methods_init(_build_plain)
+cdef list _method_texts = []      # keeps the names and docstrings the C definitions point to
+
+
+def _plain_method(type cls, str name, int op, str doc):
+    """The method ``name()`` of ``cls`` (Value or Tensor) that builds a node
+    of the one-operand row ``op``: a C method of CPython's own kind."""
+    if not (cls is Value or (issubclass(cls, Node) and _tensor_builder != NULL)):
+        raise TypeError(f"_plain_method: no builder for {cls.__name__}")
+    if op < 0 or op >= OP_COUNT or mg_op_kind[op] != KIND_UNARY:
+        raise ValueError(f"_plain_method: {op} is not the code of a one-operand row")
+    if mg_method_defs[op].ml_name == NULL:
+        name_bytes = name.encode()
+        doc_bytes = f"{name}($self, /)\n--\n\n{doc}".encode()
+        _method_texts.extend([name_bytes, doc_bytes])
+        mg_method_defs[op].ml_name = name_bytes
+        mg_method_defs[op].ml_doc = doc_bytes
+    return PyDescr_NewMethod(<PyTypeObject*>cls, &mg_method_defs[op])
+
+
+def _elementwise_method(type cls, str name, tuple parameters, dict codes, str doc):
+    """A method of ``cls`` (Value or Tensor) that builds an elementwise node
+    of a row with a constant or of one of several rows a keyword chooses.
+
+    ``parameters``: the method's keywords after self, as (keyword, default,
+    kind) triples; kind "constant" is the op's constant (a real number),
+    kind "variant" a string choosing the op code from ``codes`` (keyed by
+    the string; with no variant keyword ``codes`` has the one key None).
+    """
+    cdef bint is_value = cls is Value
+    if not (is_value or (issubclass(cls, Node) and _tensor_builder != NULL)):
+        raise TypeError(f"_elementwise_method: no builder for {cls.__name__}")
+    keywords = tuple([p[0] for p in parameters])
+
+    def method(self, *args, **kwargs):
+        cdef double c = 0.0
+        cdef int code
+        if not isinstance(self, cls):
+            raise _foreign_self(name, cls, self)
+        if len(args) > len(parameters):
+            raise TypeError(f"{name}() takes at most {len(parameters)} argument"
+                            f"{'s' if len(parameters) > 1 else ''} after self ({len(args)} given)")
+        chosen = None
+        for i, (keyword, default, kind) in enumerate(parameters):
+            if i < len(args):
+                if keyword in kwargs:
+                    raise TypeError(f"{name}() got multiple values for argument '{keyword}'")
+                value = args[i]
+            else:
+                value = kwargs.pop(keyword, default)
+            if kind == "variant":
+                if not isinstance(value, str) or value not in codes:
+                    raise ValueError(f"{name}({keyword}=...) must be one of "
+                                     f"{', '.join(repr(k) for k in codes)}, got {value!r}")
+                chosen = value
+            elif not _to_double(value, &c):
+                raise TypeError(f"{name}({keyword}=...) takes a real number, "
+                                f"got {type(value).__name__}")
+        if kwargs:
+            raise TypeError(f"{name}() got an unexpected keyword argument "
+                            f"'{next(iter(kwargs))}'")
+        code = codes[chosen]
+        if is_value:
+            return _with_const(code, <Value>self, c)
+        return _tensor_builder(self, code, c)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = doc
+    return method
+
+
+def _install_method(type cls, str name, object method):
+    """Put ``method`` into the type dict of ``cls`` (a compiled class, whose
+    attributes Python code cannot set), where Python finds its methods."""
+    if not issubclass(cls, Node):
+        raise TypeError(f"_install_method: {cls.__name__} is not a graph node class")
+    (<dict>(<PyTypeObject*>cls).tp_dict)[name] = method
+    PyType_Modified(<PyTypeObject*>cls)

@@ -5,66 +5,51 @@
 cimport cython
 from microgrid._engine cimport Node
 
-# Op codes of tensor nodes; they start above the scalar op codes of
-# _engine.Op (OP_SCALAR_END), so one backward sweep tells the kinds apart.
-cdef enum TensorOp:
-    T_FIRST = 64
-    # elementwise, numpy broadcasting: a, b are the operands
-    T_ADD = 64
-    T_SUB
-    T_MUL
-    T_DIV
-    T_POW
-    T_NEG
-    T_ABS
-    T_RELU
-    T_LEAKY_RELU    # aux = negative slope
-    T_SIGMOID
-    T_TANH
-    T_EXP
-    T_LOG
-    T_SQRT
-    T_SOFTPLUS
-    T_SIN
-    T_COS
-    T_CLAMP         # ctx = (min or None, max or None)
-    # reductions: ctx = (axes or None, keepdim[, argmax/argmin indices])
-    T_SUM
-    T_MEAN
-    T_MAX
-    T_MIN
-    T_MAX_DIM
-    T_MIN_DIM
-    # shape
-    T_RESHAPE       # ctx = shape
-    T_PERMUTE       # ctx = axes
-    T_INDEX         # ctx = (key, key is basic indexing)
-    T_CONCAT        # args = tensors, ctx = axis
-    T_STACK         # args = tensors, ctx = axis
-    T_PAD           # ctx = ((before, after) per dimension), zeros
-    # bridges from scalar Values
-    T_FROM_VALUE    # a = Value, data is 0-d
-    T_STACK_VALUES  # args = Values, data is 1-d
-    # products
-    T_MATMUL
-    T_LINEAR        # a = x, b = weight, args = (bias,) or None
-    # fused functional ops
-    T_SOFTMAX       # ctx = axis
-    T_LOG_SOFTMAX   # ctx = axis
-    T_CROSS_ENTROPY # ctx = [target, reduction, ignore_index, log-softmax]
-    T_NLL_LOSS      # ctx = (target, reduction, ignore_index)
-    T_BCE           # a = p, b = target; ctx = (reduction, weight)
-    T_BCE_LOGITS    # a = x, b = target; ctx = (reduction, weight, pos_weight)
-    T_MSE_LOSS      # a = input, b = target; ctx = reduction
-    T_L1_LOSS
-    T_HUBER_LOSS    # ctx = (reduction, delta)
-    T_HINGE_LOSS    # a = scores, b = labels in {-1, +1}; ctx = reduction
-    # convolution and pooling (kernels in microgrid._conv)
-    T_CONV2D        # a = x, b = weight, args = (bias,) or None
-    T_CONV_TRANSPOSE2D
-    T_MAX_POOL2D    # ctx = [kernel, stride, padding, dilation, ceil_mode, argmax]
-    T_AVG_POOL2D
-    T_END
+# The op codes of tensor nodes that the tensor code handles by name: the one
+# code space of the op table (csrc/mg_ops.def), shared with Value nodes; an
+# elementwise node carries its row's code (MG_OP_SIGMOID for a sigmoid Value
+# and a sigmoid Tensor alike).  ctx holds what an op needs besides its
+# parents.
+cdef extern from "mg_ops.h":
+    ctypedef enum:
+        T_ADD "MG_OP_ADD"
+        T_SUB "MG_OP_SUB"
+        T_MUL "MG_OP_MUL"
+        T_DIV "MG_OP_DIV"
+        T_POW "MG_OP_POW"
+        T_NEG "MG_OP_NEG"
+        T_ABS "MG_OP_ABS"
+        T_CLAMP "MG_OP_CLAMP"                     # ctx = (min or None, max or None)
+        T_SUM "MG_OP_REDUCE_SUM"                  # reductions: ctx = (axes or None, keepdim[, argmax/argmin indices])
+        T_MEAN "MG_OP_REDUCE_MEAN"
+        T_MAX "MG_OP_REDUCE_MAX"
+        T_MIN "MG_OP_REDUCE_MIN"
+        T_MAX_DIM "MG_OP_MAX_DIM"
+        T_MIN_DIM "MG_OP_MIN_DIM"
+        T_RESHAPE "MG_OP_RESHAPE"                 # ctx = shape
+        T_PERMUTE "MG_OP_PERMUTE"                 # ctx = axes
+        T_INDEX "MG_OP_INDEX"                     # ctx = (key, key is basic indexing)
+        T_CONCAT "MG_OP_CONCAT"                   # args = tensors, ctx = axis
+        T_STACK "MG_OP_STACK"                     # args = tensors, ctx = axis
+        T_PAD "MG_OP_PAD"                         # ctx = ((before, after) per dimension), zeros
+        T_FROM_VALUE "MG_OP_FROM_VALUE"           # a = Value, data is 0-d
+        T_STACK_VALUES "MG_OP_STACK_VALUES"       # args = Values, data is 1-d
+        T_MATMUL "MG_OP_MATMUL"
+        T_LINEAR "MG_OP_LINEAR"                   # a = x, b = weight, args = (bias,) or None
+        T_SOFTMAX "MG_OP_SOFTMAX"                 # ctx = axis
+        T_LOG_SOFTMAX "MG_OP_LOG_SOFTMAX"         # ctx = axis
+        T_CROSS_ENTROPY "MG_OP_CROSS_ENTROPY"     # ctx = [target, reduction, ignore_index, log-softmax]
+        T_NLL_LOSS "MG_OP_NLL_LOSS"               # ctx = (target, reduction, ignore_index)
+        T_BCE "MG_OP_BCE"                         # a = p, b = target; ctx = (reduction, weight)
+        T_BCE_LOGITS "MG_OP_BCE_LOGITS"           # a = x, b = target; ctx = (reduction, weight, pos_weight)
+        T_MSE_LOSS "MG_OP_MSE_LOSS"               # a = input, b = target; ctx = reduction
+        T_L1_LOSS "MG_OP_L1_LOSS"
+        T_HUBER_LOSS "MG_OP_HUBER_LOSS"           # ctx = (reduction, delta)
+        T_HINGE_LOSS "MG_OP_HINGE_LOSS"           # a = scores, b = labels in {-1, +1}; ctx = reduction
+        T_CONV2D "MG_OP_CONV2D"                   # a = x, b = weight, args = (bias,) or None
+        T_CONV_TRANSPOSE2D "MG_OP_CONV_TRANSPOSE2D"
+        T_MAX_POOL2D "MG_OP_MAX_POOL2D"           # ctx = [kernel, stride, padding, dilation, ceil_mode, argmax]
+        T_AVG_POOL2D "MG_OP_AVG_POOL2D"
 
 
 @cython.no_gc
@@ -82,13 +67,13 @@ cdef class Tensor(Node):
     # the op groups _forward and _backward dispatch to
     cdef int _dispatch_forward(self, unsigned short op) except -1
     cdef int _dispatch_backward(self, unsigned short op, object g) except -1
-    cdef int _unary_forward(self, object x, object out) except -1
+    cdef int _clamp_forward(self, object x, object out) except -1
     cdef int _reduce_forward(self, object x, object out) except -1
     cdef int _shape_forward(self, object x, object out) except -1
     cdef int _fused_forward(self, object x, object y, object out) except -1
     cdef int _conv_forward(self, object x, object w) except -1
     cdef int _binary_backward(self, object g, object a, object b) except -1
-    cdef int _unary_backward(self, object g, object x) except -1
+    cdef int _clamp_backward(self, object g, object x) except -1
     cdef int _reduce_backward(self, object g, object x) except -1
     cdef int _shape_backward(self, object g) except -1
     cdef int _matmul_backward(self, object g, object a, object b) except -1

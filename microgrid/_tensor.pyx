@@ -19,18 +19,28 @@ cimport numpy as cnp
 from libc.math cimport exp, log, log1p, fabs, isnan
 
 from microgrid._engine cimport (
-    Node, Value, run_backward, make_element, next_seq, OP_LEAF,
-    anomaly_enabled, check_forward)
+    Node, Value, run_backward, make_element, next_seq, OP_LEAF, OP_COUNT,
+    anomaly_enabled, check_forward, mg_op_kind, register_tensor_builder,
+    KIND_BINARY, KIND_UNARY, KIND_UNARY_C, KIND_ELEMENTWISE, KIND_REDUCE, KIND_SHAPE,
+    KIND_PRODUCT, KIND_LOSS, KIND_CONV)
+from microgrid._engine import _OP_SYMBOLS
 
 import numbers
 
 import numpy as np
 
 cnp.import_array()
+cnp.import_ufunc()
 
 cdef extern from "mg_scalar.h" nogil:
     double mg_sigmoid(double x)
     double mg_softplus(double x)
+
+cdef extern from "mg_ufuncs.h":
+    cnp.PyUFuncGenericFunction* mg_forward_loops
+    cnp.PyUFuncGenericFunction* mg_grad_a_loops
+    cnp.PyUFuncGenericFunction* mg_grad_b_loops
+    void mg_ufuncs_init()
 
 __all__ = ["Tensor", "tensor", "zeros", "ones", "randn", "stack",
            "concatenate", "cat", "matmul"]
@@ -53,27 +63,43 @@ try:
 except Exception:
     _fp_state = None
 
-_OP_NAMES = {
-    OP_LEAF: '', T_ADD: '+', T_SUB: '-', T_MUL: '*', T_DIV: '/', T_POW: '**',
-    T_NEG: 'neg', T_ABS: 'abs', T_RELU: 'ReLU', T_LEAKY_RELU: 'leaky_relu',
-    T_SIGMOID: 'sigmoid', T_TANH: 'tanh', T_EXP: 'exp', T_LOG: 'log',
-    T_SQRT: 'sqrt', T_SOFTPLUS: 'softplus', T_SIN: 'sin', T_COS: 'cos',
-    T_CLAMP: 'clamp', T_SUM: 'sum', T_MEAN: 'mean', T_MAX: 'max', T_MIN: 'min',
-    T_MAX_DIM: 'max', T_MIN_DIM: 'min', T_RESHAPE: 'reshape',
-    T_PERMUTE: 'permute', T_INDEX: 'index', T_CONCAT: 'cat', T_STACK: 'stack',
-    T_PAD: 'pad', T_FROM_VALUE: 'tensor', T_STACK_VALUES: 'stack',
-    T_MATMUL: '@', T_LINEAR: 'linear', T_SOFTMAX: 'softmax',
-    T_LOG_SOFTMAX: 'log_softmax', T_CROSS_ENTROPY: 'cross_entropy',
-    T_NLL_LOSS: 'nll_loss', T_BCE: 'binary_cross_entropy',
-    T_BCE_LOGITS: 'binary_cross_entropy_with_logits', T_MSE_LOSS: 'mse_loss',
-    T_L1_LOSS: 'l1_loss', T_HUBER_LOSS: 'huber_loss', T_HINGE_LOSS: 'hinge_loss',
-    T_CONV2D: 'conv2d', T_CONV_TRANSPOSE2D: 'conv_transpose2d',
-    T_MAX_POOL2D: 'max_pool2d', T_AVG_POOL2D: 'avg_pool2d',
-}
+# The array loops of the op table's rows (csrc/mg_ufuncs.h) as numpy ufuncs,
+# by op code: numpy broadcasts and iterates, the row's C function computes.
+#   _FORWARD[op](a, c) or (a, b)            the value
+#   _GRAD_A[op](a, out, g, c) or (a, b, out, g)   g times d out/da
+#   _GRAD_B[op](a, b, out, g)               g times d out/db
+cdef char _TYPES[5]
+cdef void* _NO_DATA[1]
+cdef list _FORWARD = [None] * OP_COUNT
+cdef list _GRAD_A = [None] * OP_COUNT
+cdef list _GRAD_B = [None] * OP_COUNT
+
+
+cdef object _ufunc(cnp.PyUFuncGenericFunction* loop, int nin, str name):
+    return cnp.PyUFunc_FromFuncAndData(loop, _NO_DATA, _TYPES, 1, nin, 1, cnp.PyUFunc_None,
+                                       name.encode(), b"", 0)
+
+
+cdef _make_ufuncs():
+    cdef int op, kind
+    _TYPES[:] = [cnp.NPY_DOUBLE] * 5
+    _NO_DATA[0] = NULL
+    mg_ufuncs_init()
+    for op in range(OP_COUNT):
+        kind = mg_op_kind[op]
+        if kind == KIND_BINARY or kind == KIND_UNARY or kind == KIND_UNARY_C:
+            name = _OP_SYMBOLS[op]
+            _FORWARD[op] = _ufunc(&mg_forward_loops[op], 2, name)
+            _GRAD_A[op] = _ufunc(&mg_grad_a_loops[op], 4, name + "_grad_a")
+            if kind == KIND_BINARY:
+                _GRAD_B[op] = _ufunc(&mg_grad_b_loops[op], 4, name + "_grad_b")
+
+
+_make_ufuncs()
 
 # The op codes functional.py builds nodes with (through ``_node``).
-OPS = {name: code for code, name in _OP_NAMES.items()
-       if code >= T_SOFTMAX or code in (T_PAD, T_MATMUL, T_LINEAR)}
+OPS = {_OP_SYMBOLS[code]: code for code in range(OP_COUNT)
+       if mg_op_kind[code] in (KIND_LOSS, KIND_CONV) or code in (T_PAD, T_MATMUL, T_LINEAR)}
 
 # The convolution / pooling kernels (microgrid._conv), imported on first use.
 _conv_module = None
@@ -290,7 +316,7 @@ cdef Tensor new_node(unsigned short op, object a, object b, tuple args, object c
 
 def _node(int op, a, b=None, args=None, ctx=None):
     """Build a node of op code ``op`` (functional.py's entry; it validates)."""
-    if op < T_FIRST or op >= T_END:
+    if op < 0 or op >= OP_COUNT or mg_op_kind[op] < KIND_ELEMENTWISE:
         raise ValueError(f"unknown tensor op code {op}")
     return new_node(op, a, b, args, ctx)
 
@@ -520,7 +546,7 @@ cdef class Tensor(Node):
 
     @property
     def _op(self):
-        return _OP_NAMES.get(self.op, '?')
+        return _OP_SYMBOLS[self.op]
 
     def _parents(self):
         parents = [p for p in (self.a, self.b) if isinstance(p, Node)]
@@ -641,25 +667,21 @@ cdef class Tensor(Node):
 
     cdef int _dispatch_forward(self, unsigned short op) except -1:
         cdef object x = None, y = None, out = self._data
+        cdef int kind = mg_op_kind[op]
         if isinstance(self.a, Tensor):
             x = (<Tensor>self.a)._data
         if isinstance(self.b, Tensor):
             y = (<Tensor>self.b)._data
-        if op <= T_DIV:
-            if op == T_ADD:
-                r = np.add(x, y, out=out)
-            elif op == T_SUB:
-                r = np.subtract(x, y, out=out)
-            elif op == T_MUL:
-                r = np.multiply(x, y, out=out)
-            else:
-                r = np.divide(x, y, out=out)
-            self._data = _own(r)
-        elif op <= T_CLAMP:
-            self._unary_forward(x, out)
-        elif op <= T_MIN_DIM:
+        if kind == KIND_BINARY:
+            self._data = _own(_FORWARD[op](x, y, out=out))
+        elif kind == KIND_UNARY or kind == KIND_UNARY_C:
+            _ptr(x)   # a buffer changed in place raises (numpy would cast it)
+            self._data = _own(_FORWARD[op](x, self.aux, out=out))
+        elif kind == KIND_ELEMENTWISE:
+            self._clamp_forward(x, out)
+        elif kind == KIND_REDUCE:
             self._reduce_forward(x, out)
-        elif op <= T_STACK_VALUES:
+        elif kind == KIND_SHAPE:
             self._shape_forward(x, out)
         elif op == T_MATMUL:
             self._data = _own(np.matmul(x, y, out=out))
@@ -668,58 +690,24 @@ cdef class Tensor(Node):
             if self.args is not None:
                 r = np.add(r, (<Tensor>self.args[0])._data, out=r)
             self._data = _own(r)
-        elif op <= T_HINGE_LOSS:
+        elif kind == KIND_LOSS:
             self._fused_forward(x, y, out)
-        elif op < T_END:
+        elif kind == KIND_CONV:
             self._conv_forward(x, y)
         else:
             raise SystemError(f"forward: unknown tensor op code {op}")
         return 0
 
-    cdef int _unary_forward(self, object x, object out) except -1:
-        cdef unsigned short op = self.op
-        if op == T_POW:
-            r = np.power(x, (<Tensor>self.b)._data, out=out)
-        elif op == T_NEG:
-            r = np.negative(x, out=out)
-        elif op == T_ABS:
-            r = np.abs(x, out=out)
-        elif op == T_RELU:
-            # max(x, 0) with NaN kept, as mg_relu
-            r = np.maximum(x, 0.0, out=out)
-        elif op == T_LEAKY_RELU:
-            r = np.where(x > 0.0, x, x * self.aux)
-        elif op == T_SIGMOID:
-            r = _elementwise_buffer(self, x)
-            _sigmoid_loop(_ptr(x), _ptr(r), _size(x))
-        elif op == T_SOFTPLUS:
-            r = _elementwise_buffer(self, x)
-            _softplus_loop(_ptr(x), _ptr(r), _size(x))
-        elif op == T_TANH:
-            r = np.tanh(x, out=out)
-        elif op == T_SIN:
-            r = np.sin(x, out=out)
-        elif op == T_COS:
-            r = np.cos(x, out=out)
-        else:
-            if op == T_EXP:
-                r = np.exp(x, out=out)
-            elif op == T_LOG:
-                r = np.log(x, out=out)
-            elif op == T_SQRT:
-                r = np.sqrt(x, out=out)
-            elif op == T_CLAMP:
-                lo, hi = self.ctx
-                r = x
-                if lo is not None:
-                    r = np.where(r < lo, lo, r)   # NaN is not below lo: it stays
-                if hi is not None:
-                    r = np.where(r > hi, hi, r)
-                if r is x:
-                    r = x.copy()
-            else:
-                raise SystemError(f"forward: unknown elementwise op code {op}")
-        if out is not None and r is not out:
+    cdef int _clamp_forward(self, object x, object out) except -1:
+        lo, hi = self.ctx
+        r = x
+        if lo is not None:
+            r = np.where(r < lo, lo, r)   # NaN is not below lo: it stays
+        if hi is not None:
+            r = np.where(r > hi, hi, r)
+        if r is x:
+            r = x.copy()
+        if out is not None:
             np.copyto(out, r)
         else:
             self._data = _own(r)
@@ -908,107 +896,58 @@ cdef class Tensor(Node):
         return 0
 
     cdef int _dispatch_backward(self, unsigned short op, object g) except -1:
+        cdef int kind = mg_op_kind[op]
         a = self.a
         b = self.b
-        if op <= T_POW:
+        if kind == KIND_BINARY:
             self._binary_backward(g, a, b)
-        elif op <= T_CLAMP:
+        elif kind == KIND_UNARY or kind == KIND_UNARY_C:
             if _needs(a):
-                self._unary_backward(g, (<Tensor>a)._data)
-        elif op <= T_MIN_DIM:
+                _acc(a, _GRAD_A[op]((<Tensor>a)._data, self._data, g, self.aux), True)
+        elif kind == KIND_ELEMENTWISE:
+            if _needs(a):
+                self._clamp_backward(g, (<Tensor>a)._data)
+        elif kind == KIND_REDUCE:
             if _needs(a):
                 self._reduce_backward(g, (<Tensor>a)._data)
-        elif op <= T_STACK_VALUES:
+        elif kind == KIND_SHAPE:
             self._shape_backward(g)
         elif op == T_MATMUL:
             self._matmul_backward(g, a, b)
         elif op == T_LINEAR:
             self._linear_backward(g, a, b)
-        elif op <= T_HINGE_LOSS:
+        elif kind == KIND_LOSS:
             self._fused_backward(g, a, b)
-        elif op < T_END:
+        elif kind == KIND_CONV:
             self._conv_backward(g, a, b)
         else:
             raise SystemError(f"backward: unknown tensor op code {op}")
         return 0
 
     cdef int _binary_backward(self, object g, object a, object b) except -1:
+        """The row's derivative loops over the broadcast operands, then summed
+        back to each operand's shape (add and sub pass g itself on)."""
         cdef unsigned short op = self.op
-        cdef tuple sa = (<Tensor>a)._data.shape, sb = (<Tensor>b)._data.shape
         x = (<Tensor>a)._data
         y = (<Tensor>b)._data
-        if op == T_ADD or op == T_SUB:
-            if _needs(a):
-                ga = _unbroadcast(g, sa)
-                _acc(a, ga, ga is not g)
-            if _needs(b):
-                gb = _unbroadcast(g, sb)
-                if op == T_SUB:
-                    gb = np.negative(gb)
-                _acc(b, gb, gb is not g)
-        elif op == T_MUL:
-            if _needs(a):
-                _acc(a, _unbroadcast(g * y, sa), True)
-            if _needs(b):
-                _acc(b, _unbroadcast(g * x, sb), True)
-        elif op == T_DIV:
-            if _needs(a):
-                _acc(a, _unbroadcast(g / y, sa), True)
-            if _needs(b):
-                _acc(b, _unbroadcast(-g * x / (y * y), sb), True)
-        else:   # T_POW
-            if _needs(a):
-                # d(x^y)/dx = y x^(y-1); 0 where y == 0 (mg_pow_grad_base)
-                local = np.where(y == 0.0, 0.0, y * np.power(x, y - 1.0))
-                _acc(a, _unbroadcast(g * local, sa), True)
-            if _needs(b):
-                # d(x^y)/dy = x^y log x; 0 where x == 0 and y >= 0
-                local = np.where((x == 0.0) & (y >= 0.0), 0.0, self._data * np.log(x))
-                _acc(b, _unbroadcast(g * local, sb), True)
+        if _needs(a):
+            ga = g if op == T_ADD or op == T_SUB else _GRAD_A[op](x, y, self._data, g)
+            ga = _unbroadcast(ga, x.shape)
+            _acc(a, ga, ga is not g)
+        if _needs(b):
+            gb = g if op == T_ADD else _GRAD_B[op](x, y, self._data, g)
+            gb = _unbroadcast(gb, y.shape)
+            _acc(b, gb, gb is not g)
         return 0
 
-    cdef int _unary_backward(self, object g, object x) except -1:
-        cdef unsigned short op = self.op
-        y = self._data
-        a = self.a
-        if op == T_NEG:
-            r = np.negative(g)
-        elif op == T_ABS:
-            r = g * np.sign(x)
-        elif op == T_RELU:
-            r = np.where(x <= 0.0, 0.0, g)
-        elif op == T_LEAKY_RELU:
-            r = np.where(x > 0.0, g, g * self.aux)
-        elif op == T_SIGMOID:
-            r = g * y * (1.0 - y)
-        elif op == T_TANH:
-            r = g * (1.0 - y * y)
-        elif op == T_EXP:
-            r = g * y
-        elif op == T_SIN:
-            r = g * np.cos(x)
-        elif op == T_COS:
-            r = -g * np.sin(x)
-        elif op == T_SOFTPLUS:
-            s = np.empty_like(x)
-            _sigmoid_loop(_ptr(x), _ptr(s), _size(x))
-            r = np.multiply(s, g, out=s)
-        elif op == T_CLAMP:
-            lo, hi = self.ctx
-            keep = np.ones(x.shape, dtype=bool)
-            if lo is not None:
-                keep &= x >= lo
-            if hi is not None:
-                keep &= x <= hi
-            r = np.where(keep, g, 0.0)
-        else:
-            if op == T_LOG:
-                r = g / x
-            elif op == T_SQRT:
-                r = g / (2.0 * y)
-            else:
-                raise SystemError(f"backward: unknown elementwise op code {op}")
-        _acc(a, r, True)
+    cdef int _clamp_backward(self, object g, object x) except -1:
+        lo, hi = self.ctx
+        keep = np.ones(x.shape, dtype=bool)
+        if lo is not None:
+            keep &= x >= lo
+        if hi is not None:
+            keep &= x <= hi
+        _acc(self.a, np.where(keep, g, 0.0), True)
         return 0
 
     cdef int _reduce_backward(self, object g, object x) except -1:
@@ -1384,41 +1323,8 @@ cdef class Tensor(Node):
 
     # -- elementwise functions -------------------------------------------
 
-    def abs(self):
-        return new_node(T_ABS, self, None, None, None)
-
-    def relu(self):
-        return new_node(T_RELU, self, None, None, None)
-
-    def leaky_relu(self, negative_slope=0.01):
-        if not isinstance(negative_slope, numbers.Real) or isinstance(negative_slope, bool):
-            raise TypeError(
-                f"leaky_relu(negative_slope=...) takes a real number, got {type(negative_slope).__name__}")
-        return _with_aux(T_LEAKY_RELU, self, float(negative_slope))
-
-    def sigmoid(self):
-        return new_node(T_SIGMOID, self, None, None, None)
-
-    def tanh(self):
-        return new_node(T_TANH, self, None, None, None)
-
-    def exp(self):
-        return new_node(T_EXP, self, None, None, None)
-
-    def log(self):
-        return new_node(T_LOG, self, None, None, None)
-
-    def sqrt(self):
-        return new_node(T_SQRT, self, None, None, None)
-
-    def softplus(self):
-        return new_node(T_SOFTPLUS, self, None, None, None)
-
-    def sin(self):
-        return new_node(T_SIN, self, None, None, None)
-
-    def cos(self):
-        return new_node(T_COS, self, None, None, None)
+    # The elementwise methods (relu, sigmoid, tanh, exp, ...) are generated
+    # from the op table: see microgrid/optable.py.
 
     def clamp(self, min=None, max=None):
         for name, bound in (('min', min), ('max', max)):
@@ -1521,15 +1427,20 @@ cdef class Tensor(Node):
         return new_node(T_LOG_SOFTMAX, self, None, None, _axis(dim, self._data.ndim, 'log_softmax'))
 
 
-cdef Tensor _with_aux(unsigned short op, Tensor a, double aux):
+cdef object _elementwise(object a, int op, double c):
+    """A node of the op table's row ``op`` over tensor ``a``, with constant
+    ``c``: what the generated elementwise methods build."""
     cdef Tensor out = Tensor.__new__(Tensor)
     out.op = op
     out.a = a
-    out.aux = aux
-    out.requires_grad = a.requires_grad
+    out.aux = c
+    out.requires_grad = (<Tensor>a).requires_grad
     out.seq = next_seq()
     out._forward()
     return out
+
+
+register_tensor_builder(_elementwise)
 
 
 cdef object _extreme(Tensor t, object dim, object keepdim, bint is_max):

@@ -41,6 +41,7 @@ import html
 import math
 from dataclasses import dataclass, field
 
+from . import optable
 from ._engine import Node, Value, topological_order
 
 __all__ = ["explain", "Explanation", "Chain"]
@@ -89,37 +90,8 @@ def _tensor_summary(arr, digits):
 
 
 # ---------------------------------------------------------------------------
-# Local derivatives of the scalar ops, from the op and the parents' values
-
-def _sigmoid(x):
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)
-
-
-def _sign(x):
-    return 1.0 if x > 0 else (-1.0 if x < 0 else (0.0 if x == x else x))
-
-
-def _pow_grad_base(a, b):
-    if b == 0:
-        return 0.0
-    try:
-        return b * math.pow(a, b - 1.0)
-    except (ValueError, ZeroDivisionError):
-        return math.nan if a < 0 else math.inf
-    except OverflowError:
-        return math.inf
-
-
-def _pow_grad_exponent(a, b, out):
-    if a == 0 and b >= 0:
-        return 0.0
-    if a <= 0:
-        return math.nan if a < 0 else -math.inf * _sign(out)
-    return out * math.log(a)
-
+# Each node's expression and local derivatives: numbers from the engine
+# (``Value._local_grads()``, the backward rule itself), text from the op table
 
 @dataclass
 class _Edge:
@@ -155,100 +127,62 @@ def _operand(name):
 def _describe(node, edges, name, digits):
     """The expression of ``node`` over its operand names, and each edge's
     local derivative and rule (filled in place).  Returns (expression, known)
-    where ``known`` is False for ops with no backward rule known here."""
-    op = node._op
-    n = [_operand(name(e)) for e in edges]
-    d = [e.parent.data if e.parent is not None else e.const for e in edges]
-    out = node.data
-    me = name(node)
-
-    def set_(i, value, rule):
-        edges[i].local = float(value)
-        edges[i].rule = rule
-
+    where ``known`` is False for nodes with no backward rule (built by hand
+    as ``Value(data, _children, _op)``)."""
     if not edges:
         return "(leaf)", True
-    if op == "+" and len(edges) == 2:
-        set_(0, 1.0, "1")
-        set_(1, 1.0, "1")
-        if edges[1].parent is None and d[1] < 0:
-            return f"{n[0]} - {fmt(-d[1], digits)}", True
-        return f"{n[0]} + {n[1]}", True
-    if op == "-" and len(edges) == 2:
-        set_(0, 1.0, "1")
-        set_(1, -1.0, "-1")
-        return f"{n[0]} - {n[1]}", True
-    if op == "*" and len(edges) == 2:
-        set_(0, d[1], n[1])
-        set_(1, d[0], n[0])
-        return f"{n[0]}*{n[1]}", True
-    if op == "/" and len(edges) == 2:
-        set_(0, 1.0 / d[1] if d[1] != 0 else math.copysign(math.inf, d[1]) if d[1] == d[1] else math.nan,
-             f"1/{n[1]}")
-        set_(1, -d[0] / (d[1] * d[1]) if d[1] != 0 else -math.copysign(math.inf, d[0]),
-             f"-{n[0]}/{n[1]}^2")
-        return f"{n[0]} / {n[1]}", True
-    if op == "**" and len(edges) == 2:
-        set_(0, _pow_grad_base(d[0], d[1]), f"{n[1]}*{n[0]}^({n[1]}-1)")
-        set_(1, _pow_grad_exponent(d[0], d[1], out), f"{me}*log({n[0]})")
-        return f"{n[0]}^{n[1]}", True
-    if op.startswith("**") and len(edges) == 1:
-        k = float(op[2:])
-        set_(0, _pow_grad_base(d[0], k), f"{fmt(k, digits)}*{n[0]}^{fmt(k - 1, digits)}")
-        return f"{n[0]}^{fmt(k, digits)}", True
-    if len(edges) == 1:
-        x, a = d[0], n[0]
-        unary = {
-            "neg": (f"-{a}", -1.0, "-1"),
-            "abs": (f"|{a}|", _sign(x), f"sign({a})"),
-            "ReLU": (f"relu({a})", 1.0 if x > 0 else 0.0, f"[{a} > 0]"),
-            "sigmoid": (f"sigmoid({a})", out * (1.0 - out), f"{me}(1 - {me})"),
-            "tanh": (f"tanh({a})", 1.0 - out * out, f"1 - {me}^2"),
-            "exp": (f"exp({a})", out, me),
-            "log": (f"log({a})", 1.0 / x if x != 0 else math.inf, f"1/{a}"),
-            "sqrt": (f"sqrt({a})", 1.0 / (2.0 * out) if out != 0 else math.inf, f"1/(2 {me})"),
-            "softplus": (f"softplus({a})", _sigmoid(x), f"sigmoid({a})"),
-            "sin": (f"sin({a})", math.cos(x), f"cos({a})"),
-            "cos": (f"cos({a})", -math.sin(x), f"-sin({a})"),
-        }
-        if op in unary:
-            expr, value, rule = unary[op]
-            set_(0, value, rule)
-            return expr, True
-        if op == "leaky_relu":
-            # The slope is not exposed to Python; where x < 0 it is out / x.
-            if x > 0:
-                set_(0, 1.0, f"[{a} > 0]")
-            elif x < 0:
-                set_(0, out / x, "slope")
-            else:
-                edges[0].rule = "slope (not recoverable at 0)"
-            return f"leaky_relu({a})", x != 0
-        if op == "element":
-            set_(0, 1.0, "1 (into one element)")
-            return f"{a}[element]", True
-    if op == "sum":
-        for i in range(len(edges)):
-            set_(i, 1.0, "1")
-        return " + ".join(n), True
-    if op == "mean":
-        k = len(edges)
-        for i in range(k):
-            set_(i, 1.0 / k, f"1/{k}")
-        return f"mean({', '.join(n)})", True
-    if op == "dot":
-        k = len(edges) // 2
-        for i in range(k):
-            set_(i, d[k + i], n[k + i])
-            set_(k + i, d[i], n[i])
-        terms = [f"{n[i]}*{n[k + i]}" for i in range(k)]
-        if len(edges) % 2:
-            set_(2 * k, 1.0, "1")
-            terms.append(n[2 * k])
-        return " + ".join(terms) if terms else "0", True
-    # A node built as Value(data, _children, _op) or an op unknown here:
-    # there is no rule to show (and backward() has none for custom nodes).
-    return f"{op or 'op'}({', '.join(n)})", False
+    row = optable.row_of(node)
+    n = [_operand(name(e)) for e in edges]
+    if not row.has_rule and row.kind != "NARY":
+        return f"{node._op or 'op'}({', '.join(n)})", False
+    for e, local in zip(edges, node._local_grads()):
+        e.local = local
+    if row.has_rule:
+        expression = _describe_rule(node, row, edges, n, name, digits)
+    else:
+        expression = _describe_nary(row, edges, n, digits)
+    return expression, True
+
+
+def _describe_rule(node, row, edges, n, name, digits):
+    """An op with a row of formulas: the row's display text over the
+    operand names ({a} {b}), its constant ({c}) and the node's name ({out})."""
+    me = name(node)
+    c = fmt(node._const, digits) if node._const is not None else None
+    if row.kind == "BINARY_AC" and row.symbol == "+" and edges[1].const < 0:
+        edges[0].rule = "1"
+        return f"{n[0]} - {fmt(-edges[1].const, digits)}"   # a - c is built as a + (-c)
+    a, b = (n + [None])[:2]
+    # the operands that are nodes: both of a op b, a of a op c, b of c op a
+    for operand in {"BINARY": (0, 1), "BINARY_CA": (1,)}.get(row.kind, (0,)):
+        edges[operand].rule = row.show_grad(operand, a=a, b=b, c=c, out=me)
+    return row.show_value(a=a, b=b, c=c, out=me)
+
+
+def _describe_nary(row, edges, n, digits):
+    """A fused n-ary node: its operands joined as a person writes them."""
+    k = len(edges)
+    if row.code_name == "SUM":
+        for e in edges:
+            e.rule = "1"
+        return " + ".join(n)
+    if row.code_name == "MEAN":
+        for e in edges:
+            e.rule = f"1/{k}"
+        return f"mean({', '.join(n)})"
+    if row.code_name == "DOT":
+        half = k // 2
+        for i in range(half):
+            edges[i].rule, edges[half + i].rule = n[half + i], n[i]
+        terms = [f"{n[i]}*{n[half + i]}" for i in range(half)]
+        if k % 2:
+            edges[-1].rule = "1"
+            terms.append(n[-1])
+        return " + ".join(terms) if terms else "0"
+    if row.code_name == "ELEMENT":
+        edges[0].rule = "1 (into one element)"
+        return f"{n[0]}[element]"
+    raise ValueError(f"explain: no display for the n-ary op {row.code_name}")
 
 
 # ---------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import numpy as np
 import microgrid as mg
 import microgrid.functional as F
 import microgrid.nn as nn
+from microgrid import optable
 
 Tensor, Value = mg.Tensor, mg.Value
 
@@ -139,8 +140,10 @@ def _t(*shape, rg=True):
 def _method_errors(cls, method, arity=0):
     def errors():
         target = _t(2, 3) if cls is Tensor else Value(0.5)
+        # (a method of CPython's no-argument kind, like the op table's, says
+        # "takes no keyword arguments" rather than naming the keyword)
         yield ErrorInput(lambda: getattr(target, method)(*([1] * arity), bogus=1),
-                         TypeError, r"bogus" if not method.startswith("__") else rf"{method}\(\) takes no keyword")
+                         TypeError, rf"bogus|{re.escape(method)}\(\) takes no keyword")
         yield ErrorInput(lambda: getattr(target, method)(*([1] * (arity + 3))),
                          TypeError, rf"{re.escape(method)}\(\) takes" if not method.startswith("__")
                          else "expected 0 arguments, got 3")   # CPython's slot wrapper message
@@ -327,42 +330,127 @@ def add(entry):
     return entry
 
 
-# -- Tensor elementwise methods and their functional twins -----------------
+# -- the op table's elementwise rows: Value and Tensor methods, functional twins
+#
+# Enumerated from microgrid.optable, so a new row of csrc/mg_ops.def is in the
+# registry without a line here.  The reference is numpy's own function where
+# one is listed below (independent of the row); otherwise the row's formula
+# evaluated with numpy, and the PyTorch parity test (test_optable.py) checks
+# the row against torch.
 
-_UNARY = {
-    # name: (reference, input generator, functional twin or None)
-    "abs": (np.abs, _away, None),
-    "relu": (lambda x: np.maximum(x, 0.0), _away, F.relu),
-    "sigmoid": (_sigmoid, _away, F.sigmoid),
-    "tanh": (np.tanh, _away, F.tanh),
-    "exp": (np.exp, _away, None),
-    "log": (np.log, _pos, None),
-    "sqrt": (np.sqrt, _pos, None),
-    "softplus": (_softplus, _away, F.softplus),
-    "sin": (np.sin, _away, None),
-    "cos": (np.cos, _away, None),
+_REFERENCES = {
+    "neg": np.negative, "abs": np.abs, "relu": lambda x: np.maximum(x, 0.0), "sigmoid": _sigmoid,
+    "tanh": np.tanh, "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "softplus": _softplus,
+    "sin": np.sin, "cos": np.cos, "leaky_relu": lambda x, c: np.where(x > 0, x, c * x),
 }
 
-for _name, (_ref, _gen, _fn) in _UNARY.items():
-    add(OpInfo(f"Tensor.{_name}", (lambda n: lambda t: getattr(t, n)())(_name), _ref,
-               _unary_samples(_gen), _method_errors(Tensor, _name)))
-    if _fn is not None:
-        add(OpInfo(f"functional.{_name}", _fn, _ref, _unary_samples(_gen),
-                   _tensor_input_errors(_fn, _name), aliases=(f"mg.{_name}",)))
+# the functions the rows' formulas are written in (mg_scalar.h's vocabulary), in numpy
+FORMULA_VOCABULARY = {
+    "where": np.where, "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh,
+    "sin": np.sin, "cos": np.cos, "fabs": np.abs, "pow": np.power, "sigmoid": _sigmoid,
+    "softplus": _softplus, "sign": np.sign, "erf": np.vectorize(math.erf, otypes=[float]),
+    "log1p": np.log1p, "expm1": np.expm1, "atan": np.arctan,
+    "M_SQRT1_2": math.sqrt(0.5), "M_2_SQRTPI": 2 / math.sqrt(math.pi), "M_SQRT2": math.sqrt(2),
+}
 
-add(OpInfo("Tensor.leaky_relu", lambda t, *a, **k: t.leaky_relu(*a, **k),
-           lambda x, negative_slope=0.01: np.where(x > 0, x, negative_slope * x),
-           lambda rng: [Sample((_away(rng, (2, 3)),)), Sample((_away(rng, (4,)),), (0.2,)),
-                        Sample((_away(rng, ()),), kwargs={"negative_slope": -0.5})],
-           _extra(ErrorInput(lambda: _t(2).leaky_relu("a"), TypeError, r"negative_slope"),
-                  ErrorInput(lambda: _t(2).leaky_relu(None), TypeError, r"negative_slope"),
-                  ErrorInput(lambda: _t(2).leaky_relu([0.1]), TypeError, r"negative_slope"),
-                  ErrorInput(lambda: _t(2).leaky_relu(slope=0.1), TypeError, r"slope"))))
-add(OpInfo("functional.leaky_relu", F.leaky_relu, lambda x, s=0.01: np.where(x > 0, x, s * x),
-           lambda rng: [Sample((_away(rng, (2, 3)),)), Sample((_away(rng, (4,)),), (0.3,))],
-           _chain(_tensor_input_errors(F.leaky_relu, "leaky_relu"),
-                  _extra(ErrorInput(lambda: F.leaky_relu(_t(2), "a"), TypeError, r"negative_slope"))),
-           aliases=("mg.leaky_relu",)))
+
+def formula(row, expression=None):
+    """A row's formula (its forward by default) as a numpy function of a (, b), c, out."""
+    code = compile(expression or row.forward, f"<{row.code_name}>", "eval")
+
+    def evaluate(a, b=None, c=None, out=None):
+        with np.errstate(all="ignore"):
+            return np.asarray(eval(code, dict(FORMULA_VOCABULARY), {"a": a, "b": b, "c": c, "out": out}),
+                              dtype=float) + 0.0 * np.asarray(a)
+    return evaluate
+
+
+def _row_domain(rows):
+    """Inputs where the op is defined: away from kinks at 0, and positive if
+    the op gives NaN for negative numbers (log, sqrt)."""
+    probe = getattr(mg.tensor([-1.3, -0.4]), rows[0].name)()
+    return _pos if np.isnan(probe.data).any() else _away
+
+
+def _row_reference(rows, keyword=None):
+    """The reference of the method building ``rows``: (x, *args, **kwargs) -> array."""
+    name = rows[0].name
+    choices = {r.variant[1] if r.variant else None: r for r in rows}
+    variant = rows[0].variant[0] if rows[0].variant else None
+
+    def reference(x, *args, **kwargs):
+        x = np.asarray(x, dtype=float)
+        if variant is not None:
+            row = choices[kwargs.pop(variant, args[0] if args else rows[0].variant[1])]
+            args = args[1:]
+        else:
+            row = rows[0]
+        if row.value_param:
+            c = kwargs.pop(keyword, args[0] if args else row.param_default)
+            if name in _REFERENCES and not row.variant:
+                return _REFERENCES[name](x, c)
+            return formula(row)(x, c=c)
+        if name in _REFERENCES and not row.variant:
+            return _REFERENCES[name](x)
+        return formula(row)(x)
+    return reference
+
+
+def _row_samples(rows, cls, gen):
+    keyword = rows[0].value_param if cls is Value else rows[0].tensor_param
+    variant = rows[0].variant[0] if rows[0].variant else None
+
+    def samples(rng):
+        shapes = [()] * 4 if cls is Value else UNARY_SHAPES
+        raw = (lambda s: float(gen(rng, s))) if cls is Value else (lambda s: gen(rng, s))
+        for s in shapes:
+            yield Sample((raw(s),))
+        if keyword:
+            yield Sample((raw((3,) if cls is Tensor else ()),), (0.2,))
+            yield Sample((raw(()),), kwargs={keyword: -0.5})
+        if variant:
+            for r in rows:
+                yield Sample((raw((4,) if cls is Tensor else ()),), kwargs={variant: r.variant[1]})
+    return samples
+
+
+def _row_errors(rows, cls):
+    name = rows[0].name
+    keyword = rows[0].value_param if cls is Value else rows[0].tensor_param
+    variant = rows[0].variant[0] if rows[0].variant else None
+    if not keyword and not variant:
+        return _method_errors(cls, name)
+    target = (lambda: _t(2, 3)) if cls is Tensor else (lambda: Value(0.5))
+    errors = [ErrorInput(lambda: getattr(target(), name)(bogus=1), TypeError, r"bogus"),
+              ErrorInput(lambda: getattr(target(), name)(*([1] * 3)), TypeError, rf"{name}\(\) takes"),
+              ErrorInput(lambda: getattr(cls, name)("not a node"), TypeError,
+                         rf"'{name}' for '.*{cls.__name__}'")]
+    if keyword:
+        errors += [ErrorInput(lambda bad=bad: getattr(target(), name)(**{keyword: bad}), TypeError,
+                              rf"{name}\({keyword}=") for bad in ("a", None, [0.1])]
+    if variant:
+        errors += [ErrorInput(lambda bad=bad: getattr(target(), name)(**{variant: bad}), ValueError,
+                              rf"{name}\({variant}=") for bad in ("bogus", None)]
+    return _extra(*errors)
+
+
+def _functional_errors(fn, fname):
+    return _tensor_input_errors(fn, fname)
+
+
+for _name, _rows in optable._method_groups().items():
+    _gen = _row_domain(_rows)
+    for _cls in (Tensor, Value):
+        _keyword = _rows[0].value_param if _cls is Value else _rows[0].tensor_param
+        add(OpInfo(f"{_cls.__name__}.{_name}", (lambda n: lambda x, *a, **k: getattr(x, n)(*a, **k))(_name),
+                   _row_reference(_rows, _keyword), _row_samples(_rows, _cls, _gen), _row_errors(_rows, _cls),
+                   kind="value" if _cls is Value else "tensor"))
+    _fname = _rows[0].torch_function
+    if _fname:
+        _fn = getattr(F, _fname)
+        add(OpInfo(f"functional.{_fname}", _fn, _row_reference(_rows, _rows[0].tensor_param),
+                   _row_samples(_rows, Tensor, _gen), _functional_errors(_fn, _fname),
+                   aliases=(f"mg.{_fname}",)))
 
 add(OpInfo("Tensor.clamp", lambda t, *a, **k: t.clamp(*a, **k), lambda x, lo=None, hi=None: np.clip(x, lo, hi),
            lambda rng: [Sample((np.array([-1.3, -0.2, 0.4, 1.7]),), (-0.5, 0.9)),
@@ -992,21 +1080,6 @@ add(OpInfo("Tensor.__iter__", lambda t: list(t), lambda x: list(x),
 
 # -- Value ------------------------------------------------------------------------
 
-_VALUE_UNARY = {
-    "relu": (lambda x: max(x, 0.0), _away), "sigmoid": (_sigmoid, _away), "tanh": (np.tanh, _away),
-    "exp": (np.exp, _away), "log": (np.log, _pos), "sqrt": (np.sqrt, _pos), "softplus": (_softplus, _away),
-    "sin": (np.sin, _away), "cos": (np.cos, _away), "abs": (np.abs, _away),
-}
-for _name, (_ref, _gen) in _VALUE_UNARY.items():
-    add(OpInfo(f"Value.{_name}", (lambda n: lambda v: getattr(v, n)())(_name), _ref,
-               (lambda g: lambda rng: [Sample((float(g(rng, ())),)) for _ in range(4)])(_gen),
-               _method_errors(Value, _name), kind="value"))
-add(OpInfo("Value.leaky_relu", lambda v, *a: v.leaky_relu(*a), lambda x, s=0.01: x if x > 0 else s * x,
-           lambda rng: [Sample((float(_away(rng, ())),)) for _ in range(3)] + [Sample((-0.7,), (0.2,))],
-           _extra(ErrorInput(lambda: Value(1).leaky_relu("a"), TypeError, r"leaky_relu\(slope="),
-                  ErrorInput(lambda: Value(1).leaky_relu(None), TypeError, r"leaky_relu\(slope="),
-                  ErrorInput(lambda: Value(1).leaky_relu([1]), TypeError, r"leaky_relu\(slope=")),
-           kind="value"))
 add(OpInfo("Value.__float__", lambda v: float(v), lambda x: x,
            lambda rng: [Sample((float(rng.standard_normal()),))], _method_errors(Value, "__float__"),
            kind="value", grad=False))

@@ -1,0 +1,267 @@
+"""The op table on the Python side.
+
+Every op of microgrid is one row of csrc/mg_ops.def; the compiled engine
+expands the rows into its op codes, its scalar rules and its array loops,
+and this module reads the same rows (through ``_engine._op_rows()``) for
+everything Python needs of them:
+
+- the elementwise methods of ``Value`` and ``Tensor`` (``relu``, ``sigmoid``,
+  ``gelu(approximate=...)``, ``leaky_relu(slope)``, ...), generated here and
+  installed at import;
+- the ``functional.*`` functions and ``nn.*`` modules of ops PyTorch has
+  (``functional_api()``, ``module_classes()``);
+- what a worked solution prints (``OpRow.show_value``, ``show_grad``), while
+  the numbers come from the engine (``Value._local_grads()``);
+- the README's table of ops (``markdown_table()``) and the test registry's
+  elementwise entries.
+
+A new elementwise op is a row in csrc/mg_ops.def and a line in each stub
+(_engine.pyi, _tensor.pyi); nothing here changes.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+
+from . import _engine, _tensor
+from ._engine import KINDS, Value
+from ._tensor import Tensor
+
+__all__ = ["OpRow", "ROWS", "ELEMENTWISE", "row_of", "rows_named", "markdown_table"]
+
+_KIND_NAMES = {code: name for name, code in KINDS.items()}
+
+
+@dataclass(frozen=True)
+class OpRow:
+    """One op code's entry of the table (a binary row's constant forms,
+    ``a op c`` and ``c op a``, are entries of their own sharing its text)."""
+    code: int
+    kind: str                     # LEAF, BINARY, BINARY_AC, UNARY, UNARY_C, NARY, REDUCE, ...
+    base: int                     # the code of the row this entry comes from
+    code_name: str                # "SIGMOID", "ADD_AC"
+    name: str                     # the method name, "" if none
+    variant: tuple | None         # (keyword, choice) when a keyword selects this row
+    symbol: str                   # the node's ``_op``
+    torch_function: str | None    # functional.<name> as in PyTorch
+    torch_module: str | None      # nn.<name> as in PyTorch
+    value_param: str | None       # keyword of the constant on Value
+    tensor_param: str | None      # ... on Tensor and in functional (PyTorch's)
+    param_default: float | None
+    forward: str                  # the formulas, as written in the row
+    grads: tuple                  # d out / d a (, d out / d b)
+    show: str                     # display templates: {a} {b} {c} {out}
+    show_grads: tuple
+
+    @property
+    def has_rule(self):
+        """Whether the row gives a scalar forward formula and derivatives."""
+        return self.kind in ("BINARY", "BINARY_AC", "BINARY_CA", "UNARY", "UNARY_C")
+
+    def show_value(self, a, b=None, c=None, out=None):
+        """The op as a worked solution writes it, over operand names."""
+        return self.show.format(a=a, b=b, c=c, out=out)
+
+    def show_grad(self, operand, a, b=None, c=None, out=None):
+        """The local derivative with respect to operand 0 (a) or 1 (b)."""
+        return self.show_grads[operand].format(a=a, b=b, c=c, out=out)
+
+
+def _parse(raw):
+    name, variant = raw["name"], None
+    if ":" in name:
+        name, choice = name.split(":", 1)
+        keyword, value = choice.split("=", 1)
+        variant = (keyword, value)
+    torch = raw["torch"].split()
+    params = raw["param"].split()
+    grads = tuple(g for g in (raw["grad_a"], raw["grad_b"]) if g)
+    shows = tuple(g for g in (raw["show_grad_a"], raw["show_grad_b"]) if g)
+    return OpRow(
+        code=raw["code"], kind=_KIND_NAMES[raw["kind"]], base=raw["base"],
+        code_name=raw["code_name"], name=name, variant=variant, symbol=raw["symbol"],
+        torch_function=torch[0] if torch else None,
+        torch_module=torch[1] if len(torch) > 1 else None,
+        value_param=params[0] if params else None,
+        tensor_param=params[-1] if params else None,
+        param_default=raw["param_default"] if params else None,
+        forward=raw["forward"], grads=grads, show=raw["show"], show_grads=shows)
+
+
+#: Every entry, indexed by op code.
+ROWS = tuple(_parse(raw) for raw in _engine._op_rows())
+
+#: The rows with a scalar rule that Value and Tensor share (operators and
+#: elementwise functions), in table order, without the constant forms.
+ELEMENTWISE = tuple(r for r in ROWS if r.kind in ("BINARY", "UNARY", "UNARY_C"))
+
+
+def row_of(node):
+    """The table entry of a graph node's op."""
+    return ROWS[_engine._opcode(node)]
+
+
+def rows_named(name):
+    """The rows a method builds: one, or one per choice of its keyword."""
+    return [r for r in ELEMENTWISE if r.name == name]
+
+
+# ---------------------------------------------------------------------------
+# Methods of Value and Tensor, generated from the rows
+
+def _method_groups():
+    """{method name: its rows}, in table order, for rows that have a method."""
+    groups = {}
+    for r in ELEMENTWISE:
+        if r.name and r.kind != "BINARY":
+            groups.setdefault(r.name, []).append(r)
+    return groups
+
+
+def _parameters(rows, cls):
+    """The keywords of the method building ``rows`` on ``cls``: (keyword,
+    default, kind) triples, as _engine._elementwise_method takes them."""
+    params = []
+    variants = [r.variant for r in rows if r.variant]
+    if variants:
+        params.append((variants[0][0], variants[0][1], "variant"))
+    constant = rows[0]
+    if constant.value_param:
+        keyword = constant.value_param if cls is Value else constant.tensor_param
+        params.append((keyword, constant.param_default, "constant"))
+    return tuple(params)
+
+
+def _doc(rows, cls):
+    first = rows[0]
+    lines = [f"Elementwise {first.name}: out = {first.forward}, d out/da = {first.grads[0]}."]
+    for r in rows[1:]:
+        lines.append(f"With {r.variant[0]}={r.variant[1]!r}: out = {r.forward}, "
+                     f"d out/da = {r.grads[0]}.")
+    if first.value_param:
+        keyword = first.value_param if cls is Value else first.tensor_param
+        lines.append(f"c is the {keyword} (default {first.param_default}).")
+    lines.append("(A row of the op table, csrc/mg_ops.def.)")
+    return "\n".join(lines)
+
+
+def _signature(params):
+    return inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d)
+           for k, d, _ in params])
+
+
+def _install_methods():
+    for name, rows in _method_groups().items():
+        codes = {r.variant[1] if r.variant else None: r.code for r in rows}
+        for cls in (Value, Tensor):
+            params = _parameters(rows, cls)
+            if params:
+                method = _engine._elementwise_method(cls, name, params, codes, _doc(rows, cls))
+                method.__signature__ = _signature(params)
+            else:
+                method = _engine._plain_method(cls, name, rows[0].code, _doc(rows, cls))
+            _engine._install_method(cls, name, method)
+
+
+_install_methods()
+
+
+# ---------------------------------------------------------------------------
+# functional.* and nn.* entries of the rows PyTorch has
+
+def functional_api():
+    """{name: function} for the rows with a PyTorch functional name: each
+    takes ``input`` (a Tensor) and the method's keywords under PyTorch's
+    names, and builds the same node as the Tensor method."""
+    api = {}
+    for name, rows in _method_groups().items():
+        fname = rows[0].torch_function
+        if not fname:
+            continue
+        api[fname] = _functional(fname, name, _parameters(rows, Tensor), rows)
+    return api
+
+
+def _functional(fname, method_name, params, rows):
+    def function(input, *args, **kwargs):
+        # a scalar Value takes the same op through its own method
+        if not isinstance(input, (Tensor, Value)):
+            raise TypeError(f"{fname}(input) must be a Tensor, got {type(input).__name__}")
+        if isinstance(input, Value) and rows[0].value_param != rows[0].tensor_param:
+            kwargs = {rows[0].value_param if k == rows[0].tensor_param else k: v
+                      for k, v in kwargs.items()}
+        return getattr(input, method_name)(*args, **kwargs)
+
+    function.__name__ = function.__qualname__ = fname
+    function.__doc__ = _doc(rows, Tensor).replace("Elementwise", f"{fname}(input): elementwise", 1)
+    function.__signature__ = inspect.Signature(
+        [inspect.Parameter("input", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d)
+           for k, d, _ in params])
+    function.__module__ = "microgrid.functional"
+    return function
+
+
+def module_classes(Module, functional):
+    """{name: class} of the nn modules for the rows PyTorch has one for
+    (``nn.SiLU()``, ``nn.ELU(alpha=1.0)``, ``nn.GELU(approximate='none')``),
+    subclasses of ``Module`` calling ``functional``'s function."""
+    classes = {}
+    for name, rows in _method_groups().items():
+        first = rows[0]
+        if not first.torch_module:
+            continue
+        classes[first.torch_module] = _module_class(
+            Module, first.torch_module, getattr(functional, first.torch_function),
+            _parameters(rows, Tensor))
+    return classes
+
+
+def _module_class(Module, class_name, function, params):
+    keywords = [k for k, _, _ in params]
+
+    def __init__(self, *args, **kwargs):
+        Module.__init__(self)
+        bound = _signature(params).bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        for k in keywords:
+            setattr(self, k, bound.arguments[k])
+        function(Tensor(0.0), **self._keywords())   # check the arguments now
+
+    def _keywords(self):
+        return {k: getattr(self, k) for k in keywords}
+
+    def forward(self, input):
+        return function(input, **self._keywords())
+
+    def __repr__(self):
+        return f"{class_name}({', '.join(f'{k}={v!r}' for k, v in self._keywords().items())})"
+
+    return type(class_name, (Module,), {
+        "__init__": __init__, "_keywords": _keywords, "forward": forward,
+        "__repr__": __repr__, "__module__": "microgrid.nn",
+        "__doc__": f"{class_name}: the module form of functional.{function.__name__}."})
+
+
+# ---------------------------------------------------------------------------
+# The README's table
+
+def markdown_table():
+    """The README's table of elementwise ops on Values, one line per row."""
+    lines = ["| op | method | forward | local derivative |", "| --- | --- | --- | --- |"]
+    for r in ELEMENTWISE:
+        method = f"`{r.name}()`" if r.name and r.kind != "BINARY" else f"`a {r.symbol} b`"
+        if r.variant:
+            method = f"`{r.name}({r.variant[0]}={r.variant[1]!r})`"
+        elif r.value_param:
+            method = f"`{r.name}({r.value_param}={_number(r.param_default)})`"
+        grads = ", ".join(f"`{g}`" for g in r.grads)
+        lines.append(f"| {r.code_name.lower()} | {method} | `{r.forward}` | {grads} |")
+    return "\n".join(lines)
+
+
+def _number(x):
+    return str(int(x)) if x == int(x) and math.isfinite(x) else repr(x)
