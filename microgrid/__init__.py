@@ -14,10 +14,7 @@ from .gradcheck import GradcheckError, gradcheck
 from ._tensor import Tensor, cat, concatenate, matmul, ones, randn, stack, tensor, zeros
 from . import optable   # installs the elementwise methods of Value and Tensor
 from . import functional
-from .functional import (
-    avg_pool2d, binary_cross_entropy, binary_cross_entropy_with_logits, conv2d,
-    conv_transpose2d, cross_entropy, hinge_loss, huber_loss, l1_loss, leaky_relu, linear,
-    log_softmax, max_pool2d, mse_loss, nll_loss, pad, relu, sigmoid, softmax, softplus, tanh)
+from .functional import *   # noqa: F401,F403  (functional.__all__: also at the top level)
 from .nn import manual_seed
 from .explain import explain
 from .draw import draw, to_dot

@@ -503,7 +503,7 @@ def explain(root, wrt=None, *, backward="auto", digits=4, max_paths=8, max_rows=
             rule_num = fmt(e.local, digits)
             text = f"{label} = {e.rule} = {rule_num}" if e.rule and e.rule != rule_num else f"{label} = {rule_num}"
             derivs.append((text, e.local))
-            locals_[(me, pn)] = locals_.get((me, pn), 0.0) + e.local
+            locals_[(me, pn)] = locals_[(me, pn)] + e.local if (me, pn) in locals_ else e.local
         forward.append(ForwardRow(step, me, expr, fmt(v.data, digits), float(v.data), derivs))
         values[me] = float(v.data)
 

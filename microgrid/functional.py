@@ -1,6 +1,10 @@
 """Functional ops on Tensors with PyTorch's names, signatures and semantics:
 activations, softmax, losses, linear, convolution and pooling.
 
+The elementwise functions (``relu``, ``sigmoid``, ``gelu``, ...) are made
+from the op table's rows that PyTorch has (microgrid/optable.py) and added
+at the end of this module.
+
 This module owns argument validation: every check (types, ranks, shapes,
 channel/group divisibility, strides, paddings) happens here and raises a
 TypeError or ValueError naming the argument before any kernel runs.  The
@@ -15,7 +19,7 @@ from ._engine import Value
 from ._tensor import OPS, Tensor, _node, _value_tensor, broadcast_shape, tensor
 
 __all__ = [
-    "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "linear",
+    "linear",
     "softmax", "log_softmax", "cross_entropy", "nll_loss",
     "binary_cross_entropy", "binary_cross_entropy_with_logits",
     "mse_loss", "l1_loss", "huber_loss", "hinge_loss",
@@ -55,31 +59,6 @@ def _same_shape(input, target, where):
 
 # ---------------------------------------------------------------------------
 # Activations
-
-def _activation_arg(x, where):
-    # the elementwise activations also take a scalar Value (its own method)
-    return x if isinstance(x, Value) else _tensor_arg(x, where)
-
-
-def relu(input):
-    return _activation_arg(input, "relu(input)").relu()
-
-
-def leaky_relu(input, negative_slope=0.01):
-    return _activation_arg(input, "leaky_relu(input)").leaky_relu(negative_slope)
-
-
-def sigmoid(input):
-    return _activation_arg(input, "sigmoid(input)").sigmoid()
-
-
-def tanh(input):
-    return _activation_arg(input, "tanh(input)").tanh()
-
-
-def softplus(input):
-    return _activation_arg(input, "softplus(input)").softplus()
-
 
 def softmax(input, dim):
     """exp(x) / sum(exp(x)) along ``dim``, shifted by the max (never overflows)."""
@@ -453,3 +432,14 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     out = _node(OPS["avg_pool2d"], x, None, None,
                 (kernel, stride, padding, ceil_mode, bool(count_include_pad)))
     return _finish(out, unbatched)
+
+
+# The elementwise functions: one per op-table row with a PyTorch name.
+def _add_elementwise_functions():
+    from . import optable
+    functions = optable.functional_api()
+    globals().update(functions)
+    __all__[:0] = list(functions)
+
+
+_add_elementwise_functions()

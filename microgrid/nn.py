@@ -7,8 +7,9 @@ pre-activation is one fused ``dot`` node instead of 2n additions and
 multiplications.
 
 ``Linear``, ``Conv2d``, ``ConvTranspose2d``, ``MaxPool2d``, ``AvgPool2d``,
-``Flatten``, ``ReLU``, ``Sigmoid``, ``Tanh`` and ``Sequential`` are PyTorch's
-tensor layers: its constructor signatures, default initialisation, reprs,
+``Flatten``, ``Sequential`` and the activations (``ReLU``, ``Sigmoid``,
+``Tanh``, ..., made from the op table's rows, see the end of this module)
+are PyTorch's tensor layers: its constructor signatures, default initialisation, reprs,
 parameter names and shapes, so a ``state_dict`` moves between the two
 libraries.  Their weights are drawn from a numpy Generator that
 ``manual_seed`` seeds (it seeds Python's ``random`` too, for the scalar
@@ -37,7 +38,7 @@ from ._tensor import Tensor, tensor
 __all__ = [
     "Module", "Neuron", "Layer", "MLP",
     "Linear", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "Flatten",
-    "ReLU", "Sigmoid", "Tanh", "Sequential",
+    "Sequential",
     "manual_seed", "default_generator",
 ]
 
@@ -572,27 +573,6 @@ class Flatten(Module):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
-class ReLU(Module):
-    """max(x, 0) elementwise; works on Values as well as Tensors."""
-
-    def forward(self, x):
-        return x.relu() if isinstance(x, Value) else F.relu(x)
-
-
-class Sigmoid(Module):
-    """1 / (1 + exp(-x)) elementwise; works on Values as well as Tensors."""
-
-    def forward(self, x):
-        return x.sigmoid() if isinstance(x, Value) else F.sigmoid(x)
-
-
-class Tanh(Module):
-    """tanh(x) elementwise; works on Values as well as Tensors."""
-
-    def forward(self, x):
-        return x.tanh() if isinstance(x, Value) else F.tanh(x)
-
-
 class Sequential(Module):
     """Modules applied in order; indexable (``model[0]``, slices give a
     Sequential), ``len`` and iteration; parameters named ``0.weight``, ..."""
@@ -627,3 +607,14 @@ class Sequential(Module):
             raise TypeError(f"module must be a Module, got {type(module).__name__}")
         self._layers.append(module)
         return self
+
+
+# The activation layers: one per op-table row with a PyTorch module name.
+def _add_activation_modules():
+    from . import optable
+    classes = optable.module_classes(Module, F)
+    globals().update(classes)
+    __all__.extend(classes)
+
+
+_add_activation_modules()

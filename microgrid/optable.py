@@ -222,14 +222,20 @@ def module_classes(Module, functional):
 
 def _module_class(Module, class_name, function, params):
     keywords = [k for k, _, _ in params]
+    signature = _signature(params)
 
     def __init__(self, *args, **kwargs):
         Module.__init__(self)
-        bound = _signature(params).bind(self, *args, **kwargs)
+        if len(args) > len(keywords):
+            raise TypeError(f"{class_name}() takes "
+                            f"{len(keywords) or 'no'} argument{'' if len(keywords) == 1 else 's'} "
+                            f"({len(args)} given)")
+        bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
         for k in keywords:
             setattr(self, k, bound.arguments[k])
-        function(Tensor(0.0), **self._keywords())   # check the arguments now
+        if keywords:
+            function(Tensor(0.0), **self._keywords())   # check the arguments now
 
     def _keywords(self):
         return {k: getattr(self, k) for k in keywords}
@@ -237,29 +243,36 @@ def _module_class(Module, class_name, function, params):
     def forward(self, input):
         return function(input, **self._keywords())
 
-    def __repr__(self):
-        return f"{class_name}({', '.join(f'{k}={v!r}' for k, v in self._keywords().items())})"
+    def extra_repr(self):
+        return ", ".join(f"{k}={v!r}" for k, v in self._keywords().items())
 
     return type(class_name, (Module,), {
         "__init__": __init__, "_keywords": _keywords, "forward": forward,
-        "__repr__": __repr__, "__module__": "microgrid.nn",
-        "__doc__": f"{class_name}: the module form of functional.{function.__name__}."})
+        "extra_repr": extra_repr, "__module__": "microgrid.nn",
+        "__doc__": f"{class_name}: functional.{function.__name__} as a layer; works on "
+                   "Values as well as Tensors."})
 
 
 # ---------------------------------------------------------------------------
 # The README's table
 
 def markdown_table():
-    """The README's table of elementwise ops on Values, one line per row."""
-    lines = ["| op | method | forward | local derivative |", "| --- | --- | --- | --- |"]
+    """The README's table of the elementwise ops, one line per row."""
+    lines = ["| Python | `_op` | value | local derivative | PyTorch |",
+             "| --- | --- | --- | --- | --- |"]
     for r in ELEMENTWISE:
-        method = f"`{r.name}()`" if r.name and r.kind != "BINARY" else f"`a {r.symbol} b`"
-        if r.variant:
-            method = f"`{r.name}({r.variant[0]}={r.variant[1]!r})`"
+        if r.kind == "BINARY":
+            python = f"`a {r.symbol} b`"
+        elif r.variant:
+            python = f"`a.{r.name}({r.variant[0]}={r.variant[1]!r})`"
         elif r.value_param:
-            method = f"`{r.name}({r.value_param}={_number(r.param_default)})`"
+            python = f"`a.{r.name}({r.value_param}={_number(r.param_default)})`"
+        else:
+            python = f"`a.{r.name}()`"
         grads = ", ".join(f"`{g}`" for g in r.grads)
-        lines.append(f"| {r.code_name.lower()} | {method} | `{r.forward}` | {grads} |")
+        torch = ", ".join(f"`{prefix}.{n}`" for prefix, n in
+                          (("F", r.torch_function), ("nn", r.torch_module)) if n)
+        lines.append(f"| {python} | `{r.symbol}` | `{r.forward}` | {grads} | {torch} |")
     return "\n".join(lines)
 
 

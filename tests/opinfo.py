@@ -1324,13 +1324,24 @@ add(OpInfo("nn.Flatten", _layer_op, lambda x, layer: x.reshape(x.shape[0], -1),
            _extra(ErrorInput(lambda: nn.Flatten("a"), TypeError, r"start_dim"),
                   ErrorInput(lambda: nn.Flatten(5)(_t(2, 3)), ValueError, r"start_dim"),
                   ErrorInput(lambda: nn.Flatten()("x"), TypeError, r"Flatten\(input\)"))))
-for _cls, _fn, _ref in [(nn.ReLU, "relu", lambda x: np.maximum(x, 0.0)), (nn.Sigmoid, "sigmoid", _sigmoid),
-                        (nn.Tanh, "tanh", np.tanh)]:
-    add(OpInfo(f"nn.{_cls.__name__}", _layer_op, (lambda r: lambda x, layer: r(x))(_ref),
-               (lambda c: lambda rng: [Sample((_away(rng, (3, 4)),), (c(),))])(_cls),
-               (lambda c, f: _extra(ErrorInput(lambda: c()("x"), TypeError, f + r"\(input\)"),
-                                    ErrorInput(lambda: c()(None), TypeError, f + r"\(input\)"),
-                                    ErrorInput(lambda: c(1), TypeError, r"takes no arguments")))(_cls, _fn)))
+# the activation layers: one per op-table row with a PyTorch module name
+for _name, _rows in optable._method_groups().items():
+    if not _rows[0].torch_module:
+        continue
+    _cls, _fn = getattr(nn, _rows[0].torch_module), _rows[0].torch_function
+    _gen = _row_domain(_rows)
+    _parameters = optable._parameters(_rows, Tensor)
+    _errors = [ErrorInput(lambda c=_cls: c()("x"), TypeError, _fn + r"\(input\)"),
+               ErrorInput(lambda c=_cls: c()(None), TypeError, _fn + r"\(input\)"),
+               ErrorInput(lambda c=_cls, n=len(_parameters): c(*([1] * (n + 1))), TypeError,
+                          r"takes (no|\d+) arguments?")]
+    for _keyword, _default, _kind in _parameters:
+        _errors.append(ErrorInput(lambda c=_cls, k=_keyword, bad="x" if _kind == "constant" else "bogus":
+                                  c(**{k: bad}), (TypeError, ValueError), rf"{_keyword}="))
+    add(OpInfo(f"nn.{_cls.__name__}", _layer_op,
+               (lambda r: lambda x, layer: r(x, **layer._keywords()))(_row_reference(_rows, _rows[0].tensor_param)),
+               (lambda c, g: lambda rng: [Sample((g(rng, (3, 4)),), (c(),))])(_cls, _gen),
+               _extra(*_errors)))
 add(OpInfo("nn.Sequential", _layer_op, _sequential_ref,
            lambda rng: [Sample((rng.standard_normal((4, 3)),),
                                (_layer(lambda: nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))),))],
