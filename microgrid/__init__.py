@@ -20,6 +20,8 @@ from .functional import (
 from .nn import manual_seed
 from .explain import explain
 from .draw import draw, to_dot
+from .attribution import (gradient_x_input, integrated_gradients, shap_sample, shap_values,
+                          shapley_orders, shapley_values)
 
 __version__ = "0.1.0"
 
@@ -68,4 +70,6 @@ __all__ = [
     "Tensor", "tensor", "zeros", "ones", "randn", "stack", "concatenate", "cat",
     "matmul", "max", "min", "functional", *functional.__all__,
     "explain", "draw", "to_dot",
+    "shapley_values", "shapley_orders", "shap_values", "shap_sample",
+    "integrated_gradients", "gradient_x_input",
 ]
