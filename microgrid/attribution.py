@@ -70,6 +70,8 @@ def _shapley_from_table(worth, n):
 # Games given as a function or a table
 
 def _check_players(players):
+    if isinstance(players, np.ndarray) and players.ndim == 1:
+        players = players.tolist()
     if isinstance(players, (str, bytes)) or not isinstance(players, (list, tuple, range)):
         raise TypeError("players must be a list or tuple of player names, "
                         f"got {type(players).__name__}")
@@ -119,6 +121,8 @@ def _worth_function(game, players):
 def _as_number(worth, coalition):
     if isinstance(worth, Value):
         worth = worth.data
+    elif isinstance(worth, np.ndarray) and worth.shape == () and worth.dtype.kind in "iuf":
+        worth = worth.item()
     if isinstance(worth, bool) or not isinstance(worth, numbers.Real):
         raise TypeError(f"the game's worth of {sorted(map(str, coalition))} must be a number, "
                         f"got {type(worth).__name__}")

@@ -96,6 +96,13 @@ def test_empty_coalition_defaults_to_zero_and_keys_may_be_names():
     assert phi.tolist() == [25.0, 15.0]
 
 
+def test_worths_as_numpy_and_value_players_as_an_array():
+    phi = mg.shapley_values(lambda s: np.array(float(len(s))), np.arange(3))
+    np.testing.assert_allclose(phi, [1, 1, 1], rtol=0, atol=1e-15)
+    phi = mg.shapley_values(lambda s: mg.Value(2.0 * (0 in s)), (0, 1))
+    assert phi.tolist() == [2.0, 0.0]
+
+
 # ---------------------------------------------------------------------------
 # SHAP of models
 
