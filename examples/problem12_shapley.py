@@ -50,6 +50,7 @@ def worked_orders(game, players):
         if key not in worth:
             worth[key] = game[tuple(p for p in players if p in key)]
         return worth[key]
+    name = lambda members: coalition_name([p for p in players if p in members])   # a set: one spelling
     table = mg.shapley_orders(game, players)
     for order, contributions in table:
         print(f"  order {', '.join(order)}:")
@@ -57,8 +58,8 @@ def worked_orders(game, players):
         for p in order:
             after = before + [p]
             gain = contributions[players.index(p)]
-            print(f"    {p:<6} joins {coalition_name(before):<8} adds "
-                  f"v({coalition_name(after)}) - v({coalition_name(before)}) = "
+            print(f"    {p:<6} joins {name(before):<8} adds "
+                  f"v({name(after)}) - v({name(before)}) = "
                   f"{v(after):g} - {v(before):g} = {gain:g}")
             before = after
     print(f"  average over the {len(table)} orders:")
