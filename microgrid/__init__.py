@@ -18,6 +18,8 @@ from .functional import *   # noqa: F401,F403  (functional.__all__: also at the 
 from .nn import manual_seed
 from .explain import explain
 from .draw import draw, to_dot
+from .attribution import (gradient_x_input, integrated_gradients, shap_sample, shap_values,
+                          shapley_orders, shapley_values)
 
 __version__ = "0.1.0"
 
@@ -66,4 +68,6 @@ __all__ = [
     "Tensor", "tensor", "zeros", "ones", "randn", "stack", "concatenate", "cat",
     "matmul", "max", "min", "functional", *functional.__all__,
     "explain", "draw", "to_dot",
+    "shapley_values", "shapley_orders", "shap_values", "shap_sample",
+    "integrated_gradients", "gradient_x_input",
 ]

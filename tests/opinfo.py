@@ -1361,6 +1361,9 @@ NOT_OPS = {
     "mg.to_dot": "graph tool, not an op (tests/test_explain.py)",
     "mg.draw": "graph tool, not an op (tests/test_explain.py)",
     "mg.manual_seed": "random-number seeding (tests/test_nn.py)",
+    **{f"mg.{n}": "attribution method, not an op (tests/test_attribution.py)" for n in
+       ("shapley_values", "shapley_orders", "shap_values", "shap_sample", "integrated_gradients",
+        "gradient_x_input")},
     "nn.manual_seed": "random-number seeding (tests/test_nn.py)",
     "nn.default_generator": "random-number generator accessor (tests/test_nn.py)",
     **{f"Tensor.{n}": "metadata/buffer property" for n in

@@ -10,7 +10,7 @@ SCRIPTS = [
     "problem01_two_neuron_bce.py", "problem02_perceptron.py", "problem03_parameter_count.py",
     "problem04_relu_logic.py", "problem05_softmax.py", "problem06_stable_sigmoid.py",
     "problem07_conv_pool.py", "problem08_conv_transpose.py", "problem09_two_layer_noisy.py",
-    "problem10_saliency.py", "problem11_lime.py",
+    "problem10_saliency.py", "problem11_lime.py", "problem12_shapley.py",
 ]
 
 def run(script, *args, tmp_path):
@@ -104,3 +104,22 @@ def test_problem11_quick(tmp_path):
     out = run("problem11_lime.py", "--quick", tmp_path=tmp_path)
     assert "check weights against the closed-form solve" in out
     assert "sparse explanation" in out
+
+
+def test_problem12_quick(tmp_path):
+    out = run("problem12_shapley.py", "--quick", "--out", str(tmp_path / "pictures"), tmp_path=tmp_path)
+    assert "    Lisa   joins {}       adds v({Lisa}) - v({}) = 30 - 0 = 30" in out
+    assert "    phi_Lisa   = (30 + 20) / 2 = 25" in out and "    phi_David  = (10 + 20) / 2 = 15" in out
+    assert "phi_Lisa                     hand 25         microgrid 25               agrees" in out
+    assert "phi_David                    hand 15         microgrid 15               agrees" in out
+    assert "check dummy: phi_Carl = 0" in out and "check symmetry: phi_Lisa = phi_Mia" in out
+    assert "check exact SHAP, 16 blocks (2**16 coalitions)" in out
+    assert "check the sampled estimate covers the exact values every block within 4 standard errors: ok" in out
+    assert "check completeness to the error of the steps" in out
+    png = tmp_path / "pictures" / "problem12_shap.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in out
+        return
+    assert f"picture saved to {png}" in out and png.stat().st_size > 0
