@@ -10,6 +10,17 @@
 
 #include <math.h>
 
+/* The constants the formulas use, where <math.h> does not define them. */
+#ifndef M_SQRT2
+#define M_SQRT2 1.41421356237309504880      /* sqrt(2) */
+#endif
+#ifndef M_SQRT1_2
+#define M_SQRT1_2 0.70710678118654752440    /* 1/sqrt(2) */
+#endif
+#ifndef M_2_SQRTPI
+#define M_2_SQRTPI 1.12837916709551257390   /* 2/sqrt(pi) */
+#endif
+
 /* 1 / (1 + e^-x) evaluated so that exp() only ever sees a non-positive number. */
 static inline double mg_sigmoid(double x)
 {
