@@ -50,12 +50,15 @@ class Answer:
     text: str
     value: float
     decimals: int | None
+    relative: float = 0.0     # a quotient of rounded numbers: its relative precision
 
     def matches(self, target):
         """Whether ``target`` written to this answer's precision is this answer:
         ``target`` rounded, or truncated, to the decimals written."""
         if target is None or not math.isfinite(target):
             return False
+        if self.relative:
+            return abs(self.value - target) <= self.relative * abs(target) + 1e-12
         if self.decimals is None:
             return abs(self.value - target) <= 1e-9 * max(1.0, abs(target))
         unit = 10.0 ** -self.decimals
@@ -102,10 +105,17 @@ def _parse_text(key, shown, text, exact_ints):
     if s.count("/") == 1:
         num, den = s.split("/")
         try:
-            f = Fraction(Decimal(num)) / Fraction(Decimal(den))
+            parts = [Decimal(num), Decimal(den)]
+            f = Fraction(parts[0]) / Fraction(parts[1])
         except (InvalidOperation, ZeroDivisionError, ValueError):
             raise bad from None
-        return Answer(shown.strip(), float(f), 0 if approx else None)
+        # 1/2 is exact; 1/2.718 carries the precision of 2.718 (relative
+        # errors of a quotient's parts add up)
+        relative = math.fsum(0.5 * 10.0 ** p.as_tuple().exponent / abs(float(p))
+                             for p in parts if p.as_tuple().exponent < 0 and p != 0)
+        if approx and not relative:
+            relative = 5e-3     # "≈ 1/3": the fraction to about three significant digits
+        return Answer(shown.strip(), float(f), None, relative * (1 + 1e-9))
     try:
         d = Decimal(s)
     except InvalidOperation:
@@ -666,3 +676,199 @@ def _fits(sheet, order, u, v, answer, base, sweep, locals_of, values_of, given, 
                          f"an upstream gradient dropped (taken as 1): d{name(u)}/d{name(x)} = "
                          f"{fmt(g, digits)} left out of the product", g))
     return fits
+
+
+# ---------------------------------------------------------------------------
+# Worksheets: a graph and a person's answers in plain text
+
+class WorksheetError(ValueError):
+    """A malformed worksheet; the message names the file and line."""
+
+
+WORKSHEET_HELP = """\
+A worksheet is plain text, one statement a line, '#' starts a comment:
+
+    x1 = 2                      # a leaf and its value
+    w1 = -0.5
+    z = w1*x1 + 1               # a node: + - * / ** and the op table's functions
+    h = sigmoid(z)              #   (relu, tanh, exp, log, leaky_relu(z, 0.1), ...
+    L = -log(h)                 #    sum([...]), mean([...]), dot([w...], [x...], b))
+    root: L                     # the node whose derivatives the answers give
+    answers:                    # after this line, the person's numbers
+    z = -0.5
+    h = 0.378
+    dL/dw1 = 1.24               # d<root>/d<node>, or d<node>/d<operand>
+
+Each assigned name becomes the node's label; numbers as written
+(0.289, -1.75, 1/2, ≈ 0.34).
+"""
+
+
+def _functions():
+    """Functions a worksheet may call: the methods of the table's one-operand
+    rows, and the engine's fused n-ary builders named by the n-ary rows."""
+    functions = {}
+    for row in optable.ELEMENTWISE:
+        if row.kind in ("UNARY", "UNARY_C") and row.name:
+            functions[row.name] = ("method", row.name)
+    for row in optable.ROWS:
+        if row.kind == "NARY" and hasattr(_engine, row.code_name.lower()):
+            functions[row.code_name.lower()] = ("nary", getattr(_engine, row.code_name.lower()))
+    return functions
+
+
+class _Builder:
+    """Evaluates one worksheet expression over the names defined so far,
+    with Python's syntax read by ``ast`` (nothing is executed)."""
+
+    def __init__(self, nodes, where):
+        self.nodes, self.where = nodes, where
+        self.operators = binary_operators()
+        self.functions = _functions()
+
+    def fail(self, message):
+        raise WorksheetError(f"{self.where}: {message}")
+
+    def __call__(self, tree):
+        if isinstance(tree, ast.Constant):
+            if isinstance(tree.value, bool) or not isinstance(tree.value, (int, float)):
+                self.fail(f"{tree.value!r} is not a number")
+            return float(tree.value)
+        if isinstance(tree, ast.Name):
+            if tree.id not in self.nodes:
+                self.fail(f"{tree.id!r} is not defined above")
+            return self.nodes[tree.id]
+        if isinstance(tree, ast.BinOp):
+            if type(tree.op) not in self.operators:
+                self.fail(f"operator {type(tree.op).__name__} is not an op of microgrid "
+                          f"(ops: {' '.join(r.symbol for r, _ in self.operators.values())})")
+            return self._apply(self.operators[type(tree.op)][1], self(tree.left), self(tree.right))
+        if isinstance(tree, ast.UnaryOp) and isinstance(tree.op, (ast.USub, ast.UAdd)):
+            x = self(tree.operand)
+            return -x if isinstance(tree.op, ast.USub) else x
+        if isinstance(tree, ast.List):
+            return [self(e) for e in tree.elts]
+        if isinstance(tree, ast.Call):
+            return self._call(tree)
+        self.fail(f"cannot read {ast.unparse(tree)!r}: use numbers, names, + - * / **, "
+                  f"and the functions {', '.join(sorted(self.functions))}")
+
+    def _apply(self, fn, a, b):
+        try:
+            return fn(a, b)
+        except (ArithmeticError, ValueError, TypeError) as exc:
+            self.fail(f"cannot compute: {exc}")
+
+    def _call(self, tree):
+        if isinstance(tree.func, ast.Attribute):       # z.relu()
+            name, args = tree.func.attr, [tree.func.value] + list(tree.args)
+        elif isinstance(tree.func, ast.Name):           # relu(z)
+            name, args = tree.func.id, list(tree.args)
+        else:
+            self.fail(f"cannot call {ast.unparse(tree.func)!r}")
+        if name not in self.functions:
+            self.fail(f"unknown function {name!r}; functions: {', '.join(sorted(self.functions))}")
+        kind, target = self.functions[name]
+        values = [self(a) for a in args]
+        keywords = {k.arg: self(k.value) for k in tree.keywords}
+        try:
+            if kind == "method":
+                if not values:
+                    self.fail(f"{name}() takes the node it applies to")
+                first = values[0] if isinstance(values[0], Value) else Value(values[0])
+                return getattr(first, target)(*values[1:], **keywords)
+            return target(*values, **keywords)
+        except WorksheetError:
+            raise
+        except (ArithmeticError, ValueError, TypeError) as exc:
+            self.fail(f"{name}(...): {exc}")
+
+
+def load_worksheet(text, filename="<worksheet>"):
+    """The graph and answers of a worksheet: (root, {key: text}, {key: line})."""
+    nodes, answers, lines_of = {}, {}, {}
+    root_name, root_line, in_answers = None, None, False
+    for number, raw in enumerate(text.splitlines(), 1):
+        where = f"{filename}:{number}"
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.rstrip(":").strip().lower() == "answers" and line.endswith(":"):
+            in_answers = True
+            continue
+        if line.lower().startswith("root:"):
+            root_name, root_line = line.split(":", 1)[1].strip(), number
+            if not root_name.isidentifier():
+                raise WorksheetError(f"{where}: 'root:' takes the name of a node, got {root_name!r}")
+            continue
+        if "=" not in line:
+            raise WorksheetError(f"{where}: expected 'name = expression'"
+                                 f"{' or key = number' if in_answers else ''}, got {line!r}")
+        if in_answers:
+            key, value = (s.strip() for s in line.split("=", 1))
+            if key in answers:
+                raise WorksheetError(f"{where}: a second answer for {key!r} "
+                                     f"(the first is on line {lines_of[key]})")
+            try:
+                parse_answer(key, value)
+            except ValueError as exc:
+                raise WorksheetError(f"{where}: {exc}") from None
+            answers[key], lines_of[key] = value, number
+            continue
+        _define(line, where, nodes)
+    if root_name is None:
+        raise WorksheetError(f"{filename}: no 'root: NAME' line names the node to check")
+    if root_name not in nodes:
+        raise WorksheetError(f"{filename}:{root_line}: root {root_name!r} is not defined")
+    root = nodes[root_name]
+    _check_keys(root, nodes, answers, lines_of, filename)
+    return root, answers, lines_of
+
+
+def _define(line, where, nodes):
+    try:
+        tree = ast.parse(line, mode="exec")
+    except SyntaxError as exc:
+        raise WorksheetError(f"{where}: not a Python assignment ({exc.msg})") from None
+    if (len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assign)
+            or len(tree.body[0].targets) != 1 or not isinstance(tree.body[0].targets[0], ast.Name)):
+        raise WorksheetError(f"{where}: expected one assignment 'name = expression', got {line!r}")
+    name = tree.body[0].targets[0].id
+    if name in nodes:
+        raise WorksheetError(f"{where}: {name!r} is assigned twice")
+    value = _Builder(nodes, where)(tree.body[0].value)
+    if isinstance(value, list):
+        raise WorksheetError(f"{where}: a list is an argument of sum/mean/dot, not a node")
+    if not isinstance(value, Value):
+        value = Value(value)                 # a leaf: a number (or arithmetic of numbers)
+    elif value.label or not value._parents():
+        raise WorksheetError(f"{where}: {name} = {ast.unparse(tree.body[0].value)} computes "
+                             "nothing new; give each node one name")
+    value.label = name
+    nodes[name] = value
+
+
+def _check_keys(root, nodes, answers, lines_of, filename):
+    in_graph = {id(v) for v in topological_order(root)}
+    for key in answers:
+        m = _DERIVATIVE.match(key)
+        labels = [key] if key in nodes or not m else [m["num"], m["den"]]
+        for label in labels:
+            where = f"{filename}:{lines_of[key]}"
+            if label not in nodes:
+                raise WorksheetError(f"{where}: answer {key!r} names {label!r}, which the "
+                                     "worksheet does not define")
+            if id(nodes[label]) not in in_graph:
+                raise WorksheetError(f"{where}: answer {key!r} names {label!r}, a node that the "
+                                     f"root {root.label} does not depend on")
+
+
+def check_worksheet(path, digits=4):
+    """Read and mark a worksheet file: returns (report, text)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    root, answers, lines_of = load_worksheet(text, str(path))
+    try:
+        return check(root, answers, digits=digits)
+    except ValueError as exc:
+        raise WorksheetError(f"{path}: {exc}") from None
