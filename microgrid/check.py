@@ -432,6 +432,10 @@ def _mark_values(sheet, world, digits):
         row = rows.get(name(v))
         line = f"{name(v)} = {row.expression} = {fmt(true, digits)}" if row and v._parents() \
             else f"{name(v)} = {fmt(true, digits)} (given in the problem)"
+        operands = list(dict.fromkeys(f"{name(p)} = {fmt(p.data, digits)}"
+                                      for p, _ in sheet.operands[id(v)] if p is not None))
+        if operands:
+            line += f" with {', '.join(operands)}"
         mine = world.rebuilt[id(v)]
         sources = set().union(*[world.source[id(p)] for p, _ in sheet.operands[id(v)] if p is not None])
         if answer.matches(true):
