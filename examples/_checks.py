@@ -2,10 +2,13 @@
 
 Two kinds of comparison, kept apart on purpose:
 
-- ``hand(...)``: microgrid's number against the number written by hand.  The
-  hand-work is rounded, so a hand number agrees when it equals microgrid's
-  value rounded to the decimals written.  A disagreement is a finding about
-  the hand-work (a slip), reported with its explanation; it is not a failure.
+- ``hand_sheet(root, answers)``: the hand-work on a graph (values and
+  derivatives keyed by label) marked by ``mg.check``, which finds each slip
+  and says why (sign, wrong local derivative, arithmetic) by itself; the
+  scripts hold the hand numbers only, never an explanation of a slip.
+- ``hand(...)``: one number that is not on a graph (a count, a sign) against
+  the number written by hand, to the decimals written.  A disagreement is a
+  finding about the hand-work (a slip), not a failure.
 - ``check(...)``: microgrid's number against an independent reference
   computed another way (plain math, numpy, a closed form).  A disagreement
   here means microgrid is wrong, and the script exits with status 1.
@@ -62,6 +65,22 @@ class Report:
             verdict = "DIFFERS from the hand-work" + (f": {why}" if why else "")
             self.slips.append(f"{what}: hand-work {written}, correct {show(ours)}" + (f" ({why})" if why else ""))
         print(f"  {what:<28} hand {written:<10} microgrid {show(ours):<16} {verdict}")
+
+    def hand_sheet(self, root, answers):
+        """Mark the hand-work ``answers`` ({label or 'dL/dx': as written}) on
+        the graph of ``root`` with ``mg.check`` and print the marked sheet;
+        every wrong answer becomes a slip with check's own explanation."""
+        import microgrid as mg
+
+        sheet = mg.check(root, answers)
+        self.hand_compared += len(sheet.items)
+        print("\n".join("  " + line for line in str(sheet).splitlines()))
+        for item in sheet.items:
+            if item.verdict == "wrong":
+                why = item.explanation.splitlines()[0]
+                self.slips.append(f"{item.key}: hand-work {item.given}, correct {show(item.expected)} "
+                                  f"({item.cause}: {why})")
+        return sheet
 
     def hand_array(self, what, written, ours, why=""):
         """Compare a hand-written array (integers or exact decimals) with ours,

@@ -1,9 +1,9 @@
-"""Exam problem 2: perceptron updates, and the slip 1*1 + 3*1 + 2*0 = "5".
+"""Exam problem 2: perceptron updates, and the prediction on x1 by hand.
 
 Each input x becomes (1, x1, x2); predict sign(w.x); w starts at 0 and takes
 w += y x on every mistake.  Mistakes happened on x1 = (1, 0) (y = +1),
 x3 = (1, -3) (y = -1) and x4 = (3, -1) (y = +1).  The hand-work gets
-w = [1, 3, 2] and writes w.[1,1,0] = 5; the sum is 4 (the sign, +1, is right).
+w = [1, 3, 2] and the prediction w.[1,1,0]; mg.check marks those numbers.
 
 The perceptron update is one step of gradient descent, learning rate 1, on
 the perceptron loss -y w.x of a misclassified point, so microgrid's autograd
@@ -76,11 +76,8 @@ def main():
     print(f"  terms: " + " + ".join(f"{wi.data:g}*{xi:g}" for wi, xi in zip(w, [1, 1, 0]))
           + f" = {s.data:g}")
 
-    report.section("microgrid against the hand-work")
-    for i, written in enumerate(["1", "3", "2"]):
-        report.hand(f"w[{i}]", written, w[i].data)
-    report.hand("w.[1,1,0] = 1*1 + 3*1 + 2*0", "5", s.data,
-                "arithmetic slip: 1*1 + 3*1 + 2*0 = 4; the sign of the prediction (+1, correct) is unaffected")
+    report.section("The hand-work, marked by mg.check")
+    report.hand_sheet(s, {"w0": "1", "w1": "3", "w2": "2", "s": "5"})
     report.hand("sign(w.[1,1,0])", "1", np.sign(s.data))
     report.finish()
 

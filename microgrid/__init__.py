@@ -17,6 +17,7 @@ from . import functional
 from .functional import *   # noqa: F401,F403  (functional.__all__: also at the top level)
 from .nn import manual_seed
 from .explain import explain
+from .check import CheckReport, check
 from .draw import draw, to_dot
 from .attribution import (gradient_x_input, integrated_gradients, shap_sample, shap_values,
                           shapley_orders, shapley_values)
@@ -67,7 +68,7 @@ __all__ = [
     "gradcheck", "GradcheckError", "manual_seed",
     "Tensor", "tensor", "zeros", "ones", "randn", "stack", "concatenate", "cat",
     "matmul", "max", "min", "functional", *functional.__all__,
-    "explain", "draw", "to_dot",
+    "explain", "check", "CheckReport", "draw", "to_dot",
     "shapley_values", "shapley_orders", "shap_values", "shap_sample",
     "integrated_gradients", "gradient_x_input",
 ]

@@ -1,4 +1,4 @@
-"""The ``microgrid`` command line: ``bench``, ``demo`` and ``version``.
+"""The ``microgrid`` command line: ``bench``, ``demo``, ``check`` and ``version``.
 
 Installed as the ``microgrid`` console script and run by
 ``python -m microgrid``.  Subcommands import what they need lazily, so
@@ -51,6 +51,17 @@ def build_parser():
     demo.add_argument("--quick", action="store_true",
                       help="a shorter run (fewer epochs), for tests and CI")
 
+    from .check import WORKSHEET_HELP
+    check = sub.add_parser(
+        "check", help="mark a hand-worked backprop worksheet: the first wrong step, and why",
+        description="Mark the answers of a worksheet (the graph as assignments, the root, "
+                    "the person's numbers).  Exit status: 0 when every answer is correct or "
+                    "carried, 1 when one is wrong, 2 for a malformed worksheet.",
+        epilog=WORKSHEET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("worksheet", metavar="WORKSHEET", help="the worksheet file")
+    check.add_argument("--digits", type=int, default=4, help="decimals shown (default: 4)")
+    check.add_argument("--markdown", action="store_true", help="print the sheet as Markdown")
+
     sub.add_parser("version", help="print microgrid's version (and Python's, numpy's)",
                    description="Print microgrid's version, with the Python and numpy it runs on.")
     return parser
@@ -60,6 +71,20 @@ def _run_demo(demo_argv):
     demo = importlib.import_module(__package__ + ".demo")
     status = demo.main(demo_argv)     # the demo parses its own options
     return status if isinstance(status, int) else 0
+
+
+def _run_check(args):
+    from .check import WorksheetError, check_worksheet
+    try:
+        report = check_worksheet(args.worksheet, digits=args.digits)
+    except OSError as exc:
+        print(f"error: cannot read {args.worksheet}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except WorksheetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report.to_markdown() if args.markdown else report)
+    return 0 if report.ok else 1
 
 
 def main(argv=None):
@@ -87,5 +112,7 @@ def main(argv=None):
             return 2
     if args.command == "demo":
         return _run_demo(argv[argv.index("demo") + 1:])
+    if args.command == "check":
+        return _run_check(args)
     parser.error(f"unknown command {args.command!r}")
     return 2

@@ -12,11 +12,16 @@ person writes one out by hand:
   root to one leaf, e.g.
   ``dL/dw12 = dL/dyhat · dyhat/dh1 · dh1/dz1 · dz1/dw12 = (-2.9199)(-0.2)(1)(-3) = -1.7519``.
 
-The local derivatives are computed here in Python from each op and its
-parents' values (the same formulas as csrc/mg_scalar.h), independently of the
-compiled backward pass, and the gradients they give are checked against the
-``.grad`` that ``backward()`` filled: a worked solution that disagrees with
-the engine says so instead of printing one of the two silently.
+The local derivatives are the engine's (``Value._local_grads()``, the
+backward rule itself) and their text is the op table's (csrc/mg_ops.def);
+explain multiplies them along the graph with its own chain rule and checks
+the result against the ``.grad`` that ``backward()`` filled: a worked
+solution that disagrees with the engine says so instead of printing one of
+the two silently.
+
+explain() runs in phases, one function each: arguments and the backward
+policy, naming, forward rows, explain's own gradients and the backward rows,
+and the chain for ``wrt`` (waypoints, segments, path count, shown paths).
 
 When does explain call ``backward()``?  (``backward='auto'``, the default)
 
@@ -394,6 +399,30 @@ def explain(root, wrt=None, *, backward="auto", digits=4, max_paths=8, max_rows=
     (every node), or None: 'labels' if any node between root and ``wrt`` has
     a label, else 'all'.
     """
+    _check_arguments(root, backward, through, digits, max_paths, max_rows)
+    notes = []
+    order = topological_order(root)
+    engine_ran = _run_backward_policy(root, order, backward, notes)
+    shown_nodes = [v for v in order if not _is_constant_node(v)]
+    name = _name_nodes(shown_nodes, digits)
+    graph = _forward_phase(shown_nodes, {id(v) for v in order}, name, digits)
+    hidden_rows, forward = _trim_rows(graph.forward, max_rows)
+    own, terms, computable = _own_gradients(root, shown_nodes, graph)
+    backward_rows, grads = _backward_rows(root, shown_nodes, graph, name, digits, own, terms,
+                                          computable, engine_ran, notes)
+    chain = None
+    if wrt is not None:
+        chain = _chain(root, wrt, shown_nodes, graph.edges_of, name, digits, max_paths, through,
+                       own, computable, _grad_of if engine_ran else None, graph.known_rule)
+    shown_root = _tensor_summary(root.data, digits) if _is_tensor(root) else fmt(root.data, digits)
+    title = f"Worked solution for {name(root)} = {shown_root}"
+    return Explanation(title, forward, backward_rows, chain, notes, graph.values, grads,
+                       graph.locals_, hidden_rows)
+
+
+# -- phase 1: arguments and the policy for running backward() ----------------
+
+def _check_arguments(root, backward, through, digits, max_paths, max_rows):
     if not isinstance(root, Node):
         raise TypeError(f"explain(root=...) takes a graph node (Value or Tensor), got {type(root).__name__}")
     if backward not in ("auto", True, False):
@@ -407,112 +436,167 @@ def explain(root, wrt=None, *, backward="auto", digits=4, max_paths=8, max_rows=
     if not isinstance(max_rows, int) or max_rows < 2:
         raise ValueError(f"explain(max_rows=...) must be an int >= 2, got {max_rows!r}")
 
-    notes = []
-    root_is_tensor = _is_tensor(root)
-    order = topological_order(root)
 
-    # -- run backward() if the policy says so --------------------------------
+def _grad_of(node):
+    """A node's ``.grad`` as a float, or a float array for a tensor node."""
     import numpy as np
 
-    def grad_of(node):
-        g = node.grad
-        return None if g is None else (np.asarray(g, dtype=float) if _is_tensor(node) else float(g))
+    g = node.grad
+    return None if g is None else (np.asarray(g, dtype=float) if _is_tensor(node) else float(g))
 
-    def nonzero(g):
-        return g is not None and bool(np.any(np.asarray(g) != 0))
+
+def _nonzero(g):
+    import numpy as np
+
+    return g is not None and bool(np.any(np.asarray(g) != 0))
+
+
+def _run_backward_policy(root, order, backward, notes):
+    """Run ``root.backward()`` if the policy of the module docstring says so;
+    returns whether the nodes' ``.grad`` hold this graph's gradients."""
+    import numpy as np
 
     leaves = [v for v in order if not v._parents() and v.requires_grad]
-    engine_ran = False
     if not root.requires_grad:
         notes.append("nothing in this graph requires a gradient: no backward pass.")
-    elif backward is True:
-        if any(nonzero(grad_of(v)) for v in leaves):
+        return False
+    if backward is True:
+        if any(_nonzero(_grad_of(v)) for v in leaves):
             notes.append("backward=True: leaves already held gradients; their .grad now holds "
                          "the sum over passes (leaves accumulate).")
         root.backward()
-        engine_ran = True
         notes.append("explain ran backward() (backward=True).")
-    elif backward == "auto":
-        if nonzero(grad_of(root)):
-            engine_ran = True
-            notes.append("backward() had already run (the root's grad is set); gradients are "
-                         "read as they are, not recomputed.")
-        elif root_is_tensor and int(np.prod(root.shape)) != 1:
-            notes.append("the root is a non-scalar tensor: explain does not choose a seed "
-                         "gradient for it; call backward(grad) first.")
-        elif any(nonzero(grad_of(v)) for v in leaves):
-            notes.append("backward() not run: leaves already hold gradients from earlier passes "
-                         "and would accumulate; the gradients below come from explain's own "
-                         "chain rule.")
-        else:
-            root.backward()
-            engine_ran = True
-            notes.append("explain ran backward() once (the root's grad was empty); "
-                         "the leaves now hold this graph's gradients.")
+        return True
+    if backward is False:
+        return False
+    if _nonzero(_grad_of(root)):
+        notes.append("backward() had already run (the root's grad is set); gradients are "
+                     "read as they are, not recomputed.")
+        return True
+    if _is_tensor(root) and int(np.prod(root.shape)) != 1:
+        notes.append("the root is a non-scalar tensor: explain does not choose a seed "
+                     "gradient for it; call backward(grad) first.")
+        return False
+    if any(_nonzero(_grad_of(v)) for v in leaves):
+        notes.append("backward() not run: leaves already hold gradients from earlier passes "
+                     "and would accumulate; the gradients below come from explain's own "
+                     "chain rule.")
+        return False
+    root.backward()
+    notes.append("explain ran backward() once (the root's grad was empty); "
+                 "the leaves now hold this graph's gradients.")
+    return True
 
-    # -- names, rows and local derivatives ------------------------------------
+
+# -- phase 2: names -----------------------------------------------------------
+
+def _name_nodes(shown_nodes, digits):
+    """Each shown node's name: its label, else ``n<step>``; a repeated label
+    gets ``#2``, ``#3``... so that every name is one node."""
     name = _Namer(digits)
-    shown_nodes = [v for v in order if not _is_constant_node(v)]
     used = {}
     for step, v in enumerate(shown_nodes, 1):
         base = v.label or f"n{step}"
         used[base] = used.get(base, 0) + 1
         name.names[id(v)] = base if used[base] == 1 else f"{base}#{used[base]}"
+    return name
 
-    in_graph = {id(v) for v in order}
-    edges_of = {}
-    forward, values, locals_ = [], {}, {}
-    known_rule = {}
+
+# -- phase 3: forward rows (expressions, values, local derivatives) ---------
+
+@dataclass
+class _Graph:
+    """What the forward phase learns of every shown node, by ``id``."""
+    forward: list            # ForwardRow per shown node
+    values: dict             # name -> value
+    locals_: dict            # (name, operand name) -> local derivative
+    edges_of: dict           # id -> list of _Edge
+    known_rule: dict         # id -> whether explain knows the node's local derivatives
+
+
+def _edges(v, in_graph):
+    """The operands of ``v`` as edges: graph nodes, or numbers kept in the node."""
+    edges = []
+    for p in v._parents():
+        if id(p) in in_graph:
+            edges.append(_Edge(p, None))
+        elif isinstance(p, Value):   # a constant operand, made fresh by _parents()
+            edges.append(_Edge(None, float(p.data)))
+        elif isinstance(p, (int, float)) and not isinstance(p, bool):
+            edges.append(_Edge(None, float(p)))
+        # anything else an op keeps beside its operands (shapes, strides) is no input
+    return edges
+
+
+def _forward_phase(shown_nodes, in_graph, name, digits):
+    graph = _Graph([], {}, {}, {}, {})
     for step, v in enumerate(shown_nodes, 1):
-        edges = []
-        for p in v._parents():
-            if id(p) in in_graph:
-                edges.append(_Edge(p, None))
-            elif isinstance(p, Value):   # a constant operand, made fresh by _parents()
-                edges.append(_Edge(None, float(p.data)))
-            elif isinstance(p, (int, float)) and not isinstance(p, bool):
-                edges.append(_Edge(None, float(p)))
-            # anything else an op keeps beside its operands (shapes, strides) is no input
-        edges_of[id(v)] = edges
-        me = name(v)
+        edges = _edges(v, in_graph)
+        graph.edges_of[id(v)] = edges
         if _is_tensor(v) or any(e.parent is not None and _is_tensor(e.parent) and v._op != "element"
                                 for e in edges):
-            op = getattr(v, "_op", "") or ""
-            args = ", ".join(name(e) for e in edges)
-            expr = f"{op}({args})" if edges else "(leaf)"
-            if _is_tensor(v):
-                value_text = _tensor_summary(v.data, digits)
-                number = np.asarray(v.data, dtype=float)
-            else:
-                value_text, number = fmt(v.data, digits), float(v.data)
-            known_rule[id(v)] = not edges
-            forward.append(ForwardRow(step, me, expr, value_text, number, []))
-            values[me] = number
-            continue
-        expr, known = _describe(v, edges, name, digits)
-        known_rule[id(v)] = known
-        derivs = []
-        for e in edges:
-            if e.parent is None or _is_constant_node(e.parent):
-                continue          # no derivative is wanted w.r.t. a number
-            pn = name(e)
-            label = f"d{me}/d{pn}"
-            if e.local is None:
-                derivs.append((f"{label} = ? ({e.rule or 'no rule known for this op'})", None))
-                continue
-            rule_num = fmt(e.local, digits)
-            text = f"{label} = {e.rule} = {rule_num}" if e.rule and e.rule != rule_num else f"{label} = {rule_num}"
-            derivs.append((text, e.local))
-            locals_[(me, pn)] = locals_[(me, pn)] + e.local if (me, pn) in locals_ else e.local
-        forward.append(ForwardRow(step, me, expr, fmt(v.data, digits), float(v.data), derivs))
-        values[me] = float(v.data)
+            row = _tensor_row(step, v, edges, name, digits)
+            graph.known_rule[id(v)] = not edges
+        else:
+            row, known = _scalar_row(step, v, edges, name, digits, graph.locals_)
+            graph.known_rule[id(v)] = known
+        graph.forward.append(row)
+        graph.values[row.name] = row.number
+    return graph
 
+
+def _tensor_row(step, v, edges, name, digits):
+    """A tensor node, or a scalar computed from tensors: its op over its
+    operands and a summary of its value (its local derivatives are Jacobians)."""
+    import numpy as np
+
+    op = getattr(v, "_op", "") or ""
+    args = ", ".join(name(e) for e in edges)
+    expr = f"{op}({args})" if edges else "(leaf)"
+    if _is_tensor(v):
+        value_text, number = _tensor_summary(v.data, digits), np.asarray(v.data, dtype=float)
+    else:
+        value_text, number = fmt(v.data, digits), float(v.data)
+    return ForwardRow(step, name(v), expr, value_text, number, [])
+
+
+def _scalar_row(step, v, edges, name, digits, locals_):
+    """A scalar node: its expression and each local derivative, as rule and
+    number (recorded in ``locals_`` by name).  Returns (row, rule known)."""
+    me = name(v)
+    expr, known = _describe(v, edges, name, digits)
+    derivs = []
+    for e in edges:
+        if e.parent is None or _is_constant_node(e.parent):
+            continue          # no derivative is wanted w.r.t. a number
+        pn = name(e)
+        label = f"d{me}/d{pn}"
+        if e.local is None:
+            derivs.append((f"{label} = ? ({e.rule or 'no rule known for this op'})", None))
+            continue
+        rule_num = fmt(e.local, digits)
+        text = f"{label} = {e.rule} = {rule_num}" if e.rule and e.rule != rule_num else f"{label} = {rule_num}"
+        derivs.append((text, e.local))
+        locals_[(me, pn)] = locals_[(me, pn)] + e.local if (me, pn) in locals_ else e.local
+    return ForwardRow(step, me, expr, fmt(v.data, digits), float(v.data), derivs), known
+
+
+def _trim_rows(forward, max_rows):
+    """Keep the first and last rows when there are more than ``max_rows``."""
     hidden_rows = max(0, len(forward) - max_rows)
     if hidden_rows:
         forward = forward[:max_rows // 2] + forward[len(forward) - (max_rows - max_rows // 2):]
+    return hidden_rows, forward
 
-    # -- gradients by explain's own chain rule, in backward's order -----------
-    rname = name(root)
+
+# -- phase 4: gradients by explain's own chain rule, and the backward rows ----
+
+def _own_gradients(root, shown_nodes, graph):
+    """d root / d node for every shown node, from the local derivatives, in
+    backward's order.  Returns (own, terms, computable): gradients by id, the
+    chain-rule terms (consumer name, its gradient, local) of each, and whether
+    it could be computed (not through tensor ops or ops with no known rule)."""
+    root_is_tensor = _is_tensor(root)
     own = {id(root): 1.0 if not root_is_tensor else None}
     terms = {id(v): [] for v in shown_nodes}
     computable = {id(v): True for v in shown_nodes}
@@ -521,8 +605,8 @@ def explain(root, wrt=None, *, backward="auto", digits=4, max_paths=8, max_rows=
         if not v.requires_grad:
             continue
         g = own.get(id(v), 0.0)
-        ok = computable[id(v)] and not _is_tensor(v) and known_rule.get(id(v), False)
-        for e in edges_of[id(v)]:
+        ok = computable[id(v)] and not _is_tensor(v) and graph.known_rule.get(id(v), False)
+        for e in graph.edges_of[id(v)]:
             p = e.parent
             if p is None or not p.requires_grad or id(p) not in computable:
                 continue
@@ -530,14 +614,35 @@ def explain(root, wrt=None, *, backward="auto", digits=4, max_paths=8, max_rows=
                 computable[id(p)] = False
                 continue
             own[id(p)] = own.get(id(p), 0.0) + g * e.local
-            terms[id(p)].append((name(v), g, e.local))
+            terms[id(p)].append((v, g, e.local))
+    return own, terms, computable
 
-    backward_rows, grads = [], {}
+
+def _chain_rule_sum(rname, me, terms, name, digits):
+    """``= dL/dc · dc/dx + ... = (g)(l) + ...`` for one node's gradient."""
+    sym = " + ".join(f"d{rname}/d{name(c)} · d{name(c)}/d{me}" for c, _, _ in terms[:4])
+    num = " + ".join(f"({fmt(g, digits)})({fmt(l, digits)})" for _, g, l in terms[:4])
+    if len(terms) > 4:
+        sym += f" + ... ({len(terms) - 4} more terms)"
+        num += " + ..."
+    return f"= {sym} = {num}" if terms else "= 0 (no path from the root)"
+
+
+def _backward_rows(root, shown_nodes, graph, name, digits, own, terms, computable,
+                   engine_ran, notes):
+    """One row per node that takes a gradient, in reverse topological order:
+    the engine's ``.grad`` where it holds this graph's gradient, else explain's
+    own; disagreements are noted.  Returns (rows, gradients by name)."""
+    import numpy as np
+
+    root_is_tensor = _is_tensor(root)
+    rname = name(root)
+    rows, grads = [], {}
     for v in reversed(shown_nodes):
-        me = name(v)
         if not v.requires_grad:
             continue
-        engine = grad_of(v) if engine_ran else None
+        me = name(v)
+        engine = _grad_of(v) if engine_ran else None
         mine = own.get(id(v), 0.0) if computable[id(v)] else None
         note = ""
         if v is root:
@@ -545,13 +650,7 @@ def explain(root, wrt=None, *, backward="auto", digits=4, max_paths=8, max_rows=
         elif mine is None:
             how = "through tensor ops or an op without a known rule: from backward()"
         else:
-            t = terms[id(v)]
-            sym = " + ".join(f"d{rname}/d{c} · d{c}/d{me}" for c, _, _ in t[:4])
-            num = " + ".join(f"({fmt(g, digits)})({fmt(l, digits)})" for _, g, l in t[:4])
-            if len(t) > 4:
-                sym += f" + ... ({len(t) - 4} more terms)"
-                num += " + ..."
-            how = f"= {sym} = {num}" if t else "= 0 (no path from the root)"
+            how = _chain_rule_sum(rname, me, terms[id(v)], name, digits)
         if engine is not None and not _is_tensor(v):
             shown = engine
             if mine is not None and not _close(engine, mine):
@@ -562,52 +661,26 @@ def explain(root, wrt=None, *, backward="auto", digits=4, max_paths=8, max_rows=
                     note = (f"explain's chain rule gives {fmt(mine, digits)} but backward() gave "
                             f"{fmt(engine, digits)}: an op here has no backward rule known to explain")
                     notes.append(f"d{rname}/d{me}: {note}.")
-        elif engine is not None:
-            shown = engine
         else:
-            shown = mine
+            shown = engine if engine is not None else mine
         if shown is None:
             text = "(not computed)"
         elif isinstance(shown, np.ndarray):
             text = _tensor_summary(shown, digits)
         else:
             text = fmt(shown, digits)
-        backward_rows.append(BackwardRow(me, shown, text, how, note))
+        rows.append(BackwardRow(me, shown, text, how, note))
         grads[me] = mine if (mine is not None and not v._parents()) else shown
+    return rows, grads
 
-    # -- the chain for one input ----------------------------------------------
-    chain = None
-    if wrt is not None:
-        chain = _chain(root, wrt, shown_nodes, edges_of, name, digits, max_paths, through,
-                       own, computable, grad_of if engine_ran else None, known_rule)
 
-    shown_root = _tensor_summary(root.data, digits) if root_is_tensor else fmt(root.data, digits)
-    title = f"Worked solution for {rname} = {shown_root}"
-    return Explanation(title, forward, backward_rows, chain, notes, values, grads, locals_,
-                       hidden_rows)
-
+# -- phase 5: the chain rule for one input, path by path -----------------------
 
 def _chain(root, wrt, nodes, edges_of, name, digits, max_paths, through, own, computable,
            grad_of, known_rule):
-    by_name = {name(v): v for v in nodes}
-    if isinstance(wrt, str):
-        if wrt not in by_name:
-            raise ValueError(f"explain(wrt={wrt!r}): no node of the graph has that name; "
-                             f"names are {sorted(by_name)}")
-        wrt = by_name[wrt]
-    ids = {id(v) for v in nodes}
-    if id(wrt) not in ids:
-        raise ValueError("explain(wrt=...): that node is not part of the graph of root")
-    if _is_tensor(wrt) or _is_tensor(root):
-        raise ValueError("explain(wrt=...): the chain is written for scalar nodes only "
-                         "(a tensor's local derivatives are Jacobians)")
+    wrt = _resolve_wrt(root, wrt, nodes, name)
     rname, wname = name(root), name(wrt)
-
-    # nodes on some path root -> wrt (they reach wrt, in topological order)
-    reaches = {id(wrt)}
-    for v in nodes:
-        if any(e.parent is not None and id(e.parent) in reaches for e in edges_of[id(v)]):
-            reaches.add(id(v))
+    reaches = _reaching(nodes, edges_of, wrt)
     if id(root) not in reaches:
         lines = [f"d{rname}/d{wname} = 0: {rname} does not depend on {wname}"]
         return Chain(rname, wname, 0.0, 0, [], 0, 0.0, lines)
@@ -616,17 +689,57 @@ def _chain(root, wrt, nodes, edges_of, name, digits, max_paths, through, own, co
         if v is not wrt and not known_rule.get(id(v), False):
             raise ValueError(f"explain(wrt=...): node {name(v)} has no local derivative rule "
                              "known to explain, so its chain cannot be written")
+    waypoint, through = _waypoints(root, wrt, on_path, through)
+    segments = _segments(on_path, wrt, edges_of, reaches, waypoint, through)
+    n_paths, grand = _count_paths(root, wrt, on_path, segments)
+    shown = _first_paths(root, wrt, segments, name, max_paths)
+    hidden = n_paths - len(shown)
+    hidden_sum = grand - math.fsum(p for _, _, p in shown)
+    lines = _chain_lines(rname, wname, n_paths, shown, hidden, hidden_sum, grand, digits)
+    engine = None
+    if grad_of is not None:
+        engine = _engine_agreement(wrt, wname, grand, own, computable, grad_of, digits, lines)
+    return Chain(rname, wname, grand, n_paths, shown, hidden, hidden_sum, lines, engine)
 
+
+def _resolve_wrt(root, wrt, nodes, name):
+    """``wrt`` as a node of the graph (it may be given by name)."""
+    by_name = {name(v): v for v in nodes}
+    if isinstance(wrt, str):
+        if wrt not in by_name:
+            raise ValueError(f"explain(wrt={wrt!r}): no node of the graph has that name; "
+                             f"names are {sorted(by_name)}")
+        wrt = by_name[wrt]
+    if id(wrt) not in {id(v) for v in nodes}:
+        raise ValueError("explain(wrt=...): that node is not part of the graph of root")
+    if _is_tensor(wrt) or _is_tensor(root):
+        raise ValueError("explain(wrt=...): the chain is written for scalar nodes only "
+                         "(a tensor's local derivatives are Jacobians)")
+    return wrt
+
+
+def _reaching(nodes, edges_of, wrt):
+    """ids of the nodes with a path to ``wrt`` (``wrt`` included)."""
+    reaches = {id(wrt)}
+    for v in nodes:
+        if any(e.parent is not None and id(e.parent) in reaches for e in edges_of[id(v)]):
+            reaches.add(id(v))
+    return reaches
+
+
+def _waypoints(root, wrt, on_path, through):
+    """The nodes a written path names: all of them, or the labeled ones."""
     interior = [v for v in on_path if v is not root and v is not wrt]
     if through is None:
         through = "labels" if any(v.label for v in interior) else "all"
     if through == "all":
-        waypoint = {id(v) for v in on_path}
-    else:
-        waypoint = {id(v) for v in on_path if v.label} | {id(root), id(wrt)}
+        return {id(v) for v in on_path}, through
+    return {id(v) for v in on_path if v.label} | {id(root), id(wrt)}, through
 
-    # segments: from each waypoint A to the next waypoints B, summing the
-    # products over the unnamed routes between them (one per edge in 'all')
+
+def _segments(on_path, wrt, edges_of, reaches, waypoint, through):
+    """From each waypoint A, the next waypoints B with the value of dA/dB
+    along the unnamed routes between them (one per edge under 'all')."""
     pos = {id(v): i for i, v in enumerate(on_path)}
     segments = {}        # id(A) -> list of (B, value)
     for a in on_path:
@@ -651,17 +764,22 @@ def _chain(root, wrt, nodes, edges_of, name, digits, max_paths, through, own, co
                 else:
                     acc[id(p)] = acc.get(id(p), 0.0) + g * e.local
         segments[id(a)] = sorted(found.values(), key=lambda pv: -pos[id(pv[0])])
+    return segments
 
-    # number of paths (exact integers) and their total, then the first few
+
+def _count_paths(root, wrt, on_path, segments):
+    """The number of paths root -> wrt (exact integers) and their sum."""
     count = {id(wrt): 1}
     total = {id(wrt): 1.0}
     for v in on_path:
         if id(v) in segments:
             count[id(v)] = sum(count.get(id(b), 0) for b, _ in segments[id(v)])
             total[id(v)] = math.fsum(val * total.get(id(b), 0.0) for b, val in segments[id(v)])
-    n_paths = count[id(root)]
-    grand = total[id(root)]
+    return count[id(root)], total[id(root)]
 
+
+def _first_paths(root, wrt, segments, name, max_paths):
+    """The first ``max_paths`` paths, depth first: (names, factors, product)."""
     shown = []
     stack = [(root, [root], [])]
     while stack and len(shown) < max_paths:
@@ -674,40 +792,45 @@ def _chain(root, wrt, nodes, edges_of, name, digits, max_paths, through, own, co
             continue
         for b, val in reversed(segments.get(id(v), [])):
             stack.append((b, names_ + [b], factors + [val]))
-    hidden = n_paths - len(shown)
-    hidden_sum = grand - math.fsum(p for _, _, p in shown)
+    return shown
 
-    def product_text(names_, factors, prod):
-        sym = " · ".join(f"d{names_[i]}/d{names_[i + 1]}" for i in range(len(factors)))
-        num = "".join(f"({fmt(f, digits)})" for f in factors)
-        return sym, num, fmt(prod, digits)
 
+def _product_text(names_, factors, prod, digits):
+    sym = " · ".join(f"d{names_[i]}/d{names_[i + 1]}" for i in range(len(factors)))
+    num = "".join(f"({fmt(f, digits)})" for f in factors)
+    return sym, num, fmt(prod, digits)
+
+
+def _chain_lines(rname, wname, n_paths, shown, hidden, hidden_sum, grand, digits):
     lines = []
     head = f"d{rname}/d{wname}"
     if n_paths == 1 and shown:
-        sym, num, p = product_text(*shown[0])
+        sym, num, p = _product_text(*shown[0], digits)
         lines.append(f"{head} = {sym} = {num} = {p}")
-    else:
-        lines.append(f"{head} = sum over {n_paths} paths from {rname} to {wname}:")
-        for k, path in enumerate(shown, 1):
-            sym, num, p = product_text(*path)
-            lines.append(f"  path {k}: {sym} = {num} = {p}")
-        if hidden:
-            lines.append(f"  ... {hidden} more paths not shown, contributing {fmt(hidden_sum, digits)} in all")
-        parts = [fmt(p, digits) for _, _, p in shown] + ([fmt(hidden_sum, digits)] if hidden else [])
-        lines.append(f"{head} = " + " + ".join(parts) + f" = {fmt(grand, digits)}")
-    engine = None
-    if grad_of is not None:
-        engine = grad_of(wrt)
-        mine = own.get(id(wrt)) if computable.get(id(wrt)) else None
-        if mine is not None and _close(engine, mine):
-            if _close(engine, grand):
-                lines.append(f"(backward() gives {wname}.grad = {fmt(engine, digits)}: agrees)")
-            else:
-                lines.append(f"(backward() gives {wname}.grad = {fmt(engine, digits)}: DISAGREES "
-                             f"with the path sum {fmt(grand, digits)})")
+        return lines
+    lines.append(f"{head} = sum over {n_paths} paths from {rname} to {wname}:")
+    for k, path in enumerate(shown, 1):
+        sym, num, p = _product_text(*path, digits)
+        lines.append(f"  path {k}: {sym} = {num} = {p}")
+    if hidden:
+        lines.append(f"  ... {hidden} more paths not shown, contributing {fmt(hidden_sum, digits)} in all")
+    parts = [fmt(p, digits) for _, _, p in shown] + ([fmt(hidden_sum, digits)] if hidden else [])
+    lines.append(f"{head} = " + " + ".join(parts) + f" = {fmt(grand, digits)}")
+    return lines
+
+
+def _engine_agreement(wrt, wname, grand, own, computable, grad_of, digits, lines):
+    """Compare the path sum with the engine's ``.grad`` (a line is added);
+    returns the engine's gradient, or None when it holds other passes too."""
+    engine = grad_of(wrt)
+    mine = own.get(id(wrt)) if computable.get(id(wrt)) else None
+    if mine is not None and _close(engine, mine):
+        if _close(engine, grand):
+            lines.append(f"(backward() gives {wname}.grad = {fmt(engine, digits)}: agrees)")
         else:
-            lines.append(f"({wname}.grad = {fmt(engine, digits)} includes gradients from other passes; "
-                         f"this graph contributes {fmt(grand, digits)})")
-            engine = None
-    return Chain(rname, wname, grand, n_paths, shown, hidden, hidden_sum, lines, engine)
+            lines.append(f"(backward() gives {wname}.grad = {fmt(engine, digits)}: DISAGREES "
+                         f"with the path sum {fmt(grand, digits)})")
+        return engine
+    lines.append(f"({wname}.grad = {fmt(engine, digits)} includes gradients from other passes; "
+                 f"this graph contributes {fmt(grand, digits)})")
+    return None

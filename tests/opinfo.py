@@ -1358,6 +1358,8 @@ NOT_OPS = {
     "mg.GradcheckError": "exception class",
     "mg.functional": "module",
     "mg.explain": "graph tool, not an op (tests/test_explain.py)",
+    "mg.check": "marking tool, not an op (tests/test_check.py)",
+    "mg.CheckReport": "marking tool's report class, not an op (tests/test_check.py)",
     "mg.to_dot": "graph tool, not an op (tests/test_explain.py)",
     "mg.draw": "graph tool, not an op (tests/test_explain.py)",
     "mg.manual_seed": "random-number seeding (tests/test_nn.py)",
