@@ -17,6 +17,7 @@ numpy (BLAS for products) or the C loops below, only for parents whose
 cimport cython
 cimport numpy as cnp
 from libc.math cimport exp, log, log1p, fabs, isnan
+from libc.stdlib cimport calloc
 
 from microgrid._engine cimport (
     Node, Value, run_backward, make_element, next_seq, OP_LEAF, OP_COUNT,
@@ -100,18 +101,6 @@ _make_ufuncs()
 # The op codes functional.py builds nodes with (through ``_node``).
 OPS = {_OP_SYMBOLS[code]: code for code in range(OP_COUNT)
        if mg_op_kind[code] in (KIND_LOSS, KIND_CONV) or code in (T_PAD, T_MATMUL, T_LINEAR)}
-
-# The convolution / pooling kernels (microgrid._conv), imported on first use.
-_conv_module = None
-
-
-cdef object _kernels():
-    global _conv_module
-    if _conv_module is None:
-        from microgrid import _conv
-        _conv_module = _conv
-    return _conv_module
-
 
 # ---------------------------------------------------------------------------
 # Buffers
@@ -386,58 +375,54 @@ cdef Py_ssize_t _shape_size(tuple shape):
     return n
 
 
-cdef object _reduced(object losses, str reduction):
-    if reduction == 'none':
-        return losses
-    if reduction == 'sum':
-        return np.sum(losses)
-    if _size(losses) == 0:
-        return np.nan
-    return np.mean(losses)
-
-
-cdef object _loss_grad(Tensor self, str reduction, Py_ssize_t n):
-    """The upstream gradient of each element of an elementwise loss."""
-    g = self._grad
-    if reduction == 'none':
-        return g
-    if reduction == 'sum':
-        return float(g)
-    return float(g) / n
+cdef int _store(Tensor t, object r) except -1:
+    """Make ``r`` the node's value: written into its buffer when it has one
+    (a replayed graph keeps its buffers), else kept as its own buffer."""
+    if t._data is None:
+        t._data = _own(r)
+    elif r is not t._data:
+        np.copyto(t._data, r)
+    return 0
 
 
 # ---------------------------------------------------------------------------
-# C loops for the ops numpy has no stable single call for
+# The rules of tensor nodes, by op code: each family's file holds its ops'
+# forward and backward side by side and registers them here.  A forward rule
+# computes t._data from the parents' values x = a._data and y = b._data
+# (None for a parent that is not a Tensor), writing into t._data when it
+# exists; a backward rule adds t's gradient g, times the local derivative,
+# into the gradient of each parent that requires one.
 
-cdef void _sigmoid_loop(double* x, double* y, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        y[i] = mg_sigmoid(x[i])
+ctypedef int (*forward_rule)(Tensor t, object x, object y) except -1
+ctypedef int (*backward_rule)(Tensor t, object g, object a, object b) except -1
 
-
-cdef void _softplus_loop(double* x, double* y, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        y[i] = mg_softplus(x[i])
-
-
-cdef inline double _clamped_log(double p) noexcept nogil:
-    # PyTorch's binary_cross_entropy clamps the logs at -100
-    cdef double r = log(p)
-    return r if r > -100.0 else -100.0
+cdef forward_rule* _forward_rules = <forward_rule*>calloc(OP_COUNT, sizeof(forward_rule))
+cdef backward_rule* _backward_rules = <backward_rule*>calloc(OP_COUNT, sizeof(backward_rule))
 
 
-cdef inline double _clamped_log1m(double p) noexcept nogil:
-    cdef double r = log1p(-p)
-    return r if r > -100.0 else -100.0
+cdef void _rule(int op, forward_rule forward, backward_rule backward) noexcept:
+    _forward_rules[op] = forward
+    _backward_rules[op] = backward
 
 
-cdef object _elementwise_buffer(Tensor self, object like):
-    if self._data is None:
-        self._data = np.empty_like(like, dtype=_float64, order='C')
-    return self._data
+include "tensor/elementwise.pxi"
+include "tensor/reduce.pxi"
+include "tensor/shape.pxi"
+include "tensor/products.pxi"
+include "tensor/losses.pxi"
+include "tensor/conv.pxi"
+
+_register_elementwise()
+_register_reduce()
+_register_shape()
+_register_products()
+_register_losses()
+_register_conv()
+register_tensor_builder(_elementwise)
 
 
+# ---------------------------------------------------------------------------
+# Tensor
 # ---------------------------------------------------------------------------
 # Tensor
 
@@ -649,13 +634,17 @@ cdef class Tensor(Node):
         cdef unsigned short op = self.op
         if op == OP_LEAF:
             return 0
+        x = (<Tensor>self.a)._data if isinstance(self.a, Tensor) else None
+        y = (<Tensor>self.b)._data if isinstance(self.b, Tensor) else None
+        if _forward_rules[op] == NULL:
+            raise SystemError(f"forward: no rule for tensor op code {op}")
         if _fp_state is None:
             with _errstate(all='ignore'):
-                self._dispatch_forward(op)
+                _forward_rules[op](self, x, y)
         else:
             token = _fp_state.set(_fp_ignore)
             try:
-                self._dispatch_forward(op)
+                _forward_rules[op](self, x, y)
             finally:
                 _fp_state.reset(token)
         if anomaly_enabled():
@@ -665,554 +654,22 @@ cdef class Tensor(Node):
     cdef double _element(self, Py_ssize_t index) except? -1.0:
         return _ptr(self._data)[index]
 
-    cdef int _dispatch_forward(self, unsigned short op) except -1:
-        cdef object x = None, y = None, out = self._data
-        cdef int kind = mg_op_kind[op]
-        if isinstance(self.a, Tensor):
-            x = (<Tensor>self.a)._data
-        if isinstance(self.b, Tensor):
-            y = (<Tensor>self.b)._data
-        if kind == KIND_BINARY:
-            self._data = _own(_FORWARD[op](x, y, out=out))
-        elif kind == KIND_UNARY or kind == KIND_UNARY_C:
-            _ptr(x)   # a buffer changed in place raises (numpy would cast it)
-            self._data = _own(_FORWARD[op](x, self.aux, out=out))
-        elif kind == KIND_ELEMENTWISE:
-            self._clamp_forward(x, out)
-        elif kind == KIND_REDUCE:
-            self._reduce_forward(x, out)
-        elif kind == KIND_SHAPE:
-            self._shape_forward(x, out)
-        elif op == T_MATMUL:
-            self._data = _own(np.matmul(x, y, out=out))
-        elif op == T_LINEAR:
-            r = np.matmul(x, np.transpose(y), out=out)
-            if self.args is not None:
-                r = np.add(r, (<Tensor>self.args[0])._data, out=r)
-            self._data = _own(r)
-        elif kind == KIND_LOSS:
-            self._fused_forward(x, y, out)
-        elif kind == KIND_CONV:
-            self._conv_forward(x, y)
-        else:
-            raise SystemError(f"forward: unknown tensor op code {op}")
-        return 0
-
-    cdef int _clamp_forward(self, object x, object out) except -1:
-        lo, hi = self.ctx
-        r = x
-        if lo is not None:
-            r = np.where(r < lo, lo, r)   # NaN is not below lo: it stays
-        if hi is not None:
-            r = np.where(r > hi, hi, r)
-        if r is x:
-            r = x.copy()
-        if out is not None:
-            np.copyto(out, r)
-        else:
-            self._data = _own(r)
-        return 0
-
-    cdef int _reduce_forward(self, object x, object out) except -1:
-        cdef unsigned short op = self.op
-        axes, keepdim = self.ctx[0], self.ctx[1]
-        if op == T_SUM:
-            r = np.sum(x, axis=axes, keepdims=keepdim, out=out)
-        elif op == T_MEAN:
-            r = np.sum(x, axis=axes, keepdims=keepdim, out=out)
-            r = np.divide(r, x.size // max(np.size(r), 1) if x.size else 0, out=r if out is not None else None)
-        elif op == T_MAX:
-            r = np.max(x, axis=None, keepdims=keepdim, out=out)
-        elif op == T_MIN:
-            r = np.min(x, axis=None, keepdims=keepdim, out=out)
-        else:
-            pick = np.argmax if op == T_MAX_DIM else np.argmin
-            index = pick(x, axis=axes, keepdims=True)
-            self.ctx[2] = index
-            r = np.take_along_axis(x, index, axis=axes)
-            if not keepdim:
-                r = np.squeeze(r, axis=axes)
-            if out is not None:
-                np.copyto(out, r)
-                r = out
-        self._data = _own(r)
-        return 0
-
-    cdef int _shape_forward(self, object x, object out) except -1:
-        cdef unsigned short op = self.op
-        cdef Py_ssize_t i, n
-        cdef double* dst
-        if op == T_RESHAPE:
-            r = x.reshape(self.ctx)
-        elif op == T_PERMUTE:
-            r = np.transpose(x, self.ctx)
-        elif op == T_INDEX:
-            r = x[self.ctx[0]]
-        elif op == T_CONCAT:
-            r = np.concatenate([(<Tensor>t)._data for t in self.args], axis=self.ctx, out=out)
-        elif op == T_STACK:
-            r = np.stack([(<Tensor>t)._data for t in self.args], axis=self.ctx, out=out)
-        elif op == T_PAD:
-            r = np.pad(x, self.ctx)
-        elif op == T_FROM_VALUE:
-            r = np.array((<Value>self.a).data, dtype=_float64)
-        elif op == T_STACK_VALUES:
-            n = len(self.args)
-            r = out if out is not None else np.empty(n)
-            dst = _ptr(r)
-            for i in range(n):
-                dst[i] = (<Value>self.args[i]).data
-        else:
-            raise SystemError(f"forward: unknown shape op code {op}")
-        if out is None:
-            # a fresh buffer of its own: views of the parent are copied
-            self._data = np.array(r, dtype=_float64, order='C')
-        elif r is not out:
-            np.copyto(out, r)
-        return 0
-
-    cdef int _fused_forward(self, object x, object y, object out) except -1:
-        cdef unsigned short op = self.op
-        cdef Py_ssize_t i, n
-        cdef double* px
-        cdef double* py
-        cdef double* pl
-        cdef double xi, yi
-        if op == T_SOFTMAX or op == T_LOG_SOFTMAX:
-            axis = self.ctx
-            shifted = x - np.max(x, axis=axis, keepdims=True)
-            if op == T_SOFTMAX:
-                r = np.exp(shifted)
-                r /= np.sum(r, axis=axis, keepdims=True)
-            else:
-                r = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
-        elif op == T_CROSS_ENTROPY or op == T_NLL_LOSS:
-            target, reduction, ignore_index, axis = self.ctx[0], self.ctx[1], self.ctx[2], self.ctx[3]
-            if op == T_CROSS_ENTROPY:
-                shifted = x - np.max(x, axis=axis, keepdims=True)
-                logp = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
-                self.ctx[4] = logp
-            else:
-                logp = x
-            valid = target != ignore_index
-            safe = np.where(valid, target, 0)
-            picked = np.squeeze(np.take_along_axis(logp, np.expand_dims(safe, axis), axis=axis), axis=axis)
-            losses = np.where(valid, -picked, 0.0)
-            if reduction == 'none':
-                r = losses
-            elif reduction == 'sum':
-                r = np.sum(losses)
-            else:
-                r = np.sum(losses) / np.count_nonzero(valid)
-        else:
-            losses = _elementwise_buffer(self, x) if self.ctx[0] == 'none' and np.shape(x) == np.shape(y) \
-                else np.empty(_broadcast_shape(x.shape, y.shape))
-            if op == T_BCE or op == T_BCE_LOGITS:
-                # same shapes (functional.py checks); loops in C, no temporaries
-                n = _size(x)
-                px = _ptr(x)
-                py = _ptr(y)
-                pl = _ptr(losses)
-                if op == T_BCE:
-                    for i in range(n):
-                        xi = px[i]
-                        yi = py[i]
-                        pl[i] = -(yi * _clamped_log(xi) + (1.0 - yi) * _clamped_log1m(xi))
-                else:
-                    pos_weight = self.ctx[2]
-                    for i in range(n):
-                        # (1 - y) x + softplus(-x), softplus evaluated stably
-                        xi = px[i]
-                        pl[i] = (1.0 - py[i]) * xi + mg_softplus(-xi)
-                    if pos_weight is not None:
-                        # (1 - y) x + (1 + (pw - 1) y) softplus(-x)
-                        sp = np.empty_like(x)
-                        _softplus_loop(_ptr(np.negative(x)), _ptr(sp), n)
-                        losses += (pos_weight - 1.0) * y * sp
-                weight = self.ctx[1]
-                if weight is not None:
-                    losses *= weight
-            else:
-                d = np.subtract(x, y, out=losses)
-                if op == T_MSE_LOSS:
-                    np.multiply(d, d, out=losses)
-                elif op == T_L1_LOSS:
-                    np.abs(d, out=losses)
-                elif op == T_HUBER_LOSS:
-                    delta = self.ctx[1]
-                    ad = np.abs(d)
-                    np.copyto(losses, np.where(ad <= delta, 0.5 * d * d, delta * (ad - 0.5 * delta)))
-                elif op == T_HINGE_LOSS:
-                    margin = 1.0 - x * y
-                    np.copyto(losses, np.where(margin < 0.0, 0.0, margin))
-                else:
-                    raise SystemError(f"forward: unknown fused op code {op}")
-            r = _reduced(losses, self.ctx[0])
-        if out is not None:
-            np.copyto(out, r)
-        else:
-            self._data = _own(r)
-        return 0
-
-    cdef int _conv_forward(self, object x, object w) except -1:
-        cdef unsigned short op = self.op
-        k = _kernels()
-        c = self.ctx
-        if op == T_CONV2D:
-            bias = (<Tensor>self.args[0])._data if self.args is not None else None
-            r = k.conv2d_forward(x, w, bias, c[0], c[1], c[2], c[3])
-        elif op == T_CONV_TRANSPOSE2D:
-            bias = (<Tensor>self.args[0])._data if self.args is not None else None
-            r = k.conv_transpose2d_forward(x, w, bias, c[0], c[1], c[2], c[3], c[4])
-        elif op == T_MAX_POOL2D:
-            r, argmax = k.max_pool2d_forward(x, c[0], c[1], c[2], c[3], c[4])
-            c[5] = argmax
-        elif op == T_AVG_POOL2D:
-            r = k.avg_pool2d_forward(x, c[0], c[1], c[2], c[3], c[4])
-        else:
-            raise SystemError(f"forward: unknown kernel op code {op}")
-        if self._data is not None:
-            np.copyto(self._data, r)
-        else:
-            self._data = _own(r)
-        return 0
-
-    # -- backward ----------------------------------------------------------
-
     cdef int _backward(self) except -1:
         cdef unsigned short op = self.op
         g = self._grad
         if g is None or op == OP_LEAF:
             return 0              # no gradient reached this node
+        if _backward_rules[op] == NULL:
+            raise SystemError(f"backward: no rule for tensor op code {op}")
         if _fp_state is None:
             with _errstate(all='ignore'):
-                self._dispatch_backward(op, g)
+                _backward_rules[op](self, g, self.a, self.b)
             return 0
         token = _fp_state.set(_fp_ignore)
         try:
-            self._dispatch_backward(op, g)
+            _backward_rules[op](self, g, self.a, self.b)
         finally:
             _fp_state.reset(token)
-        return 0
-
-    cdef int _dispatch_backward(self, unsigned short op, object g) except -1:
-        cdef int kind = mg_op_kind[op]
-        a = self.a
-        b = self.b
-        if kind == KIND_BINARY:
-            self._binary_backward(g, a, b)
-        elif kind == KIND_UNARY or kind == KIND_UNARY_C:
-            if _needs(a):
-                _acc(a, _GRAD_A[op]((<Tensor>a)._data, self._data, g, self.aux), True)
-        elif kind == KIND_ELEMENTWISE:
-            if _needs(a):
-                self._clamp_backward(g, (<Tensor>a)._data)
-        elif kind == KIND_REDUCE:
-            if _needs(a):
-                self._reduce_backward(g, (<Tensor>a)._data)
-        elif kind == KIND_SHAPE:
-            self._shape_backward(g)
-        elif op == T_MATMUL:
-            self._matmul_backward(g, a, b)
-        elif op == T_LINEAR:
-            self._linear_backward(g, a, b)
-        elif kind == KIND_LOSS:
-            self._fused_backward(g, a, b)
-        elif kind == KIND_CONV:
-            self._conv_backward(g, a, b)
-        else:
-            raise SystemError(f"backward: unknown tensor op code {op}")
-        return 0
-
-    cdef int _binary_backward(self, object g, object a, object b) except -1:
-        """The row's derivative loops over the broadcast operands, then summed
-        back to each operand's shape (add and sub pass g itself on)."""
-        cdef unsigned short op = self.op
-        x = (<Tensor>a)._data
-        y = (<Tensor>b)._data
-        if _needs(a):
-            ga = g if op == T_ADD or op == T_SUB else _GRAD_A[op](x, y, self._data, g)
-            ga = _unbroadcast(ga, x.shape)
-            _acc(a, ga, ga is not g)
-        if _needs(b):
-            gb = g if op == T_ADD else _GRAD_B[op](x, y, self._data, g)
-            gb = _unbroadcast(gb, y.shape)
-            _acc(b, gb, gb is not g)
-        return 0
-
-    cdef int _clamp_backward(self, object g, object x) except -1:
-        lo, hi = self.ctx
-        keep = np.ones(x.shape, dtype=bool)
-        if lo is not None:
-            keep &= x >= lo
-        if hi is not None:
-            keep &= x <= hi
-        _acc(self.a, np.where(keep, g, 0.0), True)
-        return 0
-
-    cdef int _reduce_backward(self, object g, object x) except -1:
-        cdef unsigned short op = self.op
-        axes, keepdim = self.ctx[0], self.ctx[1]
-        if op == T_SUM or op == T_MEAN:
-            if axes is not None and not keepdim:
-                g = g.reshape(_kept_shape(x.shape, axes))
-            if op == T_MEAN:
-                g = g / (x.size // max(self._data.size, 1) if x.size else 1)
-            _acc(self.a, g, False)      # broadcast by the copy or the add
-        elif op == T_MAX or op == T_MIN:
-            # PyTorch's rule for a full reduction: split evenly among ties
-            y = self._data.reshape(())
-            mask = np.isnan(x) if np.isnan(y) else (x == y)
-            _acc(self.a, mask * (g.reshape(()) / np.count_nonzero(mask)), True)
-        else:
-            # max/min over a dim: all of it to the index the forward picked
-            index = self.ctx[2]
-            if not keepdim:
-                g = np.expand_dims(g, axes)
-            r = np.zeros(x.shape)
-            np.put_along_axis(r, index, g, axis=axes)
-            _acc(self.a, r, True)
-        return 0
-
-    cdef int _shape_backward(self, object g) except -1:
-        cdef unsigned short op = self.op
-        cdef Py_ssize_t i, n, start
-        cdef double* pg
-        cdef Value v
-        a = self.a
-        if op == T_RESHAPE:
-            if _needs(a):
-                _acc(a, g.reshape((<Tensor>a)._data.shape), False)
-        elif op == T_PERMUTE:
-            if _needs(a):
-                _acc(a, np.transpose(g, np.argsort(self.ctx)), False)
-        elif op == T_INDEX:
-            if _needs(a):
-                key, basic = self.ctx
-                r = np.zeros((<Tensor>a)._data.shape)
-                if basic:
-                    r[key] += g           # no element is picked twice
-                else:
-                    np.add.at(r, key, g)  # repeated indices add up
-                _acc(a, r, True)
-        elif op == T_CONCAT:
-            start = 0
-            for t in self.args:
-                n = (<Tensor>t)._data.shape[self.ctx]
-                if _needs(t):
-                    _acc(t, np.take(g, range(start, start + n), axis=self.ctx), True)
-                start += n
-        elif op == T_STACK:
-            for i in range(len(self.args)):
-                t = self.args[i]
-                if _needs(t):
-                    _acc(t, np.take(g, i, axis=self.ctx), False)
-        elif op == T_PAD:
-            if _needs(a):
-                key = tuple([slice(lo, g.shape[d] - hi) for d, (lo, hi) in enumerate(self.ctx)])
-                _acc(a, g[key], False)
-        elif op == T_FROM_VALUE:
-            v = <Value>a
-            if v.requires_grad:
-                v.grad += float(np.sum(g))
-        elif op == T_STACK_VALUES:
-            n = len(self.args)
-            pg = _ptr(g)
-            for i in range(n):
-                v = <Value>self.args[i]
-                if v.requires_grad:
-                    v.grad += pg[i]
-        return 0
-
-    cdef int _matmul_backward(self, object g, object a, object b) except -1:
-        x = (<Tensor>a)._data
-        y = (<Tensor>b)._data
-        if x.ndim == 2 and y.ndim == 2:
-            if _needs(a):
-                _acc(a, np.matmul(g, y.T), True)
-            if _needs(b):
-                _acc(b, np.matmul(x.T, g), True)
-            return 0
-        # promote 1-d operands as matmul does, then undo it on the gradients
-        x2 = x[None, :] if x.ndim == 1 else x
-        y2 = y[:, None] if y.ndim == 1 else y
-        if x.ndim == 1 and y.ndim == 1:
-            g2 = np.reshape(g, (1, 1))
-        elif x.ndim == 1:
-            g2 = np.expand_dims(g, -2)
-        elif y.ndim == 1:
-            g2 = np.expand_dims(g, -1)
-        else:
-            g2 = g
-        if _needs(a):
-            ga = np.matmul(g2, np.swapaxes(y2, -1, -2))
-            _acc(a, np.reshape(_unbroadcast(ga, x2.shape), x.shape), True)
-        if _needs(b):
-            gb = np.matmul(np.swapaxes(x2, -1, -2), g2)
-            _acc(b, np.reshape(_unbroadcast(gb, y2.shape), y.shape), True)
-        return 0
-
-    cdef int _linear_backward(self, object g, object a, object w) except -1:
-        x = (<Tensor>a)._data
-        if _needs(a):
-            _acc(a, np.matmul(g, (<Tensor>w)._data), True)
-        if _needs(w):
-            if x.ndim == 1:
-                _acc(w, np.multiply.outer(g, x), True)
-            elif x.ndim == 2:
-                _acc(w, np.matmul(g.T, x), True)
-            else:
-                _acc(w, np.matmul(g.reshape(-1, g.shape[-1]).T, x.reshape(-1, x.shape[-1])), True)
-        if self.args is not None and _needs(self.args[0]):
-            bias = self.args[0]
-            _acc(bias, g if g.ndim == 1 else g.reshape(-1, g.shape[-1]).sum(axis=0), g.ndim != 1)
-        return 0
-
-    cdef int _fused_backward(self, object g, object a, object b) except -1:
-        cdef unsigned short op = self.op
-        cdef Py_ssize_t i, n
-        cdef double* px
-        cdef double* py
-        cdef double* pr
-        cdef double* pg
-        cdef double scale, xi, yi, gi
-        cdef bint per_element
-        x = (<Tensor>a)._data
-        if op == T_SOFTMAX:
-            y = self._data
-            _acc(a, y * (g - np.sum(g * y, axis=self.ctx, keepdims=True)), True)
-            return 0
-        if op == T_LOG_SOFTMAX:
-            _acc(a, g - np.exp(self._data) * np.sum(g, axis=self.ctx, keepdims=True), True)
-            return 0
-        if op == T_CROSS_ENTROPY or op == T_NLL_LOSS:
-            target, reduction, ignore_index, axis = self.ctx[0], self.ctx[1], self.ctx[2], self.ctx[3]
-            valid = target != ignore_index
-            if reduction == 'none':
-                per = np.where(valid, g, 0.0)
-            elif reduction == 'sum':
-                per = np.where(valid, float(g), 0.0)
-            else:
-                per = np.where(valid, float(g) / np.count_nonzero(valid), 0.0)
-            per = np.expand_dims(per, axis)
-            safe = np.expand_dims(np.where(valid, target, 0), axis)
-            if op == T_CROSS_ENTROPY:
-                # d/dx of -log_softmax(x)[t] = softmax(x) - onehot(t)
-                r = np.exp(self.ctx[4])
-                np.put_along_axis(r, safe, np.take_along_axis(r, safe, axis=axis) - 1.0, axis=axis)
-                r *= per
-            else:
-                r = np.zeros(x.shape)
-                np.put_along_axis(r, safe, -per, axis=axis)
-            _acc(a, r, True)
-            return 0
-        reduction = self.ctx[0]
-        y = (<Tensor>b)._data
-        n = _size(x) if op == T_BCE or op == T_BCE_LOGITS else \
-            _size(self._data) if reduction == 'none' else _shape_size(_broadcast_shape(x.shape, y.shape))
-        up = _loss_grad(self, reduction, n)
-        per_element = reduction == 'none'
-        if op == T_BCE or op == T_BCE_LOGITS:
-            weight = self.ctx[1]
-            if per_element or weight is not None or (op == T_BCE_LOGITS and self.ctx[2] is not None):
-                scale = 1.0
-                up = up if weight is None else up * weight
-                per_element = True
-                if op == T_BCE_LOGITS and self.ctx[2] is not None:
-                    return self._bce_logits_pos_weight_backward(up, a, b, x, y)
-            else:
-                scale = up
-            gup = _filled(x.shape, up) if per_element else None
-            pg = _ptr(gup) if per_element else NULL
-            if _needs(a):
-                r = np.empty_like(x)
-                px = _ptr(x)
-                py = _ptr(y)
-                pr = _ptr(r)
-                n = _size(x)
-                for i in range(n):
-                    xi = px[i]
-                    yi = py[i]
-                    gi = pg[i] if per_element else scale
-                    if op == T_BCE:
-                        # PyTorch: (x - y) / max(x (1 - x), eps), its eps being
-                        # the float32 1e-12 (9.99999996e-13 as a double)
-                        pr[i] = gi * (xi - yi) / max((1.0 - xi) * xi, <double>(<float>1e-12))
-                    else:
-                        pr[i] = gi * (mg_sigmoid(xi) - yi)
-                _acc(a, r, True)
-            if _needs(b):
-                if op == T_BCE:
-                    lx = np.maximum(np.log(x), -100.0)
-                    l1x = np.maximum(np.log1p(-x), -100.0)
-                    _acc(b, (gup if per_element else scale) * (l1x - lx), True)
-                else:
-                    _acc(b, -(gup if per_element else scale) * x, True)
-            return 0
-        d = x - y
-        if op == T_MSE_LOSS:
-            r = 2.0 * d
-        elif op == T_L1_LOSS:
-            r = np.sign(d)
-        elif op == T_HUBER_LOSS:
-            delta = self.ctx[1]
-            r = np.clip(d, -delta, delta)
-        else:   # T_HINGE_LOSS: d/ds relu(1 - y s) = -y where the margin is positive
-            active = (1.0 - x * y) > 0.0
-            if _needs(a):
-                _acc(a, _unbroadcast(np.where(active, -y, 0.0) * up, x.shape), True)
-            if _needs(b):
-                _acc(b, _unbroadcast(np.where(active, -x, 0.0) * up, y.shape), True)
-            return 0
-        r = r * up
-        if _needs(a):
-            _acc(a, _unbroadcast(r, x.shape), True)
-        if _needs(b):
-            _acc(b, _unbroadcast(np.negative(r), y.shape), True)
-        return 0
-
-    cdef int _bce_logits_pos_weight_backward(self, object up, object a, object b, object x, object y) except -1:
-        pw = self.ctx[2]
-        s = np.empty_like(x)
-        _sigmoid_loop(_ptr(x), _ptr(s), _size(x))
-        l = 1.0 + (pw - 1.0) * y
-        if _needs(a):
-            # d/dx [(1 - y) x + l softplus(-x)] = (1 - y) - l (1 - sigmoid(x))
-            _acc(a, _filled(x.shape, up * ((1.0 - y) - l * (1.0 - s))), True)
-        if _needs(b):
-            sp = np.empty_like(x)
-            _softplus_loop(_ptr(np.negative(x)), _ptr(sp), _size(x))
-            _acc(b, _filled(y.shape, up * (-x + (pw - 1.0) * sp)), True)
-        return 0
-
-    cdef int _conv_backward(self, object g, object a, object b) except -1:
-        cdef unsigned short op = self.op
-        k = _kernels()
-        c = self.ctx
-        x = (<Tensor>a)._data
-        g = np.ascontiguousarray(g)
-        if op == T_CONV2D or op == T_CONV_TRANSPOSE2D:
-            bias = self.args[0] if self.args is not None else None
-            need_b = _needs(bias)
-            w = (<Tensor>b)._data
-            if op == T_CONV2D:
-                gx, gw, gb = k.conv2d_backward(g, x, w, c[0], c[1], c[2], c[3],
-                                               _needs(a), _needs(b), need_b)
-            else:
-                gx, gw, gb = k.conv_transpose2d_backward(g, x, w, c[0], c[1], c[2], c[3], c[4],
-                                                         _needs(a), _needs(b), need_b)
-            if _needs(a):
-                _acc(a, gx, True)
-            if _needs(b):
-                _acc(b, gw, True)
-            if need_b:
-                _acc(bias, gb, True)
-        elif op == T_MAX_POOL2D:
-            if _needs(a):
-                _acc(a, k.max_pool2d_backward(g, c[5], x.shape), True)
-        elif op == T_AVG_POOL2D:
-            if _needs(a):
-                _acc(a, k.avg_pool2d_backward(g, x.shape, c[0], c[1], c[2], c[3], c[4]), True)
         return 0
 
     # -- indexing -----------------------------------------------------------
@@ -1240,7 +697,7 @@ cdef class Tensor(Node):
             return make_element(self, flat, _ptr(self._data)[flat], self.requires_grad)
         key, basic = _index_key(key)
         try:
-            return new_node(T_INDEX, self, None, None, (key, basic))
+            return new_node(T_INDEX, self, None, None, IndexState(key, basic))
         except IndexError:
             raise
         except (TypeError, ValueError) as e:
@@ -1333,7 +790,8 @@ cdef class Tensor(Node):
         if min is None and max is None:
             raise ValueError("clamp(min=..., max=...): at least one bound must be given")
         return new_node(T_CLAMP, self, None, None,
-                        (None if min is None else float(min), None if max is None else float(max)))
+                        ClampState(None if min is None else float(min),
+                                   None if max is None else float(max)))
 
     clip = clamp
 
@@ -1341,11 +799,11 @@ cdef class Tensor(Node):
 
     def sum(self, dim=None, keepdim=False):
         return new_node(T_SUM, self, None, None,
-                        (_axes(dim, self._data.ndim, 'sum'), _flag(keepdim, 'keepdim')))
+                        ReduceState(_axes(dim, self._data.ndim, 'sum'), _flag(keepdim, 'keepdim')))
 
     def mean(self, dim=None, keepdim=False):
         return new_node(T_MEAN, self, None, None,
-                        (_axes(dim, self._data.ndim, 'mean'), _flag(keepdim, 'keepdim')))
+                        ReduceState(_axes(dim, self._data.ndim, 'mean'), _flag(keepdim, 'keepdim')))
 
     def max(self, dim=None, keepdim=False):
         """The largest element, or with ``dim`` the pair (values, indices) as
@@ -1427,37 +885,21 @@ cdef class Tensor(Node):
         return new_node(T_LOG_SOFTMAX, self, None, None, _axis(dim, self._data.ndim, 'log_softmax'))
 
 
-cdef object _elementwise(object a, int op, double c):
-    """A node of the op table's row ``op`` over tensor ``a``, with constant
-    ``c``: what the generated elementwise methods build."""
-    cdef Tensor out = Tensor.__new__(Tensor)
-    out.op = op
-    out.a = a
-    out.aux = c
-    out.requires_grad = (<Tensor>a).requires_grad
-    out.seq = next_seq()
-    out._forward()
-    return out
-
-
-register_tensor_builder(_elementwise)
-
-
 cdef object _extreme(Tensor t, object dim, object keepdim, bint is_max):
     name = 'max' if is_max else 'min'
     keep = _flag(keepdim, 'keepdim')
     if dim is None:
         if t._data.size == 0:
             raise ValueError(f"{name}(): the tensor is empty; give dim= to reduce a non-empty dimension")
-        return new_node(T_MAX if is_max else T_MIN, t, None, None, (None, keep))
+        return new_node(T_MAX if is_max else T_MIN, t, None, None, ReduceState(None, keep))
     axis = _axis(dim, t._data.ndim, name)
     if t._data.ndim == 0:
         values = new_node(T_RESHAPE, t, None, None, (1,) if keep else ())
         return _MaxMin(values, np.zeros((1,) if keep else (), dtype=np.int64))
     if t._data.shape[axis] == 0:
         raise ValueError(f"{name}(dim={dim}): that dimension is empty")
-    values = new_node(T_MAX_DIM if is_max else T_MIN_DIM, t, None, None, [axis, keep, None])
-    index = values.ctx[2]
+    values = new_node(T_MAX_DIM if is_max else T_MIN_DIM, t, None, None, ReduceState(axis, keep))
+    index = (<ReduceState>values.ctx).indices
     return _MaxMin(values, index if keep else np.squeeze(index, axis=axis))
 
 

@@ -1,0 +1,102 @@
+# Tensor rules, elementwise family: the op table's rows (binary operators and
+# one-operand functions, computed by the rows' own array loops, _FORWARD /
+# _GRAD_A / _GRAD_B) and clamp.  Included by microgrid/_tensor.pyx.
+
+# -- the op table's rows --------------------------------------------------------
+
+cdef int binary_forward(Tensor t, object x, object y) except -1:
+    t._data = _own(_FORWARD[t.op](x, y, out=t._data))
+    return 0
+
+
+cdef int binary_backward(Tensor t, object g, object a, object b) except -1:
+    """The row's derivative loops over the broadcast operands, summed back to
+    each operand's shape (add and sub pass g itself on)."""
+    cdef unsigned short op = t.op
+    x = (<Tensor>a)._data
+    y = (<Tensor>b)._data
+    if _needs(a):
+        ga = g if op == T_ADD or op == T_SUB else _GRAD_A[op](x, y, t._data, g)
+        ga = _unbroadcast(ga, x.shape)
+        _acc(a, ga, ga is not g)
+    if _needs(b):
+        gb = g if op == T_ADD else _GRAD_B[op](x, y, t._data, g)
+        gb = _unbroadcast(gb, y.shape)
+        _acc(b, gb, gb is not g)
+    return 0
+
+
+cdef int unary_forward(Tensor t, object x, object y) except -1:
+    _ptr(x)   # a buffer changed in place raises (numpy would cast it)
+    t._data = _own(_FORWARD[t.op](x, t.aux, out=t._data))
+    return 0
+
+
+cdef int unary_backward(Tensor t, object g, object a, object b) except -1:
+    if _needs(a):
+        _acc(a, _GRAD_A[t.op]((<Tensor>a)._data, t._data, g, t.aux), True)
+    return 0
+
+
+cdef object _elementwise(object a, int op, double c):
+    """A node of the op table's row ``op`` over tensor ``a``, with constant
+    ``c``: what the generated elementwise methods build."""
+    cdef Tensor out = Tensor.__new__(Tensor)
+    out.op = op
+    out.a = a
+    out.aux = c
+    out.requires_grad = (<Tensor>a).requires_grad
+    out.seq = next_seq()
+    out._forward()
+    return out
+
+
+# -- clamp ------------------------------------------------------------------------
+
+@cython.final
+cdef class ClampState:
+    """clamp's bounds: each a float, or None for no bound on that side."""
+    cdef readonly object min
+    cdef readonly object max
+
+    def __cinit__(self, min, max):
+        self.min = min
+        self.max = max
+
+
+cdef int clamp_forward(Tensor t, object x, object y) except -1:
+    cdef ClampState s = <ClampState>t.ctx
+    r = x
+    if s.min is not None:
+        r = np.where(r < s.min, s.min, r)   # NaN is not below min: it stays
+    if s.max is not None:
+        r = np.where(r > s.max, s.max, r)
+    if r is x:
+        r = x.copy()
+    _store(t, r)
+    return 0
+
+
+cdef int clamp_backward(Tensor t, object g, object a, object b) except -1:
+    cdef ClampState s = <ClampState>t.ctx
+    if not _needs(a):
+        return 0
+    x = (<Tensor>a)._data
+    keep = np.ones(x.shape, dtype=bool)
+    if s.min is not None:
+        keep &= x >= s.min
+    if s.max is not None:
+        keep &= x <= s.max
+    _acc(a, np.where(keep, g, 0.0), True)
+    return 0
+
+
+cdef _register_elementwise():
+    cdef int op, kind
+    for op in range(OP_COUNT):
+        kind = mg_op_kind[op]
+        if kind == KIND_BINARY:
+            _rule(op, binary_forward, binary_backward)
+        elif kind == KIND_UNARY or kind == KIND_UNARY_C:
+            _rule(op, unary_forward, unary_backward)
+    _rule(T_CLAMP, clamp_forward, clamp_backward)

@@ -1,0 +1,300 @@
+# Tensor rules, softmax and loss family: softmax, log_softmax and the fused
+# losses, each one node evaluated in a form that never overflows.  Included
+# by microgrid/_tensor.pyx; functional.py validates the arguments.
+#
+# ctx of each op:
+#   SOFTMAX, LOG_SOFTMAX          the axis
+#   CROSS_ENTROPY, NLL_LOSS       [target, reduction, ignore_index, axis, log-softmax
+#                                 (cross_entropy: the forward's, for backward)]
+#   BCE                           (reduction, weight or None)
+#   BCE_LOGITS                    (reduction, weight or None, pos_weight or None)
+#   MSE_LOSS, L1_LOSS, HINGE_LOSS (reduction,)
+#   HUBER_LOSS                    (reduction, delta)
+
+cdef inline double _clamped_log(double p) noexcept nogil:
+    # PyTorch's binary_cross_entropy clamps the logs at -100
+    cdef double r = log(p)
+    return r if r > -100.0 else -100.0
+
+
+cdef inline double _clamped_log1m(double p) noexcept nogil:
+    cdef double r = log1p(-p)
+    return r if r > -100.0 else -100.0
+
+
+cdef void _sigmoid_loop(double* x, double* y, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        y[i] = mg_sigmoid(x[i])
+
+
+cdef void _softplus_loop(double* x, double* y, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        y[i] = mg_softplus(x[i])
+
+
+cdef object _reduced(object losses, str reduction):
+    if reduction == 'none':
+        return losses
+    if reduction == 'sum':
+        return np.sum(losses)
+    if _size(losses) == 0:
+        return np.nan
+    return np.mean(losses)
+
+
+cdef object _loss_grad(Tensor t, str reduction, Py_ssize_t n):
+    """The upstream gradient of each element of an elementwise loss."""
+    g = t._grad
+    if reduction == 'none':
+        return g
+    if reduction == 'sum':
+        return float(g)
+    return float(g) / n
+
+
+cdef object _losses_buffer(Tensor t, object x, object y):
+    """Where an elementwise loss writes its per-element losses: the node's
+    own buffer when it keeps them (reduction 'none'), else a fresh one."""
+    if t.ctx[0] == 'none' and np.shape(x) == np.shape(y):
+        if t._data is None:
+            t._data = np.empty_like(x, dtype=_float64, order='C')
+        return t._data
+    return np.empty(_broadcast_shape(x.shape, y.shape))
+
+
+# -- softmax and log_softmax -------------------------------------------------------------
+
+cdef int softmax_forward(Tensor t, object x, object y) except -1:
+    shifted = x - np.max(x, axis=t.ctx, keepdims=True)
+    if t.op == T_SOFTMAX:
+        r = np.exp(shifted)
+        r /= np.sum(r, axis=t.ctx, keepdims=True)
+    else:
+        r = shifted - np.log(np.sum(np.exp(shifted), axis=t.ctx, keepdims=True))
+    _store(t, r)
+    return 0
+
+
+cdef int softmax_backward(Tensor t, object g, object a, object b) except -1:
+    if not _needs(a):
+        return 0
+    if t.op == T_SOFTMAX:
+        _acc(a, t._data * (g - np.sum(g * t._data, axis=t.ctx, keepdims=True)), True)
+    else:
+        _acc(a, g - np.exp(t._data) * np.sum(g, axis=t.ctx, keepdims=True), True)
+    return 0
+
+
+# -- cross_entropy and nll_loss (class-index targets) ---------------------------------------
+
+cdef int class_loss_forward(Tensor t, object x, object y) except -1:
+    target, reduction, ignore_index, axis = t.ctx[0], t.ctx[1], t.ctx[2], t.ctx[3]
+    if t.op == T_CROSS_ENTROPY:
+        shifted = x - np.max(x, axis=axis, keepdims=True)
+        logp = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+        t.ctx[4] = logp
+    else:
+        logp = x
+    valid = target != ignore_index
+    safe = np.where(valid, target, 0)
+    picked = np.squeeze(np.take_along_axis(logp, np.expand_dims(safe, axis), axis=axis), axis=axis)
+    losses = np.where(valid, -picked, 0.0)
+    if reduction == 'none':
+        r = losses
+    elif reduction == 'sum':
+        r = np.sum(losses)
+    else:
+        r = np.sum(losses) / np.count_nonzero(valid)
+    _store(t, r)
+    return 0
+
+
+cdef int class_loss_backward(Tensor t, object g, object a, object b) except -1:
+    if not _needs(a):
+        return 0
+    target, reduction, ignore_index, axis = t.ctx[0], t.ctx[1], t.ctx[2], t.ctx[3]
+    x = (<Tensor>a)._data
+    valid = target != ignore_index
+    if reduction == 'none':
+        per = np.where(valid, g, 0.0)
+    elif reduction == 'sum':
+        per = np.where(valid, float(g), 0.0)
+    else:
+        per = np.where(valid, float(g) / np.count_nonzero(valid), 0.0)
+    per = np.expand_dims(per, axis)
+    safe = np.expand_dims(np.where(valid, target, 0), axis)
+    if t.op == T_CROSS_ENTROPY:
+        # d/dx of -log_softmax(x)[t] = softmax(x) - onehot(t)
+        r = np.exp(t.ctx[4])
+        np.put_along_axis(r, safe, np.take_along_axis(r, safe, axis=axis) - 1.0, axis=axis)
+        r *= per
+    else:
+        r = np.zeros(x.shape)
+        np.put_along_axis(r, safe, -per, axis=axis)
+    _acc(a, r, True)
+    return 0
+
+
+# -- binary cross-entropy, on probabilities and on logits ---------------------------------------
+
+cdef int bce_forward(Tensor t, object x, object y) except -1:
+    # same shapes (functional.py checks); loops in C, no temporaries
+    cdef Py_ssize_t i, n = _size(x)
+    cdef double* px = _ptr(x)
+    cdef double* py = _ptr(y)
+    cdef double* pl
+    cdef double xi, yi
+    losses = _losses_buffer(t, x, y)
+    pl = _ptr(losses)
+    if t.op == T_BCE:
+        for i in range(n):
+            xi = px[i]
+            yi = py[i]
+            pl[i] = -(yi * _clamped_log(xi) + (1.0 - yi) * _clamped_log1m(xi))
+    else:
+        for i in range(n):
+            # (1 - y) x + softplus(-x), softplus evaluated stably
+            xi = px[i]
+            pl[i] = (1.0 - py[i]) * xi + mg_softplus(-xi)
+        pos_weight = t.ctx[2]
+        if pos_weight is not None:
+            # (1 - y) x + (1 + (pw - 1) y) softplus(-x)
+            sp = np.empty_like(x)
+            _softplus_loop(_ptr(np.negative(x)), _ptr(sp), n)
+            losses += (pos_weight - 1.0) * y * sp
+    weight = t.ctx[1]
+    if weight is not None:
+        losses *= weight
+    _store(t, _reduced(losses, t.ctx[0]))
+    return 0
+
+
+cdef int bce_backward(Tensor t, object g, object a, object b) except -1:
+    cdef Py_ssize_t i, n
+    cdef double* px
+    cdef double* py
+    cdef double* pr
+    cdef double* pg
+    cdef double scale, xi, yi, gi
+    cdef unsigned short op = t.op
+    reduction, weight = t.ctx[0], t.ctx[1]
+    x = (<Tensor>a)._data
+    y = (<Tensor>b)._data
+    up = _loss_grad(t, reduction, _size(x))
+    per_element = reduction == 'none'
+    if per_element or weight is not None or (op == T_BCE_LOGITS and t.ctx[2] is not None):
+        scale = 1.0
+        up = up if weight is None else up * weight
+        per_element = True
+        if op == T_BCE_LOGITS and t.ctx[2] is not None:
+            return _bce_logits_pos_weight_backward(t, up, a, b, x, y)
+    else:
+        scale = up
+    gup = _filled(x.shape, up) if per_element else None
+    pg = _ptr(gup) if per_element else NULL
+    if _needs(a):
+        r = np.empty_like(x)
+        px = _ptr(x)
+        py = _ptr(y)
+        pr = _ptr(r)
+        n = _size(x)
+        for i in range(n):
+            xi = px[i]
+            yi = py[i]
+            gi = pg[i] if per_element else scale
+            if op == T_BCE:
+                # PyTorch: (x - y) / max(x (1 - x), eps), its eps being
+                # the float32 1e-12 (9.99999996e-13 as a double)
+                pr[i] = gi * (xi - yi) / max((1.0 - xi) * xi, <double>(<float>1e-12))
+            else:
+                pr[i] = gi * (mg_sigmoid(xi) - yi)
+        _acc(a, r, True)
+    if _needs(b):
+        if op == T_BCE:
+            lx = np.maximum(np.log(x), -100.0)
+            l1x = np.maximum(np.log1p(-x), -100.0)
+            _acc(b, (gup if per_element else scale) * (l1x - lx), True)
+        else:
+            _acc(b, -(gup if per_element else scale) * x, True)
+    return 0
+
+
+cdef int _bce_logits_pos_weight_backward(Tensor t, object up, object a, object b, object x,
+                                         object y) except -1:
+    pw = t.ctx[2]
+    s = np.empty_like(x)
+    _sigmoid_loop(_ptr(x), _ptr(s), _size(x))
+    l = 1.0 + (pw - 1.0) * y
+    if _needs(a):
+        # d/dx [(1 - y) x + l softplus(-x)] = (1 - y) - l (1 - sigmoid(x))
+        _acc(a, _filled(x.shape, up * ((1.0 - y) - l * (1.0 - s))), True)
+    if _needs(b):
+        sp = np.empty_like(x)
+        _softplus_loop(_ptr(np.negative(x)), _ptr(sp), _size(x))
+        _acc(b, _filled(y.shape, up * (-x + (pw - 1.0) * sp)), True)
+    return 0
+
+
+# -- mse, l1, huber and hinge (broadcasting input and target) ---------------------------------------
+
+cdef int pointwise_loss_forward(Tensor t, object x, object y) except -1:
+    cdef unsigned short op = t.op
+    losses = _losses_buffer(t, x, y)
+    d = np.subtract(x, y, out=losses)
+    if op == T_MSE_LOSS:
+        np.multiply(d, d, out=losses)
+    elif op == T_L1_LOSS:
+        np.abs(d, out=losses)
+    elif op == T_HUBER_LOSS:
+        delta = t.ctx[1]
+        ad = np.abs(d)
+        np.copyto(losses, np.where(ad <= delta, 0.5 * d * d, delta * (ad - 0.5 * delta)))
+    else:   # hinge: relu(1 - x y)
+        margin = 1.0 - x * y
+        np.copyto(losses, np.where(margin < 0.0, 0.0, margin))
+    _store(t, _reduced(losses, t.ctx[0]))
+    return 0
+
+
+cdef int pointwise_loss_backward(Tensor t, object g, object a, object b) except -1:
+    cdef unsigned short op = t.op
+    reduction = t.ctx[0]
+    x = (<Tensor>a)._data
+    y = (<Tensor>b)._data
+    n = _size(t._data) if reduction == 'none' else _shape_size(_broadcast_shape(x.shape, y.shape))
+    up = _loss_grad(t, reduction, n)
+    if op == T_HINGE_LOSS:
+        # d/ds relu(1 - y s) = -y where the margin is positive
+        active = (1.0 - x * y) > 0.0
+        if _needs(a):
+            _acc(a, _unbroadcast(np.where(active, -y, 0.0) * up, x.shape), True)
+        if _needs(b):
+            _acc(b, _unbroadcast(np.where(active, -x, 0.0) * up, y.shape), True)
+        return 0
+    d = x - y
+    if op == T_MSE_LOSS:
+        r = 2.0 * d
+    elif op == T_L1_LOSS:
+        r = np.sign(d)
+    else:
+        delta = t.ctx[1]
+        r = np.clip(d, -delta, delta)
+    r = r * up
+    if _needs(a):
+        _acc(a, _unbroadcast(r, x.shape), True)
+    if _needs(b):
+        _acc(b, _unbroadcast(np.negative(r), y.shape), True)
+    return 0
+
+
+cdef _register_losses():
+    _rule(T_SOFTMAX, softmax_forward, softmax_backward)
+    _rule(T_LOG_SOFTMAX, softmax_forward, softmax_backward)
+    _rule(T_CROSS_ENTROPY, class_loss_forward, class_loss_backward)
+    _rule(T_NLL_LOSS, class_loss_forward, class_loss_backward)
+    _rule(T_BCE, bce_forward, bce_backward)
+    _rule(T_BCE_LOGITS, bce_forward, bce_backward)
+    for op in (T_MSE_LOSS, T_L1_LOSS, T_HUBER_LOSS, T_HINGE_LOSS):
+        _rule(op, pointwise_loss_forward, pointwise_loss_backward)

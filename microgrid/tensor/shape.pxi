@@ -1,0 +1,146 @@
+# Tensor rules, shape family: reshape, permute, indexing, concatenation,
+# stacking, padding, and the bridges from scalar Values (a Value as a 0-d
+# tensor, Values stacked into a 1-d tensor).  A shape op's value is a buffer
+# of its own, never a view of its parent's.  Included by microgrid/_tensor.pyx.
+#
+# ctx of each op: RESHAPE the target shape; PERMUTE the axes; INDEX an
+# IndexState; CONCAT and STACK the axis; PAD the (before, after) widths per
+# dimension (zeros); FROM_VALUE and STACK_VALUES nothing (the Values are the
+# parents: a, or args).
+
+@cython.final
+cdef class IndexState:
+    cdef readonly object key        # the normalised index
+    cdef readonly bint basic        # basic indexing: no element is picked twice
+
+    def __cinit__(self, key, basic):
+        self.key = key
+        self.basic = basic
+
+
+cdef int _store_copy(Tensor t, object r) except -1:
+    """The result as the node's own buffer (views of the parent copied)."""
+    if t._data is None:
+        t._data = np.array(r, dtype=_float64, order='C')
+    elif r is not t._data:
+        np.copyto(t._data, r)
+    return 0
+
+
+cdef int reshape_forward(Tensor t, object x, object y) except -1:
+    return _store_copy(t, x.reshape(t.ctx))
+
+
+cdef int reshape_backward(Tensor t, object g, object a, object b) except -1:
+    if _needs(a):
+        _acc(a, g.reshape((<Tensor>a)._data.shape), False)
+    return 0
+
+
+cdef int permute_forward(Tensor t, object x, object y) except -1:
+    return _store_copy(t, np.transpose(x, t.ctx))
+
+
+cdef int permute_backward(Tensor t, object g, object a, object b) except -1:
+    if _needs(a):
+        _acc(a, np.transpose(g, np.argsort(t.ctx)), False)
+    return 0
+
+
+cdef int index_forward(Tensor t, object x, object y) except -1:
+    return _store_copy(t, x[(<IndexState>t.ctx).key])
+
+
+cdef int index_backward(Tensor t, object g, object a, object b) except -1:
+    cdef IndexState s = <IndexState>t.ctx
+    if not _needs(a):
+        return 0
+    r = np.zeros((<Tensor>a)._data.shape)
+    if s.basic:
+        r[s.key] += g           # no element is picked twice
+    else:
+        np.add.at(r, s.key, g)  # repeated indices add up
+    _acc(a, r, True)
+    return 0
+
+
+cdef int concat_forward(Tensor t, object x, object y) except -1:
+    return _store_copy(t, np.concatenate([(<Tensor>p)._data for p in t.args], axis=t.ctx,
+                                         out=t._data))
+
+
+cdef int concat_backward(Tensor t, object g, object a, object b) except -1:
+    cdef Py_ssize_t start = 0, n
+    for p in t.args:
+        n = (<Tensor>p)._data.shape[t.ctx]
+        if _needs(p):
+            _acc(p, np.take(g, range(start, start + n), axis=t.ctx), True)
+        start += n
+    return 0
+
+
+cdef int stack_forward(Tensor t, object x, object y) except -1:
+    return _store_copy(t, np.stack([(<Tensor>p)._data for p in t.args], axis=t.ctx, out=t._data))
+
+
+cdef int stack_backward(Tensor t, object g, object a, object b) except -1:
+    cdef Py_ssize_t i
+    for i in range(len(t.args)):
+        if _needs(t.args[i]):
+            _acc(t.args[i], np.take(g, i, axis=t.ctx), False)
+    return 0
+
+
+cdef int pad_forward(Tensor t, object x, object y) except -1:
+    return _store_copy(t, np.pad(x, t.ctx))
+
+
+cdef int pad_backward(Tensor t, object g, object a, object b) except -1:
+    if _needs(a):
+        key = tuple([slice(lo, g.shape[d] - hi) for d, (lo, hi) in enumerate(t.ctx)])
+        _acc(a, g[key], False)
+    return 0
+
+
+cdef int from_value_forward(Tensor t, object x, object y) except -1:
+    return _store_copy(t, np.array((<Value>t.a).data, dtype=_float64))
+
+
+cdef int from_value_backward(Tensor t, object g, object a, object b) except -1:
+    cdef Value v = <Value>a
+    if v.requires_grad:
+        v.grad += float(np.sum(g))
+    return 0
+
+
+cdef int stack_values_forward(Tensor t, object x, object y) except -1:
+    cdef Py_ssize_t i, n = len(t.args)
+    cdef double* dst
+    if t._data is None:
+        t._data = np.empty(n)
+    dst = _ptr(t._data)
+    for i in range(n):
+        dst[i] = (<Value>t.args[i]).data
+    return 0
+
+
+cdef int stack_values_backward(Tensor t, object g, object a, object b) except -1:
+    cdef Py_ssize_t i, n = len(t.args)
+    cdef double* pg = _ptr(g)
+    cdef Value v
+    for i in range(n):
+        v = <Value>t.args[i]
+        if v.requires_grad:
+            v.grad += pg[i]
+    return 0
+
+
+cdef _register_shape():
+    _rule(T_RESHAPE, reshape_forward, reshape_backward)
+    _rule(T_PERMUTE, permute_forward, permute_backward)
+    _rule(T_INDEX, index_forward, index_backward)
+    _rule(T_CONCAT, concat_forward, concat_backward)
+    _rule(T_STACK, stack_forward, stack_backward)
+    _rule(T_PAD, pad_forward, pad_backward)
+    _rule(T_FROM_VALUE, from_value_forward, from_value_backward)
+    _rule(T_STACK_VALUES, stack_values_forward, stack_values_backward)
