@@ -6,21 +6,19 @@
     c.backward()
     a.grad, b.grad   # (-3.0, -4.0)
 """
-import numbers
+from numbers import Real as _Real
 
 from . import _engine
 from ._engine import Graph, Value, detect_anomaly, dot, is_anomaly_enabled, topological_order
 from .gradcheck import GradcheckError, gradcheck
 from ._tensor import Tensor, cat, concatenate, matmul, ones, randn, stack, tensor, zeros
 from . import functional
-from .functional import (
-    avg_pool2d, binary_cross_entropy, binary_cross_entropy_with_logits, conv2d,
-    conv_transpose2d, cross_entropy, hinge_loss, huber_loss, l1_loss, leaky_relu, linear,
-    log_softmax, max_pool2d, mse_loss, nll_loss, pad, relu, sigmoid, softmax, softplus, tanh)
+from .functional import *  # noqa: F403 (functional.__all__ is the list)
 from .nn import manual_seed
 from .explain import explain
 from .draw import draw, to_dot
 
+# The one version string: pyproject.toml reads it from here (statically).
 __version__ = "0.1.0"
 
 
@@ -32,7 +30,7 @@ def sum(values, *args, **kwargs):
         return values.sum(*args, **kwargs)
     if isinstance(values, (list, tuple)) and any(isinstance(v, Tensor) for v in values):
         total = kwargs.get("start", args[0] if args else 0)
-        if not isinstance(total, (Tensor, Value, numbers.Real)) or isinstance(total, bool):
+        if not isinstance(total, (Tensor, Value, _Real)) or isinstance(total, bool):
             raise TypeError(f"sum(start=...) takes a Tensor, a Value or a number, got {type(total).__name__}")
         for v in values:        # Tensors of any broadcastable shapes: add them up
             total = total + v
@@ -69,3 +67,21 @@ __all__ = [
     "matmul", "max", "min", "functional", *functional.__all__,
     "explain", "draw", "to_dot",
 ]
+
+
+# Public submodules, importable as microgrid.<name> and listed by dir().
+_SUBMODULES = ["functional", "nn", "optim", "datasets"]
+
+
+def __dir__():
+    # dir(mg) is the public API: no helpers, no stdlib modules, no compiled
+    # internals (_engine, _tensor) that imports leave behind as attributes
+    return sorted({*__all__, *_SUBMODULES, "__version__"})
+
+
+def __getattr__(name):
+    # optim and datasets load on first use: most scripts need neither
+    if name in ("optim", "datasets"):
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,7 @@ from typing import Any, Iterator, NamedTuple, Sequence, overload
 import numpy as np
 import numpy.typing as npt
 
-from ._engine import Value
+from ._engine import Node, Value
 
 _Operand = Tensor | Value | float | int | npt.ArrayLike
 _Dim = int | Sequence[int] | None
@@ -17,7 +17,7 @@ class _MaxMin(NamedTuple):
     indices: npt.NDArray[np.int64]
 
 
-class Tensor:
+class Tensor(Node):
     def __init__(self, data: npt.ArrayLike | Tensor, requires_grad: bool = False) -> None: ...
 
     # buffers and metadata
