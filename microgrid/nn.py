@@ -631,7 +631,7 @@ class Dropout(Module):
 
 class _BatchNorm(Module):
     _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
-    _input_dims = ()
+    _input_dims: tuple[int, ...] = ()
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
                  *, bias=True):
