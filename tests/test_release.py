@@ -95,6 +95,8 @@ def test_opinfo_seeds_do_not_depend_on_the_hash_seed():
 @pytest.fixture(scope="module")
 def sdist(tmp_path_factory):
     pytest.importorskip("build", reason="the sdist test needs the `build` package (pip install build)")
+    for module in ("setuptools", "Cython"):     # the build requirements, used without isolation
+        pytest.importorskip(module, reason=f"building the sdist without isolation needs {module}")
     out = tmp_path_factory.mktemp("dist")
     # no isolation: building an sdist compiles nothing, and this way no
     # download happens (setuptools, Cython and numpy are the test's own)
