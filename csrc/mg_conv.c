@@ -307,6 +307,15 @@ static inline avg_window avg_window_at(const mg_pool_geom *g, int count_include_
     return a;
 }
 
+void mg_avg_pool2d_divisors(const mg_pool_geom *g, int count_include_pad, double *divisors)
+{
+    for (int64_t oh = 0; oh < g->out_h; oh++) {
+        for (int64_t ow = 0; ow < g->out_w; ow++) {
+            *divisors++ = avg_window_at(g, count_include_pad, oh, ow).divisor;
+        }
+    }
+}
+
 void mg_avg_pool2d_forward(const mg_pool_geom *g, int64_t planes, int count_include_pad,
                            const double *x, double *y)
 {

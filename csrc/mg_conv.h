@@ -79,6 +79,11 @@ int64_t mg_max_pool2d_backward(const mg_pool_geom *g, int64_t planes, const doub
 void mg_avg_pool2d_forward(const mg_pool_geom *g, int64_t planes, int count_include_pad,
                            const double *x, double *y);
 
+/* divisors (out_h, out_w) gets the divisor of every window that
+ * mg_avg_pool2d_forward uses: with count_include_pad == 0, the number of the
+ * window's cells inside the input (0 for a window wholly in the padding). */
+void mg_avg_pool2d_divisors(const mg_pool_geom *g, int count_include_pad, double *divisors);
+
 /* gx is overwritten: each gy entry is spread over its window's cells inside
  * the input, divided by the forward divisor. */
 void mg_avg_pool2d_backward(const mg_pool_geom *g, int64_t planes, int count_include_pad,

@@ -10,6 +10,7 @@ PNG.  The gradient is checked against central differences.
 Run:  python examples/problem10_saliency.py [--epochs N] [--png PATH] [--quick]
 """
 import argparse
+import os
 
 import numpy as np
 
@@ -36,7 +37,8 @@ def build_model(nn):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--png", default="problem10_saliency.png")
+    parser.add_argument("--out", default="problem10-out", metavar="DIR",
+                        help="folder for the saliency picture, created if missing (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="3 epochs (for tests)")
     args = parser.parse_args()
     if args.quick:
@@ -136,9 +138,11 @@ def main():
         for ax in axes:
             ax.axis("off")
         fig.tight_layout()
-        fig.savefig(args.png, dpi=100)
+        os.makedirs(args.out, exist_ok=True)
+        png = os.path.join(args.out, "saliency.png")
+        fig.savefig(png, dpi=100)
         plt.close(fig)
-        print(f"  saliency map saved to {args.png}")
+        print(f"  saliency map saved to {png}")
     report.finish()
 
 

@@ -6,7 +6,7 @@
     c.backward()
     a.grad, b.grad   # (-3.0, -4.0)
 """
-import numbers
+from numbers import Real as _Real
 
 from . import _engine
 from ._engine import Graph, Value, detect_anomaly, dot, is_anomaly_enabled, topological_order
@@ -14,7 +14,7 @@ from .gradcheck import GradcheckError, gradcheck
 from ._tensor import Tensor, cat, concatenate, matmul, ones, randn, stack, tensor, zeros
 from . import optable   # installs the elementwise methods of Value and Tensor
 from . import functional
-from .functional import *   # noqa: F401,F403  (functional.__all__: also at the top level)
+from .functional import *  # noqa: F403 (functional.__all__ is the list)
 from .nn import manual_seed
 from .explain import explain
 from .check import CheckReport, check
@@ -22,6 +22,7 @@ from .draw import draw, to_dot
 from .attribution import (gradient_x_input, integrated_gradients, shap_sample, shap_values,
                           shapley_orders, shapley_values)
 
+# The one version string: pyproject.toml reads it from here (statically).
 __version__ = "0.1.0"
 
 
@@ -33,7 +34,7 @@ def sum(values, *args, **kwargs):
         return values.sum(*args, **kwargs)
     if isinstance(values, (list, tuple)) and any(isinstance(v, Tensor) for v in values):
         total = kwargs.get("start", args[0] if args else 0)
-        if not isinstance(total, (Tensor, Value, numbers.Real)) or isinstance(total, bool):
+        if not isinstance(total, (Tensor, Value, _Real)) or isinstance(total, bool):
             raise TypeError(f"sum(start=...) takes a Tensor, a Value or a number, got {type(total).__name__}")
         for v in values:        # Tensors of any broadcastable shapes: add them up
             total = total + v
@@ -72,3 +73,21 @@ __all__ = [
     "shapley_values", "shapley_orders", "shap_values", "shap_sample",
     "integrated_gradients", "gradient_x_input",
 ]
+
+
+# Public submodules, importable as microgrid.<name> and listed by dir().
+_SUBMODULES = ["functional", "nn", "optim", "datasets"]
+
+
+def __dir__():
+    # dir(mg) is the public API: no helpers, no stdlib modules, no compiled
+    # internals (_engine, _tensor) that imports leave behind as attributes
+    return sorted({*__all__, *_SUBMODULES, "__version__"})
+
+
+def __getattr__(name):
+    # optim and datasets load on first use: most scripts need neither
+    if name in ("optim", "datasets"):
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -69,6 +69,8 @@ cdef extern from "mg_conv.h" nogil:
                                int count_include_pad, const double *x, double *y)
     void mg_avg_pool2d_backward(const mg_pool_geom *g, int64_t planes,
                                 int count_include_pad, const double *gy, double *gx)
+    void mg_avg_pool2d_divisors(const mg_pool_geom *g, int count_include_pad,
+                                double *divisors)
 
 
 # Sizes and parameters are capped so that every index expression in the C
@@ -110,20 +112,31 @@ cdef inline cnp.ndarray _array(object a, str name, int ndim, int typenum=cnp.NPY
     return arr
 
 
-cdef inline int _pair(object p, str name, int64_t low, int64_t *h, int64_t *w) except -1:
-    """Unpack an (h, w) pair of ints (or one int for both), each in [low, _LIMIT]."""
-    if isinstance(p, int):
-        p = (p, p)
-    elif not isinstance(p, (tuple, list)) or len(p) != 2:
-        raise TypeError(f"{name} must be a pair (h, w) of ints, got {p!r}")
+cdef int _pair(object value, str name, int64_t minimum, int64_t *h, int64_t *w) except -1:
+    """The one rule for a pair argument (kernel_size, stride, padding, dilation,
+    output_padding), shared by functional, nn and the kernels: an int for both
+    dimensions or a pair (h, w) of ints, each in [minimum, _LIMIT].  Raises
+    TypeError/ValueError naming ``name``."""
+    cdef object pair = value
+    if not isinstance(value, (tuple, list)):
+        pair = (value, value)
+    elif len(value) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    # a bool is an int to Python, but nobody means True as a size
+    if isinstance(pair[0], bool) or isinstance(pair[1], bool):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     try:
         # PyNumber_Index: ints and numpy integers, never a float truncated
-        h[0] = PyNumber_Index(p[0])
-        w[0] = PyNumber_Index(p[1])
+        h[0] = PyNumber_Index(pair[0])
+        w[0] = PyNumber_Index(pair[1])
     except OverflowError:
-        raise ValueError(f"{name} is out of range: {p!r}") from None
-    if h[0] < low or w[0] < low or h[0] > _LIMIT or w[0] > _LIMIT:
-        raise ValueError(f"{name} must be ints >= {low}, got {p!r}")
+        raise ValueError(f"{name} is out of range: {value!r}") from None
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if h[0] < minimum or w[0] < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if h[0] > _LIMIT or w[0] > _LIMIT:
+        raise ValueError(f"{name} is out of range (at most {_LIMIT}): {value!r}")
     return 0
 
 
@@ -153,6 +166,10 @@ cdef inline int64_t _floor_div(int64_t a, int64_t b) nogil:
     return q
 
 
+# The size formulas and range rules of convolution and pooling, PyTorch's,
+# written once: the kernels below fill their geometry with them, and
+# functional and nn reach them through the Python functions further down.
+
 cdef inline int64_t _conv_out(int64_t n, int64_t k, int64_t s, int64_t p, int64_t d) nogil:
     return _floor_div(n + 2 * p - d * (k - 1) - 1, s) + 1
 
@@ -164,6 +181,30 @@ cdef inline int64_t _pool_out(int64_t n, int64_t k, int64_t s, int64_t p, int64_
     if ceil_mode and (o - 1) * s >= n + p:
         o -= 1
     return o
+
+
+cdef inline int64_t _transpose_out(int64_t n, int64_t k, int64_t s, int64_t p, int64_t d,
+                                   int64_t op) nogil:
+    # the input size of the convolution whose adjoint this is, plus output_padding
+    return (n - 1) * s - 2 * p + d * (k - 1) + op + 1
+
+
+cdef int _check_output_padding(int64_t oph, int64_t opw, int64_t sh, int64_t sw,
+                               int64_t dh, int64_t dw, str name) except -1:
+    # output_padding picks one of the input sizes that a strided (or dilated)
+    # convolution maps to the same output size, so it must stay below one of them
+    if (oph >= sh and oph >= dh) or (opw >= sw and opw >= dw):
+        raise ValueError(f"{name} ({oph}, {opw}) must be smaller than either stride "
+                         f"({sh}, {sw}) or dilation ({dh}, {dw})")
+    return 0
+
+
+cdef int _check_pool_padding(int64_t ph, int64_t pw, int64_t kh, int64_t kw,
+                             str name) except -1:
+    # PyTorch's rule (with dilation a window may still cover padding alone)
+    if 2 * ph > kh or 2 * pw > kw:
+        raise ValueError(f"{name} ({ph}, {pw}) must be at most half of the kernel size ({kh}, {kw})")
+    return 0
 
 
 # ------------------------------------------------------------------ arrays
@@ -197,7 +238,15 @@ cdef inline double *_ptr(cnp.ndarray a) noexcept nogil:
     return <double *>cnp.PyArray_DATA(a)
 
 
-# ------------------------------------------------------------- output sizes
+# ----------------------------------------------- geometry, from Python
+
+def pair(value, name="value", minimum=0):
+    """``value`` (an int, or a pair of ints) as an (h, w) tuple of ints, each
+    in [minimum, 2**31 - 1]; TypeError/ValueError naming ``name`` otherwise."""
+    cdef int64_t h, w, low = PyNumber_Index(minimum)
+    _pair(value, name, low, &h, &w)
+    return (h, w)
+
 
 def conv2d_output_size(in_hw, kernel, stride, padding, dilation):
     """(H_out, W_out) of a convolution, PyTorch's formula; may be < 1 for a
@@ -222,6 +271,38 @@ def pool2d_output_size(in_hw, kernel, stride, padding, dilation, ceil_mode):
     _pair(dilation, "dilation", 1, &dH, &dW)
     cdef bint c = bool(ceil_mode)
     return (_pool_out(H, kH, sH, pH, dH, c), _pool_out(W, kW, sW, pW, dW, c))
+
+
+def conv_transpose2d_output_size(in_hw, kernel, stride, padding, output_padding, dilation):
+    """(H_out, W_out) of a transposed convolution, PyTorch's formula; may be
+    < 1 when the padding removes everything (the caller reports that)."""
+    cdef int64_t H, W, kH, kW, sH, sW, pH, pW, oH, oW, dH, dW
+    _pair(in_hw, "in_hw", 0, &H, &W)
+    _pair(kernel, "kernel", 1, &kH, &kW)
+    _pair(stride, "stride", 1, &sH, &sW)
+    _pair(padding, "padding", 0, &pH, &pW)
+    _pair(output_padding, "output_padding", 0, &oH, &oW)
+    _pair(dilation, "dilation", 1, &dH, &dW)
+    return (_transpose_out(H, kH, sH, pH, dH, oH), _transpose_out(W, kW, sW, pW, dW, oW))
+
+
+def check_output_padding(output_padding, stride, dilation, name="output_padding"):
+    """ValueError naming ``name`` unless output_padding is below stride or
+    dilation in each dimension (PyTorch's rule for transposed convolution)."""
+    cdef int64_t oH, oW, sH, sW, dH, dW
+    _pair(output_padding, name, 0, &oH, &oW)
+    _pair(stride, "stride", 1, &sH, &sW)
+    _pair(dilation, "dilation", 1, &dH, &dW)
+    _check_output_padding(oH, oW, sH, sW, dH, dW, name)
+
+
+def check_pool_padding(padding, kernel, name="padding"):
+    """ValueError naming ``name`` unless pooling padding is at most half the
+    kernel in each dimension (PyTorch's rule)."""
+    cdef int64_t pH, pW, kH, kW
+    _pair(padding, name, 0, &pH, &pW)
+    _pair(kernel, "kernel", 1, &kH, &kW)
+    _check_pool_padding(pH, pW, kH, kW, name)
 
 
 # -------------------------------------------------------------- convolution
@@ -343,16 +424,15 @@ cdef _ConvCall _conv_transpose2d_call(object x, object w, object stride, object 
     _pair(padding, "padding", 0, &g.pad_h, &g.pad_w)
     _pair(dilation, "dilation", 1, &g.dilation_h, &g.dilation_w)
     _pair(output_padding, "output_padding", 0, &oph, &opw)
-    if (oph >= g.stride_h and oph >= g.dilation_h) or (opw >= g.stride_w and opw >= g.dilation_w):
-        raise ValueError(f"output_padding ({oph}, {opw}) must be smaller than "
-                         f"either stride or dilation")
+    _check_output_padding(oph, opw, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w,
+                          "output_padding")
     g.channels = c.C_out
     g.kernel_h = ws[2]
     g.kernel_w = ws[3]
     g.out_h = xs[2]
     g.out_w = xs[3]
-    g.height = (xs[2] - 1) * g.stride_h - 2 * g.pad_h + g.dilation_h * (ws[2] - 1) + oph + 1
-    g.width = (xs[3] - 1) * g.stride_w - 2 * g.pad_w + g.dilation_w * (ws[3] - 1) + opw + 1
+    g.height = _transpose_out(xs[2], ws[2], g.stride_h, g.pad_h, g.dilation_h, oph)
+    g.width = _transpose_out(xs[3], ws[3], g.stride_w, g.pad_w, g.dilation_w, opw)
     if g.height < 1 or g.width < 1 or g.out_h < 1 or g.out_w < 1:
         raise ValueError(f"conv_transpose2d output size ({g.height}, {g.width}) of input "
                          f"{_shape(c.x)} is not positive")
@@ -605,10 +685,7 @@ cdef int _pool_geom(mg_pool_geom *g, cnp.npy_intp *shape, object kernel, object 
         g.dilation_h = g.dilation_w = 1
     else:
         _pair(dilation, "dilation", 1, &g.dilation_h, &g.dilation_w)
-    # PyTorch's rule (with dilation a window may still cover padding alone)
-    if 2 * g.pad_h > g.kernel_h or 2 * g.pad_w > g.kernel_w:
-        raise ValueError(f"padding ({g.pad_h}, {g.pad_w}) must be at most half of the "
-                         f"kernel ({g.kernel_h}, {g.kernel_w})")
+    _check_pool_padding(g.pad_h, g.pad_w, g.kernel_h, g.kernel_w, "padding")
     g.out_h = _pool_out(g.height, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, ceil_mode)
     g.out_w = _pool_out(g.width, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, ceil_mode)
     if g.out_h < 1 or g.out_w < 1:
@@ -699,3 +776,22 @@ def avg_pool2d_backward(gy, input_shape, kernel, stride, padding, ceil_mode,
     with nogil:
         mg_avg_pool2d_backward(&g, s[0] * s[1], cip, _ptr(gya), _ptr(gx))
     return gx
+
+
+def avg_pool2d_divisors(in_hw, kernel, stride, padding, ceil_mode, count_include_pad):
+    """The (H_out, W_out) divisors average pooling of an (H, W) plane uses;
+    with count_include_pad=False, how many of each window's cells lie inside
+    the input.  avg_pool2d's divisor_override rescales by them."""
+    cdef cnp.npy_intp shape[4]
+    cdef int64_t H, W
+    _pair(in_hw, "in_hw", 1, &H, &W)
+    shape[0] = shape[1] = 1
+    shape[2] = H
+    shape[3] = W
+    cdef mg_pool_geom g
+    _pool_geom(&g, shape, kernel, stride, padding, None, bool(ceil_mode))
+    cdef cnp.ndarray d = _empty(2, g.out_h, g.out_w, 0, 0)
+    cdef int cip = bool(count_include_pad)
+    with nogil:
+        mg_avg_pool2d_divisors(&g, cip, _ptr(d))
+    return d

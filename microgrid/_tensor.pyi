@@ -4,7 +4,7 @@ from typing import Any, Iterator, NamedTuple, Sequence, overload
 import numpy as np
 import numpy.typing as npt
 
-from ._engine import Value
+from ._engine import Node, Value
 
 _Operand = Tensor | Value | float | int | npt.ArrayLike
 _Dim = int | Sequence[int] | None
@@ -17,7 +17,7 @@ class _MaxMin(NamedTuple):
     indices: npt.NDArray[np.int64]
 
 
-class Tensor:
+class Tensor(Node):
     def __init__(self, data: npt.ArrayLike | Tensor, requires_grad: bool = False) -> None: ...
 
     # buffers and metadata
@@ -40,7 +40,7 @@ class Tensor:
     @property
     def _op(self) -> str: ...
     @property
-    def _prev(self) -> set[Tensor | Value]: ...
+    def _prev(self) -> set[Node]: ...
     def _parents(self) -> tuple[Tensor | Value, ...]: ...
     def _recompute(self) -> None: ...
     def dim(self) -> int: ...

@@ -10,8 +10,9 @@
    installed (Agg backend); otherwise the pictures are drawn as text, in the
    terminal and in ``.txt`` files.
 
-Progress shows with tqdm when it is installed, else as a one-line bar of
-our own on stderr.  ``run(out_dir, seed, quick)`` does the work and returns
+Progress shows on a terminal with tqdm when it is installed, else as a
+one-line bar of our own on stderr, redrawn at most ten times a second; when
+stderr is not a terminal, as one line per epoch and a summary.  ``run(out_dir, seed, quick)`` does the work and returns
 its numbers; ``main(argv)`` is the command line (``microgrid demo``).
 """
 import argparse
@@ -34,35 +35,55 @@ __all__ = ["main", "run"]
 # -- progress ------------------------------------------------------------------
 
 class _LineBar:
-    """A one-line progress bar on stderr, for when tqdm is not installed."""
+    """A one-line progress bar on stderr, for when tqdm is not installed.
 
-    def __init__(self, total, desc, stream=None, width=24):
+    On a terminal it redraws in place, at most once per ``min_interval``
+    seconds (and at the end): redrawing on every step costs time and, in a
+    recording of the terminal, hundreds of lines.  When the stream is not a
+    terminal (a log file, a pipe) nothing is redrawn: lines written through
+    ``write`` (the demo's one line per epoch) go out as they are, and
+    ``close`` adds one summary line."""
+
+    def __init__(self, total, desc, stream=None, width=24, min_interval=0.1, clock=time.perf_counter):
         self.total, self.desc, self.width = total, desc, width
         self.stream = stream or sys.stderr
+        self.interactive = _is_terminal(self.stream)
+        self.min_interval, self.clock = min_interval, clock
         self.n = 0
         self.postfix = ""
         self._drawn = 0
-        self.start = time.perf_counter()
-        self._draw()
+        self.start = clock()
+        self._last_draw = None
+        if self.interactive:
+            self._draw()
 
     def set_postfix_str(self, text):
         self.postfix = text
 
     def update(self, n=1):
         self.n += n
-        self._draw()
+        if self.interactive and (self.n >= self.total
+                                 or self.clock() - self._last_draw >= self.min_interval):
+            self._draw()
 
-    def _draw(self):
+    def _line(self):
         filled = int(self.width * self.n / self.total) if self.total else self.width
         bar = "#" * filled + "." * (self.width - filled)
-        elapsed = time.perf_counter() - self.start
-        line = f"{self.desc} [{bar}] {self.n}/{self.total} {elapsed:5.1f}s {self.postfix}"
+        elapsed = self.clock() - self.start
+        return f"{self.desc} [{bar}] {self.n}/{self.total} {elapsed:5.1f}s {self.postfix}"
+
+    def _draw(self):
+        line = self._line()
         self.stream.write("\r" + line.ljust(self._drawn))
         self._drawn = len(line)
         self.stream.flush()
+        self._last_draw = self.clock()
 
     def write(self, text):
         """Print a line above the bar (tqdm's ``write``)."""
+        if not self.interactive:
+            print(text, flush=True)
+            return
         self.stream.write("\r" + " " * self._drawn + "\r")
         self.stream.flush()
         print(text, flush=True)
@@ -70,16 +91,34 @@ class _LineBar:
         self._draw()
 
     def close(self):
-        self.stream.write("\n")
+        if self.interactive:
+            self._draw()                    # the final state, whatever the interval
+            self.stream.write("\n")
+        else:
+            self.stream.write(self._line().rstrip() + "\n")
         self.stream.flush()
 
 
-def _progress(total, desc):
+def _is_terminal(stream):
     try:
-        from tqdm import tqdm
-    except ImportError:
-        return _LineBar(total, desc)
-    return tqdm(total=total, desc=desc, file=sys.stderr, leave=True, dynamic_ncols=True)
+        return stream.isatty()
+    except (AttributeError, ValueError):    # no isatty, or a closed stream
+        return False
+
+
+def _progress(total, desc):
+    """tqdm on a terminal when installed (redrawing at most 10 times a
+    second, like the fallback); otherwise, and whenever stderr is not a
+    terminal, the fallback bar, which then prints lines instead of redraws."""
+    if _is_terminal(sys.stderr):
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            pass
+        else:
+            return tqdm(total=total, desc=desc, file=sys.stderr, leave=True, dynamic_ncols=True,
+                        mininterval=0.1)
+    return _LineBar(total, desc)
 
 
 def _say(text, bar=None):

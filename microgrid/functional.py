@@ -15,15 +15,18 @@ import numbers
 
 import numpy as np
 
+from ._conv import (
+    avg_pool2d_divisors, check_output_padding, check_pool_padding, conv2d_output_size, conv_transpose2d_output_size,
+    pair, pool2d_output_size)
 from ._engine import Value
-from ._tensor import OPS, Tensor, _node, _value_tensor, broadcast_shape, tensor
+from ._tensor import OPS, Tensor, _node, _value_tensor, broadcast_shape, cat, tensor
 
 __all__ = [
-    "linear",
+    "linear", "dropout", "batch_norm",
     "softmax", "log_softmax", "cross_entropy", "nll_loss",
     "binary_cross_entropy", "binary_cross_entropy_with_logits",
     "mse_loss", "l1_loss", "huber_loss", "hinge_loss",
-    "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "pad",
+    "conv2d", "conv_transpose2d", "max_pool2d", "max_unpool2d", "avg_pool2d", "pad",
 ]
 
 
@@ -93,6 +96,95 @@ def linear(input, weight, bias=None):
 
 
 # ---------------------------------------------------------------------------
+# Dropout and batch normalisation: compositions of existing Tensor ops (a
+# constant mask or statistics times the input), so their gradients are those
+# of the ops they are made of.
+
+def _flag(value, where):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def _probability(p, where):
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"{where} must be a probability in [0, 1], got {p!r}")
+    return float(p)
+
+
+def dropout(input, p=0.5, training=True):
+    """Zeroes each element with probability ``p`` and scales the rest by
+    1 / (1 - p), as PyTorch; the identity when not training.  The mask is
+    drawn from the Generator that ``mg.manual_seed`` seeds."""
+    input = _tensor_arg(input, "dropout(input)")
+    p = _probability(p, "dropout(p)")
+    if not _flag(training, "dropout(training)") or p == 0.0:
+        return input
+    if p == 1.0:
+        return input * tensor(np.zeros(input.shape))
+    from .nn import default_generator        # nn imports this module
+    keep = default_generator().random(input.shape) >= p
+    return input * tensor(keep * (1.0 / (1.0 - p)))
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """(x - mean) / sqrt(var + eps) * weight + bias per channel (dim 1) of an
+    (N, C, ...) input.  Training normalises with the batch's statistics and,
+    given running_mean/running_var (float64 numpy arrays), updates them in
+    place: new = (1 - momentum) old + momentum batch, the variance unbiased.
+    Otherwise the running statistics normalise."""
+    input = _tensor_arg(input, "batch_norm(input)")
+    if input.ndim < 2:
+        raise ValueError(f"batch_norm(input) must be (N, C, ...), got shape {input.shape}")
+    c = input.shape[1]
+    training = _flag(training, "batch_norm(training)")
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
+        raise TypeError(f"batch_norm(momentum) must be a number, got {momentum!r}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+        raise ValueError(f"batch_norm(eps) must be a non-negative number, got {eps!r}")
+    stats = []
+    for where, r in (("running_mean", running_mean), ("running_var", running_var)):
+        if r is None:
+            if not training:
+                raise ValueError(f"batch_norm({where}) is needed when not training")
+        elif not isinstance(r, np.ndarray) or r.dtype != np.float64 or r.shape != (c,):
+            raise TypeError(f"batch_norm({where}) must be a float64 numpy array of shape ({c},), got "
+                            f"{type(r).__name__} {getattr(r, 'shape', '')}")
+        stats.append(r)
+    shape = (1, c) + (1,) * (input.ndim - 2)
+    for where, t in (("weight", weight), ("bias", bias)):
+        if t is not None and (not isinstance(t, Tensor) or t.shape != (c,)):
+            raise TypeError(f"batch_norm({where}) must be a Tensor of shape ({c},), got {t!r}")
+    if training:
+        axes = (0,) + tuple(range(2, input.ndim))
+        n = input.size // c
+        if n <= 1:
+            raise ValueError(f"batch_norm(input): expected more than 1 value per channel when "
+                             f"training, got input shape {input.shape}")
+        mean = input.mean(dim=axes, keepdim=True)
+        centred = input - mean
+        var = (centred * centred).mean(dim=axes, keepdim=True)
+        out = centred / (var + float(eps)).sqrt()
+        if stats[0] is not None:
+            m = float(momentum)
+            stats[0] *= 1.0 - m
+            stats[0] += m * mean.data.reshape(c)
+        if stats[1] is not None:
+            m = float(momentum)
+            stats[1] *= 1.0 - m
+            stats[1] += m * var.data.reshape(c) * (n / (n - 1))
+    else:
+        inv_std = 1.0 / np.sqrt(running_var + float(eps))
+        out = (input - tensor(running_mean.reshape(shape))) * tensor(inv_std.reshape(shape))
+    if weight is not None:
+        out = out * weight.reshape(shape)
+    if bias is not None:
+        out = out + bias.reshape(shape)
+    return out
+
+
+# ---------------------------------------------------------------------------
 # Losses
 
 def _class_targets(target, input, where):
@@ -126,30 +218,97 @@ def _check_classes(t, n_classes, ignore_index, where):
             f"{where}(target): class index {int(t[bad][0])} is out of range for {n_classes} classes")
 
 
-def _class_loss(name, input, target, weight, ignore_index, reduction, ctx_tail=()):
-    """The checks and the fused node shared by cross_entropy and nll_loss:
-    integer class targets over the class dim (1, or 0 for a 1-d input)."""
+def _class_loss(name, input, target, weight, ignore_index, reduction, label_smoothing=0.0):
+    """The checks and the node(s) shared by cross_entropy and nll_loss over the
+    class dim (1, or 0 for a 1-d input).  Integer class targets without
+    weights or smoothing are one fused node; class weights, label smoothing
+    and probability targets are a weighted sum over the log-probabilities."""
     input = _tensor_arg(input, f"{name}(input)")
-    if weight is not None:
-        raise ValueError(f"{name}(weight=...): class weights are not supported")
     if input.ndim == 0:
         raise ValueError(f"{name}(input) needs at least one dimension (the classes)")
     _reduction(reduction, name)
-    t = _class_targets(target, input, name)
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) \
+            or not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{name}(label_smoothing) must be a number in [0, 1], got {label_smoothing!r}")
     axis = 0 if input.ndim == 1 else 1
-    _check_classes(t, input.shape[axis], ignore_index, name)
-    return _node(OPS[name], input, None, None, [t, reduction, ignore_index, axis, *ctx_tail])
+    n_classes = input.shape[axis]
+    w = None
+    if weight is not None:
+        w = weight.data if isinstance(weight, Tensor) else np.asarray(weight)
+        if w.dtype.kind not in "biuf" or w.shape != (n_classes,):
+            raise ValueError(f"{name}(weight) must be a 1-d array of {n_classes} class weights, "
+                             f"got shape {np.shape(w)}")
+        w = w.astype(np.float64)
+    if _probability_targets(target, input):
+        return _probability_loss(name, input, _operand(target, f"{name}(target)"), w,
+                                 reduction, float(label_smoothing), axis)
+    t = _class_targets(target, input, name)
+    _check_classes(t, n_classes, ignore_index, name)
+    if w is None and label_smoothing == 0.0:
+        # the last context slot of cross_entropy keeps the forward's log-probabilities
+        tail = (None,) if name == "cross_entropy" else ()
+        return _node(OPS[name], input, None, None, [t, reduction, ignore_index, axis, *tail])
+    # coef[i, c] weighs -logp[i, c]: (1 - ls) w[t_i] at the target class plus
+    # ls / C w[c] on every class (PyTorch's smoothing); rows of ignored targets are 0
+    shape = [1] * input.ndim
+    shape[axis] = n_classes
+    class_w = np.ones(n_classes) if w is None else w
+    kept = t != ignore_index
+    safe_t = np.where(kept, t, 0)
+    onehot = np.moveaxis(np.eye(n_classes)[safe_t], -1, axis) if input.ndim > 1 else np.eye(n_classes)[safe_t]
+    target_w = np.where(kept, class_w[safe_t], 0.0)
+    keep_b = np.expand_dims(kept, axis)
+    coef = (1.0 - label_smoothing) * onehot * np.expand_dims(target_w, axis) \
+        + np.where(keep_b, (label_smoothing / n_classes) * class_w.reshape(shape), 0.0)
+    logp = input.log_softmax(axis) if name == "cross_entropy" else input
+    losses = -(logp * tensor(coef)).sum(dim=axis)
+    if reduction == "none":
+        return losses
+    total = losses.sum()
+    return total / float(target_w.sum()) if reduction == "mean" else total
 
 
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean"):
-    """-log_softmax(input)[target] over the class dim (1, or 0 for 1-d input),
-    with integer class targets; one fused node."""
-    # the last context slot keeps the forward's log-probabilities for backward
-    return _class_loss("cross_entropy", input, target, weight, ignore_index, reduction, (None,))
+def _probability_targets(target, input):
+    """Class probabilities (PyTorch: a floating target of the input's shape)
+    rather than class indices."""
+    if isinstance(target, Tensor):     # index targets lack the class dim
+        return target.shape == input.shape
+    a = np.asarray(target) if isinstance(target, (np.ndarray, list, tuple)) else None
+    return a is not None and a.dtype.kind == "f" and a.shape == input.shape
+
+
+def _probability_loss(name, input, target, w, reduction, label_smoothing, axis):
+    if name != "cross_entropy":
+        raise ValueError(f"{name}(target): probability targets are taken by cross_entropy only; "
+                         f"nll_loss needs integer class indices")
+    n_classes = input.shape[axis]
+    if label_smoothing:
+        target = target * (1.0 - label_smoothing) + label_smoothing / n_classes
+    prod = input.log_softmax(axis) * target
+    if w is not None:
+        shape = [1] * input.ndim
+        shape[axis] = n_classes
+        prod = prod * tensor(w.reshape(shape))
+    losses = -prod.sum(dim=axis)
+    if reduction == "none":
+        return losses
+    total = losses.sum()
+    # PyTorch's mean over probability targets divides by the number of samples
+    return total / float(input.size // n_classes) if reduction == "mean" else total
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """-log_softmax(input) at the target class over the class dim (1, or 0 for
+    1-d input), with PyTorch's arguments: integer class targets (one fused
+    node) or class probabilities of the input's shape, class ``weight``
+    (the mean divides by the summed weights of the targets), and
+    ``label_smoothing``."""
+    return _class_loss("cross_entropy", input, target, weight, ignore_index, reduction, label_smoothing)
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
-    """-input[target] over the class dim, for log-probabilities ``input``."""
+    """-input[target] over the class dim, for log-probabilities ``input``;
+    class ``weight`` as in cross_entropy."""
     return _class_loss("nll_loss", input, target, weight, ignore_index, reduction)
 
 
@@ -225,20 +384,12 @@ def hinge_loss(input, target, reduction="mean"):
 # ---------------------------------------------------------------------------
 # Convolution and pooling
 
-def _pair(x, where, minimum):
-    """An int or a pair of ints as an (h, w) tuple, each >= minimum."""
-    if isinstance(x, (tuple, list)):
-        if len(x) != 2:
-            raise ValueError(f"{where} must be an int or a pair of ints, got {x!r}")
-        pair = tuple(x)
-    else:
-        pair = (x, x)
-    for v in pair:
-        if isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer)):
-            raise TypeError(f"{where} must be an int or a pair of ints, got {x!r}")
-        if v < minimum:
-            raise ValueError(f"{where} must be >= {minimum}, got {x!r}")
-    return (int(pair[0]), int(pair[1]))
+def _groups(groups, where):
+    if isinstance(groups, bool) or not isinstance(groups, (numbers.Integral, np.integer)):
+        raise TypeError(f"{where} must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"{where} must be >= 1, got {groups}")
+    return int(groups)
 
 
 def _image_input(input, where):
@@ -257,11 +408,18 @@ def _finish(out, unbatched):
     return out.reshape(out.shape[1:]) if unbatched else out
 
 
-def pad(input, pad, value=0.0):
-    """Zero padding with PyTorch's ``pad`` order: (left, right, top, bottom, ...)
-    from the last dimension backwards."""
+_PAD_MODES = ("constant", "reflect", "replicate", "circular")
+
+
+def pad(input, pad, mode="constant", value=None):
+    """Pads with PyTorch's ``pad`` order: (left, right, top, bottom, ...) from
+    the last dimension backwards.  ``mode`` 'constant' pads with zeros;
+    'reflect' mirrors the input without repeating its edge, 'replicate'
+    repeats the edge and 'circular' wraps around."""
     input = _tensor_arg(input, "pad(input)")
-    if value != 0.0:
+    if mode not in _PAD_MODES:
+        raise ValueError(f"pad(mode) must be one of {', '.join(map(repr, _PAD_MODES))}, got {mode!r}")
+    if value is not None and (mode != "constant" or value != 0.0):
         raise ValueError("pad(value=...): only zero padding is supported")
     if not isinstance(pad, (tuple, list)):
         raise TypeError(f"pad(pad) must be a tuple of ints, got {type(pad).__name__}")
@@ -275,7 +433,50 @@ def pad(input, pad, value=0.0):
             if isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer)) or v < 0:
                 raise ValueError(f"pad(pad) takes non-negative ints, got {pad}")
         widths[input.ndim - 1 - i] = (int(lo), int(hi))
-    return _node(OPS["pad"], input, None, None, tuple(widths))
+    if mode == "constant":
+        return _node(OPS["pad"], input, None, None, tuple(widths))
+    if len(pad) // 2 >= input.ndim:
+        raise ValueError(f"pad(pad): mode {mode!r} pads at most {input.ndim - 1} dimensions of a "
+                         f"{input.ndim}-d input (the first is the batch or channels), got {pad}")
+    # Each padded dimension is one gather with integer indices (the Tensor's
+    # indexing node), so backward adds every copy's gradient to its source.
+    out = input
+    for d, (lo, hi) in enumerate(widths):
+        if lo == hi == 0:
+            continue
+        n = input.shape[d]
+        limit = n if mode == "circular" else n - 1 if mode == "reflect" else None
+        if limit is not None and max(lo, hi) > limit:
+            raise ValueError(f"pad(pad): {mode} padding of {max(lo, hi)} must be at most "
+                             f"{limit} for dimension {d} of size {n}")
+        i = np.arange(-lo, n + hi)
+        if mode == "reflect":
+            i = np.abs(i)
+            i = np.where(i >= n, 2 * (n - 1) - i, i)
+        elif mode == "replicate":
+            i = np.clip(i, 0, n - 1)
+        else:
+            i = i % n
+        out = out[(slice(None),) * d + (i,)]
+    return out
+
+
+def _conv_padding(padding, kernel, stride, dilation, where):
+    """conv2d's padding as ((top, left), (bottom extra, right extra)): an int,
+    a pair, 'valid', or 'same' (stride 1), whose odd total d (k - 1) puts the
+    extra row/column at the bottom/right, as PyTorch does."""
+    if not isinstance(padding, str):
+        return pair(padding, where, 0), (0, 0)
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding != "same":
+        raise ValueError(f"{where} must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    if tuple(stride) != (1, 1):
+        same = f"{where[:-1]}='same')" if where.endswith(")") else f"{where}='same'"
+        raise ValueError(f"{same} is not supported for strided convolutions")
+    total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+    low = (total[0] // 2, total[1] // 2)
+    return low, (total[0] - 2 * low[0], total[1] - 2 * low[1])
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -287,13 +488,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(f"conv2d(weight) must be 4-d (out, in/groups, kH, kW), got shape {weight.shape}")
     if weight.size == 0:
         raise ValueError(f"conv2d(weight) is empty (shape {weight.shape})")
-    stride = _pair(stride, "conv2d(stride)", 1)
-    dilation = _pair(dilation, "conv2d(dilation)", 1)
-    if isinstance(groups, bool) or not isinstance(groups, (numbers.Integral, np.integer)):
-        raise TypeError(f"conv2d(groups) must be an int, got {groups!r}")
-    if groups < 1:
-        raise ValueError(f"conv2d(groups) must be >= 1, got {groups}")
-    groups = int(groups)
+    stride = pair(stride, "conv2d(stride)", 1)
+    dilation = pair(dilation, "conv2d(dilation)", 1)
+    groups = _groups(groups, "conv2d(groups)")
     n, c_in, h, w = x.shape
     c_out, c_per_group, kh, kw = weight.shape
     if c_in % groups:
@@ -310,29 +507,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         if bias.shape != (c_out,):
             raise ValueError(f"conv2d(bias) must have shape ({c_out},), got {bias.shape}")
         args = (bias,)
-    if isinstance(padding, str):
-        if padding == "valid":
-            padding = (0, 0)
-        elif padding == "same":
-            if stride != (1, 1):
-                raise ValueError("conv2d(padding='same') is not supported for strided convolutions")
-            # total padding d (k - 1); an odd total puts the extra row/column
-            # at the bottom/right, padded explicitly as PyTorch does
-            total = (dilation[0] * (kh - 1), dilation[1] * (kw - 1))
-            low = (total[0] // 2, total[1] // 2)
-            extra = (total[0] - 2 * low[0], total[1] - 2 * low[1])
-            if extra != (0, 0):
-                x = pad(x, (0, extra[1], 0, extra[0]))
-            padding = low
-        else:
-            raise ValueError(f"conv2d(padding) must be an int, a pair, 'valid' or 'same', got {padding!r}")
-    else:
-        padding = _pair(padding, "conv2d(padding)", 0)
-    hp, wp = x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1]
-    ekh, ekw = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
-    if ekh > hp or ekw > wp:
+    padding, extra = _conv_padding(padding, (kh, kw), stride, dilation, "conv2d(padding)")
+    if extra != (0, 0):
+        x = pad(x, (0, extra[1], 0, extra[0]))
+    if min(conv2d_output_size(x.shape[2:], (kh, kw), stride, padding, dilation)) < 1:
         raise ValueError(
-            f"conv2d(weight): kernel size {(ekh, ekw)} (dilated) is larger than the padded input {(hp, wp)}")
+            f"conv2d(weight): kernel size {(kh, kw)} with dilation {dilation} is larger than "
+            f"the input {x.shape[2:]} padded by {padding}")
     out = _node(OPS["conv2d"], x, weight, args, (stride, padding, dilation, groups))
     return _finish(out, unbatched)
 
@@ -347,15 +528,11 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
             f"conv_transpose2d(weight) must be 4-d (in, out/groups, kH, kW), got shape {weight.shape}")
     if weight.size == 0:
         raise ValueError(f"conv_transpose2d(weight) is empty (shape {weight.shape})")
-    stride = _pair(stride, "conv_transpose2d(stride)", 1)
-    padding = _pair(padding, "conv_transpose2d(padding)", 0)
-    output_padding = _pair(output_padding, "conv_transpose2d(output_padding)", 0)
-    dilation = _pair(dilation, "conv_transpose2d(dilation)", 1)
-    if isinstance(groups, bool) or not isinstance(groups, (numbers.Integral, np.integer)):
-        raise TypeError(f"conv_transpose2d(groups) must be an int, got {groups!r}")
-    if groups < 1:
-        raise ValueError(f"conv_transpose2d(groups) must be >= 1, got {groups}")
-    groups = int(groups)
+    stride = pair(stride, "conv_transpose2d(stride)", 1)
+    padding = pair(padding, "conv_transpose2d(padding)", 0)
+    output_padding = pair(output_padding, "conv_transpose2d(output_padding)", 0)
+    dilation = pair(dilation, "conv_transpose2d(dilation)", 1)
+    groups = _groups(groups, "conv_transpose2d(groups)")
     n, c_in, h, w = x.shape
     if weight.shape[0] != c_in:
         raise ValueError(
@@ -364,14 +541,9 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     if c_in % groups:
         raise ValueError(f"conv_transpose2d(groups): in_channels {c_in} is not divisible by groups {groups}")
     c_out = weight.shape[1] * groups
-    for i in range(2):
-        if output_padding[i] >= max(stride[i], dilation[i]):
-            raise ValueError(
-                f"conv_transpose2d(output_padding): {output_padding} must be smaller than stride "
-                f"or dilation in each dimension")
-    kh, kw = weight.shape[2], weight.shape[3]
-    oh = (h - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kh - 1) + output_padding[0] + 1
-    ow = (w - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kw - 1) + output_padding[1] + 1
+    check_output_padding(output_padding, stride, dilation, "conv_transpose2d(output_padding)")
+    oh, ow = conv_transpose2d_output_size(
+        (h, w), weight.shape[2:], stride, padding, output_padding, dilation)
     if oh <= 0 or ow <= 0:
         raise ValueError(f"conv_transpose2d(padding): output size {(oh, ow)} would be empty")
     args = None
@@ -384,53 +556,114 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     return _finish(out, unbatched)
 
 
-def _pool_size(size, k, s, p, d, ceil_mode):
-    span = size + 2 * p - d * (k - 1) - 1
-    out = (-(-span // s) if ceil_mode else span // s) + 1
-    if ceil_mode and (out - 1) * s >= size + p:
-        out -= 1    # the last window must start inside the input or left padding
-    return out
-
-
 def _pool_args(where, x, kernel_size, stride, padding, dilation, ceil_mode):
-    kernel = _pair(kernel_size, f"{where}(kernel_size)", 1)
-    stride = kernel if stride is None or stride == [] or stride == () else _pair(stride, f"{where}(stride)", 1)
-    padding = _pair(padding, f"{where}(padding)", 0)
-    dilation = _pair(dilation, f"{where}(dilation)", 1)
+    kernel = pair(kernel_size, f"{where}(kernel_size)", 1)
+    stride = kernel if stride is None or stride == [] or stride == () else pair(stride, f"{where}(stride)", 1)
+    padding = pair(padding, f"{where}(padding)", 0)
+    dilation = pair(dilation, f"{where}(dilation)", 1)
     if not isinstance(ceil_mode, (bool, np.bool_)):
         raise TypeError(f"{where}(ceil_mode) must be a bool, got {type(ceil_mode).__name__}")
-    for i in range(2):
-        if padding[i] * 2 > kernel[i]:
-            raise ValueError(
-                f"{where}(padding): {padding} must be at most half the kernel size {kernel}")
+    check_pool_padding(padding, kernel, f"{where}(padding)")
     h, w = x.shape[2], x.shape[3]
-    oh = _pool_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
-    ow = _pool_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
+    oh, ow = pool2d_output_size((h, w), kernel, stride, padding, dilation, ceil_mode)
     if oh <= 0 or ow <= 0:
         raise ValueError(
             f"{where}(kernel_size): kernel {kernel} is larger than the padded input {(h, w)}")
     return kernel, stride, padding, dilation, bool(ceil_mode)
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
     """Max over kH x kW windows (stride defaults to the kernel size); the
-    gradient goes to the first maximum of each window."""
+    gradient goes to the first maximum of each window.  With
+    ``return_indices``, also the flat index h * W + w of each maximum in its
+    input plane (an int64 numpy array of the output's shape), as PyTorch's."""
     x, unbatched = _image_input(input, "max_pool2d")
     kernel, stride, padding, dilation, ceil_mode = _pool_args(
         "max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
-    out = _node(OPS["max_pool2d"], x, None, None, [kernel, stride, padding, dilation, ceil_mode, None])
+    if not isinstance(return_indices, (bool, np.bool_)):
+        raise TypeError(f"max_pool2d(return_indices) must be a bool, got {type(return_indices).__name__}")
+    # the node's forward stores the kernel's argmax in the last slot
+    ctx = [kernel, stride, padding, dilation, ceil_mode, None]
+    out = _finish(_node(OPS["max_pool2d"], x, None, None, ctx), unbatched)
+    if not return_indices:
+        return out
+    indices = ctx[5].copy()
+    return out, (indices.reshape(indices.shape[1:]) if unbatched else indices)
+
+
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The partial inverse of max_pool2d: each input value is put at its index
+    (from ``max_pool2d(..., return_indices=True)``) in a zero output plane of
+    (H - 1) * stride - 2 * padding + kernel_size (or ``output_size``).
+
+    Where two inputs name the same output cell (overlapping pooling windows
+    picking the same maximum), the last one in row-major order is written and
+    takes that cell's gradient; PyTorch's backward gives it to each of them."""
+    x, unbatched = _image_input(input, "max_unpool2d")
+    kernel = pair(kernel_size, "max_unpool2d(kernel_size)", 1)
+    stride = kernel if stride is None else pair(stride, "max_unpool2d(stride)", 1)
+    padding = pair(padding, "max_unpool2d(padding)", 0)
+    if isinstance(indices, Tensor):
+        indices = indices.data
+    idx = np.asarray(indices)
+    if idx.dtype.kind not in "iu":
+        if idx.dtype.kind != "f" or not np.all(np.isfinite(idx)) or np.any(idx != np.round(idx)):
+            raise TypeError(f"max_unpool2d(indices) must hold integer indices, got dtype {idx.dtype}")
+    idx = idx.astype(np.int64).reshape(x.shape) if idx.shape == input.shape else None
+    if idx is None:
+        raise ValueError(f"max_unpool2d(indices): shape {np.shape(indices)} must match input shape {input.shape}")
+    n, c, h, w = x.shape
+    if output_size is None:
+        oh, ow = conv_transpose2d_output_size((h, w), kernel, stride, padding, 0, 1)
+    else:
+        size = tuple(output_size)[-2:] if isinstance(output_size, (tuple, list)) else None
+        if size is None or len(size) != 2:
+            raise TypeError(f"max_unpool2d(output_size) must be a sequence ending in (H, W), got {output_size!r}")
+        oh, ow = pair(size, "max_unpool2d(output_size)", 1)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"max_unpool2d(padding): output size {(oh, ow)} would be empty")
+    plane = oh * ow
+    if idx.size and (idx.min() < 0 or idx.max() >= plane):
+        raise ValueError(f"max_unpool2d(indices): index {int(idx.min() if idx.min() < 0 else idx.max())} "
+                         f"is out of range for an output plane of {(oh, ow)}")
+    # A gather, not a scatter: each output cell reads the input element that
+    # points at it, or an appended zero.  Fancy assignment keeps the last
+    # writer, as PyTorch's CPU loop does.
+    planes = n * c
+    source = np.full((planes, plane), planes * h * w, dtype=np.int64)
+    rows = np.repeat(np.arange(planes), h * w)
+    source[rows, idx.reshape(-1)] = np.arange(planes * h * w)
+    flat = cat([x.reshape(-1), tensor(np.zeros(1))])
+    out = flat[source.reshape(-1)].reshape((n, c, oh, ow))
     return _finish(out, unbatched)
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    """Mean over kH x kW windows (stride defaults to the kernel size)."""
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """Mean over kH x kW windows (stride defaults to the kernel size).  The
+    divisor is the window's size, padding included unless count_include_pad
+    is False (never the part of a ceil_mode window beyond the padding); with
+    ``divisor_override`` it is that number instead, as in PyTorch."""
     x, unbatched = _image_input(input, "avg_pool2d")
     kernel, stride, padding, _, ceil_mode = _pool_args(
         "avg_pool2d", x, kernel_size, stride, padding, 1, ceil_mode)
     if not isinstance(count_include_pad, (bool, np.bool_)):
         raise TypeError(f"avg_pool2d(count_include_pad) must be a bool, got {type(count_include_pad).__name__}")
+    if divisor_override is not None:
+        if isinstance(divisor_override, bool) or not isinstance(divisor_override, (numbers.Integral, np.integer)):
+            raise TypeError(f"avg_pool2d(divisor_override) must be an int or None, got {divisor_override!r}")
+        if divisor_override == 0:
+            raise ValueError("avg_pool2d(divisor_override) must not be zero")
+        count_include_pad = False
     out = _node(OPS["avg_pool2d"], x, None, None,
                 (kernel, stride, padding, ceil_mode, bool(count_include_pad)))
+    if divisor_override is not None:
+        # window sum / divisor_override = (window mean over the cells inside
+        # the input) * (that count / divisor_override): the kernel's own
+        # counts, so the window rule stays in one place
+        counts = avg_pool2d_divisors(x.shape[2:], kernel, stride, padding, ceil_mode, False)
+        out = out * tensor(counts / float(divisor_override))
     return _finish(out, unbatched)
 
 

@@ -32,12 +32,14 @@ import zlib
 import numpy as np
 
 from . import functional as F
+from ._conv import check_output_padding, check_pool_padding, pair
 from ._engine import Value, dot
 from ._tensor import Tensor, tensor
 
 __all__ = [
     "Module", "Neuron", "Layer", "MLP",
     "Linear", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "Flatten",
+    "Dropout", "BatchNorm1d", "BatchNorm2d",
     "Sequential",
     "manual_seed", "default_generator",
 ]
@@ -170,27 +172,41 @@ class Module:
         return self.forward(*args, **kwargs)
 
     # -- state ----------------------------------------------------------
+    def named_buffers(self, prefix=""):
+        """(dotted name, array) pairs of the numpy buffers that modules list in
+        ``_buffer_names`` (BatchNorm's running statistics), depth first."""
+        out = [(prefix + name, getattr(self, name)) for name in getattr(self, "_buffer_names", ())
+               if getattr(self, name) is not None]
+        for name, child in self.named_children():
+            out += child.named_buffers(f"{prefix}{name}.")
+        return out
+
     def state_dict(self):
-        """OrderedDict of dotted name -> float64 numpy copy (0-d for a Value)."""
+        """OrderedDict of dotted name -> numpy copy: parameters (float64, 0-d
+        for a Value), then buffers (``running_mean``, ``num_batches_tracked``
+        as int64, ...), under PyTorch's names."""
         state = collections.OrderedDict()
         for name, p in self.named_parameters():
             if isinstance(p, Value):
                 state[name] = np.array(p.data, dtype=np.float64)
             else:
                 state[name] = np.array(p.data, dtype=np.float64, copy=True)
+        for name, b in self.named_buffers():
+            state[name] = np.array(b, copy=True)
         return state
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copies arrays into the parameters, in place.
+        """Copies arrays into the parameters and buffers, in place.
 
-        Every entry is checked (name, numeric type, shape) before any
-        parameter changes, so a failed load leaves the model as it was.
-        With ``strict``, missing or unexpected names are errors; otherwise
-        they are returned as ``(missing_keys, unexpected_keys)``.
+        Every entry is checked (name, numeric type, shape) before anything
+        changes, so a failed load leaves the model as it was.  With
+        ``strict``, missing or unexpected names are errors; otherwise they
+        are returned as ``(missing_keys, unexpected_keys)``.
         """
         if not isinstance(state_dict, collections.abc.Mapping):
             raise TypeError(f"state_dict must be a mapping of names to arrays, got {type(state_dict).__name__}")
         own = collections.OrderedDict(self.named_parameters())
+        own.update(self.named_buffers())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
@@ -215,24 +231,34 @@ class Module:
             if array.shape != expected:
                 raise ValueError(f"state_dict[{name!r}] has shape {tuple(array.shape)}, "
                                  f"the parameter has shape {expected}")
-            updates.append((p, array.astype(np.float64)))
+            updates.append((p, array))
         for p, array in updates:
             if isinstance(p, Value):
                 p.data = float(array)
-            else:
-                p.data[...] = array
+            elif isinstance(p, Tensor):
+                p.data[...] = array.astype(np.float64)
+            else:                       # a buffer keeps its dtype
+                p[...] = array.astype(p.dtype)
         return LoadResult(missing, unexpected)
 
     def save(self, path):
-        """Writes ``state_dict()`` to ``path`` as an ``.npz`` archive (no pickle;
-        readable with ``numpy.load(path, allow_pickle=False)``).  The file is
-        written next to its destination and renamed, so a crash never leaves a
-        half-written model under ``path``."""
+        """Writes ``state_dict()`` to ``path``: as safetensors when the name
+        ends in ``.safetensors`` (needs the ``safetensors`` package, the
+        ``microgrid[safetensors]`` extra), else as an ``.npz`` archive.
+        Neither holds pickled code.  The file is written next to its
+        destination and renamed, so a crash never leaves a half-written model
+        under ``path``."""
         path = os.fspath(path)
+        state = self.state_dict()
+        safetensors = _safetensors() if _is_safetensors(path) else None
         tmp = f"{path}.tmp{os.getpid()}"
         try:
-            with open(tmp, "wb") as f:
-                _write_npz(f, self.state_dict())
+            if safetensors is not None:
+                # safetensors has no scalars of its own: a 0-d array is shape []
+                safetensors.save_file({k: np.array(v, order="C") for k, v in state.items()}, tmp)
+            else:
+                with open(tmp, "wb") as f:
+                    _write_npz(f, state)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -240,10 +266,15 @@ class Module:
         return path
 
     def load(self, path):
-        """Reads an archive written by ``save`` (strictly: same names and
-        shapes).  Anything but plain numeric arrays, such as pickled objects,
-        is refused with ValueError without being run.  Returns ``self``."""
-        self.load_state_dict(_read_npz(path), strict=True)
+        """Reads a file written by ``save`` (or by ``safetensors.torch.save_file``
+        from the equivalent torch model), strictly: same names and shapes.
+        Anything but plain numeric arrays, such as pickled objects, is
+        refused with ValueError without being run.  Returns ``self``."""
+        if _is_safetensors(os.fspath(path)):
+            state = _read_safetensors(path)
+        else:
+            state = _read_npz(path)
+        self.load_state_dict(state, strict=True)
         return self
 
     # -- repr -------------------------------------------------------------
@@ -269,6 +300,31 @@ def _write_npz(f, state):
             with archive.open(name + ".npy", mode="w", force_zip64=True) as member:
                 # (ascontiguousarray would turn a 0-d array into a 1-d one)
                 np.lib.format.write_array(member, np.array(array, order="C"), allow_pickle=False)
+
+
+def _is_safetensors(path):
+    return os.fspath(path).lower().endswith(".safetensors")
+
+
+def _safetensors():
+    try:
+        import safetensors.numpy
+    except ImportError:
+        raise ImportError("saving or loading .safetensors needs the safetensors package: "
+                          "pip install safetensors (or microgrid[safetensors])") from None
+    return safetensors.numpy
+
+
+def _read_safetensors(path):
+    reader = _safetensors()
+    try:
+        return collections.OrderedDict(reader.load_file(os.fspath(path)))
+    except OSError:
+        raise
+    except Exception as exc:    # safetensors' own error types differ by version
+        if not os.path.isfile(path):
+            raise
+        raise ValueError(f"path {os.fspath(path)!r} is not a readable .safetensors file: {exc}") from None
 
 
 def _read_npz(path):
@@ -369,16 +425,6 @@ def _int_arg(value, name, minimum):
     return int(value)
 
 
-def _pair(value, name, minimum):
-    """An int or a pair of ints, as PyTorch's 2-d layers take them."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-        return tuple(_int_arg(v, name, minimum) for v in value)
-    v = _int_arg(value, name, minimum)
-    return (v, v)
-
-
 def _parameter(shape, bound):
     """A leaf tensor drawn from U(-bound, bound), the shape of PyTorch's
     parameter, that requires grad."""
@@ -416,26 +462,28 @@ class _ConvNd(Module):
                groups, bias, padding_mode, transposed, output_padding=0):
         self.in_channels = _int_arg(in_channels, "in_channels", 1)
         self.out_channels = _int_arg(out_channels, "out_channels", 1)
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = _pair(stride, "stride", 1)
-        if isinstance(padding, str):
-            raise ValueError(f"padding must be an int or a pair of ints (string modes are not supported), got {padding!r}")
-        self.padding = _pair(padding, "padding", 0)
-        self.dilation = _pair(dilation, "dilation", 1)
-        self.output_padding = _pair(output_padding, "output_padding", 0)
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
+        self.stride = pair(stride, "stride", 1)
+        self.dilation = pair(dilation, "dilation", 1)
+        if isinstance(padding, str) and not transposed:
+            # kept as the string, as PyTorch does; F.conv2d resolves it
+            F._conv_padding(padding, self.kernel_size, self.stride, self.dilation, "padding")
+            self.padding = padding
+        else:
+            self.padding = pair(padding, "padding", 0)
+        self.output_padding = pair(output_padding, "output_padding", 0)
         self.groups = _int_arg(groups, "groups", 1)
         if self.in_channels % self.groups:
             raise ValueError(f"in_channels={in_channels} must be divisible by groups={groups}")
         if self.out_channels % self.groups:
             raise ValueError(f"out_channels={out_channels} must be divisible by groups={groups}")
-        if padding_mode != "zeros":
-            raise ValueError(f"padding_mode must be 'zeros', got {padding_mode!r}")
+        modes = ("zeros",) if transposed else ("zeros", "reflect", "replicate", "circular")
+        if padding_mode not in modes:
+            raise ValueError(f"padding_mode must be one of {', '.join(map(repr, modes))}, got {padding_mode!r}")
         self.padding_mode = padding_mode
         kh, kw = self.kernel_size
         if transposed:
-            for op, s, d in zip(self.output_padding, self.stride, self.dilation):
-                if op >= s and op >= d:
-                    raise ValueError(f"output_padding={output_padding!r} must be smaller than stride or dilation")
+            check_output_padding(self.output_padding, self.stride, self.dilation, "output_padding")
             shape = (self.in_channels, self.out_channels // self.groups, kh, kw)
         else:
             shape = (self.out_channels, self.in_channels // self.groups, kh, kw)
@@ -457,12 +505,16 @@ class _ConvNd(Module):
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
         return s
 
 
 class Conv2d(_ConvNd):
     """2-d cross-correlation over NCHW input; weight
-    (out_channels, in_channels // groups, kh, kw)."""
+    (out_channels, in_channels // groups, kh, kw).  ``padding`` is an int, a
+    pair, 'valid' or 'same'; ``padding_mode`` 'zeros', 'reflect', 'replicate'
+    or 'circular' says what the padding holds."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, padding_mode="zeros"):
@@ -470,9 +522,15 @@ class Conv2d(_ConvNd):
                     groups, bias, padding_mode, transposed=False)
 
     def forward(self, x):
-        kwargs = {"groups": self.groups} if self.groups != 1 else {}
-        return F.conv2d(x, self.weight, self.bias, stride=self.stride,
-                                    padding=self.padding, dilation=self.dilation, **kwargs)
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            # PyTorch pads explicitly in the mode, then convolves unpadded
+            (top, left), (bottom, right) = F._conv_padding(
+                padding, self.kernel_size, self.stride, self.dilation, "padding")
+            x = F.pad(x, (left, left + right, top, top + bottom), mode=self.padding_mode)
+            padding = 0
+        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=padding,
+                        dilation=self.dilation, groups=self.groups)
 
 
 class ConvTranspose2d(_ConvNd):
@@ -485,41 +543,42 @@ class ConvTranspose2d(_ConvNd):
                     groups, bias, padding_mode, transposed=True, output_padding=output_padding)
 
     def forward(self, x):
-        kwargs = {}
-        if self.output_padding != (0, 0):
-            kwargs["output_padding"] = self.output_padding
-        if self.groups != 1:
-            kwargs["groups"] = self.groups
-        if self.dilation != (1, 1):
-            kwargs["dilation"] = self.dilation
         return F.conv_transpose2d(x, self.weight, self.bias, stride=self.stride,
-                                              padding=self.padding, **kwargs)
+                                  padding=self.padding, output_padding=self.output_padding,
+                                  groups=self.groups, dilation=self.dilation)
 
 
 def _size_arg(value, name, minimum):
-    # pooling layers keep ints as ints (PyTorch's reprs show kernel_size=2)
-    if isinstance(value, (tuple, list)):
-        return _pair(value, name, minimum)
-    return _int_arg(value, name, minimum)
+    # checked as a pair; pooling layers keep ints as ints (PyTorch's reprs
+    # show kernel_size=2)
+    checked = pair(value, name, minimum)
+    return checked if isinstance(value, (tuple, list)) else checked[0]
+
+
+def _flag_arg(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
 
 
 class MaxPool2d(Module):
-    """Maximum over kh x kw windows; the gradient goes to the first maximum."""
+    """Maximum over kh x kw windows; the gradient goes to the first maximum.
+    With ``return_indices`` the forward returns (output, indices), the flat
+    index of each maximum in its input plane, for ``F.max_unpool2d``."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False):
         self.kernel_size = _size_arg(kernel_size, "kernel_size", 1)
         self.stride = self.kernel_size if stride is None else _size_arg(stride, "stride", 1)
         self.padding = _size_arg(padding, "padding", 0)
         self.dilation = _size_arg(dilation, "dilation", 1)
-        self.ceil_mode = bool(ceil_mode)
+        self.return_indices = _flag_arg(return_indices, "return_indices")
+        self.ceil_mode = _flag_arg(ceil_mode, "ceil_mode")
+        check_pool_padding(self.padding, self.kernel_size, "padding")
 
     def forward(self, x):
-        kwargs = {}
-        if self.dilation not in (1, (1, 1)):
-            kwargs["dilation"] = self.dilation
-        if self.ceil_mode:
-            kwargs["ceil_mode"] = True
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, **kwargs)
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
@@ -527,30 +586,112 @@ class MaxPool2d(Module):
 
 
 class AvgPool2d(Module):
-    """Mean over kh x kw windows (padding counted unless count_include_pad=False)."""
+    """Mean over kh x kw windows (padding counted unless count_include_pad=False;
+    the divisor is divisor_override when given)."""
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
                  count_include_pad=True, divisor_override=None):
         self.kernel_size = _size_arg(kernel_size, "kernel_size", 1)
         self.stride = self.kernel_size if stride is None else _size_arg(stride, "stride", 1)
         self.padding = _size_arg(padding, "padding", 0)
-        self.ceil_mode = bool(ceil_mode)
-        self.count_include_pad = bool(count_include_pad)
-        self.divisor_override = (None if divisor_override is None
-                                 else _int_arg(divisor_override, "divisor_override", 1))
+        self.ceil_mode = _flag_arg(ceil_mode, "ceil_mode")
+        self.count_include_pad = _flag_arg(count_include_pad, "count_include_pad")
+        check_pool_padding(self.padding, self.kernel_size, "padding")
+        if divisor_override is not None:
+            if isinstance(divisor_override, bool) or not isinstance(divisor_override, numbers.Integral):
+                raise TypeError(f"divisor_override must be an int or None, got {type(divisor_override).__name__}")
+            if divisor_override == 0:
+                raise ValueError("divisor_override must not be zero")
+            divisor_override = int(divisor_override)
+        self.divisor_override = divisor_override
 
     def forward(self, x):
-        kwargs = {}
-        if self.ceil_mode:
-            kwargs["ceil_mode"] = True
-        if not self.count_include_pad:
-            kwargs["count_include_pad"] = False
-        if self.divisor_override is not None:
-            kwargs["divisor_override"] = self.divisor_override
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, **kwargs)
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class Dropout(Module):
+    """Zeroes each element with probability ``p`` while training, scaling the
+    rest by 1 / (1 - p); the identity in eval mode.  Seeded by manual_seed."""
+
+    def __init__(self, p=0.5, inplace=False):
+        self.p = F._probability(p, "p")
+        # in-place ops do not exist on the graph; accepted for PyTorch's
+        # signature, and the result is the same
+        self.inplace = _flag_arg(inplace, "inplace")
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}, inplace={self.inplace}"
+
+
+class _BatchNorm(Module):
+    _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+    _input_dims: tuple[int, ...] = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 *, bias=True):
+        self.num_features = _int_arg(num_features, "num_features", 1)
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+            raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+        self.eps = float(eps)
+        if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)):
+            raise TypeError(f"momentum must be a number or None, got {type(momentum).__name__}")
+        self.momentum = None if momentum is None else float(momentum)
+        self.affine = _flag_arg(affine, "affine")
+        self.track_running_stats = _flag_arg(track_running_stats, "track_running_stats")
+        c = self.num_features
+        self.weight = tensor(np.ones(c), requires_grad=True) if self.affine else None
+        has_bias = self.affine and _flag_arg(bias, "bias")
+        self.bias = tensor(np.zeros(c), requires_grad=True) if has_bias else None
+        if self.track_running_stats:
+            self.running_mean = np.zeros(c)
+            self.running_var = np.ones(c)
+            self.num_batches_tracked = np.array(0, dtype=np.int64)
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    def forward(self, x):
+        name = type(self).__name__
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name}(input) must be a Tensor, got {type(x).__name__}")
+        if x.ndim not in self._input_dims:
+            raise ValueError(f"{name}(input) must be {' or '.join(map(str, self._input_dims))}-d, "
+                             f"got shape {x.shape}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{name}(input) has {x.shape[1]} channels, num_features is {self.num_features}")
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked += 1
+            if self.momentum is None:       # a cumulative average, as PyTorch
+                momentum = 1.0 / float(self.num_batches_tracked)
+        # batch statistics while training, and always without running ones
+        # (then running_mean/running_var are None and nothing is updated)
+        use_batch = self.training or not self.track_running_stats
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            use_batch, momentum, self.eps)
+
+    def extra_repr(self):
+        bias = ", bias=False" if self.affine and self.bias is None else ""
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+                f"{bias}, track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, C) or (N, C, L) input over all but dim 1,
+    with running statistics for eval mode (PyTorch's state_dict keys)."""
+    _input_dims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (N, C, H, W) input per channel, with running
+    statistics for eval mode (PyTorch's state_dict keys)."""
+    _input_dims = (4,)
 
 
 class Flatten(Module):

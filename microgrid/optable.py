@@ -46,6 +46,7 @@ class OpRow:
     symbol: str                   # the node's ``_op``
     torch_function: str | None    # functional.<name> as in PyTorch
     torch_module: str | None      # nn.<name> as in PyTorch
+    module_inplace: bool          # PyTorch's module takes inplace=
     value_param: str | None       # keyword of the constant on Value
     tensor_param: str | None      # ... on Tensor and in functional (PyTorch's)
     param_default: float | None
@@ -75,6 +76,8 @@ def _parse(raw):
         keyword, value = choice.split("=", 1)
         variant = (keyword, value)
     torch = raw["torch"].split()
+    module = torch[1] if len(torch) > 1 else None
+    inplace = module is not None and module.endswith("(inplace)")
     params = raw["param"].split()
     grads = tuple(g for g in (raw["grad_a"], raw["grad_b"]) if g)
     shows = tuple(g for g in (raw["show_grad_a"], raw["show_grad_b"]) if g)
@@ -82,7 +85,8 @@ def _parse(raw):
         code=raw["code"], kind=_KIND_NAMES[raw["kind"]], base=raw["base"],
         code_name=raw["code_name"], name=name, variant=variant, symbol=raw["symbol"],
         torch_function=torch[0] if torch else None,
-        torch_module=torch[1] if len(torch) > 1 else None,
+        torch_module=module.removesuffix("(inplace)") if module else None,
+        module_inplace=inplace,
         value_param=params[0] if params else None,
         tensor_param=params[-1] if params else None,
         param_default=raw["param_default"] if params else None,
@@ -216,35 +220,42 @@ def module_classes(Module, functional):
             continue
         classes[first.torch_module] = _module_class(
             Module, first.torch_module, getattr(functional, first.torch_function),
-            _parameters(rows, Tensor))
+            _parameters(rows, Tensor), first.module_inplace)
     return classes
 
 
-def _module_class(Module, class_name, function, params):
+def _module_class(Module, class_name, function, params, inplace):
     keywords = [k for k, _, _ in params]
-    signature = _signature(params)
+    arguments = keywords + (["inplace"] if inplace else [])
+    signature = _signature(params + ((("inplace", False, "flag"),) if inplace else ()))
 
     def __init__(self, *args, **kwargs):
         Module.__init__(self)
-        if len(args) > len(keywords):
+        if len(args) > len(arguments):
             raise TypeError(f"{class_name}() takes "
-                            f"{len(keywords) or 'no'} argument{'' if len(keywords) == 1 else 's'} "
+                            f"{len(arguments) or 'no'} argument{'' if len(arguments) == 1 else 's'} "
                             f"({len(args)} given)")
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
-        for k in keywords:
+        for k in arguments:
             setattr(self, k, bound.arguments[k])
+        if inplace and not isinstance(self.inplace, bool):
+            raise TypeError(f"{class_name}(inplace=...) must be a bool, got {type(self.inplace).__name__}")
         if keywords:
             function(Tensor(0.0), **self._keywords())   # check the arguments now
+
+    __init__.__signature__ = signature
 
     def _keywords(self):
         return {k: getattr(self, k) for k in keywords}
 
     def forward(self, input):
+        # (inplace= is PyTorch's memory saving; the result is the same)
         return function(input, **self._keywords())
 
     def extra_repr(self):
-        return ", ".join(f"{k}={v!r}" for k, v in self._keywords().items())
+        shown = [f"{k}={v!r}" for k, v in self._keywords().items()]
+        return ", ".join(shown + (["inplace=True"] if inplace and self.inplace else []))
 
     return type(class_name, (Module,), {
         "__init__": __init__, "_keywords": _keywords, "forward": forward,

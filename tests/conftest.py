@@ -1,12 +1,33 @@
-"""Shared test helpers."""
+"""Shared test helpers, and the guard that makes the suite test the built
+microgrid however it is started."""
+import importlib.machinery
 import os
 import pathlib
 import subprocess
 import sys
 
-import microgrid
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _compiled_in(folder):
+    return any((folder / f"_engine{suffix}").exists() for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+
+
+# `python -m pytest` puts the working directory first on sys.path, so from the
+# checkout `import microgrid` would find its uncompiled sources and fail half
+# way.  Unless the checkout holds a build (pip install -e ., or an in-place
+# build), drop it from the path so the installed package is imported.
+if not _compiled_in(ROOT / "microgrid"):
+    sys.path[:] = [p for p in sys.path if pathlib.Path(p or os.curdir).resolve() != ROOT]
+    sys.modules.pop("microgrid", None)
+try:
+    import microgrid
+except ImportError as exc:
+    pytest.exit(f"microgrid is not built ({exc}): run `pip install .` (or `pip install -e . "
+                f"--no-build-isolation`) in {ROOT}, then the tests", returncode=4)
+
 EXAMPLES = ROOT / "examples"
 
 

@@ -18,6 +18,7 @@ Conventions of an entry:
     must raise ``exc`` with a message matching ``regex``, which names the
     offending argument.
 """
+import inspect
 import math
 import operator
 import random
@@ -1333,8 +1334,8 @@ for _name, _rows in optable._method_groups().items():
     _parameters = optable._parameters(_rows, Tensor)
     _errors = [ErrorInput(lambda c=_cls: c()("x"), TypeError, _fn + r"\(input\)"),
                ErrorInput(lambda c=_cls: c()(None), TypeError, _fn + r"\(input\)"),
-               ErrorInput(lambda c=_cls, n=len(_parameters): c(*([1] * (n + 1))), TypeError,
-                          r"takes (no|\d+) arguments?")]
+               ErrorInput(lambda c=_cls: c(*([1] * (len(inspect.signature(c).parameters) + 1))),
+                          TypeError, r"takes (no|\d+) arguments?")]
     for _keyword, _default, _kind in _parameters:
         _errors.append(ErrorInput(lambda c=_cls, k=_keyword, bad="x" if _kind == "constant" else "bogus":
                                   c(**{k: bad}), (TypeError, ValueError), rf"{_keyword}="))
@@ -1348,6 +1349,99 @@ add(OpInfo("nn.Sequential", _layer_op, _sequential_ref,
            _extra(ErrorInput(lambda: nn.Sequential(1), TypeError, r"modules\[0\]"),
                   ErrorInput(lambda: nn.Sequential(nn.Linear(3, 4))(_t(2, 5)), ValueError, r"in_features"),
                   ErrorInput(lambda: nn.Sequential(nn.ReLU())("x"), TypeError, r"relu\(input\)"))))
+
+
+# -- CNN layers: unpooling, dropout, batch normalisation ------------------------------
+
+
+def _unpool_op(x, k):
+    # the indices of a pooling of a fixed, tie-free image: the op is linear in x
+    idx = F.max_pool2d(mg.tensor(np.arange(16.0).reshape(1, 1, 4, 4) % 7), k, return_indices=True)[1]
+    return F.max_unpool2d(x, idx, k)
+
+
+def _unpool_ref(x, k):
+    idx = F.max_pool2d(mg.tensor(np.arange(16.0).reshape(1, 1, 4, 4) % 7), k, return_indices=True)[1]
+    out = np.zeros((1, 1, 4, 4))
+    out.reshape(-1)[idx.reshape(-1)] = x.reshape(-1)
+    return out
+
+
+add(OpInfo("functional.max_unpool2d", _unpool_op, _unpool_ref,
+           lambda rng: [Sample((rng.standard_normal((1, 1, 2, 2)),), (2,))],
+           _extra(ErrorInput(lambda: F.max_unpool2d(_t(1, 1, 2, 2), np.full((1, 1, 2, 2), 16), 2), ValueError,
+                             r"max_unpool2d\(indices\): index 16"),
+                  ErrorInput(lambda: F.max_unpool2d(_t(1, 1, 2, 2), np.zeros((1, 1, 2)), 2), ValueError,
+                             r"max_unpool2d\(indices\): shape"),
+                  ErrorInput(lambda: F.max_unpool2d("x", np.zeros((1, 1, 2, 2)), 2), TypeError,
+                             r"max_unpool2d\(input\)"),
+                  ErrorInput(lambda: F.max_unpool2d(_t(1, 1, 2, 2), np.zeros((1, 1, 2, 2)), 0), ValueError,
+                             r"max_unpool2d\(kernel_size\)")),
+           aliases=("mg.max_unpool2d",)))
+
+
+def _seeded_dropout(x, p, **kw):
+    mg.manual_seed(0)                   # the same mask on every call (gradcheck calls again)
+    return F.dropout(x, p, **kw)
+
+
+def _dropout_ref(x, p, training=True):
+    if not training:
+        return x
+    return x * (np.random.default_rng(0).random(x.shape) >= p) / (1 - p)
+
+
+add(OpInfo("functional.dropout", _seeded_dropout, _dropout_ref,
+           lambda rng: [Sample((rng.standard_normal((4, 5)),), (0.3,)), Sample((rng.standard_normal(6),), (0.5,)),
+                        Sample((rng.standard_normal((2, 3)),), (0.5,), {"training": False})],
+           _extra(ErrorInput(lambda: F.dropout(_t(2), 1.5), ValueError, r"dropout\(p\)"),
+                  ErrorInput(lambda: F.dropout(_t(2), "a"), ValueError, r"dropout\(p\)"),
+                  ErrorInput(lambda: F.dropout(_t(2), 0.5, training=None), TypeError, r"dropout\(training\)"),
+                  ErrorInput(lambda: F.dropout([1.0], 0.5), TypeError, r"dropout\(input\)")),
+           aliases=("mg.dropout",)))
+
+
+def _bn_ref(x, w=None, b=None, eps=1e-5):
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    out = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    if w is not None:
+        out = out * w.reshape(shape) + b.reshape(shape)
+    return out
+
+
+add(OpInfo("functional.batch_norm",
+           lambda x, w, b: F.batch_norm(x, np.zeros(x.shape[1]), np.ones(x.shape[1]), w, b, training=True),
+           _bn_ref,
+           lambda rng: [Sample((rng.standard_normal((4, 3)), rng.standard_normal(3), rng.standard_normal(3))),
+                        Sample((rng.standard_normal((2, 2, 3, 2)), rng.standard_normal(2), rng.standard_normal(2)))],
+           _extra(ErrorInput(lambda: F.batch_norm(_t(3), None, None, training=True), ValueError, r"batch_norm\(input\)"),
+                  ErrorInput(lambda: F.batch_norm(_t(1, 2), None, None, training=True), ValueError,
+                             r"batch_norm\(input\): expected more than 1 value"),
+                  ErrorInput(lambda: F.batch_norm(_t(2, 2), np.zeros(3), np.ones(2)), TypeError, r"batch_norm\(running_mean\)"),
+                  ErrorInput(lambda: F.batch_norm(_t(2, 2), None, None, _t(3), training=True), TypeError,
+                             r"batch_norm\(weight\)")),
+           aliases=("mg.batch_norm",)))
+
+
+def _dropout_layer_op(x, layer):
+    mg.manual_seed(0)
+    return layer(x)
+
+
+add(OpInfo("nn.Dropout", _dropout_layer_op, lambda x, layer: _dropout_ref(x, layer.p, layer.training),
+           lambda rng: [Sample((rng.standard_normal((4, 5)),), (nn.Dropout(0.25),)),
+                        Sample((rng.standard_normal((4, 5)),), (nn.Dropout(0.25).eval(),))],
+           _extra(ErrorInput(lambda: nn.Dropout(-0.5), ValueError, r"p must be a probability"),
+                  ErrorInput(lambda: nn.Dropout(0.5, inplace="yes"), TypeError, r"inplace"),
+                  ErrorInput(lambda: nn.Dropout()("x"), TypeError, r"dropout\(input\)"))))
+for _cls, _shape in ((nn.BatchNorm1d, (4, 3)), (nn.BatchNorm2d, (3, 3, 2, 2))):
+    add(OpInfo(f"nn.{_cls.__name__}", _layer_op, lambda x, layer: _bn_ref(x, *_params(layer)),
+               (lambda c, s: lambda rng: [Sample((rng.standard_normal(s),), (_layer(lambda: c(3)),))])(_cls, _shape),
+               (lambda c: _extra(ErrorInput(lambda: c(0), ValueError, r"num_features"),
+                                 ErrorInput(lambda: c(3, eps=-1.0), ValueError, r"eps"),
+                                 ErrorInput(lambda: c(3, momentum="a"), TypeError, r"momentum"),
+                                 ErrorInput(lambda: c(3)(_t(2, 4, 2, 2)), ValueError, r"input")))(_cls)))
 
 
 # ---------------------------------------------------------------------------

@@ -551,7 +551,7 @@ def test_bad_input_raises_instead_of_crashing():
         _conv.conv2d_forward(x, w, None, (2**70, 1), (0, 0), (1, 1), 1)
     with pytest.raises(TypeError, match="dilation"):
         _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), "1", 1)
-    with pytest.raises(TypeError, match="dilation"):
+    with pytest.raises(ValueError, match="dilation"):
         _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1, 1), 1)
     with pytest.raises(TypeError):
         _conv.conv2d_forward(x, w, None, (1.5, 1), (0, 0), (1, 1), 1)

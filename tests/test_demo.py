@@ -80,9 +80,22 @@ def test_saliency_is_the_input_gradient_of_each_predicted_score():
         np.testing.assert_allclose(maps[i], np.abs(np.asarray(x.grad))[0, 0], rtol=1e-12, atol=1e-15)
 
 
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
 def test_line_bar_draws_on_its_stream():
-    stream = io.StringIO()
-    bar = demo._LineBar(4, "task", stream=stream, width=8)
+    stream = _Terminal()
+    bar = demo._LineBar(4, "task", stream=stream, width=8, min_interval=0.0)
     bar.update(2)
     bar.set_postfix_str("loss=1.0")
     bar.update(2)
@@ -90,6 +103,44 @@ def test_line_bar_draws_on_its_stream():
     text = stream.getvalue()
     assert "task [####....] 2/4" in text and "task [########] 4/4" in text and "loss=1.0" in text
     assert text.endswith("\n") and text.count("\n") == 1
+
+
+def test_line_bar_redraws_at_most_ten_times_a_second_on_a_terminal():
+    stream, clock = _Terminal(), _Clock()
+    bar = demo._LineBar(1000, "task", stream=stream, clock=clock)
+    for _ in range(1000):           # 1000 steps in 0.5 s
+        clock.now += 0.0005
+        bar.update(1)
+    bar.close()
+    redraws = stream.getvalue().count("\r")
+    assert 5 <= redraws <= 8        # the first draw, one per 0.1 s, the last
+    assert "1000/1000" in stream.getvalue()
+
+
+def test_line_bar_prints_lines_not_redraws_when_not_a_terminal(capsys):
+    stream = io.StringIO()
+    bar = demo._LineBar(100, "task", stream=stream)
+    for epoch in range(3):
+        for _ in range(33):
+            bar.update(1)
+        bar.write(f"epoch {epoch}")
+    bar.close()
+    assert "\r" not in stream.getvalue()
+    assert stream.getvalue().count("\n") == 1 and "99/100" in stream.getvalue()
+    assert capsys.readouterr().out.splitlines() == ["epoch 0", "epoch 1", "epoch 2"]
+
+
+def test_demo_log_has_no_redraws(tmp_path):
+    # `microgrid demo > demo.log 2>&1`: one line per epoch, no carriage returns
+    import subprocess
+    import sys
+    from conftest import child_env
+    done = subprocess.run([sys.executable, "-m", "microgrid", "demo", "--quick", "--out", str(tmp_path / "o")],
+                          cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stdout + done.stderr
+    # each bar is one summary line, not a line per redraw
+    assert done.stderr.count("digits CNN [") == 1 and done.stderr.count("moons MLP [") == 1
 
 
 def test_bad_command_line_is_refused(capsys):

@@ -100,8 +100,13 @@ def test_problem09_quick(tmp_path):
 
 
 def test_problem10_quick(tmp_path):
-    out = run("problem10_saliency.py", "--quick", "--png", str(tmp_path / "s.png"), tmp_path=tmp_path)
+    out = run("problem10_saliency.py", "--quick", tmp_path=tmp_path)
     assert "its saliency map:" in out and "against central differences" in out
+    # the picture goes into a folder of its own, named in the output, never
+    # loose in the working directory
+    assert not list(tmp_path.glob("*.png"))
+    if "saliency map saved to" in out:
+        assert "problem10-out" in out and (tmp_path / "problem10-out" / "saliency.png").is_file()
 
 
 def test_problem11_quick(tmp_path):

@@ -4,6 +4,7 @@ match finite differences, non-contiguous and broadcast inputs give the same
 results, NaN in gives NaN out, and its error inputs raise the documented
 exception with a message naming the argument."""
 import re
+import zlib
 
 import numpy as np
 import pytest
@@ -15,7 +16,9 @@ IDS = [e.name for e in OPS]
 
 
 def _rng(entry):
-    return np.random.default_rng(abs(hash(entry.name)) % 2**32)
+    # a stable digest of the name: hash() of a str changes with PYTHONHASHSEED,
+    # so a failing sample would not come back in the next run
+    return np.random.default_rng(zlib.crc32(entry.name.encode()))
 
 
 def _close(got, want, atol):
