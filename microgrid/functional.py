@@ -19,7 +19,9 @@ from ._conv import (
     avg_pool2d_divisors, check_output_padding, check_pool_padding, conv2d_output_size, conv_transpose2d_output_size,
     pair, pool2d_output_size)
 from ._engine import Value
-from ._tensor import OPS, Tensor, _node, _value_tensor, broadcast_shape, cat, tensor
+from ._tensor import (
+    OPS, ClassLossState, ConvState, LossState, PoolState, Tensor, _node, _value_tensor,
+    broadcast_shape, cat, tensor)
 
 __all__ = [
     "linear", "dropout", "batch_norm",
@@ -245,9 +247,7 @@ def _class_loss(name, input, target, weight, ignore_index, reduction, label_smoo
     t = _class_targets(target, input, name)
     _check_classes(t, n_classes, ignore_index, name)
     if w is None and label_smoothing == 0.0:
-        # the last context slot of cross_entropy keeps the forward's log-probabilities
-        tail = (None,) if name == "cross_entropy" else ()
-        return _node(OPS[name], input, None, None, [t, reduction, ignore_index, axis, *tail])
+        return _node(OPS[name], input, None, None, ClassLossState(t, reduction, ignore_index, axis))
     # coef[i, c] weighs -logp[i, c]: (1 - ls) w[t_i] at the target class plus
     # ls / C w[c] on every class (PyTorch's smoothing); rows of ignored targets are 0
     shape = [1] * input.ndim
@@ -332,7 +332,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     if np.any((p < 0) | (p > 1)) or np.any(np.isnan(p)):
         raise ValueError("binary_cross_entropy(input): all elements must be between 0 and 1")
     w = _weight_array(weight, input.shape, "binary_cross_entropy(weight)")
-    return _node(OPS["binary_cross_entropy"], input, target, None, (reduction, w))
+    return _node(OPS["binary_cross_entropy"], input, target, None, LossState(reduction, weight=w))
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
@@ -344,10 +344,11 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     _reduction(reduction, "binary_cross_entropy_with_logits")
     w = _weight_array(weight, input.shape, "binary_cross_entropy_with_logits(weight)")
     pw = _weight_array(pos_weight, input.shape, "binary_cross_entropy_with_logits(pos_weight)")
-    return _node(OPS["binary_cross_entropy_with_logits"], input, target, None, (reduction, w, pw))
+    return _node(OPS["binary_cross_entropy_with_logits"], input, target, None,
+                 LossState(reduction, weight=w, pos_weight=pw))
 
 
-def _pointwise_loss(name, input, target, reduction, *extra):
+def _pointwise_loss(name, input, target, reduction, **state):
     input = _tensor_arg(input, f"{name}(input)")
     target = _operand(target, f"{name}(target)")
     _reduction(reduction, name)
@@ -356,7 +357,7 @@ def _pointwise_loss(name, input, target, reduction, *extra):
     except ValueError:
         raise ValueError(
             f"{name}: target shape {target.shape} does not broadcast with input shape {input.shape}") from None
-    return _node(OPS[name], input, target, None, (reduction, *extra))
+    return _node(OPS[name], input, target, None, LossState(reduction, **state))
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -373,7 +374,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0):
     """0.5 d^2 where |d| <= delta, else delta (|d| - delta / 2); d = input - target."""
     if not isinstance(delta, numbers.Real) or isinstance(delta, bool) or not delta > 0:
         raise ValueError(f"huber_loss(delta=...) must be a positive number, got {delta!r}")
-    return _pointwise_loss("huber_loss", input, target, reduction, float(delta))
+    return _pointwise_loss("huber_loss", input, target, reduction, delta=float(delta))
 
 
 def hinge_loss(input, target, reduction="mean"):
@@ -514,7 +515,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(
             f"conv2d(weight): kernel size {(kh, kw)} with dilation {dilation} is larger than "
             f"the input {x.shape[2:]} padded by {padding}")
-    out = _node(OPS["conv2d"], x, weight, args, (stride, padding, dilation, groups))
+    out = _node(OPS["conv2d"], x, weight, args, ConvState(stride, padding, dilation, groups))
     return _finish(out, unbatched)
 
 
@@ -552,7 +553,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         if bias.shape != (c_out,):
             raise ValueError(f"conv_transpose2d(bias) must have shape ({c_out},), got {bias.shape}")
         args = (bias,)
-    out = _node(OPS["conv_transpose2d"], x, weight, args, (stride, padding, output_padding, dilation, groups))
+    out = _node(OPS["conv_transpose2d"], x, weight, args,
+                ConvState(stride, padding, dilation, groups, output_padding))
     return _finish(out, unbatched)
 
 
@@ -583,12 +585,11 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         "max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
     if not isinstance(return_indices, (bool, np.bool_)):
         raise TypeError(f"max_pool2d(return_indices) must be a bool, got {type(return_indices).__name__}")
-    # the node's forward stores the kernel's argmax in the last slot
-    ctx = [kernel, stride, padding, dilation, ceil_mode, None]
-    out = _finish(_node(OPS["max_pool2d"], x, None, None, ctx), unbatched)
+    state = PoolState(kernel, stride, padding, dilation, ceil_mode)   # the forward fills .argmax
+    out = _finish(_node(OPS["max_pool2d"], x, None, None, state), unbatched)
     if not return_indices:
         return out
-    indices = ctx[5].copy()
+    indices = state.argmax.copy()
     return out, (indices.reshape(indices.shape[1:]) if unbatched else indices)
 
 
@@ -657,7 +658,8 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
             raise ValueError("avg_pool2d(divisor_override) must not be zero")
         count_include_pad = False
     out = _node(OPS["avg_pool2d"], x, None, None,
-                (kernel, stride, padding, ceil_mode, bool(count_include_pad)))
+                PoolState(kernel, stride, padding, ceil_mode=ceil_mode,
+                          count_include_pad=bool(count_include_pad)))
     if divisor_override is not None:
         # window sum / divisor_override = (window mean over the cells inside
         # the input) * (that count / divisor_override): the kernel's own

@@ -2,14 +2,39 @@
 # losses, each one node evaluated in a form that never overflows.  Included
 # by microgrid/_tensor.pyx; functional.py validates the arguments.
 #
-# ctx of each op:
-#   SOFTMAX, LOG_SOFTMAX          the axis
-#   CROSS_ENTROPY, NLL_LOSS       [target, reduction, ignore_index, axis, log-softmax
-#                                 (cross_entropy: the forward's, for backward)]
-#   BCE                           (reduction, weight or None)
-#   BCE_LOGITS                    (reduction, weight or None, pos_weight or None)
-#   MSE_LOSS, L1_LOSS, HINGE_LOSS (reduction,)
-#   HUBER_LOSS                    (reduction, delta)
+# ctx: SOFTMAX and LOG_SOFTMAX the axis; CROSS_ENTROPY and NLL_LOSS a
+# ClassLossState; the elementwise losses a LossState.
+
+@cython.final
+cdef class LossState:
+    """What an elementwise loss needs besides its input and target."""
+    cdef readonly str reduction     # 'none', 'mean' or 'sum'
+    cdef readonly object weight     # BCE: per-element weights (an array), or None
+    cdef readonly object pos_weight # BCE with logits: weight of the positive term, or None
+    cdef readonly double delta      # huber: where the quadratic part turns linear
+
+    def __cinit__(self, str reduction, weight=None, pos_weight=None, double delta=1.0):
+        self.reduction = reduction
+        self.weight = weight
+        self.pos_weight = pos_weight
+        self.delta = delta
+
+
+@cython.final
+cdef class ClassLossState:
+    """cross_entropy and nll_loss over class-index targets."""
+    cdef readonly object target        # the class indices (int64 array or int)
+    cdef readonly str reduction        # 'none', 'mean' or 'sum'
+    cdef readonly object ignore_index  # targets equal to it add nothing
+    cdef readonly Py_ssize_t axis      # the class dimension of the input
+    cdef object log_probs              # cross_entropy: the forward's log-softmax
+
+    def __cinit__(self, target, str reduction, ignore_index, Py_ssize_t axis):
+        self.target = target
+        self.reduction = reduction
+        self.ignore_index = ignore_index
+        self.axis = axis
+
 
 cdef inline double _clamped_log(double p) noexcept nogil:
     # PyTorch's binary_cross_entropy clamps the logs at -100
@@ -57,7 +82,7 @@ cdef object _loss_grad(Tensor t, str reduction, Py_ssize_t n):
 cdef object _losses_buffer(Tensor t, object x, object y):
     """Where an elementwise loss writes its per-element losses: the node's
     own buffer when it keeps them (reduction 'none'), else a fresh one."""
-    if t.ctx[0] == 'none' and np.shape(x) == np.shape(y):
+    if (<LossState>t.ctx).reduction == 'none' and np.shape(x) == np.shape(y):
         if t._data is None:
             t._data = np.empty_like(x, dtype=_float64, order='C')
         return t._data
@@ -90,14 +115,15 @@ cdef int softmax_backward(Tensor t, object g, object a, object b) except -1:
 # -- cross_entropy and nll_loss (class-index targets) ---------------------------------------
 
 cdef int class_loss_forward(Tensor t, object x, object y) except -1:
-    target, reduction, ignore_index, axis = t.ctx[0], t.ctx[1], t.ctx[2], t.ctx[3]
+    cdef ClassLossState s = <ClassLossState>t.ctx
+    target, reduction, axis = s.target, s.reduction, s.axis
     if t.op == T_CROSS_ENTROPY:
         shifted = x - np.max(x, axis=axis, keepdims=True)
         logp = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
-        t.ctx[4] = logp
+        s.log_probs = logp
     else:
         logp = x
-    valid = target != ignore_index
+    valid = target != s.ignore_index
     safe = np.where(valid, target, 0)
     picked = np.squeeze(np.take_along_axis(logp, np.expand_dims(safe, axis), axis=axis), axis=axis)
     losses = np.where(valid, -picked, 0.0)
@@ -112,11 +138,12 @@ cdef int class_loss_forward(Tensor t, object x, object y) except -1:
 
 
 cdef int class_loss_backward(Tensor t, object g, object a, object b) except -1:
+    cdef ClassLossState s = <ClassLossState>t.ctx
     if not _needs(a):
         return 0
-    target, reduction, ignore_index, axis = t.ctx[0], t.ctx[1], t.ctx[2], t.ctx[3]
+    target, reduction, axis = s.target, s.reduction, s.axis
     x = (<Tensor>a)._data
-    valid = target != ignore_index
+    valid = target != s.ignore_index
     if reduction == 'none':
         per = np.where(valid, g, 0.0)
     elif reduction == 'sum':
@@ -127,7 +154,7 @@ cdef int class_loss_backward(Tensor t, object g, object a, object b) except -1:
     safe = np.expand_dims(np.where(valid, target, 0), axis)
     if t.op == T_CROSS_ENTROPY:
         # d/dx of -log_softmax(x)[t] = softmax(x) - onehot(t)
-        r = np.exp(t.ctx[4])
+        r = np.exp(s.log_probs)
         np.put_along_axis(r, safe, np.take_along_axis(r, safe, axis=axis) - 1.0, axis=axis)
         r *= per
     else:
@@ -146,6 +173,7 @@ cdef int bce_forward(Tensor t, object x, object y) except -1:
     cdef double* py = _ptr(y)
     cdef double* pl
     cdef double xi, yi
+    cdef LossState s = <LossState>t.ctx
     losses = _losses_buffer(t, x, y)
     pl = _ptr(losses)
     if t.op == T_BCE:
@@ -158,16 +186,14 @@ cdef int bce_forward(Tensor t, object x, object y) except -1:
             # (1 - y) x + softplus(-x), softplus evaluated stably
             xi = px[i]
             pl[i] = (1.0 - py[i]) * xi + mg_softplus(-xi)
-        pos_weight = t.ctx[2]
-        if pos_weight is not None:
+        if s.pos_weight is not None:
             # (1 - y) x + (1 + (pw - 1) y) softplus(-x)
             sp = np.empty_like(x)
             _softplus_loop(_ptr(np.negative(x)), _ptr(sp), n)
-            losses += (pos_weight - 1.0) * y * sp
-    weight = t.ctx[1]
-    if weight is not None:
-        losses *= weight
-    _store(t, _reduced(losses, t.ctx[0]))
+            losses += (s.pos_weight - 1.0) * y * sp
+    if s.weight is not None:
+        losses *= s.weight
+    _store(t, _reduced(losses, s.reduction))
     return 0
 
 
@@ -179,16 +205,17 @@ cdef int bce_backward(Tensor t, object g, object a, object b) except -1:
     cdef double* pg
     cdef double scale, xi, yi, gi
     cdef unsigned short op = t.op
-    reduction, weight = t.ctx[0], t.ctx[1]
+    cdef LossState s = <LossState>t.ctx
+    weight = s.weight
     x = (<Tensor>a)._data
     y = (<Tensor>b)._data
-    up = _loss_grad(t, reduction, _size(x))
-    per_element = reduction == 'none'
-    if per_element or weight is not None or (op == T_BCE_LOGITS and t.ctx[2] is not None):
+    up = _loss_grad(t, s.reduction, _size(x))
+    per_element = s.reduction == 'none'
+    if per_element or weight is not None or (op == T_BCE_LOGITS and s.pos_weight is not None):
         scale = 1.0
         up = up if weight is None else up * weight
         per_element = True
-        if op == T_BCE_LOGITS and t.ctx[2] is not None:
+        if op == T_BCE_LOGITS and s.pos_weight is not None:
             return _bce_logits_pos_weight_backward(t, up, a, b, x, y)
     else:
         scale = up
@@ -223,13 +250,13 @@ cdef int bce_backward(Tensor t, object g, object a, object b) except -1:
 
 cdef int _bce_logits_pos_weight_backward(Tensor t, object up, object a, object b, object x,
                                          object y) except -1:
-    pw = t.ctx[2]
-    s = np.empty_like(x)
-    _sigmoid_loop(_ptr(x), _ptr(s), _size(x))
+    pw = (<LossState>t.ctx).pos_weight
+    sig = np.empty_like(x)
+    _sigmoid_loop(_ptr(x), _ptr(sig), _size(x))
     l = 1.0 + (pw - 1.0) * y
     if _needs(a):
         # d/dx [(1 - y) x + l softplus(-x)] = (1 - y) - l (1 - sigmoid(x))
-        _acc(a, _filled(x.shape, up * ((1.0 - y) - l * (1.0 - s))), True)
+        _acc(a, _filled(x.shape, up * ((1.0 - y) - l * (1.0 - sig))), True)
     if _needs(b):
         sp = np.empty_like(x)
         _softplus_loop(_ptr(np.negative(x)), _ptr(sp), _size(x))
@@ -241,6 +268,7 @@ cdef int _bce_logits_pos_weight_backward(Tensor t, object up, object a, object b
 
 cdef int pointwise_loss_forward(Tensor t, object x, object y) except -1:
     cdef unsigned short op = t.op
+    cdef LossState s = <LossState>t.ctx
     losses = _losses_buffer(t, x, y)
     d = np.subtract(x, y, out=losses)
     if op == T_MSE_LOSS:
@@ -248,19 +276,19 @@ cdef int pointwise_loss_forward(Tensor t, object x, object y) except -1:
     elif op == T_L1_LOSS:
         np.abs(d, out=losses)
     elif op == T_HUBER_LOSS:
-        delta = t.ctx[1]
         ad = np.abs(d)
-        np.copyto(losses, np.where(ad <= delta, 0.5 * d * d, delta * (ad - 0.5 * delta)))
+        np.copyto(losses, np.where(ad <= s.delta, 0.5 * d * d, s.delta * (ad - 0.5 * s.delta)))
     else:   # hinge: relu(1 - x y)
         margin = 1.0 - x * y
         np.copyto(losses, np.where(margin < 0.0, 0.0, margin))
-    _store(t, _reduced(losses, t.ctx[0]))
+    _store(t, _reduced(losses, s.reduction))
     return 0
 
 
 cdef int pointwise_loss_backward(Tensor t, object g, object a, object b) except -1:
     cdef unsigned short op = t.op
-    reduction = t.ctx[0]
+    cdef LossState s = <LossState>t.ctx
+    reduction = s.reduction
     x = (<Tensor>a)._data
     y = (<Tensor>b)._data
     n = _size(t._data) if reduction == 'none' else _shape_size(_broadcast_shape(x.shape, y.shape))
@@ -279,8 +307,7 @@ cdef int pointwise_loss_backward(Tensor t, object g, object a, object b) except 
     elif op == T_L1_LOSS:
         r = np.sign(d)
     else:
-        delta = t.ctx[1]
-        r = np.clip(d, -delta, delta)
+        r = np.clip(d, -s.delta, s.delta)
     r = r * up
     if _needs(a):
         _acc(a, _unbroadcast(r, x.shape), True)
