@@ -33,17 +33,18 @@ directives = {
 }
 
 
-# Every microgrid/_*.pyx is a compiled module; each links the plain-C kernels
-# of csrc/ (small, and it keeps the modules independent of each other).
+# Every microgrid/<room>/_*.pyx is a compiled module (microgrid.core._engine,
+# microgrid.tensors._tensor, microgrid.kernels._conv); each links the plain-C
+# kernels of csrc/ (small, and it keeps the modules independent of each other).
 C_SOURCES = sorted(glob.glob("csrc/mg_*.c"))
 # the op table and the headers derived from it: a change rebuilds every module
 C_DEPENDS = sorted(glob.glob("csrc/mg_*.h") + glob.glob("csrc/mg_*.def"))
 
 
 def extension(pyx):
-    name = os.path.splitext(os.path.basename(pyx))[0]
+    name = os.path.splitext(pyx)[0].replace(os.sep, ".").replace("/", ".")
     return Extension(
-        f"microgrid.{name}",
+        name,
         [pyx, *C_SOURCES],
         depends=C_DEPENDS,
         include_dirs=["csrc", numpy.get_include()],
@@ -55,8 +56,8 @@ def extension(pyx):
 
 setup(
     ext_modules=cythonize(
-        [extension(pyx) for pyx in sorted(glob.glob("microgrid/_*.pyx"))],
+        [extension(pyx) for pyx in sorted(glob.glob("microgrid/*/_*.pyx"))],
         compiler_directives=directives,
-        include_path=["microgrid"],
+        include_path=["."],
     ),
 )

@@ -8,18 +8,18 @@
 """
 from numbers import Real as _Real
 
-from . import _engine
-from ._engine import Graph, Value, detect_anomaly, dot, is_anomaly_enabled, topological_order
-from .gradcheck import GradcheckError, gradcheck
-from ._tensor import Tensor, cat, concatenate, matmul, ones, randn, stack, tensor, zeros
-from . import optable   # installs the elementwise methods of Value and Tensor
+from .core import _engine
+from .core._engine import Graph, Value, detect_anomaly, dot, is_anomaly_enabled, topological_order
+from .tools.gradcheck import GradcheckError, gradcheck
+from .tensors._tensor import Tensor, cat, concatenate, matmul, ones, randn, stack, tensor, zeros
+from .core import optable   # installs the elementwise methods of Value and Tensor
 from . import functional
 from .functional import *  # noqa: F403 (functional.__all__ is the list)
 from .nn import manual_seed
-from .explain import explain
-from .check import CheckReport, check
-from .draw import draw, to_dot
-from .attribution import (gradient_x_input, integrated_gradients, shap_sample, shap_values,
+from .tools.explain import explain
+from .tools.check import CheckReport, check
+from .tools.draw import draw, to_dot
+from .tools.attribution import (gradient_x_input, integrated_gradients, shap_sample, shap_values,
                           shapley_orders, shapley_values)
 
 # The one version string: pyproject.toml reads it from here (statically).

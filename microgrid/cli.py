@@ -51,7 +51,7 @@ def build_parser():
     demo.add_argument("--quick", action="store_true",
                       help="a shorter run (fewer epochs), for tests and CI")
 
-    from .check import WORKSHEET_HELP
+    from .tools.check import WORKSHEET_HELP
     check = sub.add_parser(
         "check", help="mark a hand-worked backprop worksheet: the first wrong step, and why",
         description="Mark the answers of a worksheet (the graph as assignments, the root, "
@@ -74,7 +74,7 @@ def _run_demo(demo_argv):
 
 
 def _run_check(args):
-    from .check import WorksheetError, check_worksheet
+    from .tools.check import WorksheetError, check_worksheet
     try:
         report = check_worksheet(args.worksheet, digits=args.digits)
     except OSError as exc:

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from . import nn
-from ._engine import Value, sum as vsum
+from .core._engine import Value, sum as vsum
 from .datasets import batches, load_digits, make_moons, train_test_split
 from .nn import manual_seed
 from .optim import SGD, Adam

@@ -15,11 +15,11 @@ import numbers
 
 import numpy as np
 
-from ._conv import (
+from .kernels._conv import (
     avg_pool2d_divisors, check_output_padding, check_pool_padding, conv2d_output_size, conv_transpose2d_output_size,
     pair, pool2d_output_size)
-from ._engine import Value
-from ._tensor import (
+from .core._engine import Value
+from .tensors._tensor import (
     OPS, ClassLossState, ConvState, LossState, PoolState, Tensor, _node, _value_tensor,
     broadcast_shape, cat, tensor)
 
@@ -671,7 +671,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 
 # The elementwise functions: one per op-table row with a PyTorch name.
 def _add_elementwise_functions():
-    from . import optable
+    from .core import optable
     functions = optable.functional_api()
     globals().update(functions)
     __all__[:0] = list(functions)

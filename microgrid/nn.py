@@ -32,9 +32,9 @@ import zlib
 import numpy as np
 
 from . import functional as F
-from ._conv import check_output_padding, check_pool_padding, pair
-from ._engine import Value, dot
-from ._tensor import Tensor, tensor
+from .kernels._conv import check_output_padding, check_pool_padding, pair
+from .core._engine import Value, dot
+from .tensors._tensor import Tensor, tensor
 
 __all__ = [
     "Module", "Neuron", "Layer", "MLP",
@@ -752,7 +752,7 @@ class Sequential(Module):
 
 # The activation layers: one per op-table row with a PyTorch module name.
 def _add_activation_modules():
-    from . import optable
+    from .core import optable
     classes = optable.module_classes(Module, F)
     globals().update(classes)
     __all__.extend(classes)

@@ -12,8 +12,8 @@ import numbers
 
 import numpy as np
 
-from ._engine import Value
-from ._tensor import Tensor
+from .core._engine import Value
+from .tensors._tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam"]
 

@@ -12,7 +12,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _compiled_in(folder):
-    return any((folder / f"_engine{suffix}").exists() for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+    return any((folder / "core" / f"_engine{suffix}").exists()
+               for suffix in importlib.machinery.EXTENSION_SUFFIXES)
 
 
 # `python -m pytest` puts the working directory first on sys.path, so from the

@@ -30,7 +30,7 @@ import numpy as np
 import microgrid as mg
 import microgrid.functional as F
 import microgrid.nn as nn
-from microgrid import optable
+from microgrid.core import optable
 
 Tensor, Value = mg.Tensor, mg.Value
 
@@ -333,7 +333,7 @@ def add(entry):
 
 # -- the op table's elementwise rows: Value and Tensor methods, functional twins
 #
-# Enumerated from microgrid.optable, so a new row of csrc/mg_ops.def is in the
+# Enumerated from microgrid.core.optable, so a new row of csrc/mg_ops.def is in the
 # registry without a line here.  The reference is numpy's own function where
 # one is listed below (independent of the row); otherwise the row's formula
 # evaluated with numpy, and the PyTorch parity test (test_optable.py) checks

@@ -11,7 +11,7 @@ import random
 import pytest
 
 import microgrid as mg
-from microgrid.check import parse_answer
+from microgrid.tools.check import parse_answer
 from test_explain import problem1
 
 V = mg.Value

@@ -2,7 +2,7 @@
 import pytest
 
 from conftest import EXAMPLES
-from microgrid.check import WorksheetError, load_worksheet
+from microgrid.tools.check import WorksheetError, load_worksheet
 from microgrid.cli import main
 
 SHEETS = EXAMPLES / "worksheets"

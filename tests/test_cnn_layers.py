@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import microgrid as mg
-from microgrid import optable
+from microgrid.core import optable
 import microgrid.functional as F
 from microgrid import nn
 

@@ -1,4 +1,4 @@
-"""Tests of microgrid._conv, the array-level convolution and pooling kernels.
+"""Tests of microgrid.kernels._conv, the array-level convolution and pooling kernels.
 
 Every function is compared three ways: against slow pure-numpy references
 written here with explicit loops (independent of im2col), against PyTorch
@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import pytest
 
-from microgrid import _conv
+from microgrid.kernels import _conv
 
 RNG = np.random.default_rng(20261124)
 

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 import microgrid as mg
-from microgrid.draw import GraphvizNotFound
-from microgrid.explain import fmt
+from microgrid.tools.draw import GraphvizNotFound
+from microgrid.tools.explain import fmt
 
 V = mg.Value
 
@@ -420,7 +420,7 @@ def test_draw_renders_svg_and_png(tmp_path):
 
 
 def test_drawing_repr_svg_is_none_without_graphviz(monkeypatch):
-    from microgrid.draw import Drawing
+    from microgrid.tools.draw import Drawing
     monkeypatch.setitem(sys.modules, "graphviz", None)
     assert Drawing(mg.to_dot(V(1.0) * 2))._repr_svg_() is None
 

@@ -2,7 +2,7 @@
 convolution and pooling nodes against finite differences, hand values and
 PyTorch (float64); argument validation; no warnings at extreme inputs.
 
-The convolution nodes are tested with the compiled kernels (microgrid._conv)
+The convolution nodes are tested with the compiled kernels (microgrid.kernels._conv)
 when they are built, and always with a small numpy reference of the same
 API below, which checks the graph wiring on its own."""
 import warnings
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import microgrid as mg
-import microgrid._tensor as _tensor_module
+import microgrid.tensors._tensor as _tensor_module
 import microgrid.functional as F
 
 RNG = np.random.default_rng(99)
@@ -257,7 +257,7 @@ def _out_size(size, k, s, p, d, ceil_mode):
 
 
 class ReferenceKernels:
-    """A numpy stand-in with microgrid._conv's API (NCHW, float64): loops
+    """A numpy stand-in with microgrid.kernels._conv's API (NCHW, float64): loops
     over the kernel offsets, einsum over channels."""
 
     @staticmethod
@@ -418,7 +418,7 @@ class ReferenceKernels:
 
 def _compiled_kernels():
     try:
-        from microgrid import _conv
+        from microgrid.kernels import _conv
     except ImportError:
         return None
     return _conv
@@ -429,7 +429,7 @@ def kernels(request, monkeypatch):
     if request.param == "reference":
         monkeypatch.setattr(_tensor_module, "_conv_module", ReferenceKernels)
     elif _compiled_kernels() is None:
-        pytest.skip("microgrid._conv is not built on this branch yet")
+        pytest.skip("microgrid.kernels._conv is not built on this branch yet")
     else:
         monkeypatch.setattr(_tensor_module, "_conv_module", _compiled_kernels())
     return request.param

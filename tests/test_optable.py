@@ -1,4 +1,4 @@
-"""The op table (csrc/mg_ops.def, microgrid.optable): every row is checked
+"""The op table (csrc/mg_ops.def, microgrid.core.optable): every row is checked
 here by enumeration, so a new row is tested without a new test.
 
 - Value and Tensor compute the same bits, value and gradient (the sign of
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import microgrid as mg
-from microgrid import optable
+from microgrid.core import optable
 from opinfo import formula
 
 SPECIAL = [0.0, -0.0, math.inf, -math.inf, math.nan, 1e-300, -1e-300, 1e300, -1e300,
@@ -213,4 +213,4 @@ def test_readme_op_table_is_the_table():
     if not readme.exists():
         pytest.skip("README.md is not beside the tests (installed test run)")
     assert optable.markdown_table() in readme.read_text(encoding="utf-8"), \
-        "README's op table differs from the op table: paste microgrid.optable.markdown_table()"
+        "README's op table differs from the op table: paste microgrid.core.optable.markdown_table()"

@@ -1,4 +1,4 @@
-"""Tests of microgrid._tensor: Tensor ops against finite differences, hand
+"""Tests of microgrid.tensors._tensor: Tensor ops against finite differences, hand
 values and PyTorch (float64), the Value <-> Tensor bridges, requires_grad
 semantics and the error cases."""
 import warnings

@@ -1,4 +1,4 @@
-"""Benchmark of the convolution kernels (microgrid._conv) against PyTorch.
+"""Benchmark of the convolution kernels (microgrid.kernels._conv) against PyTorch.
 
 The workload is one CNN layer's training step on plain arrays: conv2d with 8
 filters 3x3 -> relu -> 2x2 max pooling -> sum, forward and backward (gradients
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from microgrid import _conv
+from microgrid.kernels import _conv
 
 ONE, ZERO = (1, 1), (0, 0)
 POOL = (2, 2)

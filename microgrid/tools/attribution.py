@@ -29,8 +29,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._engine import Value
-from ._tensor import Tensor, tensor
+from ..core._engine import Value
+from ..tensors._tensor import Tensor, tensor
 
 __all__ = ["shapley_values", "shapley_orders", "shap_values", "shap_sample",
            "integrated_gradients", "gradient_x_input"]

@@ -1,6 +1,6 @@
 # Tensor rules, products family: matmul (numpy's broadcasting and 1-d
 # promotion rules, through BLAS) and linear (x W^T + b in one node).
-# Included by microgrid/_tensor.pyx.  ctx: nothing; linear's bias is args[0].
+# Included by microgrid/tensors/_tensor.pyx.  ctx: nothing; linear's bias is args[0].
 
 cdef int matmul_forward(Tensor t, object x, object y) except -1:
     t._data = _own(np.matmul(x, y, out=t._data))

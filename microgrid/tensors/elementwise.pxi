@@ -1,6 +1,6 @@
 # Tensor rules, elementwise family: the op table's rows (binary operators and
 # one-operand functions, computed by the rows' own array loops, _FORWARD /
-# _GRAD_A / _GRAD_B) and clamp.  Included by microgrid/_tensor.pyx.
+# _GRAD_A / _GRAD_B) and clamp.  Included by microgrid/tensors/_tensor.pyx.
 
 # -- the op table's rows --------------------------------------------------------
 

@@ -1,7 +1,7 @@
 # Tensor rules, shape family: reshape, permute, indexing, concatenation,
 # stacking, padding, and the bridges from scalar Values (a Value as a 0-d
 # tensor, Values stacked into a 1-d tensor).  A shape op's value is a buffer
-# of its own, never a view of its parent's.  Included by microgrid/_tensor.pyx.
+# of its own, never a view of its parent's.  Included by microgrid/tensors/_tensor.pyx.
 #
 # ctx of each op: RESHAPE the target shape; PERMUTE the axes; INDEX an
 # IndexState; CONCAT and STACK the axis; PAD the (before, after) widths per

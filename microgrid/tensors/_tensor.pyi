@@ -4,7 +4,7 @@ from typing import Any, Iterator, NamedTuple, Sequence, overload
 import numpy as np
 import numpy.typing as npt
 
-from ._engine import Node, Value
+from ..core._engine import Node, Value
 
 _Operand = Tensor | Value | float | int | npt.ArrayLike
 _Dim = int | Sequence[int] | None

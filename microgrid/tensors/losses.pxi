@@ -1,6 +1,6 @@
 # Tensor rules, softmax and loss family: softmax, log_softmax and the fused
 # losses, each one node evaluated in a form that never overflows.  Included
-# by microgrid/_tensor.pyx; functional.py validates the arguments.
+# by microgrid/tensors/_tensor.pyx; functional.py validates the arguments.
 #
 # ctx: SOFTMAX and LOG_SOFTMAX the axis; CROSS_ENTROPY and NLL_LOSS a
 # ClassLossState; the elementwise losses a LossState.

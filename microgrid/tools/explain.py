@@ -46,8 +46,8 @@ import html
 import math
 from dataclasses import dataclass, field
 
-from . import optable
-from ._engine import Node, Value, topological_order
+from ..core import optable
+from ..core._engine import Node, Value, topological_order
 
 __all__ = ["explain", "Explanation", "Chain"]
 

@@ -444,7 +444,7 @@ cdef class Value(Node):
         return _unary(OP_ABS, self)
 
     # The elementwise methods (relu, sigmoid, tanh, exp, ...) are generated
-    # from the op table: see microgrid/optable.py.
+    # from the op table: see microgrid/core/optable.py.
 
     # -- gradients ------------------------------------------------------------
 
@@ -1320,7 +1320,7 @@ cdef list _slots(Node node):
 
 def _op_rows():
     """Every entry of the op table (csrc/mg_ops.def), one per op code, as a
-    dict of its columns; microgrid.optable reads it."""
+    dict of its columns; microgrid.core.optable reads it."""
     cdef Py_ssize_t i
     cdef mg_op_row r
     rows = []

@@ -1,4 +1,4 @@
-"""Type stubs for the compiled scalar engine (microgrid/_engine.pyx)."""
+"""Type stubs for the compiled scalar engine (microgrid/core/_engine.pyx)."""
 from types import TracebackType
 from typing import Any, Iterable, SupportsFloat, Union
 

@@ -24,9 +24,10 @@ import inspect
 import math
 from dataclasses import dataclass
 
-from . import _engine, _tensor
+from . import _engine
+from ..tensors import _tensor
 from ._engine import KINDS, Value
-from ._tensor import Tensor
+from ..tensors._tensor import Tensor
 
 __all__ = ["OpRow", "ROWS", "ELEMENTWISE", "row_of", "rows_named", "markdown_table"]
 

@@ -1,6 +1,6 @@
 # Tensor rules, reduction family: sum, mean, max, min (whole tensor or along
 # dims) and max/min along one dim with their indices.  Included by
-# microgrid/_tensor.pyx.
+# microgrid/tensors/_tensor.pyx.
 
 @cython.final
 cdef class ReduceState:

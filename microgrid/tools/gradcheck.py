@@ -2,8 +2,8 @@
 for Values and Tensors."""
 import numpy as np
 
-from ._engine import Value
-from ._tensor import Tensor
+from ..core._engine import Value
+from ..tensors._tensor import Tensor
 
 __all__ = ["gradcheck", "GradcheckError"]
 

@@ -3,13 +3,13 @@
 # their buffers without going through Python properties.
 
 cimport cython
-from microgrid._engine cimport Node
+from microgrid.core._engine cimport Node
 
 # The op codes of tensor nodes that the tensor code handles by name: the one
 # code space of the op table (csrc/mg_ops.def), shared with Value nodes; an
 # elementwise node carries its row's code (MG_OP_SIGMOID for a sigmoid Value
 # and a sigmoid Tensor alike).  Each op's rules and state are in its family's
-# file, microgrid/tensor/*.pxi.
+# file, microgrid/tensors/*.pxi.
 cdef extern from "mg_ops.h":
     ctypedef enum:
         T_ADD "MG_OP_ADD"

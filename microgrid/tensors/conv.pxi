@@ -1,6 +1,6 @@
 # Tensor rules, convolution and pooling family: nodes over the C kernels of
-# microgrid._conv (csrc/mg_conv.c), which functional.py's checked arguments
-# reach.  Included by microgrid/_tensor.pyx.  ctx: a ConvState or a
+# microgrid.kernels._conv (csrc/mg_conv.c), which functional.py's checked arguments
+# reach.  Included by microgrid/tensors/_tensor.pyx.  ctx: a ConvState or a
 # PoolState; a convolution's bias is args[0].
 
 @cython.final
@@ -43,14 +43,14 @@ cdef class PoolState:
         self.count_include_pad = count_include_pad
 
 
-# The kernels (microgrid._conv), imported on first use.
+# The kernels (microgrid.kernels._conv), imported on first use.
 _conv_module = None
 
 
 cdef object _kernels():
     global _conv_module
     if _conv_module is None:
-        from microgrid import _conv
+        from microgrid.kernels import _conv
         _conv_module = _conv
     return _conv_module
 

@@ -17,7 +17,7 @@ import os
 import shutil
 from collections import Counter
 
-from ._engine import Value, topological_order
+from ..core._engine import Value, topological_order
 
 __all__ = ["to_dot", "draw", "Drawing", "GraphvizNotFound"]
 
@@ -77,7 +77,7 @@ def to_dot(root, *, rankdir="LR", max_nodes=300, depth=3, keep=40):
     of the root (at most ``keep`` of them, nearest first) are drawn; the rest
     are counted per op in one summary box.
     """
-    from ._engine import Node
+    from ..core._engine import Node
 
     if not isinstance(root, Node):
         raise TypeError(f"to_dot(root=...) takes a graph node (Value or Tensor), got {type(root).__name__}")

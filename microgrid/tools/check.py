@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
-from . import _engine, optable
-from ._engine import Node, Value, topological_order
+from ..core import _engine, optable
+from ..core._engine import Node, Value, topological_order
 from .explain import _is_constant_node, _name_nodes, explain, fmt
 
 __all__ = ["check", "CheckReport", "CheckItem", "parse_answer", "WRONG_RULES"]

@@ -19,12 +19,12 @@ cimport numpy as cnp
 from libc.math cimport exp, log, log1p, fabs, isnan
 from libc.stdlib cimport calloc
 
-from microgrid._engine cimport (
+from microgrid.core._engine cimport (
     Node, Value, run_backward, make_element, next_seq, OP_LEAF, OP_COUNT,
     anomaly_enabled, check_forward, mg_op_kind, register_tensor_builder,
     KIND_BINARY, KIND_UNARY, KIND_UNARY_C, KIND_ELEMENTWISE, KIND_REDUCE, KIND_SHAPE,
     KIND_PRODUCT, KIND_LOSS, KIND_CONV)
-from microgrid._engine import _OP_SYMBOLS
+from microgrid.core._engine import _OP_SYMBOLS
 
 import numbers
 
@@ -405,12 +405,12 @@ cdef void _rule(int op, forward_rule forward, backward_rule backward) noexcept:
     _backward_rules[op] = backward
 
 
-include "tensor/elementwise.pxi"
-include "tensor/reduce.pxi"
-include "tensor/shape.pxi"
-include "tensor/products.pxi"
-include "tensor/losses.pxi"
-include "tensor/conv.pxi"
+include "elementwise.pxi"
+include "reduce.pxi"
+include "shape.pxi"
+include "products.pxi"
+include "losses.pxi"
+include "conv.pxi"
 
 _register_elementwise()
 _register_reduce()
@@ -781,7 +781,7 @@ cdef class Tensor(Node):
     # -- elementwise functions -------------------------------------------
 
     # The elementwise methods (relu, sigmoid, tanh, exp, ...) are generated
-    # from the op table: see microgrid/optable.py.
+    # from the op table: see microgrid/core/optable.py.
 
     def clamp(self, min=None, max=None):
         for name, bound in (('min', min), ('max', max)):
