@@ -235,9 +235,12 @@ class Explanation:
     ``value(name)``, ``grad(name)``, ``local(node, input)``, ``chain``."""
 
     def __init__(self, title, forward, backward, chain, notes, values, grads, locals_,
-                 hidden_rows=0, window=None):
+                 hidden_rows=0, window=None, window_steps=None):
         self.title = title
-        self.window = window            # lines: one element of a conv/pool output, cell by cell
+        # one element of a conv/pool output, cell by cell: its lines, and its
+        # steps (PoolStep, ElementwiseStep, ConvStep) from the output down
+        self.window = window
+        self.window_steps = window_steps
         self.forward = forward
         self.backward = backward
         self.chain = chain
@@ -643,7 +646,7 @@ def explain(root, wrt=None, *, backward="auto", digits=4, max_paths=8, max_rows=
     shown_root = _tensor_summary(root.data, digits) if _is_tensor(root) else fmt(root.data, digits)
     title = f"Worked solution for {name(root)} = {shown_root}"
     return Explanation(title, forward, backward_rows, chain, notes, graph.values, grads,
-                       graph.locals_, hidden_rows, window)
+                       graph.locals_, hidden_rows, window, walk[0] if window else None)
 
 
 def _name_the_cell(forward, root_name, cell):
@@ -950,7 +953,8 @@ def _resolve_wrt(root, wrt, nodes, name, tensor_ok=False):
         return wrt
     if _is_tensor(wrt) or _is_tensor(root):
         raise ValueError("explain(wrt=...): the chain is written for scalar nodes only "
-                         "(a tensor's local derivatives are Jacobians)")
+                         "(a tensor's local derivatives are Jacobians), or from one element "
+                         "of a conv2d / max_pool2d output, as explain(out[0, 0, 1, 1], wrt=w)")
     return wrt
 
 
