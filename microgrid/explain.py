@@ -19,6 +19,12 @@ the result against the ``.grad`` that ``backward()`` filled: a worked
 solution that disagrees with the engine says so instead of printing one of
 the two silently.
 
+One element of a conv2d / max_pool2d output (``explain(out[0, 0, 1, 1],
+wrt=w)``) is also written cell by cell: the pooling window and its winning
+cell, the convolution's sum of products, and the chain back to every entry
+of a conv2d operand (phase 6).  ``Explanation.to_latex()`` gives the whole
+solution as an amsmath ``align*`` block.
+
 explain() runs in phases, one function each: arguments and the backward
 policy, naming, forward rows, explain's own gradients and the backward rows,
 and the chain for ``wrt`` (waypoints, segments, path count, shown paths).
