@@ -4,7 +4,9 @@ A 6x6 binary image, two 3x3 filters, cross-correlation (as in every
 deep-learning library), stride 1 and 2, then 2x2 max pooling.  The two
 filters make a 2x4x4 output: each filter is a channel.  Also checked: the
 gradient of the pooled maps' sum with respect to the image, which flows
-only through the first maximum of each pooling window.
+only through the first maximum of each pooling window.  One pooled cell is
+worked out by ``mg.explain(pooled[0, 1, 1, 1], wrt=w)``: its pooling window
+and winner, the sum of products, and the chain back to each weight.
 
 Run:  python examples/problem07_conv_pool.py
 """
@@ -64,15 +66,33 @@ def main():
     print("Image:")
     print(grid(IMAGE))
 
-    report.section("One window worked out: filter 1 at the top-left corner")
-    patch = IMAGE[:3, :3]
-    terms = [f"{p:g}*{k:g}" for p, k in zip(patch.ravel(), FILTER1.ravel())]
-    print("  " + " + ".join(terms) + f" = {np.sum(patch * FILTER1):g}")
-
     x = mg.tensor(IMAGE.reshape(1, 1, 6, 6), requires_grad=True)
-    w = mg.tensor(np.stack([FILTER1, FILTER2]).reshape(2, 1, 3, 3))
+    w = mg.tensor(np.stack([FILTER1, FILTER2]).reshape(2, 1, 3, 3), requires_grad=True)
+    x.label, w.label = "x", "w"
     maps = F.conv2d(x, w, stride=1)
     pooled = F.max_pool2d(maps, 2)
+    maps.label, pooled.label = "conv", "pool"
+
+    # One pooled cell worked out by mg.explain: the pooling window and its
+    # winner, the winning convolution cell's sum of products, and the chain
+    # back to each weight, checked by explain against w.grad.
+    report.section("One pooled cell worked out: filter 2, bottom-right (mg.explain)")
+    worked = mg.explain(pooled[0, 1, 1, 1], wrt=w)
+    for line in worked.window + worked.chain.lines:
+        print("  " + line)
+    pool_step, conv_step = worked.window_steps
+    window = [v for _, v in pool_step.cells]
+    report.check("explain: the pool window is the map's 2x2 block",
+                 window, correlate(IMAGE, FILTER2)[2:4, 2:4].ravel())
+    report.check("explain: sum of products", conv_step.total, correlate(IMAGE, FILTER2)[pool_step.winner[2:]])
+    r, c = pool_step.winner[2:]
+    report.check("explain: d(cell)/d(filter 2) is the image patch under the winner",
+                 worked.chain.grad[1, 0], IMAGE[r:r + 3, c:c + 3])
+    report.require("explain: chain agrees with backward()", worked.chain.engine_grad is not None
+                   and worked.chain.lines[-1].endswith("agrees at every entry)"))
+    report.hand("filter 2, pooled [1, 1] (explained)", str(HAND["filter 2, pooled"][1][1]), pool_step.value)
+    w.grad = None
+    x.grad = None
     w1 = mg.tensor(FILTER1.reshape(1, 1, 3, 3))
     strided = F.conv2d(x, w1, stride=2)
     maps_np = np.asarray(maps.data)

@@ -539,6 +539,13 @@ cdef class Tensor(Node):
             parents.extend([p for p in self.args if isinstance(p, Node)])
         return tuple(parents)
 
+    def _state(self):
+        """The op's recorded arguments besides its operands (the node's
+        ``ctx``, laid out per op in its family's file, e.g. tensor/conv.pxi),
+        or None for a leaf.  Read-only, for worked solutions (explain): a
+        list is handed out as a tuple so the node's own state cannot change."""
+        return tuple(self.ctx) if isinstance(self.ctx, list) else self.ctx
+
     def __len__(self):
         if self._data.ndim == 0:
             raise TypeError("len() of a 0-d tensor")

@@ -19,6 +19,12 @@ the result against the ``.grad`` that ``backward()`` filled: a worked
 solution that disagrees with the engine says so instead of printing one of
 the two silently.
 
+One element of a conv2d / max_pool2d output (``explain(out[0, 0, 1, 1],
+wrt=w)``) is also written cell by cell: the pooling window and its winning
+cell, the convolution's sum of products, and the chain back to every entry
+of a conv2d operand (phase 6).  ``Explanation.to_latex()`` gives the whole
+solution as an amsmath ``align*`` block.
+
 explain() runs in phases, one function each: arguments and the backward
 policy, naming, forward rows, explain's own gradients and the backward rows,
 and the chain for ``wrt`` (waypoints, segments, path count, shown paths).
@@ -235,8 +241,12 @@ class Explanation:
     ``value(name)``, ``grad(name)``, ``local(node, input)``, ``chain``."""
 
     def __init__(self, title, forward, backward, chain, notes, values, grads, locals_,
-                 hidden_rows=0):
+                 hidden_rows=0, window=None, window_steps=None):
         self.title = title
+        # one element of a conv/pool output, cell by cell: its lines, and its
+        # steps (PoolStep, ElementwiseStep, ConvStep) from the output down
+        self.window = window
+        self.window_steps = window_steps
         self.forward = forward
         self.backward = backward
         self.chain = chain
@@ -306,6 +316,8 @@ class Explanation:
         for r in self.backward:
             s = f"  {f'd{root}/d{r.name}'.ljust(wn)} = {r.text.ljust(wg)}   {r.how}"
             out.append(s.rstrip() + (f"   [{r.note}]" if r.note else ""))
+        if self.window:
+            out += ["", "One element, cell by cell"] + ["  " + l for l in self.window]
         if self.chain is not None:
             out += ["", f"Chain rule for d{self.chain.root}/d{self.chain.wrt}"]
             out += ["  " + l for l in self.chain.lines]
@@ -334,12 +346,52 @@ class Explanation:
         for r in self.backward:
             how = r.how + (f" ({r.note})" if r.note else "")
             out.append(f"| {cell(f'd{root}/d{r.name}')} | {cell(r.text)} | {cell(how)} |")
+        if self.window:
+            out += ["", "*One element, cell by cell*", "", "```"] + self.window + ["```"]
         if self.chain is not None:
             out += ["", f"*Chain rule for d{self.chain.root}/d{self.chain.wrt}*", "", "```"]
             out += self.chain.lines + ["```"]
         if self.notes:
             out += ["", "*Notes*", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(out) + "\n"
+
+    def to_latex(self):
+        """The worked solution as one amsmath ``align*`` block for a course
+        handout: one line per forward row (value, then its local
+        derivatives), per backward row (the chain-rule sum) and per line of
+        the element's window and the chain; each line aligned at its first
+        ``&=``, the sections headed by ``\\intertext``.  Numbers are the text
+        form's, names LaTeX-safe (``w12`` -> ``w_{12}``, ``yhat`` -> ``\\hat{y}``)."""
+        tex = _Latex(self.names())
+        root = self.backward[0].name if self.backward else None
+        lines = [f"\\intertext{{Forward pass ({len(self.forward)} nodes, topological order)}}"]
+        for r in self.forward:
+            value = tex.text(r.value) if r.value.startswith("[") else tex.math(r.value)
+            rhs = value if r.expression == "(leaf)" else f"{tex.math(r.expression)} = {value}"
+            line = f"{tex.name(r.name)} &= {rhs}"
+            if r.derivatives:
+                line += " &&" + r",\quad ".join(tex.math(t) for t, _ in r.derivatives)
+            lines.append(line)
+        if self._hidden_rows:
+            lines.append(f"\\intertext{{\\dots\\ {self._hidden_rows} more rows not shown}}")
+        lines.append("\\intertext{Backward pass (reverse topological order)}")
+        for r in self.backward:
+            value = tex.text(r.text) if r.text.startswith(("[", "(")) else tex.math(r.text)
+            how = tex.math(r.how[2:]) if r.how.startswith("= ") else tex.text(r.how)
+            line = f"{tex.math(f'd{root}/d{r.name}')} &= {value} &&{how}"
+            lines.append(line + (r"\quad " + f"{tex.text('[' + r.note + ']')}" if r.note else ""))
+        for head, body in (("One element, cell by cell", self.window),
+                           (f"Chain rule for d{self.chain.root}/d{self.chain.wrt}" if self.chain else "",
+                            self.chain.lines if self.chain else None)):
+            if body:
+                lines.append(f"\\intertext{{{tex.text_body(head)}}}")
+                lines.extend(tex.aligned(l) for l in body)
+        # rows end in \\ except the last; \intertext opens the row after it
+        out = []
+        for k, line in enumerate(lines):
+            last = k == len(lines) - 1
+            out.append(line if line.startswith("\\intertext") or last else line + r" \\")
+        return "\\begin{align*}\n" + "\n".join(out) + "\n\\end{align*}\n"
 
     def _repr_markdown_(self):
         return self.to_markdown()
@@ -364,12 +416,170 @@ class Explanation:
             out.append(f"<tr><td>{code(f'd{root}/d{r.name}')}</td>"
                        f"<td style='text-align:right'>{code(r.text)}</td><td>{code(how)}</td></tr>")
         out.append("</table>")
+        if self.window:
+            out.append("<p><i>One element, cell by cell</i></p>")
+            out.append("<pre>" + e("\n".join(self.window)) + "</pre>")
         if self.chain is not None:
             out.append(f"<p><i>Chain rule for d{e(self.chain.root)}/d{e(self.chain.wrt)}</i></p>")
             out.append("<pre>" + e("\n".join(self.chain.lines)) + "</pre>")
         if self.notes:
             out.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in self.notes) + "</ul>")
         return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------
+# LaTeX: the text form's lines turned into amsmath, token by token, so the
+# numbers are the text's own
+
+_GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "eta", "theta", "lambda", "mu",
+          "nu", "xi", "pi", "rho", "sigma", "tau", "phi", "chi", "psi", "omega"}
+_MATH_FUNCTIONS = {"exp": r"\exp", "log": r"\log", "tanh": r"\tanh", "sin": r"\sin",
+                   "cos": r"\cos", "max": r"\max", "min": r"\min"}
+_TEXT_ESCAPES = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "#": r"\#", "$": r"\$",
+                 "%": r"\%", "&": r"\&", "_": r"\_", "~": r"\textasciitilde{}",
+                 "^": r"\textasciicircum{}", "·": r"$\cdot$"}
+
+
+def _latex_escape(s):
+    return "".join(_TEXT_ESCAPES.get(ch, ch) for ch in s)
+
+
+def _latex_name(name):
+    """A node's name in math: w12 -> w_{12}, x_in -> x_{in}, yhat -> \\hat{y},
+    sigma -> \\sigma, loss -> \\mathrm{loss}; a repeated label's #2 -> ^{(2)}."""
+    import re
+
+    base, _, repeat = name.partition("#")
+    sup = f"^{{({repeat})}}" if repeat.isdigit() else ""
+    m = re.fullmatch(r"([A-Za-z]+?)(hat)?_?([0-9]+)?", base)
+    if m is None:
+        m2 = re.fullmatch(r"([A-Za-z]+)_([A-Za-z0-9]+)", base)
+        if m2 is None:
+            return rf"\text{{{_latex_escape(name)}}}"
+        return _latex_letters(m2.group(1)) + f"_{{{_latex_letters(m2.group(2), sub=True)}}}" + sup
+    letters, hat, digits = m.groups()
+    core = _latex_letters(letters)
+    if hat and len(letters) == 1:
+        core = rf"\hat{{{core}}}"
+    elif hat:
+        core = _latex_letters(letters + "hat")
+    return core + (f"_{{{digits}}}" if digits else "") + sup
+
+
+def _latex_letters(word, sub=False):
+    if len(word) == 1:
+        return word
+    if word in _GREEK:
+        return "\\" + word
+    return rf"\mathrm{{{word}}}"
+
+
+class _Latex:
+    """Turns one line of the text form into LaTeX: node names (with an
+    optional [index]) become math names, dA/dB a fraction of partials,
+    ``*`` and ``·`` a \\cdot, ``^`` a superscript, function names operators,
+    other words \\text{...}; numbers are copied as they are."""
+
+    def __init__(self, names):
+        import re
+
+        known = "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True)) or "(?!)"
+        cell = rf"(?:{known})(?![\w#])(?:\[[0-9, ]+\])?"
+        self._token = re.compile(
+            rf"(?P<frac>d(?P<a>{cell})/d(?P<b>{cell}))"
+            rf"|(?P<name>{cell})"
+            r"|(?P<number>\d+(?:\.\d+)?(?:e[+-]?\d+)?)"
+            r"|(?P<word>[A-Za-z][A-Za-z0-9_']*)"
+            r"|(?P<space>\s+)"
+            r"|(?P<char>.)")
+
+    def name(self, cell):
+        base, bracket, index = cell.partition("[")
+        return _latex_name(base) + (f"[{index}" if bracket else "")
+
+    def _segments(self, s):
+        """[(is_text, latex)] for the line ``s``."""
+        out = []
+        toks = list(self._token.finditer(s))
+        k = 0
+        while k < len(toks):
+            t = toks[k]
+            kind, raw = t.lastgroup, t.group(0)
+            if kind == "frac":
+                piece, text = rf"\frac{{\partial {self.name(t.group('a'))}}}{{\partial {self.name(t.group('b'))}}}", False
+            elif kind == "name":
+                piece, text = self.name(raw), False
+            elif kind == "number":
+                piece, text = raw, False
+            elif kind == "word":
+                after = toks[k + 1].group(0) if k + 1 < len(toks) else ""
+                if after == "(" and raw not in ("the", "a", "an"):
+                    piece = _MATH_FUNCTIONS.get(raw, rf"\operatorname{{{_latex_escape(raw)}}}")
+                    text = False
+                elif raw == "pi":
+                    piece, text = r"\pi", False
+                elif raw == "inf":
+                    piece, text = r"\infty", False
+                else:
+                    piece, text = _latex_escape(raw), True
+            elif kind == "space" or raw in ",:;.'":
+                text = bool(out) and out[-1][0]      # joins the prose it follows
+                piece = " " if kind == "space" else raw
+            elif raw in ("*", "·"):
+                piece, text = r" \cdot ", False
+            elif raw == "^":
+                # the exponent is the next token, or the parenthesised group
+                k += 1
+                depth, group = 0, []
+                while k < len(toks):
+                    g = toks[k].group(0)
+                    group.append(g)
+                    depth += g == "("
+                    depth -= g == ")"
+                    if depth == 0 and g.strip():
+                        break
+                    k += 1
+                inner = "".join(group)
+                inner = inner[1:-1] if inner.startswith("(") and inner.endswith(")") else inner
+                piece, text = "^{" + self.math(inner) + "}", False
+            elif raw in "#$%&_{}~\\":
+                piece, text = "\\" + raw if raw in "#$%&_{}" else r"\text{" + _latex_escape(raw) + "}", False
+            else:
+                piece, text = raw, False
+            if out and out[-1][0] == text:
+                out[-1] = (text, out[-1][1] + piece)
+            else:
+                out.append((text, piece))
+            k += 1
+        return out
+
+    def math(self, s):
+        """A line as math; its prose words wrapped in \\text{...}."""
+        # prose keeps a space on each side: math mode drops the spaces around it
+        return "".join(rf"\text{{ {p.strip()} }}" if text else p
+                       for text, p in self._segments(s)).strip()
+
+    def text(self, s):
+        """A line shown as text (a tensor summary, a remark)."""
+        return rf"\text{{{_latex_escape(s)}}}"
+
+    def text_body(self, s):
+        return _latex_escape(s)
+
+    def aligned(self, line):
+        """A line of the window or chain text, aligned at its first `` = ``:
+        the line's left side, then ``&=`` and the rest; a line with no
+        equation (a remark) is written as text after ``&``."""
+        stripped = line.strip()
+        first = self._token.match(stripped)
+        if stripped.startswith("(") or (first and first.lastgroup == "word"):
+            return "&" + self.math(stripped)      # a remark: winner, tie, agreement
+        left, eq, right = stripped.partition(" = ")
+        if not eq:
+            return "&" + (self.math(stripped) if stripped.startswith("=") else self.text(stripped))
+        if not left:
+            return "&= " + self.math(right)
+        return f"{self.math(left)} &= {self.math(right)}"
 
 
 # ---------------------------------------------------------------------------
@@ -410,14 +620,46 @@ def explain(root, wrt=None, *, backward="auto", digits=4, max_paths=8, max_rows=
     own, terms, computable = _own_gradients(root, shown_nodes, graph)
     backward_rows, grads = _backward_rows(root, shown_nodes, graph, name, digits, own, terms,
                                           computable, engine_ran, notes)
+    window, walk, why_not = None, None, None
+    if isinstance(root, Value) and root._op == "element":
+        try:
+            walk = _window_steps(root, name)
+        except _NotDescribable as err:
+            why_not = str(err)
+        else:
+            _name_the_cell(forward, name(root), walk[3][1][0])
+            if walk[0]:
+                window = _window_lines(f"{name(root)} = {walk[3][1][0]} = {fmt(root.data, digits)}",
+                                       walk[0], digits)
     chain = None
     if wrt is not None:
-        chain = _chain(root, wrt, shown_nodes, graph.edges_of, name, digits, max_paths, through,
-                       own, computable, _grad_of if engine_ran else None, graph.known_rule)
+        target = _resolve_wrt(root, wrt, shown_nodes, name, tensor_ok=True)
+        if _is_tensor(target):
+            if walk is None:
+                raise ValueError(f"explain(wrt={name(target)}): a chain to a tensor is written from "
+                                 "one element of a conv2d / max_pool2d output, as "
+                                 "explain(out[0, 0, 1, 1], wrt=w); "
+                                 + (why_not or f"the root {name(root)} is not an element of a tensor"))
+            try:
+                chain = _window_chain(root, target, *walk, name, digits,
+                                      _grad_of if engine_ran else None)
+            except _NotDescribable as err:
+                raise ValueError(f"explain(wrt={name(target)}): {err}") from None
+        else:
+            chain = _chain(root, target, shown_nodes, graph.edges_of, name, digits, max_paths,
+                           through, own, computable, _grad_of if engine_ran else None,
+                           graph.known_rule)
     shown_root = _tensor_summary(root.data, digits) if _is_tensor(root) else fmt(root.data, digits)
     title = f"Worked solution for {name(root)} = {shown_root}"
     return Explanation(title, forward, backward_rows, chain, notes, graph.values, grads,
-                       graph.locals_, hidden_rows)
+                       graph.locals_, hidden_rows, window, walk[0] if window else None)
+
+
+def _name_the_cell(forward, root_name, cell):
+    """The element's row names its cell (``n4[0, 0, 1, 1]``), once it is known."""
+    for row in forward:
+        if row.name == root_name:
+            row.expression = cell
 
 
 # -- phase 1: arguments and the policy for running backward() ----------------
@@ -702,8 +944,9 @@ def _chain(root, wrt, nodes, edges_of, name, digits, max_paths, through, own, co
     return Chain(rname, wname, grand, n_paths, shown, hidden, hidden_sum, lines, engine)
 
 
-def _resolve_wrt(root, wrt, nodes, name):
-    """``wrt`` as a node of the graph (it may be given by name)."""
+def _resolve_wrt(root, wrt, nodes, name, tensor_ok=False):
+    """``wrt`` as a node of the graph (it may be given by name); a tensor
+    only with ``tensor_ok`` (the chain from one element of a tensor)."""
     by_name = {name(v): v for v in nodes}
     if isinstance(wrt, str):
         if wrt not in by_name:
@@ -712,9 +955,12 @@ def _resolve_wrt(root, wrt, nodes, name):
         wrt = by_name[wrt]
     if id(wrt) not in {id(v) for v in nodes}:
         raise ValueError("explain(wrt=...): that node is not part of the graph of root")
+    if tensor_ok and _is_tensor(wrt) and not _is_tensor(root):
+        return wrt
     if _is_tensor(wrt) or _is_tensor(root):
         raise ValueError("explain(wrt=...): the chain is written for scalar nodes only "
-                         "(a tensor's local derivatives are Jacobians)")
+                         "(a tensor's local derivatives are Jacobians), or from one element "
+                         "of a conv2d / max_pool2d output, as explain(out[0, 0, 1, 1], wrt=w)")
     return wrt
 
 
@@ -834,3 +1080,352 @@ def _engine_agreement(wrt, wname, grand, own, computable, grad_of, digits, lines
     lines.append(f"({wname}.grad = {fmt(engine, digits)} includes gradients from other passes; "
                  f"this graph contributes {fmt(grand, digits)})")
     return None
+
+
+# -- phase 6: one element of a convolution / pooling output ------------------
+#
+# ``explain(out[0, 0, 1, 1], wrt=w)`` where ``out`` comes from conv2d, then
+# optionally elementwise ops (relu) and max_pool2d: the pool window's cells
+# and its winning cell, the convolution window's sum of products, and the
+# chain back to every entry of ``wrt`` (a conv2d operand), checked against
+# ``wrt.grad``.  The geometry (which input cell each weight tap meets, which
+# cells a pooling window covers) is read off the engine's own kernels
+# (microgrid._conv), never restated here, so it holds for every stride,
+# padding, dilation, groups and ceil_mode the kernels support.
+
+# What explain reads of a tensor node's recorded arguments: these two
+# functions are the only readers of ``Tensor._state()``.  They accept the
+# ctx tuples of tensor/conv.pxi and typed states with named fields alike.
+
+def _conv_arguments(node):
+    """(stride, padding, dilation, groups) of a conv2d node."""
+    state = node._state()
+    if hasattr(state, "stride"):
+        return state.stride, state.padding, state.dilation, state.groups
+    stride, padding, dilation, groups = state
+    return stride, padding, dilation, groups
+
+
+def _pool_arguments(node):
+    """(kernel, stride, padding, dilation, ceil_mode, argmax) of a
+    max_pool2d node; argmax holds each output cell's winning input cell as
+    a flat index h * W + w in its plane (the forward pass's choice)."""
+    state = node._state()
+    if hasattr(state, "argmax"):
+        return (state.kernel, state.stride, state.padding, state.dilation, state.ceil_mode,
+                state.argmax)
+    kernel, stride, padding, dilation, ceil_mode, argmax = state
+    return kernel, stride, padding, dilation, ceil_mode, argmax
+
+
+class _NotDescribable(ValueError):
+    """An element explain cannot write out: raised with the reason."""
+
+
+def _element_index(elem, source):
+    """The multi-index of the cell of ``source`` that the element node
+    ``elem`` reads.  The node keeps it as a compiled constant with no Python
+    accessor; ``Graph.matches`` compares op constants, so it is the index
+    whose freshly built ``source[index]`` matches ``elem``'s recorded graph.
+    Cells holding ``elem``'s value are tried first (the element's value is
+    its cell's unless data changed in place since), then all."""
+    import numpy as np
+
+    from ._engine import Graph
+
+    try:
+        recorded = Graph(elem)
+    except ValueError as err:       # a node with no forward rule upstream
+        raise _NotDescribable(f"the element's graph cannot be recorded ({err})") from None
+    flat = np.asarray(source.data, dtype=float).reshape(-1)
+    equal = flat == elem.data
+    for i in list(np.flatnonzero(equal)) + list(np.flatnonzero(~equal)):
+        index = tuple(int(k) for k in np.unravel_index(int(i), source.shape))
+        if recorded.matches(source[index]):
+            return index
+    raise _NotDescribable("the element's cell could not be found in its tensor")
+
+
+def _ix(name, index):
+    return f"{name}[{', '.join(str(k) for k in index)}]"
+
+
+@dataclass
+class PoolStep:
+    """max_pool2d at one output cell: the window's cells (index, value) in
+    row-major order, the engine's winning cell, and any tied cells."""
+    out: str                      # e.g. "n4[0, 0, 1, 1]"
+    value: float
+    cells: list
+    winner: tuple
+    ties: list
+    outside: int                  # window taps in the padding or past the edge
+    source: str                   # the pooled tensor's name
+
+
+@dataclass
+class ElementwiseStep:
+    """An elementwise op (relu, ...) at one cell, with its local derivative."""
+    out: str
+    expression: str
+    value: float
+    local: float
+    rule: str
+    source: str                   # the input cell, e.g. "c[0, 0, 2, 2]"
+
+
+@dataclass
+class ConvStep:
+    """conv2d at one output cell: (weight index, input index or None for a
+    padding tap, weight value, input value) per tap, the bias, the sum."""
+    out: str
+    value: float
+    terms: list
+    bias: tuple | None            # (index, value)
+    names: tuple                  # (input, weight, bias or None)
+    total: float                  # explain's own sum of products
+
+
+@dataclass
+class WindowChain:
+    """The chain from one output element back to every entry of a tensor."""
+    root: str
+    wrt: str
+    grad: object                  # explain's own d root / d wrt, an array
+    engine_grad: object           # wrt.grad where it is this graph's, else None
+    lines: list
+
+    def __str__(self):
+        return "\n".join(self.lines)
+
+
+def _pool_window(x, out_index, kernel, stride, padding, dilation, ceil_mode):
+    """The input cells (h, w) of the pooling window of output cell
+    ``out_index`` (h, w), as the engine's pooling kernel sees them: a plane
+    with a single 1 at cell c pools to 1 exactly in the windows holding c."""
+    import numpy as np
+
+    from . import _conv
+
+    H, W = x.shape[2], x.shape[3]
+    cells = []
+    chunk = max(1, 4_000_000 // (H * W))        # bound the one-hot stack's memory
+    for start in range(0, H * W, chunk):
+        n = min(chunk, H * W - start)
+        planes = np.zeros((n, 1, H * W))
+        planes[np.arange(n), 0, start + np.arange(n)] = 1.0
+        pooled, _ = _conv.max_pool2d_forward(planes.reshape(n, 1, H, W), kernel, stride,
+                                             padding, dilation, ceil_mode)
+        hits = np.flatnonzero(pooled[:, 0, out_index[0], out_index[1]] == 1.0)
+        cells.extend(divmod(start + int(c), W) for c in hits)
+    return cells
+
+
+def _conv_taps(x, w, n, co, oh, ow, stride, padding, dilation, groups):
+    """For each weight tap (co, ci, i, j): the input cell (c, h, w) of image
+    ``n`` it meets at output cell (n, co, oh, ow), or None in the padding.
+    Read off the engine's kernel: backward of a one-hot output gradient over
+    an image of cell numbers gives each tap the number of the cell it met."""
+    import numpy as np
+
+    from . import _conv
+
+    numbers = np.zeros(x.shape)
+    numbers[n] = np.arange(1, x[0].size + 1).reshape(x.shape[1:])
+    gy = np.zeros((x.shape[0], w.shape[0]) + _conv.conv2d_output_size(
+        x.shape[2:], w.shape[2:], stride, padding, dilation))
+    gy[n, co, oh, ow] = 1.0
+    _, met, _ = _conv.conv2d_backward(gy, numbers, np.ascontiguousarray(w), stride, padding,
+                                      dilation, groups, False, True, False)
+    taps = []
+    for tap in np.ndindex(w.shape[1:]):
+        k = int(round(met[(co,) + tap]))
+        cell = None if k == 0 else tuple(int(v) for v in np.unravel_index(k - 1, x.shape[1:]))
+        taps.append(((co,) + tap, cell))
+    return taps
+
+
+def _elementwise_local(node, z):
+    """The op of an elementwise tensor node applied to one cell, and its
+    local derivative there, from the engine's scalar rule for the same row."""
+    row = optable.row_of(node)
+    if row.kind != "UNARY" or not row.name:
+        raise _NotDescribable(f"the elementwise op {node._op} (a {row.kind} row) is not "
+                              "written cell by cell")
+    kwargs = {row.variant[0]: row.variant[1]} if row.variant else {}
+    cell = getattr(Value(z), row.name)(**kwargs)
+    return row, float(cell.data), float(cell._local_grads()[0])
+
+
+def _window_steps(root, name):
+    """Walk from the element ``root`` down its tensor's single data path:
+    reshapes, elementwise ops and max_pool2d steps, ending at a conv2d (or at
+    a leaf).  Returns (steps, end node, index in it, path), ``path`` being
+    the cells passed through as (cell, local derivative from the previous
+    one), root first; the last cell is the end node's."""
+    import numpy as np
+
+    if not isinstance(root, Value) or root._op != "element":
+        raise _NotDescribable(f"the root {name(root)} is not one element of a tensor")
+    node = root._parents()[0]
+    index = _element_index(root, node)
+    path = [(name(root), None), (_ix(name(node), index), 1.0)]
+    steps = []
+    while True:
+        op = node._op
+        if op == "conv2d":
+            steps.append(_conv_step(node, index, name))
+            break
+        if not node._parents():
+            break
+        if op == "reshape":                 # C order: the flat index carries over
+            parent = node._parents()[0]
+            index = tuple(int(k) for k in np.unravel_index(
+                np.ravel_multi_index(index, node.shape), parent.shape))
+            node, local = parent, 1.0
+        elif op == "max_pool2d":
+            x = node._parents()[0]
+            kernel, stride, padding, dilation, ceil_mode, argmax = _pool_arguments(node)
+            data = np.asarray(x.data)
+            n, c = index[0], index[1]
+            cells = [(n, c) + hw for hw in _pool_window(data, index[2:], kernel, stride, padding,
+                                                        dilation, ceil_mode)]
+            winner = (n, c) + divmod(int(argmax[index]), data.shape[3])
+            ties = [cell for cell in cells if cell != winner and data[cell] == data[winner]]
+            steps.append(PoolStep(_ix(name(node), index), float(node.data[index]),
+                                  [(cell, float(data[cell])) for cell in cells], winner, ties,
+                                  kernel[0] * kernel[1] - len(cells), name(x)))
+            node, index, local = x, winner, 1.0
+        else:
+            row = optable.row_of(node)
+            if row.kind != "UNARY" or len(node._parents()) != 1:
+                raise _NotDescribable(
+                    f"{name(node)} comes from {op}, which explain does not write cell by cell "
+                    "(it writes conv2d, max_pool2d, reshapes and elementwise functions)")
+            x = node._parents()[0]
+            row, value, local = _elementwise_local(node, float(np.asarray(x.data)[index]))
+            xi, out = _ix(name(x), index), _ix(name(node), index)
+            steps.append(ElementwiseStep(out, row.show_value(a=xi, out=out), value, local,
+                                         row.show_grad(0, a=xi, out=out), xi))
+            node = x
+        path.append((_ix(name(node), index), local))
+    return steps, node, index, path
+
+
+def _conv_step(node, index, name):
+    import numpy as np
+
+    stride, padding, dilation, groups = _conv_arguments(node)
+    parents = node._parents()
+    x, w = parents[0], parents[1]
+    b = parents[2] if len(parents) > 2 else None
+    xd, wd = np.asarray(x.data), np.asarray(w.data)
+    n, co, oh, ow = index
+    terms = []
+    for w_index, cell in _conv_taps(xd, wd, n, co, oh, ow, stride, padding, dilation, groups):
+        x_index = None if cell is None else (n,) + cell
+        terms.append((w_index, x_index, float(wd[w_index]), 0.0 if cell is None else float(xd[x_index])))
+    bias = ((co,), float(np.asarray(b.data)[co])) if b is not None else None
+    total = math.fsum([wv * xv for _, _, wv, xv in terms] + ([bias[1]] if bias else []))
+    names = (name(x), name(w), name(b) if b is not None else None)
+    return ConvStep(_ix(name(node), index), float(node.data[index]), terms, bias, names, total)
+
+
+def _window_lines(root_text, steps, digits):
+    """The text of the element's steps: pool window and winner, elementwise
+    ops, the convolution's sum of products."""
+    f = lambda v: fmt(v, digits)
+    lines = [root_text]
+    for s in steps:
+        if isinstance(s, PoolStep):
+            shown = ", ".join(f"{_ix(s.source, i)} = {f(v)}" for i, v in s.cells)
+            lines.append(f"{s.out} = max({shown}) = {f(s.value)}")
+            if s.outside:
+                lines.append(f"  ({s.outside} of the window's taps fall in the padding or past "
+                             "the edge: they never win)")
+            lines.append(f"  winner: {_ix(s.source, s.winner)}, so d{s.out}/d{_ix(s.source, s.winner)} = 1 "
+                         "and 0 for the window's other cells")
+            if s.ties:
+                tied = ", ".join(_ix(s.source, t) for t in s.ties)
+                lines.append(f"  tie: {tied} also hold {f(s.value)}; the first maximum in row-major "
+                             "order wins, as backward() sends the gradient there")
+        elif isinstance(s, ElementwiseStep):
+            lines.append(f"{s.out} = {s.expression} = {f(s.value)}")
+            lines.append(f"  d{s.out}/d{s.source} = {s.rule} = {f(s.local)}")
+        else:
+            xn, wn, bn = s.names
+            sym = [f"{_ix(wn, wi)}*" + (_ix(xn, xi) if xi is not None else "0 (padding)")
+                   for wi, xi, _, _ in s.terms]
+            num = [f"({f(wv)})({f(xv)})" for _, _, wv, xv in s.terms]
+            if s.bias is not None:
+                sym.append(_ix(bn, s.bias[0]))
+                num.append(f"({f(s.bias[1])})")
+            lines.append(f"{s.out} = " + " + ".join(sym))
+            lines.append("  = " + " + ".join(num))
+            lines.append(f"  = {f(s.total)}")
+            if not _close(s.total, s.value):
+                lines.append(f"  (DISAGREES with conv2d's value {f(s.value)})")
+    return lines
+
+
+def _window_chain(root, wrt, steps, end, end_index, path, name, digits, grad_of):
+    """d root / d wrt entry by entry, ``wrt`` a conv2d operand (input,
+    weight, bias) or the tensor the walk ended at (then one cell)."""
+    import numpy as np
+
+    f = lambda v: fmt(v, digits)
+    rname, wname = name(root), name(wrt)
+    conv = steps[-1] if steps and isinstance(steps[-1], ConvStep) else None
+    at = path[-1][0]
+    factor = 1.0
+    for _, local in path[1:]:
+        factor *= local
+    grad = np.zeros(np.shape(wrt.data))
+    lines = []
+    if len(path) > 2:     # the common factor, cell by cell down to ``at``
+        sym = " · ".join(f"d{path[k][0]}/d{path[k + 1][0]}" for k in range(len(path) - 1))
+        num = "".join(f"({f(local)})" for _, local in path[1:])
+        lines.append(f"d{rname}/d{at} = {sym} = {num} = {f(factor)}")
+    roles = [k for k, p in enumerate(end._parents()) if p is wrt] if conv is not None else []
+    written = set()
+    for k in roles:
+        if k == 1:        # the weight: each tap times the input cell it met
+            for wi, xi, wv, xv in conv.terms:
+                grad[wi] += factor * xv
+                written.add(wi)
+                met = _ix(conv.names[0], xi) if xi is not None else "0 (padding)"
+                lines.append(f"d{rname}/d{_ix(wname, wi)} = d{rname}/d{at} · {met} "
+                             f"= ({f(factor)})({f(xv)}) = {f(factor * xv)}")
+        elif k == 0:      # the input: each cell of the window times its tap
+            for wi, xi, wv, xv in conv.terms:
+                if xi is not None:
+                    grad[xi] += factor * wv
+                    written.add(xi)
+                    lines.append(f"d{rname}/d{_ix(wname, xi)} = d{rname}/d{at} · {_ix(conv.names[1], wi)} "
+                                 f"= ({f(factor)})({f(wv)}) = {f(factor * wv)}")
+        else:             # the bias of the output channel
+            grad[conv.bias[0]] += factor
+            written.add(conv.bias[0])
+            lines.append(f"d{rname}/d{_ix(wname, conv.bias[0])} = d{rname}/d{at} · 1 "
+                         f"= ({f(factor)})(1) = {f(factor)}")
+    if not roles:
+        if conv is not None or wrt is not end:
+            where = (f"an operand (input, weight, bias) of the conv2d {at.split('[')[0]}"
+                     if conv is not None else f"{name(end)}, where the walk back from {rname} ends")
+            raise _NotDescribable(f"{wname} is not {where}; explain writes the chain through "
+                                  "tensor ops to those only")
+        grad[end_index] = factor
+        written.add(end_index)
+        if len(path) <= 2:
+            lines.append(f"d{rname}/d{at} = {f(factor)}")
+    if grad.size > len(written):
+        lines.append(f"every other entry of {wname}: 0 ({rname} does not depend on it)")
+    engine = grad_of(wrt) if grad_of is not None else None
+    if engine is not None:
+        agree = bool(np.allclose(engine, grad, rtol=1e-9, atol=1e-12))
+        lines.append(f"(backward() gives {wname}.grad: " + (
+            "agrees at every entry)" if agree else
+            f"DISAGREES, largest difference {f(float(np.max(np.abs(engine - grad))))})"))
+    else:
+        lines.append(f"({wname}.grad does not hold this graph's gradient alone: not compared)")
+    return WindowChain(rname, wname, grad, engine, lines)
