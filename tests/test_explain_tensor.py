@@ -90,7 +90,7 @@ def test_latex_carries_the_text_numbers():
 
 
 def test_latex_names():
-    from microgrid.explain import _latex_name
+    from microgrid.tools.explain import _latex_name
     assert _latex_name("w12") == "w_{12}"
     assert _latex_name("x_1") == "x_{1}"
     assert _latex_name("yhat") == r"\hat{y}"

@@ -321,10 +321,12 @@ cdef class Value(Node):
     @property
     def _const(self):
         """The constant the node keeps inside (c of ``a op c``, ``c op a`` or
-        leaky_relu's slope), or None."""
+        leaky_relu's slope; an element's flat index in its tensor), or None."""
         cdef int kind = mg_op_kind[self.op]
         if kind == KIND_BINARY_AC or kind == KIND_BINARY_CA or kind == KIND_UNARY_C:
             return self.aux
+        if self.op == OP_ELEMENT:
+            return <Py_ssize_t>self.aux
         return None
 
     def _local_grads(self):

@@ -540,11 +540,11 @@ cdef class Tensor(Node):
         return tuple(parents)
 
     def _state(self):
-        """The op's recorded arguments besides its operands (the node's
-        ``ctx``, laid out per op in its family's file, e.g. tensor/conv.pxi),
-        or None for a leaf.  Read-only, for worked solutions (explain): a
-        list is handed out as a tuple so the node's own state cannot change."""
-        return tuple(self.ctx) if isinstance(self.ctx, list) else self.ctx
+        """The op's state besides its operands (the node's ``ctx``: a typed
+        state such as ConvState or PoolState with read-only fields, or the one
+        value its family's file names), or None for a leaf; for worked
+        solutions (explain)."""
+        return self.ctx
 
     def __len__(self):
         if self._data.ndim == 0:

@@ -1098,24 +1098,17 @@ def _engine_agreement(wrt, wname, grand, own, computable, grad_of, digits, lines
 # ctx tuples of tensor/conv.pxi and typed states with named fields alike.
 
 def _conv_arguments(node):
-    """(stride, padding, dilation, groups) of a conv2d node."""
+    """(stride, padding, dilation, groups) of a conv2d node (its ConvState)."""
     state = node._state()
-    if hasattr(state, "stride"):
-        return state.stride, state.padding, state.dilation, state.groups
-    stride, padding, dilation, groups = state
-    return stride, padding, dilation, groups
+    return state.stride, state.padding, state.dilation, state.groups
 
 
 def _pool_arguments(node):
     """(kernel, stride, padding, dilation, ceil_mode, argmax) of a
-    max_pool2d node; argmax holds each output cell's winning input cell as
-    a flat index h * W + w in its plane (the forward pass's choice)."""
+    max_pool2d node (its PoolState); argmax holds each output cell's winning
+    input cell as a flat index h * W + w in its plane (the forward's choice)."""
     state = node._state()
-    if hasattr(state, "argmax"):
-        return (state.kernel, state.stride, state.padding, state.dilation, state.ceil_mode,
-                state.argmax)
-    kernel, stride, padding, dilation, ceil_mode, argmax = state
-    return kernel, stride, padding, dilation, ceil_mode, argmax
+    return state.kernel, state.stride, state.padding, state.dilation, state.ceil_mode, state.argmax
 
 
 class _NotDescribable(ValueError):
@@ -1124,26 +1117,10 @@ class _NotDescribable(ValueError):
 
 def _element_index(elem, source):
     """The multi-index of the cell of ``source`` that the element node
-    ``elem`` reads.  The node keeps it as a compiled constant with no Python
-    accessor; ``Graph.matches`` compares op constants, so it is the index
-    whose freshly built ``source[index]`` matches ``elem``'s recorded graph.
-    Cells holding ``elem``'s value are tried first (the element's value is
-    its cell's unless data changed in place since), then all."""
+    ``elem`` reads (the flat index it keeps as its constant)."""
     import numpy as np
 
-    from ._engine import Graph
-
-    try:
-        recorded = Graph(elem)
-    except ValueError as err:       # a node with no forward rule upstream
-        raise _NotDescribable(f"the element's graph cannot be recorded ({err})") from None
-    flat = np.asarray(source.data, dtype=float).reshape(-1)
-    equal = flat == elem.data
-    for i in list(np.flatnonzero(equal)) + list(np.flatnonzero(~equal)):
-        index = tuple(int(k) for k in np.unravel_index(int(i), source.shape))
-        if recorded.matches(source[index]):
-            return index
-    raise _NotDescribable("the element's cell could not be found in its tensor")
+    return tuple(int(k) for k in np.unravel_index(elem._const, source.shape))
 
 
 def _ix(name, index):
@@ -1205,7 +1182,7 @@ def _pool_window(x, out_index, kernel, stride, padding, dilation, ceil_mode):
     with a single 1 at cell c pools to 1 exactly in the windows holding c."""
     import numpy as np
 
-    from . import _conv
+    from ..kernels import _conv
 
     H, W = x.shape[2], x.shape[3]
     cells = []
@@ -1228,7 +1205,7 @@ def _conv_taps(x, w, n, co, oh, ow, stride, padding, dilation, groups):
     an image of cell numbers gives each tap the number of the cell it met."""
     import numpy as np
 
-    from . import _conv
+    from ..kernels import _conv
 
     numbers = np.zeros(x.shape)
     numbers[n] = np.arange(1, x[0].size + 1).reshape(x.shape[1:])
