@@ -26,7 +26,7 @@ static mg_builder_fn mg_method_builder = NULL;
 #define MG_NARY(...)
 #define MG_TENSOR(...)
 #include "mg_ops.def"
-#undef MG_UNARY
+#include "mg_ops_clear.h"
 
 static PyMethodDef mg_method_defs[MG_OP_COUNT];
 
@@ -36,14 +36,13 @@ static void mg_methods_init(mg_builder_fn builder)
 #define MG_UNARY(CODE, ...)                                                            \
     mg_method_defs[MG_OP_##CODE].ml_meth = mg_method_##CODE;                           \
     mg_method_defs[MG_OP_##CODE].ml_flags = METH_NOARGS;
+#define MG_BINARY(...)
+#define MG_UNARY_C(...)
+#define MG_END_OF_RULES()
+#define MG_NARY(...)
+#define MG_TENSOR(...)
 #include "mg_ops.def"
-#undef MG_UNARY
+#include "mg_ops_clear.h"
 }
-
-#undef MG_BINARY
-#undef MG_UNARY_C
-#undef MG_END_OF_RULES
-#undef MG_NARY
-#undef MG_TENSOR
 
 #endif /* MG_METHODS_H */

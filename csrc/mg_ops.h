@@ -28,12 +28,7 @@ typedef enum {
 #include "mg_ops.def"
     MG_OP_COUNT
 } mg_op;
-#undef MG_BINARY
-#undef MG_UNARY
-#undef MG_UNARY_C
-#undef MG_END_OF_RULES
-#undef MG_NARY
-#undef MG_TENSOR
+#include "mg_ops_clear.h"
 
 /* -- kinds: how a node of each op code is computed --------------------------- */
 typedef enum {
@@ -82,12 +77,7 @@ typedef enum {
 #define MG_NARY(...)
 #define MG_TENSOR(...)
 #include "mg_ops.def"
-#undef MG_BINARY
-#undef MG_UNARY
-#undef MG_UNARY_C
-#undef MG_END_OF_RULES
-#undef MG_NARY
-#undef MG_TENSOR
+#include "mg_ops_clear.h"
 #undef where
 #undef sigmoid
 #undef softplus
@@ -103,12 +93,7 @@ static const unsigned char mg_op_kind[MG_OP_COUNT] = {
 #define MG_NARY(...) MG_KIND_NARY,
 #define MG_TENSOR(CODE, symbol, family) MG_KIND_##family,
 #include "mg_ops.def"
-#undef MG_BINARY
-#undef MG_UNARY
-#undef MG_UNARY_C
-#undef MG_END_OF_RULES
-#undef MG_NARY
-#undef MG_TENSOR
+#include "mg_ops_clear.h"
 };
 
 /* Whether op has a scalar rule (a row with formulas), and how many operand
@@ -137,12 +122,7 @@ static inline double mg_forward(int op, double a, double b, double c)
 #define MG_NARY(...)
 #define MG_TENSOR(...)
 #include "mg_ops.def"
-#undef MG_BINARY
-#undef MG_UNARY
-#undef MG_UNARY_C
-#undef MG_END_OF_RULES
-#undef MG_NARY
-#undef MG_TENSOR
+#include "mg_ops_clear.h"
     default: return NAN;
     }
 }
@@ -163,12 +143,7 @@ static inline void mg_local_grads(int op, double a, double b, double out, double
 #define MG_NARY(...)
 #define MG_TENSOR(...)
 #include "mg_ops.def"
-#undef MG_BINARY
-#undef MG_UNARY
-#undef MG_UNARY_C
-#undef MG_END_OF_RULES
-#undef MG_NARY
-#undef MG_TENSOR
+#include "mg_ops_clear.h"
     default: *da = NAN; return;
     }
 }
@@ -217,12 +192,7 @@ static const mg_op_row mg_op_rows[MG_OP_COUNT] = {
     {MG_OP_##CODE, MG_KIND_##family, MG_OP_##CODE, #CODE, "", symbol, "", "", 0,       \
      "", "", "", "", "", ""},
 #include "mg_ops.def"
-#undef MG_BINARY
-#undef MG_UNARY
-#undef MG_UNARY_C
-#undef MG_END_OF_RULES
-#undef MG_NARY
-#undef MG_TENSOR
+#include "mg_ops_clear.h"
 };
 
 #endif /* MG_OPS_H */

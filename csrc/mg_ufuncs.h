@@ -74,12 +74,7 @@
 #define MG_NARY(...)
 #define MG_TENSOR(...)
 #include "mg_ops.def"
-#undef MG_BINARY
-#undef MG_UNARY
-#undef MG_UNARY_C
-#undef MG_END_OF_RULES
-#undef MG_NARY
-#undef MG_TENSOR
+#include "mg_ops_clear.h"
 
 static PyUFuncGenericFunction mg_forward_loops[MG_OP_COUNT];
 static PyUFuncGenericFunction mg_grad_a_loops[MG_OP_COUNT];
@@ -100,12 +95,7 @@ static void mg_ufuncs_init(void)
 #define MG_NARY(...)
 #define MG_TENSOR(...)
 #include "mg_ops.def"
-#undef MG_BINARY
-#undef MG_UNARY
-#undef MG_UNARY_C
-#undef MG_END_OF_RULES
-#undef MG_NARY
-#undef MG_TENSOR
+#include "mg_ops_clear.h"
 }
 
 #endif /* MG_UFUNCS_H */

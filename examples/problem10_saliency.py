@@ -16,6 +16,7 @@ import numpy as np
 
 import microgrid as mg
 from _checks import Report
+from _training import train_classifier
 
 SHADES = " .:-=+*#%@"
 
@@ -43,9 +44,7 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.epochs = min(args.epochs, 3)
-    import microgrid.functional as F
     import microgrid.nn as nn
-    import microgrid.optim as optim
     from microgrid.datasets import load_digits, train_test_split
 
     report = Report("Problem 10: saliency map of a digit classifier")
@@ -57,18 +56,7 @@ def main():
     np.random.seed(0)
     if hasattr(mg, "manual_seed"):
         mg.manual_seed(0)
-    model = build_model(nn)
-    opt = optim.Adam(model.parameters(), lr=0.01)
-    rng = np.random.default_rng(0)
-    for epoch in range(args.epochs):
-        order = rng.permutation(len(Xtr))
-        for start in range(0, len(Xtr), 64):
-            idx = order[start:start + 64]
-            # targets are class indices, as in PyTorch's cross_entropy
-            loss = F.cross_entropy(model(mg.tensor(Xtr[idx])), mg.tensor(ytr[idx]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    model = train_classifier(build_model(nn), Xtr, ytr, args.epochs, np.random.default_rng(0))
     logits = np.asarray(model(mg.tensor(Xte)).data)
     acc = float(np.mean(logits.argmax(axis=1) == yte))
     print(f"  test accuracy {100 * acc:.1f}% on {len(Xte)} images")

@@ -22,6 +22,7 @@ import numpy as np
 
 import microgrid as mg
 from _checks import Report
+from _training import train_classifier
 
 BLOCK = 2          # superpixel size: 2x2 pixels, 16 superpixels on 8x8
 SIGMA = 0.25       # kernel width
@@ -97,17 +98,9 @@ def main():
     np.random.seed(0)
     if hasattr(mg, "manual_seed"):
         mg.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = optim.Adam(model.parameters(), lr=0.01)
-    rng = np.random.default_rng(0)
-    for _ in range(epochs):
-        order = rng.permutation(len(Xtr))
-        for start in range(0, len(Xtr), 64):
-            idx = order[start:start + 64]
-            loss = F.cross_entropy(model(mg.tensor(Xtr[idx])), mg.tensor(ytr[idx]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    rng = np.random.default_rng(0)    # shuffles the batches, then draws the perturbations
+    model = train_classifier(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)),
+                             Xtr, ytr, epochs, rng)
     acc = float(np.mean(np.asarray(model(mg.tensor(Xte)).data).argmax(axis=1) == yte))
     print(f"  test accuracy {100 * acc:.1f}%")
 

@@ -32,6 +32,7 @@ import numpy as np
 
 import microgrid as mg
 from _checks import Report
+from _training import train_classifier
 
 SHADES = " .:-=+*#%@"
 BLOCK = 2                      # pixel blocks of 2x2: 16 players on an 8x8 image
@@ -123,21 +124,11 @@ def block_grid(phi):
     return "\n".join("    " + "  ".join(f"{phi[r * 4 + c]:+.4f}" for c in range(4)) for r in range(4))
 
 
-def train_mlp(epochs, nn, F, optim, Xtr, ytr):
+def train_mlp(epochs, nn, Xtr, ytr):
     np.random.seed(0)
     mg.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = optim.Adam(model.parameters(), lr=0.01)
-    rng = np.random.default_rng(0)
-    for _ in range(epochs):
-        order = rng.permutation(len(Xtr))
-        for start in range(0, len(Xtr), 64):
-            idx = order[start:start + 64]
-            loss = F.cross_entropy(model(mg.tensor(Xtr[idx])), mg.tensor(ytr[idx]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model
+    return train_classifier(model, Xtr, ytr, epochs, np.random.default_rng(0))
 
 
 def save_picture(out_dir, image, c, maps):
@@ -179,9 +170,7 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.permutations = min(args.epochs, 4), min(args.permutations, 300)
-    import microgrid.functional as F
     import microgrid.nn as nn
-    import microgrid.optim as optim
     from microgrid.datasets import load_digits, train_test_split
 
     t0 = time.perf_counter()
@@ -247,7 +236,7 @@ def main():
 
     # ------------------------------------------------------------------ 3
     report.section(f"A trained 64-32-10 network on the digits ({args.epochs} epochs)")
-    model = train_mlp(args.epochs, nn, F, optim, Xtr, ytr)
+    model = train_mlp(args.epochs, nn, Xtr, ytr)
     logits = np.asarray(model(mg.tensor(Xte)).data)
     acc = float(np.mean(logits.argmax(axis=1) == yte))
     print(f"  test accuracy {100 * acc:.1f}% on {len(Xte)} images")
