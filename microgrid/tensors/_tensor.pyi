@@ -1,5 +1,7 @@
 """Type stubs of microgrid._tensor: the Tensor node and its constructors."""
-from typing import Any, Iterator, NamedTuple, Sequence, overload
+from typing import Any, Iterator, Sequence, overload
+
+from typing_extensions import disjoint_base, final
 
 import numpy as np
 import numpy.typing as npt
@@ -12,12 +14,20 @@ _Dim = int | Sequence[int] | None
 OPS: dict[str, int]
 
 
-class _MaxMin(NamedTuple):
-    values: Tensor
-    indices: npt.NDArray[np.int64]
+class _MaxMin(tuple[Tensor, npt.NDArray[np.int64]]):
+    def __new__(cls, values: Tensor, indices: npt.NDArray[np.int64]) -> _MaxMin: ...
+    @property
+    def values(self) -> Tensor: ...
+    @property
+    def indices(self) -> npt.NDArray[np.int64]: ...
 
 
+__all__ = ["Tensor", "tensor", "zeros", "ones", "randn", "stack",
+           "concatenate", "cat", "matmul"]
+
+@disjoint_base
 class Tensor(Node):
+    __array_ufunc__: None
     def __init__(self, data: npt.ArrayLike | Tensor, requires_grad: bool = False) -> None: ...
 
     # buffers and metadata
@@ -58,9 +68,9 @@ class Tensor(Node):
     def __float__(self) -> float: ...
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]: ...
     @overload
-    def __getitem__(self, key: int | tuple[int, ...]) -> Value | Tensor: ...
+    def __getitem__(self, key: int | tuple[int, ...], /) -> Value | Tensor: ...
     @overload
-    def __getitem__(self, key: Any) -> Tensor: ...
+    def __getitem__(self, key: Any, /) -> Tensor: ...
 
     # arithmetic (numpy broadcasting; Values act as 0-d tensors)
     def __add__(self, other: _Operand) -> Tensor: ...
@@ -71,8 +81,8 @@ class Tensor(Node):
     def __rmul__(self, other: _Operand) -> Tensor: ...
     def __truediv__(self, other: _Operand) -> Tensor: ...
     def __rtruediv__(self, other: _Operand) -> Tensor: ...
-    def __pow__(self, other: _Operand, modulo: None = None) -> Tensor: ...
-    def __rpow__(self, other: _Operand, modulo: None = None) -> Tensor: ...
+    def __pow__(self, other: _Operand, modulo: None = None, /) -> Tensor: ...
+    def __rpow__(self, other: _Operand, modulo: None = None, /) -> Tensor: ...
     def __matmul__(self, other: _Operand) -> Tensor: ...
     def __rmatmul__(self, other: _Operand) -> Tensor: ...
     def __neg__(self) -> Tensor: ...
@@ -137,5 +147,66 @@ def concatenate(tensors: Sequence[Tensor], dim: int = 0) -> Tensor: ...
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor: ...
 def matmul(input: _Operand, other: _Operand) -> Tensor: ...
 def _value_tensor(v: Value) -> Tensor: ...
+
+# The typed state of tensor ops (one class per family, tensors/*.pxi)
+@final
+class ClampState:
+    min: float | None
+    max: float | None
+    def __new__(cls, min: float | None, max: float | None) -> ClampState: ...
+
+@final
+class ReduceState:
+    axes: Any
+    keepdim: bool
+    indices: Any
+    def __new__(cls, axes: Any, keepdim: bool) -> ReduceState: ...
+
+@final
+class IndexState:
+    key: Any
+    basic: bool
+    def __new__(cls, key: Any, basic: bool) -> IndexState: ...
+
+@final
+class LossState:
+    reduction: str
+    weight: Any
+    pos_weight: Any
+    delta: float
+    def __new__(cls, reduction: str, weight: Any = None, pos_weight: Any = None,
+                 delta: float = 1.0) -> LossState: ...
+
+@final
+class ClassLossState:
+    target: Any
+    reduction: str
+    ignore_index: Any
+    axis: int
+    def __new__(cls, target: Any, reduction: str, ignore_index: Any, axis: int) -> ClassLossState: ...
+
+@final
+class ConvState:
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    output_padding: tuple[int, int]
+    def __new__(cls, stride: tuple[int, int], padding: tuple[int, int],
+                 dilation: tuple[int, int], groups: int,
+                 output_padding: tuple[int, int] = (0, 0)) -> ConvState: ...
+
+@final
+class PoolState:
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    ceil_mode: bool
+    count_include_pad: bool
+    argmax: Any
+    def __new__(cls, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+                 dilation: tuple[int, int] = (1, 1), ceil_mode: bool = False,
+                 count_include_pad: bool = True) -> PoolState: ...
 def _node(op: int, a: Any, b: Any = None, args: tuple[Any, ...] | None = None, ctx: Any = None) -> Tensor: ...
 def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]: ...
