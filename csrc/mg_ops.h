@@ -96,16 +96,24 @@ static const unsigned char mg_op_kind[MG_OP_COUNT] = {
 #include "mg_ops_clear.h"
 };
 
-/* Whether op has a scalar rule (a row with formulas), and how many operand
- * nodes it reads: 2 for a op b, 1 for f(a), a op c and c op a. */
+/* How many operand nodes op's scalar rule reads: 2 for a op b, 1 for f(a),
+ * a op c and c op a, 0 for an op without a scalar rule (a table, not a
+ * switch: the reverse sweep asks it once per node). */
+static const unsigned char mg_op_operand_count[MG_OP_COUNT] = {
+    0, 0,   /* LEAF, CUSTOM */
+#define MG_BINARY(...) 2, 1, 1,
+#define MG_UNARY(...) 1,
+#define MG_UNARY_C(...) 1,
+#define MG_END_OF_RULES()
+#define MG_NARY(...) 0,
+#define MG_TENSOR(...) 0,
+#include "mg_ops.def"
+#include "mg_ops_clear.h"
+};
+
 static inline int mg_op_operands(int op)
 {
-    switch (mg_op_kind[op]) {
-    case MG_KIND_BINARY: return 2;
-    case MG_KIND_BINARY_AC: case MG_KIND_BINARY_CA:
-    case MG_KIND_UNARY: case MG_KIND_UNARY_C: return 1;
-    default: return 0;
-    }
+    return mg_op_operand_count[op];
 }
 
 /* The value of op at operands a (, b) and constant c. */

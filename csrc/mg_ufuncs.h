@@ -48,13 +48,36 @@
         }                                                                              \
     }
 
-/* Four inputs x0..x3 -> one output. */
+/* Four inputs x0..x3 -> one output; x3 may be a constant (stride 0: the
+ * constant c of a one-operand row's derivative). */
 #define MG_LOOP4(NAME, EXPR)                                                           \
     static void NAME(char **args, npy_intp const *dims, npy_intp const *steps, void *d) \
     {                                                                                  \
         npy_intp n = dims[0], i;                                                       \
         char *p0 = args[0], *p1 = args[1], *p2 = args[2], *p3 = args[3], *po = args[4]; \
         (void)d;                                                                       \
+        if (steps[0] == sizeof(double) && steps[1] == sizeof(double)                   \
+            && steps[2] == sizeof(double) && steps[4] == sizeof(double)                \
+            && (steps[3] == sizeof(double) || steps[3] == 0)) {                        \
+            const double *restrict A = (const double *)p0;                             \
+            const double *restrict B = (const double *)p1;                             \
+            const double *restrict C = (const double *)p2;                             \
+            const double *restrict D = (const double *)p3;                             \
+            double *restrict O = (double *)po;                                         \
+            if (steps[3] == 0) {                                                       \
+                const double x3 = D[0];                                                \
+                for (i = 0; i < n; i++) {                                              \
+                    const double x0 = A[i], x1 = B[i], x2 = C[i];                      \
+                    O[i] = (EXPR);                                                     \
+                }                                                                      \
+            } else {                                                                   \
+                for (i = 0; i < n; i++) {                                              \
+                    const double x0 = A[i], x1 = B[i], x2 = C[i], x3 = D[i];           \
+                    O[i] = (EXPR);                                                     \
+                }                                                                      \
+            }                                                                          \
+            return;                                                                    \
+        }                                                                              \
         for (i = 0; i < n; i++, p0 += steps[0], p1 += steps[1], p2 += steps[2],       \
                               p3 += steps[3], po += steps[4]) {                        \
             const double x0 = MG_D(p0), x1 = MG_D(p1), x2 = MG_D(p2), x3 = MG_D(p3);   \
