@@ -191,7 +191,7 @@ def test_torch_float64_parity(row):
     tout.backward(torch.tensor(g))
     np.testing.assert_allclose(out.data, tout.detach().numpy(), rtol=1e-12, atol=1e-14)
     for leaf, tleaf in zip(leaves, tleaves):
-        np.testing.assert_allclose(leaf.grad, tleaf.grad.numpy(), rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(leaf.grad, tleaf.grad.numpy(), rtol=1e-12, atol=1e-14)
 
 
 def test_every_row_has_a_method_or_an_operator_and_the_codes_are_one_space():
