@@ -7,6 +7,7 @@
     a.grad, b.grad   # (-3.0, -4.0)
 """
 from numbers import Real as _Real
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from .core import _engine
 from .core._engine import Graph, Value, detect_anomaly, dot, is_anomaly_enabled, topological_order
@@ -16,11 +17,21 @@ from .core import optable   # installs the elementwise methods of Value and Tens
 from . import functional
 from .functional import *  # noqa: F403 (functional.__all__ is the list)
 from .nn import manual_seed
-from .tools.explain import explain
-from .tools.check import CheckReport, check
-from .tools.draw import draw, to_dot
-from .tools.attribution import (gradient_x_input, integrated_gradients, shap_sample, shap_values,
-                          shapley_orders, shapley_values)
+
+# The tools over graphs load on first use (see __getattr__): most scripts
+# train and never print a worked solution.
+_TOOLS = {
+    "explain": "explain", "check": "check", "CheckReport": "check", "draw": "draw",
+    "to_dot": "draw", "shapley_values": "attribution", "shapley_orders": "attribution",
+    "shap_values": "attribution", "shap_sample": "attribution",
+    "integrated_gradients": "attribution", "gradient_x_input": "attribution",
+}
+if _TYPE_CHECKING:
+    from .tools.attribution import (gradient_x_input, integrated_gradients, shap_sample,
+                                    shap_values, shapley_orders, shapley_values)
+    from .tools.check import CheckReport, check
+    from .tools.draw import draw, to_dot
+    from .tools.explain import explain
 
 # The one version string: pyproject.toml reads it from here (statically).
 __version__ = "0.1.0"
@@ -86,8 +97,12 @@ def __dir__():
 
 
 def __getattr__(name):
-    # optim and datasets load on first use: most scripts need neither
+    # optim, datasets and the tools load on first use: most scripts need none
+    import importlib
     if name in ("optim", "datasets"):
-        import importlib
         return importlib.import_module(f".{name}", __name__)
+    if name in _TOOLS:
+        value = getattr(importlib.import_module(f".tools.{_TOOLS[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
