@@ -236,8 +236,12 @@ def time_case(case, repeats, quick, use_gc, check_call_s, warmup_calls=0):
     """Time a prepared case (after ``warmup_calls`` untimed calls): the
     timing fields of a record, or "skipped"."""
     try:
+        out = None
         for _ in range(warmup_calls):
-            case.run()
+            # keep each result alive across the next call, as the timed
+            # loop does: two steps' buffers are live at once there
+            out = case.run()
+        del out
         times, number, done, faults = measure_with_faults(
             case.run, repeats, 0.02 if quick else 0.1, use_gc, check_call_s,
             budget_s=1.0 if quick else None)
