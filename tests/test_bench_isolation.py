@@ -90,3 +90,10 @@ def test_unknown_workload_in_the_child_is_an_error_record():
     rec = harness.run_workload(Unknown(), ["microgrid"], quick=True, log=None,
                                isolation={"threads": 1})[0]
     assert rec.get("error") and "child process exited" in rec["skipped"]
+
+
+def test_pool_off_in_the_child_is_recorded():
+    rec = harness.run_workload(tensors.ConvPool(1), ["microgrid"], quick=True, log=None,
+                               isolation={"threads": 1, "pool": False})[0]
+    assert rec["process"] == "own process, pool off"
+    assert "microgrid (pool off)" in report.text_table([rec])

@@ -2,7 +2,7 @@
 microgrid.bench.child``), for ``harness.run_in_child``.
 
 Reads a pickled request from stdin ({"workload", "engine", "quick",
-"repeats", "use_gc", "threads", "torch_first", "out"}), and writes to the
+"repeats", "use_gc", "threads", "torch_first", "pool", "out"}), and writes to the
 file "out" a pickled {"numbers", "timing", "process"} or a fragment with
 "skipped".  The parent compares the numbers with the other engines'.
 
@@ -57,9 +57,13 @@ def run_request(request):
     limits = _limit_threads(request["threads"], is_torch(engine) or torch_first)
     try:
         process = "own process"
+        if engine == "microgrid" and not request.get("pool", True):
+            import microgrid
+            microgrid.set_cache_limit(0)
+            process += ", pool off"
         if torch_first:
-            process = ("own process, torch ran first" if _run_torch_first(workload, request["quick"])
-                       else "own process (torch_first asked, torch not installed)")
+            process += (", torch ran first" if _run_torch_first(workload, request["quick"])
+                        else " (torch_first asked, torch not installed)")
         outcome = harness.prepare_case(workload, engine, request["quick"])
         if isinstance(outcome, dict):
             return outcome

@@ -65,6 +65,9 @@ def add_arguments(parser):
     parser.add_argument("--torch-first", action="store_true",
                         help="in microgrid's child process, run the workload on torch first, "
                              "as in a program that used torch before microgrid")
+    parser.add_argument("--no-pool", dest="pool", action="store_false",
+                        help="time microgrid's tensor workloads with its buffer pool off "
+                             "(mg.set_cache_limit(0)), for comparison")
     parser.add_argument("--no-gc", dest="gc", action="store_false",
                         help="turn Python's garbage collector off while timing (default: on)")
     parser.add_argument("--json", metavar="FILE",
@@ -138,10 +141,10 @@ def run(args, argv_text="microgrid bench", out=None):
     log = None if args.quiet else sys.stderr
     load_at_start = report.load_average()
     blas_limit, blas_threads = _limit_blas_threads(args.torch_threads)
-    if args.torch_first and not args.isolate:
-        raise UsageError("--torch-first needs the child processes (drop --in-process)")
-    isolation = ({"threads": args.torch_threads, "torch_first": args.torch_first}
-                 if args.isolate else None)
+    if (args.torch_first or not args.pool) and not args.isolate:
+        raise UsageError("--torch-first and --no-pool need the child processes (drop --in-process)")
+    isolation = ({"threads": args.torch_threads, "torch_first": args.torch_first,
+                  "pool": args.pool} if args.isolate else None)
     with blas_limit:
         results = harness.run(selected, engines, quick=args.quick, repeats=args.repeats,
                               use_gc=args.gc, log=log, isolation=isolation)

@@ -257,12 +257,14 @@ def run_in_child(workload, engine, quick, repeats, use_gc, isolation):
     """Prepare, compute the numbers of, and time ``workload`` on ``engine``
     in a fresh Python process (``python -m microgrid.bench.child``); returns
     {"numbers": ..., "timing": ...} or a fragment with "skipped".
-    ``isolation``: {"threads": n, "torch_first": bool}."""
+    ``isolation``: {"threads": n, "torch_first": bool, "pool": bool (microgrid's
+    buffer pool on, the default)}."""
     fd, out_path = tempfile.mkstemp(prefix="microgrid-bench-", suffix=".pickle")
     os.close(fd)
     request = {"workload": workload.name, "engine": engine, "quick": quick, "repeats": repeats,
                "use_gc": use_gc, "threads": isolation.get("threads", 1),
-               "torch_first": bool(isolation.get("torch_first")), "out": out_path}
+               "torch_first": bool(isolation.get("torch_first")),
+               "pool": isolation.get("pool", True), "out": out_path}
     try:
         proc = subprocess.run([sys.executable, "-m", "microgrid.bench.child"],
                               input=pickle.dumps(request), stdout=subprocess.PIPE,

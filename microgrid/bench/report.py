@@ -144,8 +144,9 @@ def rows(results):
             out.append((r["workload"], r["engine"], "skipped: " + r["skipped"], "", "", "", "",
                         _check(r)))
         else:
-            engine = r["engine"] + (" (torch ran first)" if "torch ran first" in r.get("process", "")
-                                    else "")
+            process = r.get("process", "")
+            notes = [n for n in ("pool off", "torch ran first") if n in process]
+            engine = r["engine"] + (f" ({', '.join(notes)})" if notes else "")
             out.append((r["workload"], engine, format_seconds(r["median_s"]),
                         format_seconds(r["min_s"]), _per_unit(r), _ratio(r), _faults(r), _check(r)))
     return out
