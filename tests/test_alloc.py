@@ -210,3 +210,22 @@ def test_independent_graphs_in_threads_agree_with_one_thread():
     info = mg.cache_info()
     assert info["hits"] > 0
     assert info["in_use"] >= 0 and info["requested"] <= info["in_use"] + info["cached"] + 1
+
+
+def test_a_steady_conv_step_takes_every_buffer_from_the_pool():
+    """After warm-up, a conv -> relu -> pool -> loss step (outputs, gradients,
+    im2col workspaces) is served from the pool: no request goes to the system."""
+    rng = np.random.default_rng(1)
+    x = mg.tensor(rng.uniform(0.0, 1.0, (16, 1, 28, 28)))
+    w = mg.tensor(rng.normal(0.0, 0.3, (8, 1, 3, 3)), requires_grad=True)
+    b = mg.tensor(rng.normal(0.0, 0.1, 8), requires_grad=True)
+    out = None
+    for step in range(8):
+        if step == 4:
+            before = mg.cache_info()
+        w.grad = None
+        out = F.max_pool2d(F.conv2d(x, w, b).relu(), 2).sum()   # the last step's graph stays alive
+        out.backward()
+    after = mg.cache_info()
+    assert after["misses"] == before["misses"]
+    assert after["hits"] >= before["hits"] + 4 * 5
