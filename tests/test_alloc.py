@@ -229,3 +229,12 @@ def test_a_steady_conv_step_takes_every_buffer_from_the_pool():
     after = mg.cache_info()
     assert after["misses"] == before["misses"]
     assert after["hits"] >= before["hits"] + 4 * 5
+
+
+def test_ops_on_small_operands_skip_the_pool_but_products_do_not():
+    # the handler switch costs more than the pool saves on small buffers
+    small = mg.tensor(np.ones((10, 10)))
+    assert _alloc.handler_name(small.exp().data) != _alloc.HANDLER_NAME
+    # a product of small operands may make a large output: always pooled
+    col, row = mg.tensor(np.ones((2048, 1))), mg.tensor(np.ones((1, 2048)))
+    assert _alloc.handler_name((col @ row).data) == _alloc.HANDLER_NAME

@@ -5,3 +5,7 @@
 # to pool_exit (None when nothing was changed: the pool is off, or already in).
 cdef object pool_enter()
 cdef int pool_exit(object previous) except -1
+
+# pool_enter for an op whose operands' buffers are x and y (arrays or None):
+# only when one of them is large enough for the pool to pay, or ``always``.
+cdef object pool_enter_for(object x, object y, bint always)

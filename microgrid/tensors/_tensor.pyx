@@ -25,7 +25,7 @@ from microgrid.core._engine cimport (
     KIND_BINARY, KIND_UNARY, KIND_UNARY_C, KIND_ELEMENTWISE, KIND_REDUCE, KIND_SHAPE,
     KIND_PRODUCT, KIND_LOSS, KIND_CONV)
 from microgrid.core._engine import _OP_SYMBOLS
-from microgrid.tensors._alloc cimport pool_enter, pool_exit
+from microgrid.tensors._alloc cimport pool_enter, pool_enter_for, pool_exit
 
 import numbers
 
@@ -651,7 +651,8 @@ cdef class Tensor(Node):
         y = (<Tensor>self.b)._data if isinstance(self.b, Tensor) else None
         if _forward_rules[op] == NULL:
             raise SystemError(f"forward: no rule for tensor op code {op}")
-        memory = pool_enter()
+        # products and convolutions may make outputs and workspaces much larger than their operands
+        memory = pool_enter_for(x, y, mg_op_kind[op] == KIND_PRODUCT or mg_op_kind[op] == KIND_CONV)
         try:
             if _fp_state is None:
                 with _errstate(all='ignore'):
