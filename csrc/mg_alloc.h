@@ -23,7 +23,7 @@
  *
  * All entry points take the pool as a void* context (numpy's
  * PyDataMemAllocator signature) and are thread safe (one mutex per pool).
- * Plain C, no Python: the Cython module microgrid/_alloc.pyx wraps it.
+ * Plain C, no Python: the Cython module microgrid/tensors/_alloc.pyx wraps it.
  */
 #ifndef MG_ALLOC_H
 #define MG_ALLOC_H

@@ -1,5 +1,5 @@
 """The caching allocator of tensor storage (csrc/mg_alloc.c through
-microgrid._alloc): freed buffers are reused, the bound on what it caches
+microgrid.tensors._alloc): freed buffers are reused, the bound on what it caches
 holds, empty_cache() releases, it is scoped to microgrid's ops (the user's
 arrays keep numpy's allocator), independent graphs in several threads
 agree with one thread, and results are bit-identical with the pool off."""

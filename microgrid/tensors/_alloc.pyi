@@ -1,4 +1,4 @@
-"""Type stub of microgrid._alloc: the caching allocator of tensor storage."""
+"""Type stub of microgrid.tensors._alloc: the caching allocator of tensor storage."""
 from typing import Dict, Optional, Union
 
 import numpy as np
