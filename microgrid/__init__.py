@@ -13,6 +13,7 @@ from .core import _engine
 from .core._engine import Graph, Value, detect_anomaly, dot, is_anomaly_enabled, topological_order
 from .tools.gradcheck import GradcheckError, gradcheck
 from .tensors._tensor import Tensor, cat, concatenate, matmul, ones, randn, stack, tensor, zeros
+from .tensors._alloc import cache_info, empty_cache, set_cache_limit   # the tensor memory pool
 from .core import optable   # installs the elementwise methods of Value and Tensor
 from . import functional
 from .functional import *  # noqa: F403 (functional.__all__ is the list)
@@ -80,6 +81,7 @@ __all__ = [
     "gradcheck", "GradcheckError", "manual_seed",
     "Tensor", "tensor", "zeros", "ones", "randn", "stack", "concatenate", "cat",
     "matmul", "max", "min", "functional", *functional.__all__,
+    "empty_cache", "set_cache_limit", "cache_info",
     "explain", "check", "CheckReport", "draw", "to_dot",
     "shapley_values", "shapley_orders", "shap_values", "shap_sample",
     "integrated_gradients", "gradient_x_input",

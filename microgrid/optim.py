@@ -13,6 +13,7 @@ import numbers
 import numpy as np
 
 from .core._engine import Value
+from .tensors._alloc import pooled
 from .tensors._tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam"]
@@ -117,20 +118,29 @@ class Optimizer:
     def _validate(self, group):
         return group
 
-    def zero_grad(self):
-        """Sets every parameter's gradient to zero (Tensors in place)."""
+    def zero_grad(self, set_to_none=True):
+        """Sets every parameter's gradient to zero.  As in PyTorch, a
+        Tensor's gradient buffer is dropped (``set_to_none=True``): ``.grad``
+        reads as zeros until the next backward, which then stores its
+        gradient without first filling a buffer with zeros and adding to it.
+        ``set_to_none=False`` zeroes the existing buffers in place."""
         for group in self.param_groups:
             for p in group["params"]:
                 if isinstance(p, Value):
                     p.grad = 0
+                elif set_to_none:
+                    p.grad = None
                 else:
                     p.grad[...] = 0
 
     def step(self):
-        for group, slots in zip(self.param_groups, self._slots):
-            for slot in slots:
-                data, grad = slot.read()
-                slot.write(self._update(group, slot.state, data, grad))
+        # the update's temporaries (lr * g, ...) come from microgrid's pool,
+        # as the step's other buffers: no fresh mapping per step
+        with pooled():
+            for group, slots in zip(self.param_groups, self._slots):
+                for slot in slots:
+                    data, grad = slot.read()
+                    slot.write(self._update(group, slot.state, data, grad))
 
     def _update(self, group, state, param, grad):
         raise NotImplementedError

@@ -1457,6 +1457,8 @@ NOT_OPS = {
     "mg.to_dot": "graph tool, not an op (tests/test_explain.py)",
     "mg.draw": "graph tool, not an op (tests/test_explain.py)",
     "mg.manual_seed": "random-number seeding (tests/test_nn.py)",
+    **{f"mg.{n}": "memory pool control, not an op (tests/test_alloc.py)" for n in
+       ("empty_cache", "set_cache_limit", "cache_info")},
     **{f"mg.{n}": "attribution method, not an op (tests/test_attribution.py)" for n in
        ("shapley_values", "shapley_orders", "shap_values", "shap_sample", "integrated_gradients",
         "gradient_x_input")},

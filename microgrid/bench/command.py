@@ -11,13 +11,19 @@ that the engines agree on its values and gradients (tolerance stated per
 workload); an engine that disagrees is not timed.  The check's call is the
 warm-up (plus one more call when it was short); then the median and minimum
 over repeats (time.perf_counter), with Python's garbage collector on unless
---no-gc.  Ratios are engine median / microgrid median.  Engines that are
+--no-gc, and the minor page faults per call over the repeats (getrusage).
+The tensor workloads run each engine in a fresh child process, so that no
+engine's allocator state colours another's (--in-process: all in this one;
+--torch-first: microgrid's child runs torch's version first, as a program
+that used torch before microgrid).  Ratios are engine median / microgrid
+median.  Engines that are
 missing (or listed in {DISABLE_ENV}, e.g. {DISABLE_ENV}=torch,micrograd)
 are reported as skipped with the reason.
 
 --json writes an object with "machine", "versions", "settings" and
 "results": one record per workload and engine with "workload", "engine",
-"median_s", "min_s", "repeats", "ratio_vs_microgrid" and "check", or
+"median_s", "min_s", "repeats", "ratio_vs_microgrid", "minor_faults_per_call",
+"process" (tensor workloads) and "check", or
 "skipped" with the reason.  Exit status 1 when engines disagree or a
 workload raised.
 """
@@ -52,6 +58,16 @@ def add_arguments(parser):
                         help="PyTorch's intra-op threads, and numpy's BLAS threads when "
                              "threadpoolctl is installed (default 1: microgrid and micrograd "
                              "use one core)")
+    parser.add_argument("--in-process", dest="isolate", action="store_false",
+                        help="run the tensor workloads of every engine in this process "
+                             "(default: a fresh child process per engine, so that no engine's "
+                             "allocator state colours another's)")
+    parser.add_argument("--torch-first", action="store_true",
+                        help="in microgrid's child process, run the workload on torch first, "
+                             "as in a program that used torch before microgrid")
+    parser.add_argument("--no-pool", dest="pool", action="store_false",
+                        help="time microgrid's tensor workloads with its buffer pool off "
+                             "(mg.set_cache_limit(0)), for comparison")
     parser.add_argument("--no-gc", dest="gc", action="store_false",
                         help="turn Python's garbage collector off while timing (default: on)")
     parser.add_argument("--json", metavar="FILE",
@@ -125,10 +141,15 @@ def run(args, argv_text="microgrid bench", out=None):
     log = None if args.quiet else sys.stderr
     load_at_start = report.load_average()
     blas_limit, blas_threads = _limit_blas_threads(args.torch_threads)
+    if (args.torch_first or not args.pool) and not args.isolate:
+        raise UsageError("--torch-first and --no-pool need the child processes (drop --in-process)")
+    isolation = ({"threads": args.torch_threads, "torch_first": args.torch_first,
+                  "pool": args.pool} if args.isolate else None)
     with blas_limit:
         results = harness.run(selected, engines, quick=args.quick, repeats=args.repeats,
-                              use_gc=args.gc, log=log)
+                              use_gc=args.gc, log=log, isolation=isolation)
     settings = {"quick": args.quick, "gc": args.gc, "repeats": args.repeats,
+                "isolation": isolation,
                 "torch_threads": args.torch_threads, "blas_threads": blas_threads,
                 "load_average_at_start": load_at_start,
                 "engines": engines, "only": args.only, "command": argv_text}

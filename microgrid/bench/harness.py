@@ -14,11 +14,26 @@ and gradients).  For every workload the harness
    and the minimum per call (under --quick, repeats stop after ~1 s).  The garbage collector stays on unless asked:
    its pauses are part of what a user of each engine pays.
 
+Every timed record also carries the minor page faults per call over the
+timed repeats (``getrusage``'s ``ru_minflt``; None where the OS has none): a
+step that maps fresh memory and faults its pages in pays for it in time.
+
+Workloads with ``isolate = True`` (the tensor ones) run each engine in a
+child process of its own (``microgrid.bench.child``), so no engine's
+allocator state (what torch's allocator did to glibc's malloc thresholds,
+say) colours another's; the child returns the numbers to compare and the
+times.  With ``torch_first`` the microgrid child first runs the workload on
+torch, as a user who imported and used torch before microgrid would.
+
 Ratios are engine median / microgrid median (above 1: slower than microgrid).
 """
 import gc
+import os
+import pickle
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -53,6 +68,11 @@ class Workload:
     rtol32, atol32 = 1e-3, 1e-5
     repeats, quick_repeats = 7, 3
     quick_skip = None      # a reason to skip the whole workload under --quick
+    isolate = False        # time each engine in a child process of its own
+    # Untimed calls before timing, beyond the check's: a workload whose
+    # allocators (microgrid's pool, torch's caches) reach their steady state
+    # only after a few steps is timed in that state, as a training loop runs.
+    warmup_calls = 0
     # Known answers (name -> value) checked on the reference engine, e.g. the
     # hand-worked numbers of an exam problem.
     expected = None
@@ -117,10 +137,41 @@ def check_expected(numbers, expected, rtol=1e-6, atol=1e-9):
     return bad
 
 
+def minor_faults():
+    """Minor page faults of this process so far, or None where the OS does
+    not count them (no ``resource`` module)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def faults_per_call(before, after, calls):
+    """Page faults per call from two counter readings around ``calls``
+    calls; None when either reading is missing or nothing ran."""
+    if before is None or after is None or calls <= 0:
+        return None
+    return (after - before) / calls
+
+
 def measure(fn, repeats, target_s, use_gc=True, first_call_s=None, budget_s=None):
     """Time ``fn``: ``repeats`` repeats of ``number`` calls each, ``number``
     chosen so that a repeat lasts about ``target_s``.  Returns (times per
-    call in seconds, number, repeats done).
+    call in seconds, number, repeats done); ``measure_with_faults`` also
+    counts page faults.
+    """
+    times, number, done, _ = measure_with_faults(fn, repeats, target_s, use_gc, first_call_s,
+                                                 budget_s)
+    return times, number, done
+
+
+def measure_with_faults(fn, repeats, target_s, use_gc=True, first_call_s=None, budget_s=None,
+                        fault_counter=minor_faults):
+    """``measure``, returning (times, number, repeats done, minor page
+    faults per call over the timed repeats, or None).  The counter is read
+    once before and once after all repeats (a getrusage call is ~1 us, not
+    worth taking out of the times); the warm-up call is outside.
 
     ``first_call_s`` is how long the (untimed) check call took: when that was
     already longer than ``target_s`` it served as the warm-up; otherwise one
@@ -140,6 +191,7 @@ def measure(fn, repeats, target_s, use_gc=True, first_call_s=None, budget_s=None
             del out
         number = 1 if first >= target_s else max(1, min(10_000, int(target_s / max(first, 1e-9))))
         times, spent = [], 0.0
+        faults_before = fault_counter()
         for _ in range(repeats):
             t0 = time.perf_counter()
             for _ in range(number):
@@ -150,10 +202,11 @@ def measure(fn, repeats, target_s, use_gc=True, first_call_s=None, budget_s=None
             spent += elapsed
             if budget_s is not None and spent >= budget_s:
                 break
+        faults = faults_per_call(faults_before, fault_counter(), number * len(times))
     finally:
         if was_enabled:
             gc.enable()
-    return times, number, len(times)
+    return times, number, len(times), faults
 
 
 def _log(msg, stream):
@@ -161,9 +214,77 @@ def _log(msg, stream):
         print(msg, file=stream, flush=True)
 
 
-def run_workload(workload, engines, quick=False, repeats=None, use_gc=True, log=sys.stderr):
+def prepare_case(workload, engine, quick):
+    """Prepare ``workload`` on ``engine`` and compute its numbers: (case,
+    numbers, seconds the numbers took), or a record fragment with
+    "skipped" (and "error" when it raised)."""
+    try:
+        case = workload.prepare(engine, quick)
+        t0 = time.perf_counter()
+        numbers = case.numbers()
+        return case, numbers, time.perf_counter() - t0
+    except Skip as exc:
+        return {"skipped": str(exc)}
+    except RecursionError:
+        return {"skipped": (f"RecursionError at Python's recursion limit "
+                            f"({sys.getrecursionlimit()}): {engine} walks the graph recursively")}
+    except Exception as exc:        # a bug or an API gap: report it, run the rest
+        return {"skipped": f"error: {type(exc).__name__}: {exc}", "error": True}
+
+
+def time_case(case, repeats, quick, use_gc, check_call_s, warmup_calls=0):
+    """Time a prepared case (after ``warmup_calls`` untimed calls): the
+    timing fields of a record, or "skipped"."""
+    try:
+        out = None
+        for _ in range(warmup_calls):
+            # keep each result alive across the next call, as the timed
+            # loop does: two steps' buffers are live at once there
+            out = case.run()
+        del out
+        times, number, done, faults = measure_with_faults(
+            case.run, repeats, 0.02 if quick else 0.1, use_gc, check_call_s,
+            budget_s=1.0 if quick else None)
+    except Skip as exc:
+        return {"skipped": str(exc)}
+    except Exception as exc:
+        return {"skipped": f"error while timing: {type(exc).__name__}: {exc}", "error": True}
+    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": done,
+            "number": number, "times_s": times, "minor_faults_per_call": faults}
+
+
+def run_in_child(workload, engine, quick, repeats, use_gc, isolation):
+    """Prepare, compute the numbers of, and time ``workload`` on ``engine``
+    in a fresh Python process (``python -m microgrid.bench.child``); returns
+    {"numbers": ..., "timing": ...} or a fragment with "skipped".
+    ``isolation``: {"threads": n, "torch_first": bool, "pool": bool (microgrid's
+    buffer pool on, the default)}."""
+    fd, out_path = tempfile.mkstemp(prefix="microgrid-bench-", suffix=".pickle")
+    os.close(fd)
+    request = {"workload": workload.name, "engine": engine, "quick": quick, "repeats": repeats,
+               "use_gc": use_gc, "threads": isolation.get("threads", 1),
+               "torch_first": bool(isolation.get("torch_first")),
+               "pool": isolation.get("pool", True), "out": out_path}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "microgrid.bench.child"],
+                              input=pickle.dumps(request), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, check=False)
+        if proc.returncode != 0 or os.path.getsize(out_path) == 0:
+            tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
+            return {"skipped": f"error: the child process exited with {proc.returncode}: "
+                               + " | ".join(tail), "error": True}
+        with open(out_path, "rb") as f:
+            return pickle.load(f)     # written by our own child, a moment ago
+    finally:
+        os.unlink(out_path)
+
+
+def run_workload(workload, engines, quick=False, repeats=None, use_gc=True, log=sys.stderr,
+                 isolation=None):
     """Check and time one workload on ``engines``; returns a list of result
-    records (dicts), one per engine, in the order of ``engines``."""
+    records (dicts), one per engine, in the order of ``engines``.  With
+    ``isolation`` (a dict, see ``run_in_child``) a workload that asks for it
+    runs each engine in a child process."""
     size = workload.size(quick)
     base = {"workload": workload.name}
     if size is not None:
@@ -171,7 +292,7 @@ def run_workload(workload, engines, quick=False, repeats=None, use_gc=True, log=
     if quick and workload.quick_skip:
         return [dict(base, engine=e, skipped=workload.quick_skip) for e in engines]
     n_repeats = repeats or (workload.quick_repeats if quick else workload.repeats)
-    target = 0.02 if quick else 0.1
+    in_child = isolation is not None and workload.isolate
     records, reference, ref_engine = {}, None, None
     # The reference (microgrid when it runs) goes first, the rest in order.
     for engine in sorted(engines, key=lambda e: e != "microgrid"):
@@ -185,23 +306,20 @@ def run_workload(workload, engines, quick=False, repeats=None, use_gc=True, log=
             record["skipped"] = reason
             continue
         _log(f"  {workload.name} [{engine}]", log)
-        case = None         # the previous engine's graph is freed before this one's
-        try:
-            case = workload.prepare(engine, quick)
-            t0 = time.perf_counter()
-            numbers = case.numbers()
-            check_call_s = time.perf_counter() - t0
-        except Skip as exc:
-            record["skipped"] = str(exc)
-            continue
-        except RecursionError:
-            record["skipped"] = (f"RecursionError at Python's recursion limit "
-                                 f"({sys.getrecursionlimit()}): {engine} walks the graph recursively")
-            continue
-        except Exception as exc:        # a bug or an API gap: report it, run the rest
-            record["skipped"] = f"error: {type(exc).__name__}: {exc}"
-            record["error"] = True
-            continue
+        case = timing = None    # the previous engine's graph is freed before this one's
+        if in_child:
+            outcome = run_in_child(workload, engine, quick, n_repeats, use_gc, isolation)
+            if "skipped" in outcome:
+                record.update(outcome)
+                continue
+            numbers, timing = outcome["numbers"], outcome["timing"]
+            record["process"] = outcome["process"]
+        else:
+            outcome = prepare_case(workload, engine, quick)
+            if isinstance(outcome, dict):
+                record.update(outcome)
+                continue
+            case, numbers, check_call_s = outcome
         if reference is None:
             reference, ref_engine = numbers, engine
             check = {"passed": True, "reference": engine, "role": "reference"}
@@ -219,20 +337,11 @@ def run_workload(workload, engines, quick=False, repeats=None, use_gc=True, log=
         if not check["passed"]:
             record["skipped"] = f"check failed against {ref_engine}: {check.get('error') or check.get('expected_values')}"
             continue
-        try:
-            times, number, done = measure(case.run, n_repeats, target, use_gc, check_call_s,
-                                          budget_s=1.0 if quick else None)
-        except Skip as exc:
-            record["skipped"] = str(exc)
-            continue
-        except Exception as exc:
-            record["skipped"] = f"error while timing: {type(exc).__name__}: {exc}"
-            record["error"] = True
-            continue
-        finally:
+        if timing is None:
+            timing = time_case(case, n_repeats, quick, use_gc, check_call_s,
+                               workload.warmup_calls)
             case = None
-        record.update(median_s=statistics.median(times), min_s=min(times),
-                      repeats=done, number=number, times_s=times)
+        record.update(timing)
     _add_units_and_ratios(workload, records, quick)
     return [records[e] for e in engines]
 
@@ -251,10 +360,11 @@ def _add_units_and_ratios(workload, records, quick):
             record["ns_per_unit"] = record["median_s"] / count * 1e9
 
 
-def run(workloads, engines=ENGINE_NAMES, quick=False, repeats=None, use_gc=True, log=sys.stderr):
+def run(workloads, engines=ENGINE_NAMES, quick=False, repeats=None, use_gc=True, log=sys.stderr,
+        isolation=None):
     """Run every workload; returns all result records."""
     results = []
     for workload in workloads:
         _log(f"{workload.name}: {workload.description}", log)
-        results.extend(run_workload(workload, engines, quick, repeats, use_gc, log))
+        results.extend(run_workload(workload, engines, quick, repeats, use_gc, log, isolation))
     return results

@@ -125,17 +125,30 @@ def _check(r):
     return "FAILED"
 
 
-COLUMNS = ("workload", "engine", "median", "min", "per unit", "vs microgrid", "check")
+def _faults(r):
+    f = r.get("minor_faults_per_call")
+    if f is None:
+        return ""
+    return f"{f:.0f}" if f >= 10 else f"{f:.1f}"
+
+
+COLUMNS = ("workload", "engine", "median", "min", "per unit", "vs microgrid", "faults/call",
+           "check")
+_LEFT = (0, 1, 7)       # columns aligned left (names, the check); numbers go right
 
 
 def rows(results):
     out = []
     for r in results:
         if "skipped" in r:
-            out.append((r["workload"], r["engine"], "skipped: " + r["skipped"], "", "", "", _check(r)))
+            out.append((r["workload"], r["engine"], "skipped: " + r["skipped"], "", "", "", "",
+                        _check(r)))
         else:
-            out.append((r["workload"], r["engine"], format_seconds(r["median_s"]),
-                        format_seconds(r["min_s"]), _per_unit(r), _ratio(r), _check(r)))
+            process = r.get("process", "")
+            notes = [n for n in ("pool off", "torch ran first") if n in process]
+            engine = r["engine"] + (f" ({', '.join(notes)})" if notes else "")
+            out.append((r["workload"], engine, format_seconds(r["median_s"]),
+                        format_seconds(r["min_s"]), _per_unit(r), _ratio(r), _faults(r), _check(r)))
     return out
 
 
@@ -150,7 +163,7 @@ def text_table(results, skipped_width=100):
         if row[2].startswith("skipped"):
             cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2]]
         else:
-            cells = [c.ljust(w) if i < 2 or i == 6 else c.rjust(w)
+            cells = [c.ljust(w) if i in _LEFT else c.rjust(w)
                      for i, (c, w) in enumerate(zip(row, widths))]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
@@ -171,6 +184,9 @@ def header_lines(report):
         f"settings: repeats {s.get('repeats') or 'per workload'}, gc {'on' if s['gc'] else 'off'}, "
         f"torch threads {s.get('torch_threads')}, BLAS threads {s.get('blas_threads')}"
         + (", quick" if s["quick"] else "")
+        + (", tensor workloads: a process per engine" if s.get("isolation") else
+           (", all in one process" if "isolation" in s else ""))
+        + (" (microgrid's after torch ran)" if (s.get("isolation") or {}).get("torch_first") else "")
         + f"; date {report['date_utc']}",
     ]
 
@@ -181,7 +197,8 @@ def markdown(report, command=None):
         lines += [f"Command: `{command}`", ""]
     lines += [f"- {line}" for line in header_lines(report)]
     lines += ["", "Median and min are per call; ratio = engine median / microgrid median "
-              "(above 1: slower than microgrid).", ""]
+              "(above 1: slower than microgrid); faults/call: minor page faults per call "
+              "over the timed repeats.", ""]
     lines.append("| " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
     for row in rows(report["results"]):

@@ -29,6 +29,8 @@ def moons_mlp_loss(eng, params, X, y, alpha=ALPHA):
 
 
 class MoonsMLPTensor(Workload):
+    isolate = True          # a process per engine: see harness
+    warmup_calls = 3        # steady state: the previous step's graph is alive during a step
     name = "moons_mlp_tensor"
     description = "moons MLP(2,[16,16,1]) on tensors, batch 100: SVM loss + L2, forward + backward"
     engines = ("microgrid", "torch64", "torch32")
@@ -67,6 +69,8 @@ def conv_pool_sum(eng, x, w, b):
 
 
 class ConvPool(Workload):
+    isolate = True
+    warmup_calls = 3
     engines = ("microgrid", "torch64", "torch32")
     rtol, atol = 1e-9, 1e-10
     rtol32, atol32 = 1e-4, 1e-3
@@ -115,6 +119,8 @@ def mlp784_sgd_step(eng, model, opt, X, y):
 
 
 class MLP784SGD(Workload):
+    isolate = True
+    warmup_calls = 3
     name = "mlp784_sgd"
     description = "784-200-1 MLP (relu, sigmoid), BCE, one SGD step (lr 0.1) on a batch of 100"
     engines = ("microgrid", "torch64", "torch32")

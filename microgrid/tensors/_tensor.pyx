@@ -25,6 +25,7 @@ from microgrid.core._engine cimport (
     KIND_BINARY, KIND_UNARY, KIND_UNARY_C, KIND_ELEMENTWISE, KIND_REDUCE, KIND_SHAPE,
     KIND_PRODUCT, KIND_LOSS, KIND_CONV)
 from microgrid.core._engine import _OP_SYMBOLS
+from microgrid.tensors._alloc cimport pool_enter, pool_enter_for, pool_exit
 
 import numbers
 
@@ -607,7 +608,12 @@ cdef class Tensor(Node):
             if grad.shape != self._data.shape:
                 raise ValueError(
                     f"backward(grad): shape {grad.shape} does not match the tensor's shape {self._data.shape}")
-        run_backward(self, grad)
+        # the pool once for the whole sweep (each node's _backward then finds it in place)
+        memory = pool_enter()
+        try:
+            run_backward(self, grad)
+        finally:
+            pool_exit(memory)
 
     def zero_grad(self):
         """Reset this tensor's gradient to zeros."""
@@ -645,15 +651,20 @@ cdef class Tensor(Node):
         y = (<Tensor>self.b)._data if isinstance(self.b, Tensor) else None
         if _forward_rules[op] == NULL:
             raise SystemError(f"forward: no rule for tensor op code {op}")
-        if _fp_state is None:
-            with _errstate(all='ignore'):
-                _forward_rules[op](self, x, y)
-        else:
-            token = _fp_state.set(_fp_ignore)
-            try:
-                _forward_rules[op](self, x, y)
-            finally:
-                _fp_state.reset(token)
+        # products and convolutions may make outputs and workspaces much larger than their operands
+        memory = pool_enter_for(x, y, mg_op_kind[op] == KIND_PRODUCT or mg_op_kind[op] == KIND_CONV)
+        try:
+            if _fp_state is None:
+                with _errstate(all='ignore'):
+                    _forward_rules[op](self, x, y)
+            else:
+                token = _fp_state.set(_fp_ignore)
+                try:
+                    _forward_rules[op](self, x, y)
+                finally:
+                    _fp_state.reset(token)
+        finally:
+            pool_exit(memory)
         if anomaly_enabled():
             check_forward(self)
         return 0
@@ -668,15 +679,19 @@ cdef class Tensor(Node):
             return 0              # no gradient reached this node
         if _backward_rules[op] == NULL:
             raise SystemError(f"backward: no rule for tensor op code {op}")
-        if _fp_state is None:
-            with _errstate(all='ignore'):
-                _backward_rules[op](self, g, self.a, self.b)
-            return 0
-        token = _fp_state.set(_fp_ignore)
+        memory = pool_enter()
         try:
-            _backward_rules[op](self, g, self.a, self.b)
+            if _fp_state is None:
+                with _errstate(all='ignore'):
+                    _backward_rules[op](self, g, self.a, self.b)
+                return 0
+            token = _fp_state.set(_fp_ignore)
+            try:
+                _backward_rules[op](self, g, self.a, self.b)
+            finally:
+                _fp_state.reset(token)
         finally:
-            _fp_state.reset(token)
+            pool_exit(memory)
         return 0
 
     # -- indexing -----------------------------------------------------------
