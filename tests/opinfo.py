@@ -439,7 +439,7 @@ def _functional_errors(fn, fname):
     return _tensor_input_errors(fn, fname)
 
 
-for _name, _rows in optable._method_groups().items():
+for _name, _rows in optable.method_groups().items():
     _gen = _row_domain(_rows)
     for _cls in (Tensor, Value):
         _keyword = _rows[0].value_param if _cls is Value else _rows[0].tensor_param
@@ -1326,12 +1326,12 @@ add(OpInfo("nn.Flatten", _layer_op, lambda x, layer: x.reshape(x.shape[0], -1),
                   ErrorInput(lambda: nn.Flatten(5)(_t(2, 3)), ValueError, r"start_dim"),
                   ErrorInput(lambda: nn.Flatten()("x"), TypeError, r"Flatten\(input\)"))))
 # the activation layers: one per op-table row with a PyTorch module name
-for _name, _rows in optable._method_groups().items():
+for _name, _rows in optable.method_groups().items():
     if not _rows[0].torch_module:
         continue
     _cls, _fn = getattr(nn, _rows[0].torch_module), _rows[0].torch_function
     _gen = _row_domain(_rows)
-    _parameters = optable._parameters(_rows, Tensor)
+    _parameters = optable.method_parameters(_rows, Tensor)
     _errors = [ErrorInput(lambda c=_cls: c()("x"), TypeError, _fn + r"\(input\)"),
                ErrorInput(lambda c=_cls: c()(None), TypeError, _fn + r"\(input\)"),
                ErrorInput(lambda c=_cls: c(*([1] * (len(inspect.signature(c).parameters) + 1))),

@@ -326,12 +326,12 @@ def _table_layers():
     """The activation layers made from the op table's rows: every keyword set
     to a non-default value (the constant, the variant, inplace)."""
     layers = {}
-    for rows in optable._method_groups().values():
+    for rows in optable.method_groups().values():
         row = rows[0]
         if not row.torch_module:
             continue
         kwargs = {}
-        for keyword, default, kind in optable._parameters(rows, mg.Tensor):
+        for keyword, default, kind in optable.method_parameters(rows, mg.Tensor):
             kwargs[keyword] = rows[-1].variant[1] if kind == "variant" else default + 0.5
         if row.module_inplace:
             kwargs["inplace"] = True

@@ -29,7 +29,8 @@ from ..tensors import _tensor
 from ._engine import KINDS, Value
 from ..tensors._tensor import Tensor
 
-__all__ = ["OpRow", "ROWS", "ELEMENTWISE", "row_of", "rows_named", "markdown_table"]
+__all__ = ["OpRow", "ROWS", "ELEMENTWISE", "row_of", "method_groups", "method_parameters",
+           "functional_api", "module_classes", "markdown_table"]
 
 _KIND_NAMES = {code: name for name, code in KINDS.items()}
 
@@ -107,16 +108,12 @@ def row_of(node):
     return ROWS[_engine._opcode(node)]
 
 
-def rows_named(name):
-    """The rows a method builds: one, or one per choice of its keyword."""
-    return [r for r in ELEMENTWISE if r.name == name]
-
-
 # ---------------------------------------------------------------------------
 # Methods of Value and Tensor, generated from the rows
 
-def _method_groups():
-    """{method name: its rows}, in table order, for rows that have a method."""
+def method_groups():
+    """{method name: the rows it builds (one, or one per choice of its
+    keyword)}, in table order, for the rows that have a method."""
     groups = {}
     for r in ELEMENTWISE:
         if r.name and r.kind != "BINARY":
@@ -124,7 +121,7 @@ def _method_groups():
     return groups
 
 
-def _parameters(rows, cls):
+def method_parameters(rows, cls):
     """The keywords of the method building ``rows`` on ``cls``: (keyword,
     default, kind) triples, as _engine._elementwise_method takes them."""
     params = []
@@ -159,10 +156,10 @@ def _signature(params):
 
 
 def _install_methods():
-    for name, rows in _method_groups().items():
+    for name, rows in method_groups().items():
         codes = {r.variant[1] if r.variant else None: r.code for r in rows}
         for cls in (Value, Tensor):
-            params = _parameters(rows, cls)
+            params = method_parameters(rows, cls)
             if params:
                 method = _engine._elementwise_method(cls, name, params, codes, _doc(rows, cls))
                 method.__signature__ = _signature(params)
@@ -182,11 +179,11 @@ def functional_api():
     takes ``input`` (a Tensor) and the method's keywords under PyTorch's
     names, and builds the same node as the Tensor method."""
     api = {}
-    for name, rows in _method_groups().items():
+    for name, rows in method_groups().items():
         fname = rows[0].torch_function
         if not fname:
             continue
-        api[fname] = _functional(fname, name, _parameters(rows, Tensor), rows)
+        api[fname] = _functional(fname, name, method_parameters(rows, Tensor), rows)
     return api
 
 
@@ -215,13 +212,13 @@ def module_classes(Module, functional):
     (``nn.SiLU()``, ``nn.ELU(alpha=1.0)``, ``nn.GELU(approximate='none')``),
     subclasses of ``Module`` calling ``functional``'s function."""
     classes = {}
-    for name, rows in _method_groups().items():
+    for name, rows in method_groups().items():
         first = rows[0]
         if not first.torch_module:
             continue
         classes[first.torch_module] = _module_class(
             Module, first.torch_module, getattr(functional, first.torch_function),
-            _parameters(rows, Tensor), first.module_inplace)
+            method_parameters(rows, Tensor), first.module_inplace)
     return classes
 
 
