@@ -137,11 +137,11 @@ def test_the_formula_shown_is_the_formula_computed(row):
     rng = np.random.default_rng(1)
     c = CONSTANTS[1] if row.value_param else None
     op = _value_op(row, c)
+    # both signs, unless the op is undefined for negative numbers (log, sqrt)
+    signed = row.kind != "BINARY" and not np.isnan(_value_results(op, -1.0)[0])
     for _ in range(20):
         xs = rng.uniform(0.2, 2.0, 2 if row.kind == "BINARY" else 1)
-        if row.kind != "BINARY" and not np.isnan(float(getattr(mg.Value(-1.0), row.name)(
-                **({row.variant[0]: row.variant[1]} if row.variant else {})).data)
-                if row.name and not row.value_param else 0.0):
+        if signed:
             xs = xs * rng.choice([-1.0, 1.0], xs.shape)
         value, grads, _ = _value_results(op, *xs)
         operands = dict(a=xs[0], b=xs[1] if row.kind == "BINARY" else None, c=c)
