@@ -650,3 +650,12 @@ def test_sum_of_a_list_of_tensors_adds_them_up():
     np.testing.assert_allclose(total.data, a.data + b.data + 2 * a.data.sum())
     with pytest.raises(TypeError, match="sum"):
         mg.sum(["a", Value(1.0)])
+
+
+def test_an_index_beyond_any_int64_is_an_index_error():
+    """numpy raises OverflowError for an int index past int64; a Tensor says
+    IndexError, as for any index out of bounds (found by the fuzz test)."""
+    t = mg.tensor(np.zeros((0, 3)))
+    for key in (2**63, (slice(None), 2**63), -2**70):
+        with pytest.raises(IndexError):
+            t[key]

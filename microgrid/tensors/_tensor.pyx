@@ -722,6 +722,9 @@ cdef class Tensor(Node):
             return new_node(T_INDEX, self, None, None, IndexState(key, basic))
         except IndexError:
             raise
+        except OverflowError:        # numpy's answer to an int beyond any index
+            raise IndexError(f"Tensor index {key!r} is out of bounds for shape "
+                             f"{self._data.shape}") from None
         except (TypeError, ValueError) as e:
             raise IndexError(f"Tensor index {key!r}: {e}") from None
 
