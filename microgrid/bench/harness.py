@@ -265,10 +265,15 @@ def run_in_child(workload, engine, quick, repeats, use_gc, isolation):
                "use_gc": use_gc, "threads": isolation.get("threads", 1),
                "torch_first": bool(isolation.get("torch_first")),
                "pool": isolation.get("pool", True), "out": out_path}
+    # started beside the microgrid this process imported, so that `-m` finds
+    # the same build (from a source checkout, the working directory would
+    # offer the uncompiled sources first)
+    import microgrid
+    home = os.path.dirname(os.path.dirname(os.path.abspath(microgrid.__file__)))
     try:
         proc = subprocess.run([sys.executable, "-m", "microgrid.bench.child"],
                               input=pickle.dumps(request), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, check=False)
+                              stderr=subprocess.PIPE, check=False, cwd=home)
         if proc.returncode != 0 or os.path.getsize(out_path) == 0:
             tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
             return {"skipped": f"error: the child process exited with {proc.returncode}: "
