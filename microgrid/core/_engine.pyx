@@ -1414,7 +1414,6 @@ def _elementwise_method(type cls, str name, tuple parameters, dict codes, str do
     cdef bint is_value = cls is Value
     if not (is_value or (issubclass(cls, Node) and _tensor_builder != NULL)):
         raise TypeError(f"_elementwise_method: no builder for {cls.__name__}")
-    keywords = tuple([p[0] for p in parameters])
 
     def method(self, *args, **kwargs):
         cdef double c = 0.0
