@@ -3,6 +3,8 @@ from typing import Dict, Optional, Union
 
 import numpy as np
 
+__all__ = ["empty_cache", "set_cache_limit", "cache_info", "reset_peak_stats", "DEFAULT_CACHE_LIMIT"]
+
 DEFAULT_CACHE_LIMIT: int
 HANDLER_NAME: str
 
