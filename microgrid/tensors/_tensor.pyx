@@ -406,6 +406,22 @@ cdef void _rule(int op, forward_rule forward, backward_rule backward) noexcept:
     _backward_rules[op] = backward
 
 
+# The differentiable form of a backward rule (create_graph=True, higher-order
+# gradients): given the node t and its incoming gradient g (a graph node,
+# Tensor or Value), it returns the gradients of t's parents as graph nodes
+# built from microgrid ops, one entry per parent of t._parents() in that
+# order (None for a parent that needs none), so they can be differentiated
+# again.  Each family's file registers its ops' rules beside their forward
+# and backward.
+ctypedef object (*graph_rule)(Tensor t, object g)
+
+cdef graph_rule* _graph_rules = <graph_rule*>calloc(OP_COUNT, sizeof(graph_rule))
+
+
+cdef void _graph_rule(int op, graph_rule rule) noexcept:
+    _graph_rules[op] = rule
+
+
 include "elementwise.pxi"
 include "reduce.pxi"
 include "shape.pxi"
@@ -539,6 +555,17 @@ cdef class Tensor(Node):
         if self.args is not None:
             parents.extend([p for p in self.args if isinstance(p, Node)])
         return tuple(parents)
+
+    def _graph_vjp(self, g):
+        """The gradients of this node's parents (``_parents()`` order, None
+        where a parent needs none) for incoming gradient ``g``, as graph nodes
+        that can be differentiated again: the op's registered graph rule."""
+        if self.op == OP_LEAF:
+            return ()
+        if _graph_rules[self.op] == NULL:
+            raise NotImplementedError(
+                f"no differentiable backward rule for {_OP_SYMBOLS[self.op]!r} yet")
+        return _graph_rules[self.op](self, g)
 
     def _state(self):
         """The op's state besides its operands (the node's ``ctx``: a typed
