@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from .core import _engine
 from .core._engine import Graph, Value, detect_anomaly, dot, is_anomaly_enabled, topological_order
 from .tools.gradcheck import GradcheckError, gradcheck
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .tensors._tensor import Tensor, cat, concatenate, matmul, ones, randn, stack, tensor, zeros
 from .tensors._alloc import cache_info, empty_cache, set_cache_limit   # the tensor memory pool
 from .core import optable   # installs the elementwise methods of Value and Tensor
@@ -78,6 +79,7 @@ def min(input, dim=None, keepdim=False):
 __all__ = [
     "Value", "sum", "mean", "dot", "topological_order", "Graph",
     "detect_anomaly", "is_anomaly_enabled",
+    "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "gradcheck", "GradcheckError", "manual_seed",
     "Tensor", "tensor", "zeros", "ones", "randn", "stack", "concatenate", "cat",
     "matmul", "max", "min", "functional", *functional.__all__,
@@ -89,7 +91,7 @@ __all__ = [
 
 
 # Public submodules, importable as microgrid.<name> and listed by dir().
-_SUBMODULES = ["functional", "nn", "optim", "datasets"]
+_SUBMODULES = ["functional", "nn", "optim", "datasets", "autograd"]
 
 
 def __dir__():

@@ -12,6 +12,7 @@ import numbers
 
 import numpy as np
 
+from .autograd.grad_mode import no_grad
 from .core._engine import Value
 from .tensors._alloc import pooled
 from .tensors._tensor import Tensor
@@ -134,9 +135,10 @@ class Optimizer:
                     p.grad[...] = 0
 
     def step(self):
-        # the update's temporaries (lr * g, ...) come from microgrid's pool,
-        # as the step's other buffers: no fresh mapping per step
-        with pooled():
+        # the update records no graph (as PyTorch's), and its temporaries
+        # (lr * g, ...) come from microgrid's pool, as the step's other
+        # buffers: no fresh mapping per step
+        with no_grad(), pooled():
             for group, slots in zip(self.param_groups, self._slots):
                 for slot in slots:
                     data, grad = slot.read()

@@ -97,6 +97,10 @@ cdef class Value(Node):
 
 
 cdef bint anomaly_enabled() noexcept
+# False inside no_grad (this thread records no graph); make_leaf cuts a node
+# built there from its parents
+cdef bint grad_enabled() noexcept
+cdef void make_leaf(Node node) noexcept
 cdef int check_forward(Node out) except -1
 cdef int check_backward(Node node) except -1
 cdef unsigned long long next_seq()

@@ -113,6 +113,62 @@ cdef inline bint _to_double(object x, double* out) except -1:
 
 
 # ---------------------------------------------------------------------------
+# Grad mode: whether ops record the graph (``no_grad`` turns it off), per
+# thread as in PyTorch.  The hot path reads one plain global, the number of
+# threads that turned recording off, and looks at its own thread's flag only
+# when that count is nonzero.
+
+cdef extern from *:
+    """
+    #if defined(_MSC_VER)
+    #define MG_THREAD_LOCAL __declspec(thread)
+    #else
+    #define MG_THREAD_LOCAL __thread
+    #endif
+    static MG_THREAD_LOCAL int mg_grad_off = 0;   /* this thread records no graph */
+    static int mg_grad_off_threads = 0;           /* threads with mg_grad_off set (under the GIL) */
+    """
+    int mg_grad_off
+    int mg_grad_off_threads
+
+
+cdef inline bint _recording() noexcept:
+    return not (mg_grad_off_threads and mg_grad_off)
+
+
+cdef bint grad_enabled() noexcept:
+    return _recording()
+
+
+cdef void make_leaf(Node node) noexcept:
+    """Cut a node just built under no_grad from its parents: a leaf that
+    requires no gradient (its value and any op state stay)."""
+    node.a = None
+    node.b = None
+    node.args = None
+    node.op = OP_LEAF
+    node.requires_grad = False
+
+
+def _set_grad_enabled(bint enabled):
+    """Turn graph recording on or off for this thread; the previous state."""
+    global mg_grad_off, mg_grad_off_threads
+    cdef bint previous = not mg_grad_off
+    if enabled and mg_grad_off:
+        mg_grad_off = 0
+        mg_grad_off_threads -= 1
+    elif not enabled and not mg_grad_off:
+        mg_grad_off = 1
+        mg_grad_off_threads += 1
+    return previous
+
+
+def is_grad_enabled():
+    """Whether ops record the graph in this thread (False inside no_grad)."""
+    return not mg_grad_off
+
+
+# ---------------------------------------------------------------------------
 # Anomaly mode: name the first op whose forward or backward made NaN or inf
 
 cdef bint _anomaly_mode = False
@@ -502,6 +558,8 @@ cdef inline Value _finish(Value out):
     out.data = _forward_data(out)
     if _anomaly_mode and not isfinite(out.data):
         check_forward(out)
+    if not _recording():
+        make_leaf(out)
     return out
 
 
@@ -531,6 +589,8 @@ cdef Value make_element(Node source, Py_ssize_t index, double data, bint require
     out.a = source
     out.aux = <double>index
     out.data = data
+    if not _recording():
+        make_leaf(out)
     return out
 
 

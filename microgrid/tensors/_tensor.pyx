@@ -21,7 +21,7 @@ from libc.stdlib cimport calloc
 
 from microgrid.core._engine cimport (
     Node, Value, run_backward, make_element, next_seq, OP_LEAF, OP_COUNT,
-    anomaly_enabled, check_forward, mg_op_kind, register_tensor_builder,
+    anomaly_enabled, check_forward, grad_enabled, make_leaf, mg_op_kind, register_tensor_builder,
     KIND_BINARY, KIND_UNARY, KIND_UNARY_C, KIND_ELEMENTWISE, KIND_REDUCE, KIND_SHAPE,
     KIND_PRODUCT, KIND_LOSS, KIND_CONV)
 from microgrid.core._engine import _OP_SYMBOLS
@@ -301,6 +301,8 @@ cdef Tensor new_node(unsigned short op, object a, object b, tuple args, object c
     out.requires_grad = rg
     out.seq = next_seq()
     out._forward()
+    if not grad_enabled():
+        make_leaf(out)
     return out
 
 

@@ -48,6 +48,8 @@ cdef object _elementwise(object a, int op, double c):
     out.requires_grad = (<Tensor>a).requires_grad
     out.seq = next_seq()
     out._forward()
+    if not grad_enabled():
+        make_leaf(out)
     return out
 
 
