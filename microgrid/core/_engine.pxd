@@ -96,6 +96,15 @@ cdef class Value(Node):
     cdef double aux
 
 
+# The rule object of a node whose backward is Python code (see _engine.pyx)
+cdef class PyRule:
+    pass
+
+# run the Python rule of a CUSTOM node (kept in its ``a``)
+cdef int run_python_rule(Node node) except -1
+# give a garbage-collected node subclass the collector hooks of hand-built nodes
+cdef void gc_node_type(type cls) noexcept
+
 cdef bint anomaly_enabled() noexcept
 # False inside no_grad (this thread records no graph); make_leaf cuts a node
 # built there from its parents

@@ -52,9 +52,28 @@ cdef inline PyObject** _tuple_items(tuple t) noexcept:
 
 
 cdef extern from "Python.h":
+    ctypedef int (*visitproc)(PyObject*, void*)
+    ctypedef int (*traverseproc)(PyObject*, visitproc, void*)
+    ctypedef int (*inquiry)(PyObject*)
     ctypedef struct PyTypeObject:
         PyObject* tp_dict
+        unsigned long tp_flags
+        traverseproc tp_traverse
+        inquiry tp_clear
+        void* tp_new
+        void* tp_vectorcall
     void PyType_Modified(PyTypeObject* t)
+    unsigned long Py_TPFLAGS_IMMUTABLETYPE
+    Py_ssize_t PyTuple_GET_SIZE(PyObject* p)
+    PyObject* PyDict_GetItemString(PyObject* d, const char* key)
+    PyObject* _type_of "(PyObject*)Py_TYPE"(PyObject* o)
+    Py_ssize_t PyVectorcall_NARGS(size_t nargsf)
+    PyObject* PyObject_Vectorcall(PyObject* callable, PyObject** args, size_t nargsf,
+                                  PyObject* kwnames)
+    int PyUnicode_CompareWithASCIIString(PyObject* s, const char* text)
+
+ctypedef PyObject* (*mg_newfunc)(PyTypeObject*, PyObject*, PyObject*)
+ctypedef PyObject* (*mg_vectorcall)(PyObject*, PyObject**, size_t, PyObject*)
 
 # What ``._op`` reports for each op code (a op c with op ** appends c), and
 # where a constant operand sits among ``_parents()`` (0: before ``a``, 1:
@@ -506,6 +525,22 @@ cdef class Value(Node):
 
     # -- gradients ------------------------------------------------------------
 
+    def _graph_vjp(self, g):
+        """For the output of a microgrid.autograd.Function: the gradients of
+        its parents (``_parents()`` order, None where none) for incoming
+        gradient ``g``, as graph nodes built by the Function's backward, so
+        that they can be differentiated again."""
+        if self.op == OP_CUSTOM and isinstance(self.a, PyRule):
+            return self.a._graph_vjp(self, g)
+        if self.op == OP_CUSTOM and self.a is not None:
+            raise NotImplementedError(
+                f"the {self._op!r} node's rule is a Python _backward that adds numbers into "
+                ".grad, so it cannot build differentiable gradients; write the op as a "
+                "microgrid.autograd.Function whose backward uses microgrid ops")
+        raise NotImplementedError(
+            f"_graph_vjp: the {self._op!r} node has no Python rule (table ops are "
+            "differentiated by microgrid.autograd)")
+
     def backward(self, grad=1.0):
         """Fill ``.grad`` of every node this one depends on.
 
@@ -869,6 +904,8 @@ cdef inline int _scalar_backward(Value v) except -1:
     cdef Py_ssize_t i, n
     cdef PyObject** items
     if op == OP_CUSTOM:
+        if v.a is not None:          # a rule written in Python (_backward, Function)
+            run_python_rule(v)
         return 0
     n = mg_op_operands(op)
     if n == 2:
@@ -998,6 +1035,9 @@ cdef int _sweep(PyObject** order, Py_ssize_t n) except -1:
             continue
         if isinstance(node, Value):
             _scalar_backward(<Value>node)
+        elif node.op == OP_CUSTOM:
+            if node.a is not None:
+                run_python_rule(node)
         else:
             node._backward()
         if _anomaly_mode:
@@ -1242,9 +1282,15 @@ cdef class Graph:
             node = <Node>self._nodes[i]
             self._order[i] = <PyObject*>node
             if node.op == OP_CUSTOM:
+                if isinstance(node.a, PyRule):
+                    raise ValueError(
+                        f"Graph(root): node {i} is the output of the custom Function "
+                        f"{node.b!r}, whose forward is Python code that a replay does not "
+                        "run; build the graph afresh each step (or write the op with "
+                        "microgrid ops) instead of recording it")
                 raise ValueError(
-                    f"Graph(root): node {i} was built by Value(data, _children, _op) and has no "
-                    "forward rule, so the graph cannot be replayed")
+                    f"Graph(root): node {i} ({node.b!r}) was built by Value(data, _children, "
+                    "_op) and has no forward rule, so the graph cannot be replayed")
             if node.op == OP_LEAF and not isinstance(node, Value):
                 self._tensor_leaves.append((node, node.shape))
         if all(isinstance(n, Value) and (<Node>n).op != OP_ELEMENT for n in self._nodes):
@@ -1519,3 +1565,211 @@ def _install_method(type cls, str name, object method):
         raise TypeError(f"_install_method: {cls.__name__} is not a graph node class")
     (<dict>(<PyTypeObject*>cls).tp_dict)[name] = method
     PyType_Modified(<PyTypeObject*>cls)
+
+
+# ---------------------------------------------------------------------------
+# Nodes whose rule is Python code
+#
+# A node the user builds by hand, ``Value(data, _children, _op)``, has op
+# CUSTOM: its parents sit in ``args``, its ``_op`` text in ``b``, and ``a``,
+# unused by that kind, holds its rule when it has one: a callable taking no
+# arguments that adds into the parents' ``.grad`` (micrograd's ``_backward``),
+# or a ``PyRule`` (the context of a microgrid.autograd.Function call).  The
+# reverse sweep calls it where it would apply a table rule; no other node
+# pays anything for this.
+#
+# Such a rule is usually a closure over its own node (``out._backward``
+# reads ``out.grad``), a reference cycle.  Compiled nodes are not tracked by
+# the cyclic garbage collector, so hand-built nodes are instances of a
+# subclass that is: ``Value(data, _children, _op)`` makes a
+# ``_HandBuiltValue`` (16 bytes of GC header more than a Value, and tracked),
+# and only such nodes (and the Tensor outputs of Functions) take a Python rule.
+
+cdef class PyRule:
+    """Base of the rule objects of nodes whose backward is Python code that
+    needs the node itself (microgrid.autograd.Function's context).  The
+    reverse sweep calls ``_apply(node)``; reading ``node._backward`` gives a
+    callable that runs ``_apply_once(node)``; the differentiable sweep
+    (create_graph) calls ``_graph_vjp(node, g)``."""
+
+    def _apply(self, node):
+        raise NotImplementedError(f"{type(self).__name__}._apply")
+
+    def _apply_once(self, node):
+        self._apply(node)
+
+    def _graph_vjp(self, node, g):
+        raise NotImplementedError(f"{type(self).__name__}._graph_vjp")
+
+
+cdef int run_python_rule(Node node) except -1:
+    """Run the Python rule of a CUSTOM node (its ``a``)."""
+    rule = node.a
+    if isinstance(rule, PyRule):
+        rule._apply(node)
+    else:
+        rule()
+    return 0
+
+
+cdef int _traverse_node(PyObject* o, visitproc visit, void* arg) noexcept:
+    """tp_traverse of hand-built nodes: the rule, the parents and the type."""
+    cdef int r
+    cdef Node n = <Node>o
+    for field in (n.a, n.b, n.args):
+        if field is not None:
+            r = visit(<PyObject*>field, arg)
+            if r:
+                return r
+    return visit(_type_of(o), arg)
+
+
+cdef int _clear_node(PyObject* o) noexcept:
+    """tp_clear of hand-built nodes: dropping the rule breaks the cycle."""
+    cdef Node n = <Node>o
+    if n.op == OP_CUSTOM:
+        n.a = None
+    return 0
+
+
+cdef void gc_node_type(type cls) noexcept:
+    """Make the cyclic collector see the rule and parents of ``cls``'s nodes
+    (``cls``: a garbage-collected subclass of a node class)."""
+    (<PyTypeObject*>cls).tp_traverse = _traverse_node
+    (<PyTypeObject*>cls).tp_clear = _clear_node
+
+
+cdef mg_newfunc _value_tp_new = <mg_newfunc>(<PyTypeObject*>Value).tp_new
+
+
+cdef PyObject* _value_new(PyTypeObject* cls, PyObject* args, PyObject* kwds) noexcept:
+    """``Value(...)``: a node given ``_children`` or ``_op`` is built by hand
+    and so takes the garbage-collected subclass."""
+    if cls == <PyTypeObject*>Value and (
+            (args != NULL and PyTuple_GET_SIZE(args) > 1)
+            or (kwds != NULL and (PyDict_GetItemString(kwds, "_children") != NULL
+                                  or PyDict_GetItemString(kwds, "_op") != NULL))):
+        cls = <PyTypeObject*>_HandBuiltValue
+    return _value_tp_new(cls, args, kwds)
+
+
+cdef mg_vectorcall _value_tp_vectorcall = <mg_vectorcall>(<PyTypeObject*>Value).tp_vectorcall
+
+
+cdef PyObject* _value_call(PyObject* cls, PyObject** args, size_t nargsf,
+                           PyObject* kwnames) noexcept:
+    """``Value(...)`` through the vectorcall protocol: the same choice."""
+    cdef Py_ssize_t i
+    cdef bint by_hand = PyVectorcall_NARGS(nargsf) > 1
+    if kwnames != NULL and not by_hand:
+        for i in range(PyTuple_GET_SIZE(kwnames)):
+            name = PyTuple_GET_ITEM(<object>kwnames, i)
+            if (PyUnicode_CompareWithASCIIString(name, "_children") == 0
+                    or PyUnicode_CompareWithASCIIString(name, "_op") == 0):
+                by_hand = True
+    if by_hand and cls == <PyObject*>Value:
+        return PyObject_Vectorcall(<PyObject*>_HandBuiltValue, args, nargsf, kwnames)
+    return _value_tp_vectorcall(cls, args, nargsf, kwnames)
+
+
+(<PyTypeObject*>Value).tp_new = <void*>_value_new
+if _value_tp_vectorcall != NULL:
+    (<PyTypeObject*>Value).tp_vectorcall = <void*>_value_call
+
+
+class _HandBuiltValue(Value):
+    """A Value built by hand, ``Value(data, _children, _op)``: a node whose
+    rule may be Python code, tracked by the cyclic garbage collector."""
+    __slots__ = ("_gc",)     # a slot of its own makes the type garbage-collected
+
+
+gc_node_type(_HandBuiltValue)
+
+
+def _custom_value(double data, tuple parents, object rule, str op, bint requires_grad):
+    """A CUSTOM Value node of ``parents`` (nodes) whose rule is ``rule``."""
+    cdef Value out = _HandBuiltValue.__new__(_HandBuiltValue)
+    out.data = data
+    out.seq = next_seq()
+    out.op = OP_CUSTOM
+    out.args = parents
+    out.b = op
+    out.a = rule
+    out.requires_grad = requires_grad
+    return out
+
+
+def _in_pass(Node node not None):
+    """Whether the latest topological sort (that of the backward pass under
+    way, when a rule asks) reached ``node``."""
+    return node.epoch == _epoch
+
+
+def _pass_stamp():
+    """The stamp of the latest topological sort: a rule that waits for
+    several nodes of one pass tells passes apart by it."""
+    return _epoch
+
+
+# -- reading and assigning ``_backward`` (micrograd's extension pattern) -------
+
+@cython.final
+cdef class _ApplyRule:
+    """A node's rule as a callable, applied once (``node._backward()``): it
+    reads the node's ``grad`` and adds into its parents' ``grad``."""
+    cdef Node node
+
+    def __call__(self):
+        cdef Node node = self.node
+        if node.op == OP_LEAF:
+            return None
+        if node.op == OP_CUSTOM:
+            if isinstance(node.a, PyRule):
+                node.a._apply_once(node)
+            elif node.a is not None:
+                node.a()
+            return None
+        if isinstance(node, Value):
+            _scalar_backward(<Value>node)
+        else:
+            node._backward()
+        return None
+
+    def __repr__(self):
+        return f"<rule of the {self.node._op!r} node #{self.node.seq}>"
+
+
+def _get_backward(Node self):
+    cdef _ApplyRule apply
+    if self.op == OP_CUSTOM and self.a is not None and not isinstance(self.a, PyRule):
+        return self.a        # the callable the user assigned, as assigned
+    apply = _ApplyRule.__new__(_ApplyRule)
+    apply.node = self
+    return apply
+
+
+def _set_backward(Node self, rule):
+    if rule is not None and not callable(rule):
+        raise TypeError(f"_backward must be a callable taking no arguments (or None), "
+                        f"got {type(rule).__name__}")
+    if self.op != OP_CUSTOM:
+        raise TypeError(
+            f"_backward: this {'leaf' if self.op == OP_LEAF else repr(self._op) + ' node'} "
+            "has no rule of your own to set; a rule written in Python belongs to a node built "
+            "as Value(data, _children, _op), as in micrograd")
+    self.a = rule
+
+
+(<dict>(<PyTypeObject*>Value).tp_dict)["_backward"] = property(
+    _get_backward, _set_backward, None,
+    "The node's backward rule as a callable: calling it applies the rule once (reads "
+    "this node's grad, adds into its parents' grad).  A node built by hand, "
+    "Value(data, _children, _op), takes a Python callable as its rule, which "
+    "backward() then runs in topological order.")
+
+# Value is a compiled class, but micrograd's users extend theirs by assigning
+# to it (``Value.tanh = tanh``): its dict may be written like a Python class's.
+# The methods already there (compiled, or generated from the op table) stay
+# as they are until replaced.
+(<PyTypeObject*>Value).tp_flags &= ~Py_TPFLAGS_IMMUTABLETYPE
+PyType_Modified(<PyTypeObject*>Value)

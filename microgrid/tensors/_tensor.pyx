@@ -20,7 +20,8 @@ from libc.math cimport exp, log, log1p, fabs, isnan
 from libc.stdlib cimport calloc
 
 from microgrid.core._engine cimport (
-    Node, Value, run_backward, make_element, next_seq, OP_LEAF, OP_COUNT,
+    Node, Value, PyRule, gc_node_type, run_backward, make_element, next_seq, OP_LEAF,
+    OP_CUSTOM, OP_COUNT,
     anomaly_enabled, check_forward, grad_enabled, make_leaf, mg_op_kind, register_tensor_builder,
     KIND_BINARY, KIND_UNARY, KIND_UNARY_C, KIND_ELEMENTWISE, KIND_REDUCE, KIND_SHAPE,
     KIND_PRODUCT, KIND_LOSS, KIND_CONV)
@@ -550,6 +551,8 @@ cdef class Tensor(Node):
 
     @property
     def _op(self):
+        if self.op == OP_CUSTOM:
+            return self.b            # the name of the Function that made it
         return _OP_SYMBOLS[self.op]
 
     def _parents(self):
@@ -564,6 +567,8 @@ cdef class Tensor(Node):
         that can be differentiated again: the op's registered graph rule."""
         if self.op == OP_LEAF:
             return ()
+        if self.op == OP_CUSTOM and isinstance(self.a, PyRule):
+            return self.a._graph_vjp(self, g)
         if _graph_rules[self.op] == NULL:
             raise NotImplementedError(
                 f"no differentiable backward rule for {_OP_SYMBOLS[self.op]!r} yet")
@@ -955,6 +960,30 @@ cdef object _extreme(Tensor t, object dim, object keepdim, bint is_max):
     values = new_node(T_MAX_DIM if is_max else T_MIN_DIM, t, None, None, ReduceState(axis, keep))
     index = (<ReduceState>values.ctx).indices
     return _MaxMin(values, index if keep else np.squeeze(index, axis=axis))
+
+
+class _HandBuiltTensor(Tensor):
+    """A Tensor node whose rule is Python code (the output of a
+    microgrid.autograd.Function), tracked by the cyclic garbage collector:
+    its rule may hold the node itself (a saved output)."""
+    __slots__ = ("_gc",)     # a slot of its own makes the type garbage-collected
+
+
+gc_node_type(_HandBuiltTensor)
+
+
+def _custom_tensor(data, tuple parents, object rule, str op, bint requires_grad):
+    """A CUSTOM Tensor node holding a copy of ``data``, of ``parents``
+    (nodes), whose rule is ``rule``."""
+    cdef Tensor out = _HandBuiltTensor.__new__(_HandBuiltTensor)
+    out._data = _to_array(data, 'data')
+    out.seq = next_seq()
+    out.op = OP_CUSTOM
+    out.args = parents
+    out.b = op
+    out.a = rule
+    out.requires_grad = requires_grad
+    return out
 
 
 class _MaxMin(tuple):
