@@ -20,6 +20,7 @@ order, including lists of them (micrograd's layout): ``named_parameters``,
 ``parameters``, ``zero_grad``, ``state_dict``, ``load_state_dict``, and
 ``save``/``load`` as ``.npz`` archives that never hold or run pickled code.
 """
+import builtins
 import collections
 import collections.abc
 import math
@@ -347,16 +348,31 @@ def _read_npz(path):
 
 
 class Neuron(Module):
-    """``relu(w . x + b)``, or ``w . x + b`` with ``nonlin=False``."""
+    """``relu(w . x + b)``, or ``w . x + b`` with ``nonlin=False``.
 
-    def __init__(self, nin, nonlin=True):
+    The pre-activation is one fused ``dot`` node.  With ``fused=False`` it is
+    built as micrograd builds it, ``sum((wi*xi for ...), b)``: one ``*`` and
+    one ``+`` node per input, the graph a lecture draws (same values and
+    gradients, more nodes and slower).
+    """
+
+    def __init__(self, nin, nonlin=True, fused=True):
         nin = _int_arg(nin, "Neuron(nin)", 0)      # 0: a neuron of bias alone, as in micrograd
+        if not isinstance(fused, bool):
+            raise TypeError(f"Neuron(fused=...) must be a bool, got {type(fused).__name__}")
         self.w = [Value(random.uniform(-1, 1)) for _ in range(nin)]
         self.b = Value(0)
         self.nonlin = nonlin
+        self.fused = fused
 
     def __call__(self, x):
-        act = dot(self.w, x, self.b)
+        if self.fused:
+            act = dot(self.w, x, self.b)
+        else:
+            x = list(x)
+            if len(x) != len(self.w):
+                raise ValueError(f"Neuron: {len(x)} inputs for {len(self.w)} weights")
+            act = builtins.sum((wi * xi for wi, xi in zip(self.w, x)), self.b)
         return act.relu() if self.nonlin else act
 
     def parameters(self):
@@ -387,16 +403,17 @@ class Layer(Module):
 
 class MLP(Module):
     """Layers of sizes ``nin -> nouts[0] -> ... -> nouts[-1]``, ReLU between,
-    the last layer linear."""
+    the last layer linear; ``fused=False``: neurons built as micrograd's
+    (see ``Neuron``)."""
 
-    def __init__(self, nin, nouts):
+    def __init__(self, nin, nouts, fused=True):
         _int_arg(nin, "MLP(nin)", 0)
         if not isinstance(nouts, (list, tuple)):
             raise TypeError(f"MLP(nouts) must be a list of layer sizes, got {type(nouts).__name__}")
         for n in nouts:
             _int_arg(n, "MLP(nouts)", 1)
         sizes = [nin] + list(nouts)
-        self.layers = [Layer(sizes[i], sizes[i + 1], nonlin=i != len(nouts) - 1)
+        self.layers = [Layer(sizes[i], sizes[i + 1], nonlin=i != len(nouts) - 1, fused=fused)
                        for i in range(len(nouts))]
 
     def __call__(self, x):

@@ -153,3 +153,24 @@ def test_microgrid_sum_builds_one_node_for_the_demo_loss():
     model = MLP(2, [4, 1])
     loss = mg.sum(p * p for p in model.parameters())
     assert loss._op == "sum" and len(loss._prev) == len(model.parameters())
+
+
+def test_unfused_neuron_builds_micrograds_graph():
+    random.seed(3)
+    fused = Neuron(3, nonlin=False)
+    random.seed(3)
+    plain = Neuron(3, nonlin=False, fused=False)
+    x = [1.0, -2.0, 0.5]
+    a, b = fused(x), plain(x)
+    assert a._op == "dot" and b._op == "+"
+    nodes, edges = trace(b)
+    # micrograd: b + w0*x0 + w1*x1 + w2*x2 -> 3 '*', 3 '+', 3 weights, 3 inputs, the bias
+    assert len(nodes) == 13 and len(edges) == 12
+    assert b.data == pytest.approx(a.data, rel=1e-15)
+    a.backward()
+    grads = [p.grad for p in fused.parameters()]
+    b.backward()
+    assert [p.grad for p in plain.parameters()] == pytest.approx(grads, rel=1e-15)
+    assert repr(MLP(2, [3, 1], fused=False)) == repr(MLP(2, [3, 1]))
+    with pytest.raises(TypeError, match="fused"):
+        Neuron(2, fused="no")
