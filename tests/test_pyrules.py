@@ -189,3 +189,13 @@ def test_graph_refuses_a_hand_built_node():
     x = Value(1.0)
     with pytest.raises(ValueError, match="'cube'"):
         mg.Graph(cube(x) * 2)
+
+
+def test_bad_data_is_a_type_error_for_hand_built_nodes_too():
+    x = Value(1.0)
+    for make in (lambda: Value("a"), lambda: Value("a", (x,), 'f'),
+                 lambda: Value(None, _children=(x,)), lambda: Value.__new__(Value, "a", (x,), 'f').__init__("a")):
+        with pytest.raises(TypeError, match=r"Value\(data=\.\.\.\)"):
+            make()
+    with pytest.raises(TypeError, match="_children"):
+        Value(1.0, (1.0,), 'f')

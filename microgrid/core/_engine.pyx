@@ -72,8 +72,8 @@ cdef extern from "Python.h":
                                   PyObject* kwnames)
     int PyUnicode_CompareWithASCIIString(PyObject* s, const char* text)
 
-ctypedef PyObject* (*mg_newfunc)(PyTypeObject*, PyObject*, PyObject*)
-ctypedef PyObject* (*mg_vectorcall)(PyObject*, PyObject**, size_t, PyObject*)
+ctypedef PyObject* (*mg_newfunc)(PyTypeObject*, PyObject*, PyObject*) noexcept
+ctypedef PyObject* (*mg_vectorcall)(PyObject*, PyObject**, size_t, PyObject*) noexcept
 
 # What ``._op`` reports for each op code (a op c with op ** appends c), and
 # where a constant operand sits among ``_parents()`` (0: before ``a``, 1:
