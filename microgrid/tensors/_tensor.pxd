@@ -63,6 +63,12 @@ cdef class Tensor(Node):
     cdef object _grad
     cdef object ctx
     cdef double aux
+    # in-place ops (inplace.pxi): how many times the buffer was changed in
+    # place, and the sequence numbers at which it was last written in place
+    # and last rebased onto a new node (0: never)
+    cdef unsigned int version
+    cdef unsigned long long written_seq
+    cdef unsigned long long rebased_seq
 
 
 cdef Tensor new_node(unsigned short op, object a, object b, tuple args, object ctx)
