@@ -501,6 +501,64 @@ for _m, (_sym, _ref, _ga, _gb) in _BINOPS.items():
                _operator_errors(Value, _rm, _sym), kind="value"))
 
 
+# -- in-place ops: on a non-leaf (a * 1) they record the op, so values,
+# gradients and errors are checked like the out-of-place ops
+
+_INPLACE = {
+    "add_": (lambda a, b, **k: a.add_(b, **k), lambda x, y, alpha=1: x + alpha * y),
+    "sub_": (lambda a, b, **k: a.sub_(b, **k), lambda x, y, alpha=1: x - alpha * y),
+    "mul_": (lambda a, b: a.mul_(b), np.multiply), "div_": (lambda a, b: a.div_(b), np.divide),
+    "__iadd__": (operator.iadd, np.add), "__isub__": (operator.isub, np.subtract),
+    "__imul__": (operator.imul, np.multiply), "__itruediv__": (operator.itruediv, np.divide),
+}
+
+
+def _inplace_errors(name, fn):
+    def errors():
+        yield ErrorInput(lambda: fn(_t(2, rg=False), _t(3, 1)), RuntimeError, r"doesn't match the broadcast shape")
+        yield ErrorInput(lambda: fn(_t(2), _t(2)), RuntimeError, r"leaf Variable that requires grad")
+        yield ErrorInput(lambda: fn(_t(2) * 1, "x"), TypeError,
+                         r"(\(other\) takes a Tensor|unsupported operand)")
+    return errors
+
+
+for _m, (_fn, _ref) in _INPLACE.items():
+    _alpha = _m in ("add_", "sub_")
+    add(OpInfo(f"Tensor.{_m}", (lambda f: lambda a, b, **k: f(a * 1.0, b, **k))(_fn), _ref,
+               (lambda alpha: lambda rng: [
+                   Sample((rng.standard_normal((2, 3)), rng.uniform(0.5, 2.0, (2, 3)))),
+                   Sample((rng.standard_normal((2, 3)), rng.uniform(0.5, 2.0, (3,)))),
+                   *([Sample((rng.standard_normal((2, 3)), rng.standard_normal((2, 3))),
+                             kwargs={"alpha": -2.5})] if alpha else [])])(_alpha),
+               _chain(_inplace_errors(_m, _fn),
+                      _extra(*([ErrorInput(lambda: (_t(2) * 1).add_(1.0, alpha="x"), TypeError, r"alpha")]
+                               if _alpha else [])))))
+for _m, _fn in (("clamp_", lambda a, *bounds: (a * 1.0).clamp_(*bounds)),
+                ("clip_", lambda a, *bounds: (a * 1.0).clip_(*bounds))):
+    add(OpInfo(f"Tensor.{_m}", _fn, lambda x, lo=None, hi=None: np.clip(x, lo, hi),
+               lambda rng: [Sample((np.array([-1.3, -0.2, 0.4, 1.7]),), (-0.5, 0.9)),
+                            Sample((np.array([[-1.3, 0.6], [0.2, 1.1]]),), (None, 0.5))],
+               (lambda m: _extra(ErrorInput(lambda: getattr(_t(2) * 1, m)(), ValueError, r"min=.*max="),
+                                 ErrorInput(lambda: getattr(_t(2) * 1, m)("a"), TypeError, r"(clamp_|clip_)\(min="),
+                                 ErrorInput(lambda: getattr(_t(2), m)(0.0), RuntimeError, r"leaf Variable")))(_m)))
+add(OpInfo("Tensor.copy_", lambda a, b: (a * 1.0).copy_(b), lambda x, y: np.broadcast_to(y, x.shape) + 0.0,
+           lambda rng: [Sample((rng.standard_normal((2, 3)), rng.standard_normal((2, 3)))),
+                        Sample((rng.standard_normal((2, 3)), rng.standard_normal((3,))))],
+           _inplace_errors("copy_", lambda a, b: a.copy_(b)), nan="the destination's values are overwritten"))
+add(OpInfo("Tensor.fill_", lambda a: (a * 1.0).fill_(-1.5), lambda x: np.full_like(x, -1.5),
+           lambda rng: [Sample((rng.standard_normal((2, 3)),))],
+           _extra(ErrorInput(lambda: (_t(2) * 1).fill_("x"), TypeError, r"fill_\(value\)"),
+                  ErrorInput(lambda: (_t(2) * 1).fill_(_t(2)), RuntimeError, r"0-dimension"),
+                  ErrorInput(lambda: _t(2).fill_(0.0), RuntimeError, r"leaf Variable")), grad=False,
+           nan="the values are overwritten"))
+add(OpInfo("Tensor.zero_", lambda a: (a * 1.0).zero_(), np.zeros_like,
+           lambda rng: [Sample((rng.standard_normal((2, 3)),))],
+           _extra(ErrorInput(lambda: _t(2).zero_(), RuntimeError, r"leaf Variable"),
+                  ErrorInput(lambda: (_t(2) * 1).zero_(1), TypeError, r"zero_\(\)|argument"),
+                  ErrorInput(lambda: Tensor.zero_(Value(1.0)), TypeError, r"Tensor")), grad=False,
+           nan="the values are overwritten"))
+
+
 def _matmul_samples(rng):
     for sa, sb in [((3,), (3,)), ((2, 3), (3,)), ((3,), (3, 2)), ((2, 3), (3, 4)), ((2, 2, 3), (3, 2)),
                    ((2, 1, 2, 3), (3, 3, 2))]:
@@ -1467,6 +1525,8 @@ NOT_OPS = {
     **{f"Tensor.{n}": "metadata/buffer property" for n in
        ("data", "grad", "requires_grad", "is_leaf", "shape", "ndim", "size", "dtype", "label")},
     **{f"Value.{n}": "metadata/buffer property" for n in ("data", "grad", "requires_grad", "label")},
+    **{f"mg.{n}": "grad mode, not an op (tests/test_grad_mode.py)" for n in
+       ("no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled")},
 }
 
 # Dunders that belong to the object protocol rather than to the op set.

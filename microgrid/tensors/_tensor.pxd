@@ -50,6 +50,10 @@ cdef extern from "mg_ops.h":
         T_CONV_TRANSPOSE2D "MG_OP_CONV_TRANSPOSE2D"
         T_MAX_POOL2D "MG_OP_MAX_POOL2D"
         T_AVG_POOL2D "MG_OP_AVG_POOL2D"
+        T_CONV2D_WEIGHT_GRAD "MG_OP_CONV2D_WEIGHT_GRAD"
+        T_CONV_TRANSPOSE2D_WEIGHT_GRAD "MG_OP_CONV_TRANSPOSE2D_WEIGHT_GRAD"
+        T_MAX_POOL2D_GRAD "MG_OP_MAX_POOL2D_GRAD"
+        T_AVG_POOL2D_GRAD "MG_OP_AVG_POOL2D_GRAD"
 
 
 @cython.no_gc
@@ -63,6 +67,12 @@ cdef class Tensor(Node):
     cdef object _grad
     cdef object ctx
     cdef double aux
+    # in-place ops (inplace.pxi): how many times the buffer was changed in
+    # place, and the sequence numbers at which it was last written in place
+    # and last rebased onto a new node (0: never)
+    cdef unsigned int version
+    cdef unsigned long long written_seq
+    cdef unsigned long long rebased_seq
 
 
 cdef Tensor new_node(unsigned short op, object a, object b, tuple args, object ctx)

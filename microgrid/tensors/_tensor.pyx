@@ -17,7 +17,8 @@ numpy (BLAS for products) or the C loops below, only for parents whose
 cimport cython
 cimport numpy as cnp
 from libc.math cimport exp, log, log1p, fabs, isnan
-from libc.stdlib cimport calloc
+from libc.stdlib cimport calloc, malloc
+from libc.string cimport memset
 
 from microgrid.core._engine cimport (
     Node, Value, PyRule, gc_node_type, run_backward, make_element, next_seq, OP_LEAF,
@@ -425,6 +426,7 @@ cdef void _graph_rule(int op, graph_rule rule) noexcept:
     _graph_rules[op] = rule
 
 
+include "inplace.pxi"
 include "elementwise.pxi"
 include "reduce.pxi"
 include "shape.pxi"
@@ -438,6 +440,7 @@ _register_shape()
 _register_products()
 _register_losses()
 _register_conv()
+_register_saved_from_table()
 register_tensor_builder(_elementwise)
 
 
@@ -713,6 +716,8 @@ cdef class Tensor(Node):
             return 0              # no gradient reached this node
         if _backward_rules[op] == NULL:
             raise SystemError(f"backward: no rule for tensor op code {op}")
+        if _inplace_ops:
+            _check_versions(self)
         memory = pool_enter()
         try:
             if _fp_state is None:
@@ -796,6 +801,72 @@ cdef class Tensor(Node):
         o = _operand(other)
         return NotImplemented if o is None else _binary(T_DIV, o, self, 'div')
 
+    # -- in place (inplace.pxi) ----------------------------------------------
+
+    def add_(self, other, *, alpha=1):
+        """self += alpha * other, in place (PyTorch's add_)."""
+        o = _scaled(_inplace_operand(other, 'add_'), alpha, 'add_')
+        return _inplace(self, lambda x: _binary(T_ADD, x, o, 'add_'), 'add_')
+
+    def sub_(self, other, *, alpha=1):
+        """self -= alpha * other, in place."""
+        o = _scaled(_inplace_operand(other, 'sub_'), alpha, 'sub_')
+        return _inplace(self, lambda x: _binary(T_SUB, x, o, 'sub_'), 'sub_')
+
+    def mul_(self, other):
+        """self *= other, in place."""
+        o = _inplace_operand(other, 'mul_')
+        return _inplace(self, lambda x: _binary(T_MUL, x, o, 'mul_'), 'mul_')
+
+    def div_(self, other):
+        """self /= other, in place."""
+        o = _inplace_operand(other, 'div_')
+        return _inplace(self, lambda x: _binary(T_DIV, x, o, 'div_'), 'div_')
+
+    def __iadd__(self, other):
+        return NotImplemented if _operand(other) is None else self.add_(other)
+
+    def __isub__(self, other):
+        return NotImplemented if _operand(other) is None else self.sub_(other)
+
+    def __imul__(self, other):
+        return NotImplemented if _operand(other) is None else self.mul_(other)
+
+    def __itruediv__(self, other):
+        return NotImplemented if _operand(other) is None else self.div_(other)
+
+    def copy_(self, src):
+        """Copy src's values (broadcast to this tensor's shape) into it, in
+        place; the gradient flows to src."""
+        o = _inplace_operand(src, 'copy_')
+        shape = self._data.shape
+        return _inplace(self, lambda x: _broadcast_to(o, shape), 'copy_')
+
+    def fill_(self, value):
+        """Set every element to ``value`` (a number or a 0-d tensor), in place."""
+        if isinstance(value, Tensor) and (<Tensor>value)._data.ndim != 0:
+            raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor "
+                               f"with {(<Tensor>value)._data.ndim} dimensions.")
+        if not isinstance(value, (Tensor, Value, numbers.Real)) or isinstance(value, bool):
+            raise TypeError(f"fill_(value) takes a real number or a 0-d Tensor, got {type(value).__name__}")
+        return self.copy_(value)
+
+    def zero_(self):
+        """Set every element to zero, in place."""
+        return self.fill_(0.0)
+
+    def clamp_(self, min=None, max=None):
+        """clamp(min, max), in place."""
+        state = _clamp_state(min, max, 'clamp_')
+        return _inplace(self, lambda x: new_node(T_CLAMP, x, None, None, state), 'clamp_')
+
+    clip_ = clamp_
+
+    @property
+    def _version(self):
+        """How many times this tensor was changed in place (PyTorch's _version)."""
+        return self.version
+
     def __pow__(self, other, modulo):
         if modulo is not None:
             return NotImplemented
@@ -843,14 +914,7 @@ cdef class Tensor(Node):
     # from the op table: see microgrid/core/optable.py.
 
     def clamp(self, min=None, max=None):
-        for name, bound in (('min', min), ('max', max)):
-            if bound is not None and (not isinstance(bound, numbers.Real) or isinstance(bound, bool)):
-                raise TypeError(f"clamp({name}=...) takes a real number or None, got {type(bound).__name__}")
-        if min is None and max is None:
-            raise ValueError("clamp(min=..., max=...): at least one bound must be given")
-        return new_node(T_CLAMP, self, None, None,
-                        ClampState(None if min is None else float(min),
-                                   None if max is None else float(max)))
+        return new_node(T_CLAMP, self, None, None, _clamp_state(min, max, 'clamp'))
 
     clip = clamp
 

@@ -66,6 +66,16 @@ cdef class ClampState:
         self.max = max
 
 
+cdef ClampState _clamp_state(object min, object max, str name):
+    """clamp's bounds, checked: real numbers or None, at least one given."""
+    for side, bound in (('min', min), ('max', max)):
+        if bound is not None and (not isinstance(bound, numbers.Real) or isinstance(bound, bool)):
+            raise TypeError(f"{name}({side}=...) takes a real number or None, got {type(bound).__name__}")
+    if min is None and max is None:
+        raise ValueError(f"{name}(min=..., max=...): at least one bound must be given")
+    return ClampState(None if min is None else float(min), None if max is None else float(max))
+
+
 cdef int clamp_forward(Tensor t, object x, object y) except -1:
     cdef ClampState s = <ClampState>t.ctx
     r = x

@@ -4,6 +4,11 @@
 #
 # ctx: SOFTMAX and LOG_SOFTMAX the axis; CROSS_ENTROPY and NLL_LOSS a
 # ClassLossState; the elementwise losses a LossState.
+#
+# Each loss's graph rule (differentiable backward) sits after its backward
+# and states the same gradient with Tensor ops over the node's parents, so it
+# can be differentiated again; masks of piecewise rules (ignored targets,
+# huber's and hinge's pieces, the clamps) are constants, as in PyTorch.
 
 @cython.final
 cdef class LossState:
@@ -89,6 +94,44 @@ cdef object _losses_buffer(Tensor t, object x, object y):
     return np.empty(_broadcast_shape(x.shape, y.shape))
 
 
+# -- helpers of the graph rules -------------------------------------------------------------
+
+cdef Tensor _grad_node(object g):
+    """A graph rule's incoming gradient as a Tensor node: a Value joins through
+    the bridge node, an array or a number becomes a constant."""
+    if isinstance(g, Tensor):
+        return g
+    if isinstance(g, Value):
+        return _from_value(<Value>g)
+    return _leaf(_to_array(g, 'gradient'), False)
+
+
+cdef Tensor _const(object array):
+    return _leaf(np.asarray(array, dtype=_float64), False)
+
+
+cdef object _sum_to(Tensor r, tuple shape):
+    """``r`` summed over the axes broadcasting added to reach ``shape``, as
+    nodes (the differentiable form of _unbroadcast)."""
+    cdef tuple rshape = r._data.shape
+    if rshape == shape:
+        return r
+    cdef Py_ssize_t nd = len(rshape) - len(shape), i
+    axes = list(range(nd))
+    for i in range(len(shape)):
+        if shape[i] == 1 and rshape[nd + i] != 1:
+            axes.append(nd + i)
+    if axes:
+        r = r.sum(dim=tuple(axes), keepdim=True)
+    return r.reshape(shape)
+
+
+cdef object _loss_up(Tensor g, str reduction, Py_ssize_t n):
+    """The upstream gradient of each element of a loss, as a node: g itself,
+    or g / n for the mean (the graph form of _loss_grad)."""
+    return g / float(n) if reduction == 'mean' else g
+
+
 # -- softmax and log_softmax -------------------------------------------------------------
 
 cdef int softmax_forward(Tensor t, object x, object y) except -1:
@@ -162,6 +205,26 @@ cdef int class_loss_backward(Tensor t, object g, object a, object b) except -1:
         np.put_along_axis(r, safe, -per, axis=axis)
     _acc(a, r, True)
     return 0
+
+
+cdef object class_loss_graph(Tensor t, object g):
+    cdef ClassLossState s = <ClassLossState>t.ctx
+    a = t.a
+    if not _needs(a):
+        return (None,)
+    target, axis = s.target, s.axis
+    x = (<Tensor>a)._data
+    valid = target != s.ignore_index
+    up = _grad_node(g)
+    if s.reduction == 'mean':
+        up = up / float(np.count_nonzero(valid))
+    per = (up * _const(valid.astype(_float64))).unsqueeze(axis)
+    onehot = np.zeros(x.shape)
+    np.put_along_axis(onehot, np.expand_dims(np.where(valid, target, 0), axis), 1.0, axis=axis)
+    if t.op == T_CROSS_ENTROPY:
+        # softmax(x) - onehot(t), the softmax through log_softmax as the forward has it
+        return (((<Tensor>a).log_softmax(axis).exp() - _const(onehot)) * per,)
+    return (_const(np.negative(onehot)) * per,)
 
 
 # -- binary cross-entropy, on probabilities and on logits ---------------------------------------
@@ -264,6 +327,34 @@ cdef int _bce_logits_pos_weight_backward(Tensor t, object up, object a, object b
     return 0
 
 
+cdef object bce_graph(Tensor t, object g):
+    cdef LossState s = <LossState>t.ctx
+    a, b = t.a, t.b
+    up = _loss_up(_grad_node(g), s.reduction, _size((<Tensor>a)._data))
+    if s.weight is not None:
+        up = up * _const(s.weight)
+    gx = gy = None
+    if t.op == T_BCE:
+        if _needs(a):
+            # eps as the first-order rule: PyTorch's float32 1e-12
+            gx = (up * (a - b)) / (a * (1.0 - a)).clamp(min=<double>(<float>1e-12))
+        if _needs(b):
+            gy = up * ((-a).log1p().clamp(min=-100.0) - a.log().clamp(min=-100.0))
+        return (gx, gy)
+    if s.pos_weight is None:
+        if _needs(a):
+            gx = up * (a.sigmoid() - b)
+        if _needs(b):
+            gy = -up * a
+        return (gx, gy)
+    pw1 = _const(s.pos_weight - 1.0)
+    if _needs(a):
+        gx = up * ((1.0 - b) - (1.0 + pw1 * b) * (1.0 - a.sigmoid()))
+    if _needs(b):
+        gy = up * (-a + pw1 * (-a).softplus())
+    return (gx, gy)
+
+
 # -- mse, l1, huber and hinge (broadcasting input and target) ---------------------------------------
 
 cdef int pointwise_loss_forward(Tensor t, object x, object y) except -1:
@@ -316,6 +407,33 @@ cdef int pointwise_loss_backward(Tensor t, object g, object a, object b) except 
     return 0
 
 
+cdef object pointwise_loss_graph(Tensor t, object g):
+    cdef unsigned short op = t.op
+    cdef LossState s = <LossState>t.ctx
+    a, b = t.a, t.b
+    x = (<Tensor>a)._data
+    y = (<Tensor>b)._data
+    shape = _broadcast_shape(x.shape, y.shape)
+    up = _loss_up(_grad_node(g), s.reduction, _shape_size(shape))
+    if op == T_HINGE_LOSS:
+        # -y (for x) and -x (for y) where the margin is positive, else 0
+        off = np.where((1.0 - x * y) > 0.0, -1.0, 0.0)
+        return (_sum_to((b * _const(off)) * up, x.shape) if _needs(a) else None,
+                _sum_to((a * _const(off)) * up, y.shape) if _needs(b) else None)
+    d = x - y
+    if op == T_MSE_LOSS:
+        r = (2.0 * (a - b)) * up
+    elif op == T_L1_LOSS:
+        r = _const(np.sign(d)) * up
+    else:
+        # d inside (-delta, delta), +-delta outside: the clip as a linear piece
+        inside = np.abs(d) < s.delta
+        r = ((a - b) * _const(inside.astype(_float64))
+             + _const(np.where(inside, 0.0, np.clip(d, -s.delta, s.delta)))) * up
+    return (_sum_to(r, x.shape) if _needs(a) else None,
+            _sum_to(-r, y.shape) if _needs(b) else None)
+
+
 cdef _register_losses():
     _rule(T_SOFTMAX, softmax_forward, softmax_backward)
     _rule(T_LOG_SOFTMAX, softmax_forward, softmax_backward)
@@ -325,3 +443,9 @@ cdef _register_losses():
     _rule(T_BCE_LOGITS, bce_forward, bce_backward)
     for op in (T_MSE_LOSS, T_L1_LOSS, T_HUBER_LOSS, T_HINGE_LOSS):
         _rule(op, pointwise_loss_forward, pointwise_loss_backward)
+    for op in (T_CROSS_ENTROPY, T_NLL_LOSS):
+        _graph_rule(op, class_loss_graph)
+    for op in (T_BCE, T_BCE_LOGITS):
+        _graph_rule(op, bce_graph)
+    for op in (T_MSE_LOSS, T_L1_LOSS, T_HUBER_LOSS, T_HINGE_LOSS):
+        _graph_rule(op, pointwise_loss_graph)

@@ -64,3 +64,5 @@ cdef int linear_backward(Tensor t, object g, object a, object w) except -1:
 cdef _register_products():
     _rule(T_MATMUL, matmul_forward, matmul_backward)
     _rule(T_LINEAR, linear_forward, linear_backward)
+    _saved(T_MATMUL, SAVES_A | SAVES_B)
+    _saved(T_LINEAR, SAVES_A | SAVES_B)      # x and W; the bias's gradient is g

@@ -94,3 +94,7 @@ cdef _register_reduce():
     _rule(T_MIN, extreme_forward, extreme_backward)
     _rule(T_MAX_DIM, extreme_dim_forward, extreme_dim_backward)
     _rule(T_MIN_DIM, extreme_dim_forward, extreme_dim_backward)
+    for op in (T_SUM, T_MEAN, T_MAX_DIM, T_MIN_DIM):
+        _saved(op, 0)        # shapes, and the indices kept in the state
+    for op in (T_MAX, T_MIN):
+        _saved(op, SAVES_A | SAVES_OUT)   # the elements equal to the extreme

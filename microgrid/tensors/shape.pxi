@@ -144,3 +144,5 @@ cdef _register_shape():
     _rule(T_PAD, pad_forward, pad_backward)
     _rule(T_FROM_VALUE, from_value_forward, from_value_backward)
     _rule(T_STACK_VALUES, stack_values_forward, stack_values_backward)
+    for op in (T_RESHAPE, T_PERMUTE, T_INDEX, T_CONCAT, T_STACK, T_PAD, T_FROM_VALUE, T_STACK_VALUES):
+        _saved(op, 0)        # their backward reads shapes, never values
