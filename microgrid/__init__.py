@@ -13,6 +13,7 @@ from .core import _engine
 from .core._engine import Graph, Value, detect_anomaly, dot, is_anomaly_enabled, topological_order
 from .tools.gradcheck import GradcheckError, gradcheck
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .autograd import graph as _graph   # installs grad_fn on Value and Tensor
 from .tensors._tensor import Tensor, cat, concatenate, matmul, ones, randn, stack, tensor, zeros
 from .tensors._alloc import cache_info, empty_cache, set_cache_limit   # the tensor memory pool
 from .core import optable   # installs the elementwise methods of Value and Tensor

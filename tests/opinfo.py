@@ -1525,6 +1525,7 @@ NOT_OPS = {
     **{f"Tensor.{n}": "metadata/buffer property" for n in
        ("data", "grad", "requires_grad", "is_leaf", "shape", "ndim", "size", "dtype", "label")},
     **{f"Value.{n}": "metadata/buffer property" for n in ("data", "grad", "requires_grad", "label")},
+    **{f"{c}.grad_fn": "graph view, not an op (tests/test_grad_fn.py)" for c in ("Tensor", "Value")},
     **{f"mg.{n}": "grad mode, not an op (tests/test_grad_mode.py)" for n in
        ("no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled")},
 }
