@@ -87,6 +87,10 @@ cdef class Node:
     cdef int _add_grad_at(self, Py_ssize_t index, double g) except -1
     # element ``index`` (flat, C order) of this node's value
     cdef double _element(self, Py_ssize_t index) except? -1.0
+    # this node's gradient storage as it is (a Value's float, a Tensor's
+    # buffer or None), replaced by ``grad`` (None: zero); for passes that
+    # must leave ``.grad`` as they found it (microgrid.autograd.grad)
+    cdef object _swap_grad(self, object grad)
 
 
 @cython.no_gc

@@ -305,6 +305,9 @@ cdef class Node:
     cdef double _element(self, Py_ssize_t index) except? -1.0:
         raise TypeError(f"{type(self).__name__} has no elements to read")
 
+    cdef object _swap_grad(self, object grad):
+        raise TypeError(f"{type(self).__name__} has no gradient storage")
+
     @property
     def label(self):
         return '' if self._label is None else self._label
@@ -541,20 +544,33 @@ cdef class Value(Node):
             f"_graph_vjp: the {self._op!r} node has no Python rule (table ops are "
             "differentiated by microgrid.autograd)")
 
-    def backward(self, grad=1.0):
+    def backward(self, grad=1.0, create_graph=False):
         """Fill ``.grad`` of every node this one depends on.
 
         The root is seeded with ``grad``; gradients of intermediate nodes are
         recomputed from zero on every call, leaves accumulate until zeroed.
+        ``.grad`` always holds numbers; with ``create_graph=True`` they come
+        from the differentiable sweep (microgrid.autograd), which fails
+        clearly on an op without a differentiable rule.  The gradients as
+        graph nodes, to differentiate again: ``mg.grad(..., create_graph=True)``.
         """
         cdef double g
         if not _to_double(grad, &g):
             raise TypeError(f"backward(grad=...) takes a real number, got {type(grad).__name__}")
+        if create_graph:
+            from microgrid.autograd import _graph_backward_into_grad
+            _graph_backward_into_grad(self, g)
+            return
         run_backward(self, g)
 
     cdef int _zero_grad(self) except -1:
         self.grad = 0.0
         return 0
+
+    cdef object _swap_grad(self, object grad):
+        old = self.grad
+        self.grad = 0.0 if grad is None else <double>grad
+        return old
 
     cdef int _seed(self, object grad, bint accumulate) except -1:
         if accumulate:
@@ -1043,6 +1059,85 @@ cdef int _sweep(PyObject** order, Py_ssize_t n) except -1:
         if _anomaly_mode:
             check_backward(node)
     return 0
+
+
+def _grad_pass(tuple roots, tuple seeds, tuple inputs):
+    """The compiled first-order pass behind ``microgrid.autograd.grad``:
+    gradients of ``roots`` (each seeded with its entry of ``seeds``, a float
+    for a Value, an array for a Tensor) with respect to ``inputs``, leaving
+    the ``.grad`` of every node as it was.  Returns one entry per input: a
+    float for a Value, an array (or None for zeros) for a Tensor, and
+    ``False`` for an input the pass does not reach."""
+    cdef PyObject** order = NULL
+    cdef Py_ssize_t n = 0, i, k, order_cap = 0
+    cdef double* saved = NULL
+    cdef list tensors = []          # (tensor, its gradient storage before the pass)
+    cdef list merged = None
+    cdef set seen = None
+    cdef Node node
+    for r in roots:
+        if not (<Node?>r).requires_grad:
+            raise RuntimeError("grad(): an output does not require grad")
+    if len(roots) == 1:
+        n = _topo_sort(<Node>roots[0], &order, &order_cap, False, None)
+    else:
+        # each root's post-order, nodes met before left out: still an order
+        # in which every node comes after the nodes it depends on
+        merged, seen = [], set()
+        for r in roots:
+            n = _topo_sort(<Node>r, &order, &order_cap, False, None)
+            try:
+                for i in range(n):
+                    if id(<object>order[i]) not in seen:
+                        seen.add(id(<object>order[i]))
+                        merged.append(<object>order[i])
+            finally:
+                _return_buffers(NULL, 0, order, order_cap)
+                order = NULL
+        n = len(merged)
+        order = <PyObject**>malloc((n + 1) * sizeof(PyObject*))
+        order_cap = n + 1
+        if order == NULL:
+            raise MemoryError()
+        for i in range(n):
+            order[i] = <PyObject*>merged[i]
+    try:
+        saved = <double*>malloc((n + 1) * sizeof(double))
+        if saved == NULL:
+            raise MemoryError()
+        k = 0
+        try:
+            for k in range(n):
+                node = <Node>order[k]
+                if isinstance(node, Value):
+                    saved[k] = (<Value>node).grad
+                    (<Value>node).grad = 0.0
+                else:
+                    tensors.append((node, node._swap_grad(None)))
+            k = n
+            for i in range(len(roots)):
+                (<Node>roots[i])._seed(seeds[i], True)
+            _sweep(order, n)
+            out = []
+            for x in inputs:
+                if seen is None and (<Node>x).epoch != _epoch or seen is not None and id(x) not in seen:
+                    out.append(False)
+                elif isinstance(x, Value):
+                    out.append((<Value>x).grad)
+                else:
+                    g = (<Node>x)._swap_grad(None)
+                    (<Node>x)._swap_grad(g)
+                    out.append(g)
+            return tuple(out)
+        finally:
+            for i in range(k):
+                if isinstance(<object>order[i], Value):
+                    (<Value>order[i]).grad = saved[i]
+            for node, earlier in tensors:
+                node._swap_grad(earlier)
+    finally:
+        free(saved)
+        _return_buffers(NULL, 0, order, order_cap)
 
 
 def topological_order(Node root not None, *, bint every_node=True):
