@@ -34,6 +34,7 @@ cdef extern from "mg_ops.h":
         T_PAD "MG_OP_PAD"
         T_FROM_VALUE "MG_OP_FROM_VALUE"
         T_STACK_VALUES "MG_OP_STACK_VALUES"
+        T_SCATTER "MG_OP_SCATTER"
         T_MATMUL "MG_OP_MATMUL"
         T_LINEAR "MG_OP_LINEAR"
         T_SOFTMAX "MG_OP_SOFTMAX"

@@ -427,6 +427,91 @@ cdef void _graph_rule(int op, graph_rule rule) noexcept:
 
 
 include "inplace.pxi"
+
+
+# Helpers of the graph rules: the numpy steps backward rules take on arrays,
+# as graph nodes (Tensor ops) so they can be differentiated again.
+
+cdef object _g_unbroadcast(object g, tuple shape):
+    """``_unbroadcast`` as graph nodes: tensor ``g`` summed over the axes
+    numpy broadcasting added to reach ``shape``."""
+    cdef tuple gshape = (<Tensor>g)._data.shape
+    cdef Py_ssize_t nd, i
+    if gshape == shape:
+        return g
+    nd = len(gshape) - len(shape)
+    axes = list(range(nd))
+    for i in range(len(shape)):
+        if shape[i] == 1 and gshape[nd + i] != 1:
+            axes.append(nd + i)
+    if axes:
+        g = g.sum(tuple(axes), True)
+    return new_node(T_RESHAPE, g, None, None, shape)
+
+
+cdef object _g_expand(object g, tuple shape):
+    """Tensor ``g`` broadcast to ``shape`` as a graph node: plus constant
+    zeros (exact), whose backward sums the gradient back."""
+    if (<Tensor>g)._data.shape == shape:
+        return g
+    return new_node(T_ADD, g, _leaf(np.zeros(shape), False), None, None)
+
+
+cdef object _g_scatter(object x, object key, bint basic, tuple shape):
+    """zeros(shape) with ``x`` added at ``key``: the adjoint of ``x[key]``."""
+    return new_node(T_SCATTER, x, None, None, IndexState(key, basic, shape))
+
+
+def _graph_select(cond, x, y):
+    """``where(cond, x, y)`` as graph nodes, for the op table's derivative
+    formulas: ``cond`` a bool array, ``x`` and ``y`` Tensors or numbers
+    (arrays).  Only the picked elements of a Tensor enter the result (an
+    unpicked inf or NaN does not leak into it as 0 * inf would)."""
+    cond = np.asarray(cond, dtype=bool)
+    shape = cond.shape
+    for branch in (x, y):
+        shape = _broadcast_shape(shape, np.shape((<Tensor>branch)._data if isinstance(branch, Tensor)
+                                                 else branch))
+    cond = np.broadcast_to(cond, shape)
+    result = None
+    constant = None
+    for branch, mask in ((x, cond), (y, ~cond)):
+        if isinstance(branch, Tensor):
+            if not mask.any():
+                continue
+            part = _g_expand(branch, shape)
+            if not mask.all():
+                key = np.nonzero(mask)       # each element once
+                part = _g_scatter(new_node(T_INDEX, part, None, None, IndexState(key, True)),
+                                  key, True, shape)
+            result = part if result is None else new_node(T_ADD, result, part, None, None)
+        else:
+            picked = np.where(mask, branch, 0.0)
+            constant = picked if constant is None else constant + picked
+    if result is None:
+        return _leaf(np.array(constant, dtype=_float64, order='C'), False)
+    if constant is not None and np.any(constant != 0.0):
+        result = new_node(T_ADD, result, _leaf(np.array(constant, dtype=_float64, order='C'), False),
+                          None, None)
+    return result
+
+
+def _graph_unbroadcast(Tensor g not None, tuple shape):
+    """Tensor ``g`` summed back to ``shape`` (broadcasting's adjoint), as graph nodes."""
+    return _g_unbroadcast(g, shape)
+
+
+def _graph_scatter_values(list values, list flat, tuple shape):
+    """The Tensor of ``shape`` holding Value ``values[i]`` at flat index
+    ``flat[i]`` (repeats add up) and zeros elsewhere, as graph nodes: the
+    gradient a tensor gets from its elements ``t[i, j]``."""
+    stacked = new_node(T_STACK_VALUES, None, None, tuple(values), None)
+    key = (np.array(flat, dtype=np.intp),)
+    n = _shape_size(shape)
+    return new_node(T_RESHAPE, _g_scatter(stacked, key, len(set(flat)) == len(flat), (n,)),
+                    None, None, shape)
+
+
 include "elementwise.pxi"
 include "reduce.pxi"
 include "shape.pxi"
@@ -631,11 +716,15 @@ cdef class Tensor(Node):
 
     # -- backward ----------------------------------------------------------
 
-    def backward(self, grad=None):
+    def backward(self, grad=None, create_graph=False):
         """Fill ``.grad`` of every tensor and Value this one depends on.
 
         ``grad`` is the gradient of the output w.r.t. this tensor; it may be
-        omitted only for a one-element tensor (then it is 1).
+        omitted only for a one-element tensor (then it is 1).  ``.grad``
+        always holds numbers; with ``create_graph=True`` they come from the
+        differentiable sweep (microgrid.autograd), which fails clearly on an
+        op without a differentiable rule.  The gradients as graph nodes, to
+        differentiate again: ``mg.grad(..., create_graph=True)``.
         """
         if grad is None:
             if self._data.size != 1:
@@ -645,6 +734,10 @@ cdef class Tensor(Node):
             if grad.shape != self._data.shape:
                 raise ValueError(
                     f"backward(grad): shape {grad.shape} does not match the tensor's shape {self._data.shape}")
+        if create_graph:
+            from microgrid.autograd import _graph_backward_into_grad
+            _graph_backward_into_grad(self, np.ones(self._data.shape) if grad is None else grad)
+            return
         # the pool once for the whole sweep (each node's _backward then finds it in place)
         memory = pool_enter()
         try:
@@ -671,6 +764,11 @@ cdef class Tensor(Node):
         else:
             self._grad = np.array(grad, dtype=_float64, order='C')
         return 0
+
+    cdef object _swap_grad(self, object grad):
+        old = self._grad
+        self._grad = grad
+        return old
 
     cdef int _add_grad_at(self, Py_ssize_t index, double g) except -1:
         if self._grad is None:

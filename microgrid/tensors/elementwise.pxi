@@ -38,6 +38,29 @@ cdef int unary_backward(Tensor t, object g, object a, object b) except -1:
     return 0
 
 
+# The differentiable form of a row's rule is the row's derivative formula
+# evaluated over graph nodes; microgrid.autograd reads the formulas from the
+# op table (microgrid/core/optable.py) and registers the evaluator here:
+#   row_vjp(t, g, c) -> (g * d t/da, g * d t/db) as graph nodes (None where
+#   an operand needs none), before any summing back over broadcast axes.
+cdef object _row_vjp = None
+
+
+def _set_row_vjp(fn):
+    """Register the evaluator of the rows' derivative formulas over graph
+    nodes (microgrid.autograd does at import)."""
+    global _row_vjp
+    _row_vjp = fn
+
+
+cdef object row_graph(Tensor t, object g):
+    if _row_vjp is None:
+        import microgrid.autograd     # registers the evaluator
+    grads = _row_vjp(t, g, t.aux)
+    return tuple([None if gp is None else _g_unbroadcast(gp, (<Tensor>p)._data.shape)
+                  for p, gp in zip(t._parents(), grads)])
+
+
 cdef object _elementwise(object a, int op, double c):
     """A node of the op table's row ``op`` over tensor ``a``, with constant
     ``c``: what the generated elementwise methods build."""
@@ -103,12 +126,26 @@ cdef int clamp_backward(Tensor t, object g, object a, object b) except -1:
     return 0
 
 
+cdef object clamp_graph(Tensor t, object g):
+    cdef ClampState s = <ClampState>t.ctx
+    x = (<Tensor>t.a)._data
+    keep = np.ones(x.shape, dtype=bool)
+    if s.min is not None:
+        keep &= x >= s.min
+    if s.max is not None:
+        keep &= x <= s.max
+    return (_graph_select(keep, g, 0.0),)
+
+
 cdef _register_elementwise():
     cdef int op, kind
     for op in range(OP_COUNT):
         kind = mg_op_kind[op]
         if kind == KIND_BINARY:
             _rule(op, binary_forward, binary_backward)
+            _graph_rule(op, row_graph)
         elif kind == KIND_UNARY or kind == KIND_UNARY_C:
             _rule(op, unary_forward, unary_backward)
+            _graph_rule(op, row_graph)
     _rule(T_CLAMP, clamp_forward, clamp_backward)
+    _graph_rule(T_CLAMP, clamp_graph)

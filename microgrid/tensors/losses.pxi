@@ -155,6 +155,17 @@ cdef int softmax_backward(Tensor t, object g, object a, object b) except -1:
     return 0
 
 
+# Differentiable backward (create_graph) of softmax and log_softmax, with the
+# node's own value as a graph node: y = softmax(x): g_x = y (g - sum(g y));
+# y = log_softmax(x): g_x = g - exp(y) sum(g).  (The losses' graph rules are
+# kept apart from these two.)
+cdef object softmax_graph(Tensor t, object g):
+    cdef int axis = t.ctx
+    if t.op == T_SOFTMAX:
+        return (t * (g - (g * t).sum(axis, True)),)
+    return (g - t.exp() * g.sum(axis, True),)
+
+
 # -- cross_entropy and nll_loss (class-index targets) ---------------------------------------
 
 cdef int class_loss_forward(Tensor t, object x, object y) except -1:
@@ -437,6 +448,8 @@ cdef object pointwise_loss_graph(Tensor t, object g):
 cdef _register_losses():
     _rule(T_SOFTMAX, softmax_forward, softmax_backward)
     _rule(T_LOG_SOFTMAX, softmax_forward, softmax_backward)
+    _graph_rule(T_SOFTMAX, softmax_graph)
+    _graph_rule(T_LOG_SOFTMAX, softmax_graph)
     _rule(T_CROSS_ENTROPY, class_loss_forward, class_loss_backward)
     _rule(T_NLL_LOSS, class_loss_forward, class_loss_backward)
     _rule(T_BCE, bce_forward, bce_backward)

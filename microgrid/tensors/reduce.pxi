@@ -41,6 +41,17 @@ cdef int sum_backward(Tensor t, object g, object a, object b) except -1:
     return 0
 
 
+cdef object sum_graph(Tensor t, object g):
+    cdef ReduceState s = <ReduceState>t.ctx
+    shape = (<Tensor>t.a)._data.shape
+    if s.axes is not None and not s.keepdim:
+        g = new_node(T_RESHAPE, g, None, None, _kept_shape(shape, s.axes))
+    if t.op == T_MEAN:
+        n = _shape_size(shape) // max(t._data.size, 1) if _shape_size(shape) else 1
+        g = g * (1.0 / n)
+    return (_g_expand(g, shape),)
+
+
 # -- max and min of the whole tensor -------------------------------------------------
 
 cdef int extreme_forward(Tensor t, object x, object y) except -1:
@@ -59,6 +70,13 @@ cdef int extreme_backward(Tensor t, object g, object a, object b) except -1:
     mask = np.isnan(x) if np.isnan(y) else (x == y)
     _acc(a, mask * (g.reshape(()) / np.count_nonzero(mask)), True)
     return 0
+
+
+cdef object extreme_graph(Tensor t, object g):
+    x = (<Tensor>t.a)._data
+    y = t._data.reshape(())
+    mask = np.isnan(x) if np.isnan(y) else (x == y)
+    return (new_node(T_RESHAPE, g, None, None, ()) * (mask / np.count_nonzero(mask)),)
 
 
 # -- max and min along a dim -----------------------------------------------------------
@@ -87,6 +105,20 @@ cdef int extreme_dim_backward(Tensor t, object g, object a, object b) except -1:
     return 0
 
 
+cdef object extreme_dim_graph(Tensor t, object g):
+    # a scatter of g to the picked indices (each element once)
+    cdef ReduceState s = <ReduceState>t.ctx
+    cdef int axis = s.axes
+    shape = (<Tensor>t.a)._data.shape
+    idx = s.indices
+    key = tuple([idx if d == axis else
+                 np.arange(shape[d]).reshape([shape[d] if k == d else 1 for k in range(len(shape))])
+                 for d in range(len(shape))])
+    if not s.keepdim:
+        g = new_node(T_RESHAPE, g, None, None, idx.shape)
+    return (_g_scatter(g, key, True, shape),)
+
+
 cdef _register_reduce():
     _rule(T_SUM, sum_forward, sum_backward)
     _rule(T_MEAN, sum_forward, sum_backward)
@@ -98,3 +130,9 @@ cdef _register_reduce():
         _saved(op, 0)        # shapes, and the indices kept in the state
     for op in (T_MAX, T_MIN):
         _saved(op, SAVES_A | SAVES_OUT)   # the elements equal to the extreme
+    _graph_rule(T_SUM, sum_graph)
+    _graph_rule(T_MEAN, sum_graph)
+    _graph_rule(T_MAX, extreme_graph)
+    _graph_rule(T_MIN, extreme_graph)
+    _graph_rule(T_MAX_DIM, extreme_dim_graph)
+    _graph_rule(T_MIN_DIM, extreme_dim_graph)
