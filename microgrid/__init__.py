@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from .core import _engine
 from .core._engine import Graph, Value, detect_anomaly, dot, is_anomaly_enabled, topological_order
-from .tools.gradcheck import GradcheckError, gradcheck
-from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .tools.gradcheck import GradcheckError, gradcheck, gradgradcheck
+from .autograd import enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from .autograd import graph as _graph   # installs grad_fn on Value and Tensor
 from .tensors._tensor import Tensor, cat, concatenate, matmul, ones, randn, stack, tensor, zeros
 from .tensors._alloc import cache_info, empty_cache, set_cache_limit   # the tensor memory pool
@@ -80,8 +80,8 @@ def min(input, dim=None, keepdim=False):
 __all__ = [
     "Value", "sum", "mean", "dot", "topological_order", "Graph",
     "detect_anomaly", "is_anomaly_enabled",
-    "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
-    "gradcheck", "GradcheckError", "manual_seed",
+    "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad",
+    "gradcheck", "gradgradcheck", "GradcheckError", "manual_seed",
     "Tensor", "tensor", "zeros", "ones", "randn", "stack", "concatenate", "cat",
     "matmul", "max", "min", "functional", *functional.__all__,
     "empty_cache", "set_cache_limit", "cache_info",

@@ -1,6 +1,18 @@
-"""microgrid.autograd: grad mode, custom ops, and the autograd API beyond ``backward()``."""
+"""microgrid.autograd: grad mode, custom ops, gradients as values and
+gradients of gradients, and the functional transforms.
+
+- grad mode: ``no_grad``, ``enable_grad``, ``set_grad_enabled``,
+  ``is_grad_enabled`` (grad_mode.py);
+- custom ops: ``Function``, ``FunctionCtx`` (function.py);
+- ``grad(outputs, inputs, ...)``: torch.autograd.grad, with
+  ``create_graph=True`` for gradients that can be differentiated again
+  (_grad.py; the op table's derivative formulas over graph nodes: _rows.py);
+- ``microgrid.autograd.functional``: vjp, jvp, jacobian, hessian, hvp, vhp.
+"""
 from .function import Function, FunctionCtx
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from ._grad import _graph_backward_into_grad, grad
+from . import functional
 
 __all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "Function",
-           "FunctionCtx"]
+           "FunctionCtx", "grad", "functional"]
