@@ -1,11 +1,12 @@
-"""Central finite-difference check of backward() against the forward pass,
-for Values and Tensors."""
+"""Central finite-difference checks, for Values and Tensors: ``gradcheck``
+(backward() against the forward pass) and ``gradgradcheck`` (the gradient
+built with create_graph=True against finite differences of itself)."""
 import numpy as np
 
 from ..core._engine import Value
 from ..tensors._tensor import Tensor
 
-__all__ = ["gradcheck", "GradcheckError"]
+__all__ = ["gradcheck", "gradgradcheck", "GradcheckError"]
 
 
 class GradcheckError(RuntimeError):
@@ -119,3 +120,67 @@ def gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
                     f"gradcheck: gradient of input {i}{name}{where} disagrees: "
                     f"analytic {a!r}, numerical {n!r} (eps={eps}, atol={atol}, rtol={rtol})")
     return True
+
+
+def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=1e-3,
+                  raise_exception=True, **unused_options):
+    """Check second derivatives: the gradient of ``func(*inputs)`` built
+    with ``mg.grad(..., create_graph=True)``, as a function of the inputs and
+    of the output's gradient ``grad_outputs``, goes through ``gradcheck``
+    (its backward against central differences of the gradient itself).
+
+    ``grad_outputs`` defaults to fixed random numbers (requiring grad, so
+    they are checked too), as PyTorch's gradgradcheck draws them.  PyTorch's
+    other keyword options are accepted and change nothing.  Returns True, or
+    raises GradcheckError (returns False when ``raise_exception`` is false).
+    """
+    from ..autograd import grad
+    from ..tensors._tensor import cat, stack
+
+    inputs = _as_list(inputs)
+    for i, x in enumerate(inputs):
+        if not isinstance(x, (Value, Tensor)):
+            raise TypeError(f"gradgradcheck(inputs): input {i} is a {type(x).__name__}, "
+                            "not a Value or a Tensor")
+    checked = [x for x in inputs if x.requires_grad]
+    if not checked:
+        raise ValueError("gradgradcheck(inputs): no input requires grad")
+    out = func(*inputs)
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    for y in outs:
+        _output(y)
+    if grad_outputs is None:
+        rng = np.random.default_rng(0)
+        grad_outputs = [Value(float(rng.uniform(0.5, 1.5))) if isinstance(y, Value)
+                        else Tensor(rng.uniform(-1.5, 1.5, y.shape), requires_grad=True) for y in outs]
+    else:
+        grad_outputs = _as_list(grad_outputs)
+        if len(grad_outputs) != len(outs):
+            raise ValueError(f"gradgradcheck(grad_outputs=...): {len(grad_outputs)} gradients "
+                             f"for {len(outs)} outputs")
+    n = len(inputs)
+
+    def gradient(*args):
+        xs, gos = args[:n], args[n:]
+        ys = func(*xs)
+        ys = list(ys) if isinstance(ys, (list, tuple)) else [ys]
+        pairs = [(y, go) for y, go in zip(ys, gos) if y.requires_grad]
+        wanted = [x for x in xs if x.requires_grad]
+        if pairs:
+            gs = grad([y for y, _ in pairs], wanted, [go for _, go in pairs],
+                      create_graph=True, allow_unused=True)
+        else:
+            gs = [None] * len(wanted)
+        flat = []
+        for x, g in zip(wanted, gs):
+            if g is None:
+                g = Tensor(np.zeros(x.shape)) if isinstance(x, Tensor) else Value(0.0, requires_grad=False)
+            flat.append(stack([g]) if isinstance(g, Value) else g.reshape(-1))
+        return cat(flat)
+
+    try:
+        return gradcheck(gradient, inputs + grad_outputs, eps=eps, atol=atol, rtol=rtol)
+    except GradcheckError as e:
+        if raise_exception:
+            raise GradcheckError(f"gradgradcheck (second derivatives): {e}") from None
+        return False
