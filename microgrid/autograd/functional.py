@@ -12,7 +12,8 @@ Everything is built on ``microgrid.autograd.grad``: jvp and hvp by the
 double-vjp trick (the vjp is linear in its seed, so differentiating it with
 respect to the seed gives the forward product).  ``create_graph=True`` makes
 the results graph nodes that can be differentiated again; otherwise they are
-constants.  ``vectorize`` and the Jacobian strategies are accepted for
+constants.  They run in grad mode, inside ``no_grad`` too (as PyTorch's).
+``vectorize`` and the Jacobian strategies are accepted for
 PyTorch's sake: the products are always computed one reverse pass per row.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from ..core._engine import Node, Value
 from ..tensors._tensor import Tensor, stack
 from ._grad import grad as _grad
+from .grad_mode import enable_grad
 
 __all__ = ["vjp", "jvp", "jacobian", "hessian", "hvp", "vhp"]
 
@@ -130,6 +132,7 @@ def _result(items, is_tuple):
 # ---------------------------------------------------------------------------
 # Products
 
+@enable_grad()
 def vjp(func, inputs, v=None, create_graph=False, strict=False):
     """``(func(inputs), v^T J)``: the vector-Jacobian product."""
     in_tuple, xs = _prepare(inputs, create_graph, "vjp")
@@ -147,6 +150,7 @@ def vjp(func, inputs, v=None, create_graph=False, strict=False):
             _result([_detach(gi, create_graph) for gi in g], in_tuple))
 
 
+@enable_grad()
 def jvp(func, inputs, v=None, create_graph=False, strict=False):
     """``(func(inputs), J v)``: the Jacobian-vector product (double vjp: the
     vjp is built with a seed u requiring grad, then differentiated with
@@ -216,6 +220,7 @@ def _jacobian(ys, xs, create_graph, strict, where):
     return blocks
 
 
+@enable_grad()
 def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False,
              strategy="reverse-mode"):
     """The Jacobian of ``func`` at ``inputs``: a block per (output, input)."""
@@ -228,6 +233,7 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False,
     return _result(rows, out_tuple)
 
 
+@enable_grad()
 def hessian(func, inputs, create_graph=False, strict=False, vectorize=False,
             outer_jacobian_strategy="reverse-mode"):
     """The Hessian of a function with a single one-element output: a block
@@ -250,6 +256,7 @@ def _scalar_output(func, xs, where):
     return ys[0]
 
 
+@enable_grad()
 def vhp(func, inputs, v=None, create_graph=False, strict=False):
     """``(func(inputs), v^T H)`` for a function with one one-element output."""
     in_tuple, xs = _prepare(inputs, create_graph, "vhp")
@@ -266,6 +273,7 @@ def vhp(func, inputs, v=None, create_graph=False, strict=False):
     return _detach(y, create_graph), _result([_detach(g, create_graph) for g in r], in_tuple)
 
 
+@enable_grad()
 def hvp(func, inputs, v=None, create_graph=False, strict=False):
     """``(func(inputs), H v)`` for a function with one one-element output
     (double vjp: the vjp of the gradient with a seed u, differentiated with
