@@ -132,3 +132,14 @@ def test_problem12_quick(tmp_path):
         assert "matplotlib is not installed" in out
         return
     assert f"picture saved to {png}" in out and png.stat().st_size > 0
+
+
+def test_newton_hessian(tmp_path):
+    out = run("newton_hessian.py", tmp_path=tmp_path)
+    assert "check Hessian at the start" in out and "check Newton's method reaches the minimum (1, 1)" in out
+    assert "check Newton's method converges within 20 steps 7 steps: ok" in out
+    # the exam loss's Hessian, printed as a 9 x 9 matrix and checked by finite differences
+    assert "    w31    -7.8859   11.8288   -3.9429" in out
+    assert "check Hessian = central differences of the gradient" in out
+    assert "check d2L/dw31^2 = h1^2 / yhat^2 (by hand)     microgrid 3.06923437" in out
+    assert not list(tmp_path.iterdir())          # output to stdout only
