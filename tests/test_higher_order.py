@@ -626,3 +626,16 @@ def test_functional_errors():
         AF.jacobian(lambda x, y: x * 2, (t, mg.tensor([1.0])), strict=True)
     with pytest.raises(ValueError, match="strategy"):
         AF.jacobian(lambda x: x, t, strategy="sideways")
+
+
+def test_create_graph_and_functional_work_inside_no_grad():
+    # the differentiable sweep runs in grad mode, as PyTorch's engine does
+    x = Value(1.5)
+    y = x ** 3
+    with mg.no_grad():
+        (g,) = mg.grad(y, x, create_graph=True)
+        assert g.requires_grad
+        h = AF.hessian(lambda t: t ** 3, Value(1.5))
+    (h2,) = mg.grad(g, x)
+    assert h2.data == pytest.approx(9.0) and h.data == pytest.approx(9.0)
+    assert mg.is_grad_enabled()
