@@ -1506,25 +1506,16 @@ for _cls, _shape in ((nn.BatchNorm1d, (4, 3)), (nn.BatchNorm2d, (3, 3, 2, 2))):
 # ---------------------------------------------------------------------------
 # The public API this registry must cover
 
-# Public names that are not ops, with the reason.
 # The second-order column: entries whose ops have no differentiable backward
-# rule (graph rule) yet, with the reason; every other differentiable entry
-# passes mg.gradgradcheck (tests/test_opinfo.py checks both ways).
-_NO_GRAPH_RULE_YET = "no differentiable backward rule yet ({} family)"
-_SECOND_ORDER_NOT_YET = {
-    **{name: _NO_GRAPH_RULE_YET.format("losses") for name in (
-        "functional.cross_entropy", "functional.nll_loss", "functional.binary_cross_entropy",
-        "functional.binary_cross_entropy_with_logits", "functional.mse_loss", "functional.l1_loss",
-        "functional.hinge_loss", "functional.huber_loss")},
-    **{name: _NO_GRAPH_RULE_YET.format("convolution and pooling") for name in (
-        "functional.conv2d", "functional.conv_transpose2d", "functional.max_pool2d",
-        "functional.avg_pool2d", "nn.Conv2d", "nn.ConvTranspose2d", "nn.MaxPool2d", "nn.AvgPool2d")},
-}
+# rule (graph rule) yet, with the reason ({name: why}); every other
+# differentiable entry passes mg.gradgradcheck (tests/test_opinfo.py checks
+# both ways).  Empty: every op has its graph rule.
+_SECOND_ORDER_NOT_YET = {}
 for _entry in OPS:
     if _entry.name in _SECOND_ORDER_NOT_YET:
         _entry.gradgrad = _SECOND_ORDER_NOT_YET[_entry.name]
 
-
+# Public names that are not ops, with the reason.
 NOT_OPS = {
     "mg.GradcheckError": "exception class",
     "mg.grad": "gradients of a graph, not an op (tests/test_higher_order.py)",
