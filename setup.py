@@ -34,11 +34,21 @@ directives = {
 
 
 # Every microgrid/<room>/_*.pyx is a compiled module (microgrid.core._engine,
-# microgrid.tensors._tensor, microgrid.kernels._conv); each links the plain-C
-# kernels of csrc/ (small, and it keeps the modules independent of each other).
+# microgrid.tensors._tensor, microgrid.kernels._conv, microgrid.autograd._forward);
+# each links the plain-C kernels of csrc/ (small, and it keeps the modules
+# independent of each other).  A module whose .pyx starts with
+# ``# distutils: language = c++`` (autograd._forward: the dual numbers of
+# csrc/mg_dual.hpp) is compiled as C++, its csrc/*.c kernels still as C.
 C_SOURCES = sorted(glob.glob("csrc/mg_*.c"))
 # the op table and the headers derived from it: a change rebuilds every module
 C_DEPENDS = sorted(glob.glob("csrc/mg_*.h") + glob.glob("csrc/mg_*.def"))
+# the C++ headers, for the modules compiled as C++
+CXX_DEPENDS = sorted(glob.glob("csrc/mg_*.hpp"))
+
+
+def is_cxx(pyx):
+    with open(pyx, encoding="utf-8") as f:
+        return f.readline().strip().replace(" ", "") == "#distutils:language=c++"
 
 
 def extension(pyx):
@@ -46,7 +56,7 @@ def extension(pyx):
     return Extension(
         name,
         [pyx, *C_SOURCES],
-        depends=C_DEPENDS,
+        depends=C_DEPENDS + (CXX_DEPENDS if is_cxx(pyx) else []),
         include_dirs=["csrc", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
