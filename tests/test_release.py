@@ -74,7 +74,7 @@ def _tracked_files():
 def test_no_generated_outputs_are_tracked_and_they_are_ignored():
     tracked = _tracked_files()
     assert not [f for f in tracked if f.endswith(".png") or f.startswith("microgrid-demo-out/")]
-    assert not [f for f in tracked if f.endswith((".so", ".pyd")) or f.startswith("microgrid/") and f.rsplit("/", 1)[-1].startswith("_") and f.endswith(".c")]
+    assert not [f for f in tracked if f.endswith((".so", ".pyd")) or f.startswith("microgrid/") and f.rsplit("/", 1)[-1].startswith("_") and f.endswith((".c", ".cpp"))]
     ignore = (ROOT / ".gitignore").read_text().splitlines()
     assert "microgrid-demo-out/" in ignore and "/*.png" in ignore
 
@@ -115,7 +115,8 @@ def test_sdist_carries_sources_tests_examples_and_licence(sdist):
     names = {str(p.relative_to(sdist)) for p in sdist.rglob("*") if p.is_file()}
     for needed in ("LICENSE", "README.md", "setup.py", "pyproject.toml", "csrc/mg_conv.c",
                    "microgrid/core/_engine.pyx", "microgrid/kernels/_conv.pyi", "microgrid/tensors/losses.pxi",
-                   "csrc/mg_ops.def", "microgrid/datasets/digits.npz",
+                   "csrc/mg_ops.def", "csrc/mg_dual.hpp", "microgrid/autograd/_forward.pyx",
+                   "microgrid/autograd/_forward.pyi", "microgrid/datasets/digits.npz",
                    "tests/conftest.py", "tests/test_engine.py", "examples/problem01_two_neuron_bce.py"):
         assert needed in names, needed
     assert not [n for n in names if n.endswith((".so", ".png"))]
