@@ -192,9 +192,10 @@ cdef class _Order:
 
     cdef int build(self, roots) except -1:
         cdef list sorts = [topological_order(r) for r in roots]
-        cdef Py_ssize_t bound = 0, n_args = 0, i, k
+        cdef Py_ssize_t bound = 0, n_args = 0, i, k, m
         cdef size_t cap = 16
         cdef Node node
+        cdef tuple args
         for s in sorts:
             bound += len(<list>s)
         while cap < 2 * <size_t>bound:
@@ -204,15 +205,22 @@ cdef class _Order:
         self.slots = <Py_ssize_t*>malloc(cap * sizeof(Py_ssize_t))
         if self.keys == NULL or self.slots == NULL:
             raise MemoryError()
-        self.nodes = []
-        for s in sorts:
-            for x in <list>s:
-                if self.find(x) < 0:
-                    self._insert(x, len(self.nodes))
-                    self.nodes.append(x)
-                    if (<Node>x).args is not None:
-                        n_args += len((<Node>x).args)
+        if len(sorts) == 1:
+            self.nodes = sorts[0]       # one sort lists each node once
+            for i in range(len(self.nodes)):
+                self._insert(self.nodes[i], i)
+        else:
+            self.nodes = []
+            for s in sorts:
+                for x in <list>s:
+                    if self.find(x) < 0:
+                        self._insert(x, len(self.nodes))
+                        self.nodes.append(x)
         self.n = len(self.nodes)
+        for i in range(self.n):
+            args = (<Node>self.nodes[i]).args
+            if args is not None:
+                n_args += len(args)
         k = max(self.n, 1)
         self.op = <unsigned short*>malloc(k * sizeof(unsigned short))
         self.is_value = <unsigned char*>malloc(k)
@@ -242,9 +250,10 @@ cdef class _Order:
             # (a Value built by hand keeps its _op string in b: not a node, not found)
             self.b[i] = self.find(node.b) if node.b is not None else -1
             self.start[i] = k
-            if node.args is not None:
-                for x in node.args:
-                    self.args[k] = self.find(x)
+            args = node.args
+            if args is not None:
+                for m in range(len(args)):
+                    self.args[k] = self.find(args[m])
                     k += 1
         self.start[self.n] = k
         self.ttan = None
