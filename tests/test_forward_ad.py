@@ -427,6 +427,19 @@ def test_jvp_output_forms():
     np.testing.assert_array_equal(t, [0.0, 0.0])
 
 
+def test_forward_mode_records_the_graph_even_within_no_grad():
+    with mg.no_grad():
+        _, t = fwAD.jvp(lambda x: x * x, 3.0, 1.0)
+        assert t == 6.0 and not mg.is_grad_enabled()
+        with fwAD.dual_level():
+            assert mg.is_grad_enabled()
+            x = fwAD.make_dual(mg.Value(3.0), 1.0)
+            assert fwAD.unpack_dual(x.sin()).tangent == pytest.approx(math.cos(3.0), rel=1e-15)
+            with mg.no_grad():                   # cut here, as gradients are
+                assert fwAD.unpack_dual(x.sin()).tangent is None
+        assert not mg.is_grad_enabled()
+
+
 def test_jvp_leaves_no_dual_level_behind():
     x = mg.Value(1.0)
     fwAD.jvp(lambda a: a * 2, x, 1.0)

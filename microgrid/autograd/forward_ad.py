@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..core._engine import Node, Value, _opcode
+from ..core._engine import Node, Value, _opcode, _set_grad_enabled
 from ..tensors._tensor import Tensor
 from . import _forward
 
@@ -55,11 +55,13 @@ class HvpResult(NamedTuple):
 
 
 class _Level:
-    """The tangents seeded in one dual level: {node: tangent}."""
-    __slots__ = ("seeds",)
+    """The tangents seeded in one dual level: {node: tangent}, and the grad
+    mode to restore when the level exits."""
+    __slots__ = ("seeds", "grad_mode")
 
     def __init__(self):
         self.seeds = {}
+        self.grad_mode = True
 
 
 _state = threading.local()
@@ -73,17 +75,27 @@ def _active():
 class dual_level(contextlib.ContextDecorator):
     """Context manager (or decorator) inside which ``make_dual`` gives nodes
     tangents.  The tangents belong to the level and are gone when it exits.
-    Levels are per thread and do not nest (as in PyTorch)."""
+    Levels are per thread and do not nest (as in PyTorch).
+
+    Tangents are swept over the graph the ops record, so a level turns
+    recording on for its block (as ``enable_grad``), even within
+    ``no_grad``; a ``no_grad`` block inside the level cuts tangents where it
+    cuts gradients."""
 
     def __enter__(self):
         if _active() is not None:
             raise RuntimeError("dual_level: a dual level is already active in this thread; "
                                "forward-mode levels do not nest")
-        _state.level = _Level()
+        level = _Level()
+        level.grad_mode = _set_grad_enabled(True)
+        _state.level = level
         return self
 
     def __exit__(self, *exc):
+        level = _active()
         _state.level = None
+        if level is not None:
+            _set_grad_enabled(level.grad_mode)
         return False
 
 
@@ -168,7 +180,8 @@ def jvp(func, primals, tangents):
     ``func`` returns a tuple.  ``primals``: Values, Tensors or real numbers
     (numbers become leaf Values), a tuple of them or one; ``tangents``: one
     per primal, a number for a Value, an array of its shape for a Tensor.
-    An output that depends on no primal has a zero tangent."""
+    An output that depends on no primal has a zero tangent.  ``func`` runs
+    with graph recording on (the tangents are swept over its graph)."""
     if not callable(func):
         raise TypeError(f"jvp(func) takes a callable, got {type(func).__name__}")
     single = not isinstance(primals, (tuple, list))
@@ -184,7 +197,11 @@ def jvp(func, primals, tangents):
     for i, (p, t) in enumerate(zip(primals, tangents)):
         index = "" if single else f"[{i}]"
         nodes.append(_seed(level, p, t, f"jvp(primals{index})", f"jvp(tangents{index})"))
-    out = func(*nodes)
+    previous = _set_grad_enabled(True)      # the tangents are swept over the recorded graph
+    try:
+        out = func(*nodes)
+    finally:
+        _set_grad_enabled(previous)
     outputs = out if isinstance(out, (tuple, list)) else (out,)
     for i, o in enumerate(outputs):
         if not isinstance(o, Node):
