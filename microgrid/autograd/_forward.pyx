@@ -25,7 +25,8 @@ Nodes whose tangent is exactly zero contribute nothing (see mg_dual.hpp).
 
 cimport cython
 from cpython.ref cimport PyObject
-from libc.stdlib cimport malloc, calloc, free
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
 from libc.math cimport NAN
 
 from microgrid.core._engine cimport (
@@ -133,66 +134,134 @@ cdef inline size_t _slot(PyObject* key, size_t mask) noexcept nogil:
     return <size_t>(h >> 20) & mask
 
 
+# The position map's entries: a node's address and its position.
+ctypedef struct Entry:
+    PyObject* key
+    int position
+
+
+# One block of memory holds an order's arrays; the block is kept for the next
+# order (a large graph would otherwise pay page faults for fresh memory on
+# every call).  An order takes the spare block, leaving NULL, and hands it
+# back when it is freed.
+cdef char* _spare = NULL
+cdef size_t _spare_size = 0
+
+
+cdef char* _take_block(size_t size, size_t* got) except NULL:
+    global _spare, _spare_size
+    cdef char* block
+    if _spare != NULL and _spare_size >= size:
+        block = _spare
+        got[0] = _spare_size
+        _spare = NULL
+        _spare_size = 0
+        return block
+    block = <char*>malloc(size)
+    if block == NULL:
+        raise MemoryError()
+    got[0] = size
+    return block
+
+
+cdef void _give_block(char* block, size_t size) noexcept:
+    global _spare, _spare_size
+    if block == NULL:
+        return
+    if size > _spare_size:
+        free(_spare)
+        _spare = block
+        _spare_size = size
+    else:
+        free(block)
+
+
 @cython.final
 cdef class _Order:
     """The nodes the roots depend on, every one (whatever requires_grad),
     roots' ancestors first, with each node's op, operand positions, constant
-    and (for Values) value; then the tangent of each node."""
+    and (for Values) value; then the tangent of each node, and for hvp the
+    gradient and its tangent."""
     cdef list nodes                 # owns the nodes
     cdef Py_ssize_t n
-    cdef PyObject** keys            # the position map
-    cdef Py_ssize_t* slots
+    cdef char* block                # every array below lives in it
+    cdef size_t block_size
+    cdef Entry* table               # the position map
     cdef size_t mask
-    cdef unsigned short* op
-    cdef unsigned char* is_value
-    cdef Py_ssize_t* a              # position of operand a, or -1 (none, or not a node)
-    cdef Py_ssize_t* b
-    cdef Py_ssize_t* start          # operands in args: args[start[i]:start[i + 1]]
-    cdef Py_ssize_t* args
     cdef double* aux
     cdef double* val
     cdef double* tan                # a Value's tangent (0 where it has none)
+    cdef double* grad               # hvp: the gradient of the root
+    cdef double* gtan               # hvp: its tangent
+    cdef int* a                     # position of operand a, or -1 (none, or not a node)
+    cdef int* b
+    cdef int* start                 # operands in args: args[start[i]:start[i + 1]]
+    cdef int* args
+    cdef unsigned short* op
+    cdef unsigned char* is_value
     cdef unsigned char* has         # the node depends on a seeded node
     cdef unsigned char* seeded
     cdef list ttan                  # a Tensor's tangent (an ndarray) or None
 
     def __dealloc__(self):
-        free(self.keys)
-        free(self.slots)
-        free(self.op)
-        free(self.is_value)
-        free(self.a)
-        free(self.b)
-        free(self.start)
-        free(self.args)
-        free(self.aux)
-        free(self.val)
-        free(self.tan)
-        free(self.has)
-        free(self.seeded)
+        _give_block(self.block, self.block_size)
 
-    cdef Py_ssize_t find(self, object node) noexcept:
+    cdef int find(self, object node) noexcept:
         """The position of ``node`` in the order, or -1."""
         cdef PyObject* key = <PyObject*>node
         cdef size_t s = _slot(key, self.mask)
-        while self.keys[s] != NULL:
-            if self.keys[s] == key:
-                return self.slots[s]
+        while self.table[s].key != NULL:
+            if self.table[s].key == key:
+                return self.table[s].position
             s = (s + 1) & self.mask
         return -1
 
-    cdef int _insert(self, object node, Py_ssize_t position) except -1:
+    cdef void _insert(self, object node, int position) noexcept:
         cdef PyObject* key = <PyObject*>node
         cdef size_t s = _slot(key, self.mask)
-        while self.keys[s] != NULL:
+        while self.table[s].key != NULL:
             s = (s + 1) & self.mask
-        self.keys[s] = key
-        self.slots[s] = position
+        self.table[s].key = key
+        self.table[s].position = position
+
+    cdef int _allocate(self, Py_ssize_t n, Py_ssize_t n_args, size_t cap) except -1:
+        """Carve the arrays out of one block (widest first, so each is aligned)."""
+        cdef size_t k = max(n, 1)
+        cdef size_t size = (cap * sizeof(Entry) + 5 * k * sizeof(double)
+                            + (3 * k + 1 + max(n_args, 1)) * sizeof(int)
+                            + k * sizeof(unsigned short) + 3 * k)
+        cdef char* p
+        if n >= 0x7fffffff or n_args >= 0x7fffffff:
+            raise MemoryError("forward-mode AD: the graph has too many nodes")
+        self.block = _take_block(size, &self.block_size)
+        p = self.block
+        self.table = <Entry*>p
+        memset(p, 0, cap * sizeof(Entry))
+        p += cap * sizeof(Entry)
+        self.aux = <double*>p
+        self.val = self.aux + k
+        self.tan = self.val + k
+        self.grad = self.tan + k
+        self.gtan = self.grad + k
+        memset(self.tan, 0, 3 * k * sizeof(double))
+        p += 5 * k * sizeof(double)
+        self.a = <int*>p
+        self.b = self.a + k
+        self.start = self.b + k
+        self.args = self.start + k + 1
+        p += (3 * k + 1 + max(n_args, 1)) * sizeof(int)
+        self.op = <unsigned short*>p
+        p += k * sizeof(unsigned short)
+        self.is_value = <unsigned char*>p
+        self.has = self.is_value + k
+        self.seeded = self.has + k
+        memset(self.has, 0, 2 * k)
         return 0
 
     cdef int build(self, roots) except -1:
         cdef list sorts = [topological_order(r) for r in roots]
-        cdef Py_ssize_t bound = 0, n_args = 0, i, k, m
+        cdef Py_ssize_t bound = 0, n_args = 0, i, m
+        cdef int k
         cdef size_t cap = 16
         cdef Node node
         cdef tuple args
@@ -201,43 +270,24 @@ cdef class _Order:
         while cap < 2 * <size_t>bound:
             cap *= 2
         self.mask = cap - 1
-        self.keys = <PyObject**>calloc(cap, sizeof(PyObject*))
-        self.slots = <Py_ssize_t*>malloc(cap * sizeof(Py_ssize_t))
-        if self.keys == NULL or self.slots == NULL:
-            raise MemoryError()
         if len(sorts) == 1:
             self.nodes = sorts[0]       # one sort lists each node once
-            for i in range(len(self.nodes)):
-                self._insert(self.nodes[i], i)
         else:
             self.nodes = []
+            seen = set()
             for s in sorts:
                 for x in <list>s:
-                    if self.find(x) < 0:
-                        self._insert(x, len(self.nodes))
+                    if id(x) not in seen:
+                        seen.add(id(x))
                         self.nodes.append(x)
         self.n = len(self.nodes)
         for i in range(self.n):
             args = (<Node>self.nodes[i]).args
             if args is not None:
                 n_args += len(args)
-        k = max(self.n, 1)
-        self.op = <unsigned short*>malloc(k * sizeof(unsigned short))
-        self.is_value = <unsigned char*>malloc(k)
-        self.a = <Py_ssize_t*>malloc(k * sizeof(Py_ssize_t))
-        self.b = <Py_ssize_t*>malloc(k * sizeof(Py_ssize_t))
-        self.start = <Py_ssize_t*>malloc((k + 1) * sizeof(Py_ssize_t))
-        self.args = <Py_ssize_t*>malloc(max(n_args, 1) * sizeof(Py_ssize_t))
-        self.aux = <double*>calloc(k, sizeof(double))
-        self.val = <double*>calloc(k, sizeof(double))
-        self.tan = <double*>calloc(k, sizeof(double))
-        self.has = <unsigned char*>calloc(k, 1)
-        self.seeded = <unsigned char*>calloc(k, 1)
-        if (self.op == NULL or self.is_value == NULL or self.a == NULL or self.b == NULL
-                or self.start == NULL or self.args == NULL or self.aux == NULL
-                or self.val == NULL or self.tan == NULL or self.has == NULL
-                or self.seeded == NULL):
-            raise MemoryError()
+        self._allocate(self.n, n_args, cap)
+        for i in range(self.n):
+            self._insert(self.nodes[i], <int>i)
         k = 0
         for i in range(self.n):
             node = <Node>self.nodes[i]
@@ -246,6 +296,9 @@ cdef class _Order:
             if self.is_value[i]:
                 self.val[i] = (<Value>node).data
                 self.aux[i] = (<Value>node).aux
+            else:
+                self.val[i] = 0.0
+                self.aux[i] = 0.0
             self.a[i] = self.find(node.a) if node.a is not None else -1
             # (a Value built by hand keeps its _op string in b: not a node, not found)
             self.b[i] = self.find(node.b) if node.b is not None else -1
@@ -514,64 +567,60 @@ def hvp(Value root, inputs, v):
     order.seed({node: t for node, t in zip(inputs, v)})
     order.sweep(True)
     val, tan, has = order.val, order.tan, order.has
-    grad = <double*>calloc(n, sizeof(double))
-    gtan = <double*>calloc(n, sizeof(double))
-    try:
-        if grad == NULL or gtan == NULL:
-            raise MemoryError()
-        grad[n - 1] = 1.0
-        for i in range(n - 1, -1, -1):
-            op = order.op[i]
-            if not has[i] or op == OP_LEAF or order.seeded[i]:
-                continue
-            g = grad[i]
-            gd = gtan[i]
-            operands = mg_op_operands(op)
-            if operands:
-                p = order.a[i]
-                q = order.b[i] if operands == 2 else p
-                local_grads(op, dual(val[p], tan[p]), dual(val[q], tan[q]), dual(val[i], tan[i]),
-                            order.aux[i], &da, &db)
+    grad, gtan = order.grad, order.gtan
+    grad[n - 1] = 1.0
+    for i in range(n - 1, -1, -1):
+        op = order.op[i]
+        if not has[i] or op == OP_LEAF or order.seeded[i]:
+            continue
+        g = grad[i]
+        gd = gtan[i]
+        operands = mg_op_operands(op)
+        if operands:
+            p = order.a[i]
+            q = order.b[i] if operands == 2 else p
+            local_grads(op, dual(val[p], tan[p]), dual(val[q], tan[q]), dual(val[i], tan[i]),
+                        order.aux[i], &da, &db)
+            if has[p]:
+                grad[p] += g * da.v
+                gtan[p] += term(da.v, gd) + term(da.d, g)
+            if operands == 2 and has[q]:
+                grad[q] += g * db.v
+                gtan[q] += term(db.v, gd) + term(db.d, g)
+            continue
+        s = order.start[i]
+        e = order.start[i + 1]
+        if op == OP_SUM or op == OP_MEAN:
+            y, yd = g, gd
+            if op == OP_MEAN:
+                y = g / (e - s)
+                yd = gd / (e - s)
+            for k in range(s, e):
+                p = order.args[k]
                 if has[p]:
-                    grad[p] += g * da.v
-                    gtan[p] += term(da.v, gd) + term(da.d, g)
-                if operands == 2 and has[q]:
-                    grad[q] += g * db.v
-                    gtan[q] += term(db.v, gd) + term(db.d, g)
-                continue
-            s = order.start[i]
-            e = order.start[i + 1]
-            if op == OP_SUM or op == OP_MEAN:
-                y, yd = (g, gd) if op == OP_SUM else (g / (e - s), gd / (e - s))
-                for k in range(s, e):
-                    p = order.args[k]
-                    if has[p]:
-                        grad[p] += y
-                        gtan[p] += yd
-            elif op == OP_DOT:
-                half = (e - s) // 2
-                for k in range(s, s + half):
-                    w = order.args[k]
-                    x = order.args[k + half]
-                    if has[w]:
-                        grad[w] += g * val[x]
-                        gtan[w] += term(val[x], gd) + term(tan[x], g)
-                    if has[x]:
-                        grad[x] += g * val[w]
-                        gtan[x] += term(val[w], gd) + term(tan[w], g)
-                p = order.a[i]
-                if p >= 0 and has[p]:
-                    grad[p] += g
-                    gtan[p] += gd
-            else:
-                # ELEMENT and CUSTOM nodes that depend on the inputs were refused by the sweep
-                raise SystemError(f"hvp: unexpected scalar op code {op}")
-        grads, hvps = [], []
-        for node in inputs:
-            i = order.find(node)
-            grads.append(grad[i] if i >= 0 else 0.0)
-            hvps.append(gtan[i] if i >= 0 else 0.0)
-        return root.data, tuple(grads), tuple(hvps)
-    finally:
-        free(grad)
-        free(gtan)
+                    grad[p] += y
+                    gtan[p] += yd
+        elif op == OP_DOT:
+            half = (e - s) // 2
+            for k in range(s, s + half):
+                w = order.args[k]
+                x = order.args[k + half]
+                if has[w]:
+                    grad[w] += g * val[x]
+                    gtan[w] += term(val[x], gd) + term(tan[x], g)
+                if has[x]:
+                    grad[x] += g * val[w]
+                    gtan[x] += term(val[w], gd) + term(tan[w], g)
+            p = order.a[i]
+            if p >= 0 and has[p]:
+                grad[p] += g
+                gtan[p] += gd
+        else:
+            # ELEMENT and CUSTOM nodes that depend on the inputs were refused by the sweep
+            raise SystemError(f"hvp: unexpected scalar op code {op}")
+    grads, hvps = [], []
+    for node in inputs:
+        i = order.find(node)
+        grads.append(grad[i] if i >= 0 else 0.0)
+        hvps.append(gtan[i] if i >= 0 else 0.0)
+    return root.data, tuple(grads), tuple(hvps)
