@@ -440,6 +440,31 @@ def test_forward_mode_records_the_graph_even_within_no_grad():
         assert not mg.is_grad_enabled()
 
 
+def test_in_place_ops_on_tangent_carrying_tensors():
+    # an in-place op that records a node (operands that require grad): the
+    # tensor is rebased onto the op's node and the tangent follows it
+    w = mg.tensor([1.0, 2.0], requires_grad=True)
+    with fwAD.dual_level():
+        x = fwAD.make_dual(mg.tensor([3.0, 4.0]), np.array([1.0, 1.0]))
+        y = x * 1.0
+        y.mul_(w)
+        np.testing.assert_array_equal(fwAD.unpack_dual(y).tangent, [1.0, 2.0])
+    # one that records none (nothing requires grad): its tangent could not
+    # follow, so it is refused, as is an in-place change of a seeded tensor
+    with fwAD.dual_level():
+        x = fwAD.make_dual(mg.tensor([3.0, 4.0]), np.array([1.0, 1.0]))
+        y = x * 2.0
+        y.mul_(3.0)
+        with pytest.raises(RuntimeError, match=r"was changed in place by an op that recorded no node"):
+            fwAD.unpack_dual(y)
+        x.add_(1.0)
+        with pytest.raises(RuntimeError, match=r"unpack_dual: a Tensor given a tangent by make_dual "
+                                               r"was changed in place"):
+            fwAD.unpack_dual(x * 2.0)
+    with pytest.raises(RuntimeError, match=r"jvp: a Tensor given a tangent"):
+        fwAD.jvp(lambda t: t.add_(1.0), mg.tensor([1.0]), np.ones(1))
+
+
 def test_jvp_leaves_no_dual_level_behind():
     x = mg.Value(1.0)
     fwAD.jvp(lambda a: a * 2, x, 1.0)

@@ -349,6 +349,12 @@ cdef class _Order:
                         f"#{(<Node>self.nodes[i]).seq} is a Tensor ('{_OP_SYMBOLS[self.op[i]]}')"
                         f" that depends on the inputs")
             elif self._any_operand_has(i):
+                if (<Tensor>self.nodes[i]).written_seq > (<Tensor>self.nodes[i]).seq:
+                    raise RuntimeError(
+                        f"forward-mode AD: Tensor node #{(<Node>self.nodes[i]).seq} "
+                        f"('{_OP_SYMBOLS[self.op[i]]}') was changed in place by an op that "
+                        "recorded no node (nothing it involved requires grad), so its tangent "
+                        "cannot follow; use the out-of-place op")
                 self._tensor_tangents()[i] = self._tensor_tangent(i)
                 self.has[i] = 1
         return 0

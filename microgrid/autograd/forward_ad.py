@@ -55,13 +55,25 @@ class HvpResult(NamedTuple):
 
 
 class _Level:
-    """The tangents seeded in one dual level: {node: tangent}, and the grad
-    mode to restore when the level exits."""
-    __slots__ = ("seeds", "grad_mode")
+    """The tangents seeded in one dual level: {node: tangent}, each seeded
+    Tensor's in-place version when it was seeded, and the grad mode to
+    restore when the level exits."""
+    __slots__ = ("seeds", "versions", "grad_mode")
 
     def __init__(self):
         self.seeds = {}
+        self.versions = {}
         self.grad_mode = True
+
+    def tangents(self, roots, where):
+        """The roots' tangents along the seeds (one sweep)."""
+        for node, version in self.versions.items():
+            if node._version != version:
+                raise RuntimeError(
+                    f"{where}: a Tensor given a tangent by make_dual was changed in place "
+                    f"afterwards (now by '{node._op}'); forward mode does not follow in-place "
+                    "ops on the Tensors it seeds: use the out-of-place op")
+        return _forward.tangents(roots, self.seeds)
 
 
 _state = threading.local()
@@ -142,6 +154,8 @@ def _seed(level, primal, tangent, primal_name, tangent_name):
         raise ValueError(f"{primal_name}: this {type(primal).__name__} already carries a "
                          "tangent in the current dual level")
     level.seeds[primal] = t
+    if isinstance(primal, Tensor):
+        level.versions[primal] = primal._version
     return primal
 
 
@@ -170,7 +184,7 @@ def unpack_dual(tensor):
     level = _active()
     if level is None or not level.seeds:
         return UnpackedDual(tensor, None)
-    return UnpackedDual(tensor, _forward.tangents([tensor], level.seeds)[0])
+    return UnpackedDual(tensor, level.tangents([tensor], "unpack_dual")[0])
 
 
 def jvp(func, primals, tangents):
@@ -207,7 +221,7 @@ def jvp(func, primals, tangents):
         if not isinstance(o, Node):
             raise TypeError(f"jvp: func must return Values or Tensors (or a tuple of them), "
                             f"output {i} is a {type(o).__name__}")
-    found = _forward.tangents(outputs, level.seeds)
+    found = level.tangents(outputs, "jvp")
     result = tuple(t if t is not None else (0.0 if isinstance(o, Value) else np.zeros(o.shape))
                    for o, t in zip(outputs, found))
     if isinstance(out, (tuple, list)):
