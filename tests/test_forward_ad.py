@@ -487,7 +487,12 @@ def test_jvp_leaves_no_dual_level_behind():
     (lambda: fwAD.jvp(lambda a, b: a, (mg.Value(1.0),) * 2, (1.0, 1.0)), ValueError,
      r"jvp\(primals\[1\]\): this Value already carries a tangent"),
     (lambda: fwAD.jvp(lambda a: Custom(a), 1.0, 1.0), NotImplementedError,
-     r"'mine'\) was built by Value\(data, _children, _op\)"),
+     r"'mine'\) is a custom op .* has no forward-mode rule"),
+    (lambda: fwAD.jvp(lambda a: Cube.apply(a), 1.0, 1.0), NotImplementedError,
+     r"'Cube'\) is a custom op \(a Function"),
+    (lambda: fwAD.jvp(lambda a: Cube.apply(a), mg.tensor([1.0], requires_grad=True), np.ones(1)),
+     NotImplementedError,
+     r"'Cube'\) is a custom op \(a Function"),
 ])
 def test_bad_input_is_refused_with_a_clear_error(call, exc, message):
     with pytest.raises(exc, match=message):
@@ -496,6 +501,18 @@ def test_bad_input_is_refused_with_a_clear_error(call, exc, message):
 
 def Custom(a):
     return mg.Value(a.data * 2, (a,), "mine")
+
+
+class Cube(mg.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x ** 3
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        return grad * 3 * x ** 2
 
 
 def test_make_dual_errors_name_the_argument():
@@ -771,7 +788,9 @@ def test_hvp_inputs_that_take_no_gradient_still_count():
     (lambda a: fwAD.graph_hvp((mg.stack([a]) * 2.0)[0], [a], [1.0]), NotImplementedError,
      r"covers graphs of Values: node #\d+ is a Tensor \('stack'\)"),
     (lambda a: fwAD.graph_hvp(Custom(a) * 2.0, [a], [1.0]), NotImplementedError,
-     r"'mine'\) was built by Value\(data, _children, _op\)"),
+     r"'mine'\) is a custom op .* has no forward-mode rule"),
+    (lambda a: fwAD.graph_hvp(Cube.apply(a) * 2.0, [a], [1.0]), NotImplementedError,
+     r"'Cube'\) is a custom op \(a Function"),
 ])
 def test_hvp_bad_input(call, exc, message):
     with pytest.raises(exc, match=message):

@@ -112,6 +112,12 @@ cdef frozenset _LINEAR = frozenset([T_SUM, T_MEAN, T_RESHAPE, T_PERMUTE, T_INDEX
 cdef frozenset _BILINEAR = frozenset([T_MATMUL, T_LINEAR, T_CONV2D, T_CONV_TRANSPOSE2D])
 
 
+cdef object _no_custom_rule(Node node):
+    return NotImplementedError(
+        f"forward-mode AD: node #{node.seq} ('{node._op}') is a custom op (a Function, or a "
+        "Value built by Value(data, _children, _op)) and has no forward-mode rule")
+
+
 cdef inline double* _buffer(object arr) except NULL:
     """The elements of a C-contiguous float64 ndarray (borrowed: the caller
     keeps ``arr`` alive)."""
@@ -430,10 +436,7 @@ cdef class _Order:
             return 0
         if op == OP_CUSTOM:
             if self._any_operand_has(i):
-                raise NotImplementedError(
-                    f"forward-mode AD: node #{(<Node>self.nodes[i]).seq} "
-                    f"('{(<Value>self.nodes[i])._op}') was built by Value(data, _children, _op) "
-                    "and has no derivative rule")
+                raise _no_custom_rule(self.nodes[i])
             return 0
         raise SystemError(f"forward-mode AD: unknown scalar op code {op}")
 
@@ -457,6 +460,8 @@ cdef class _Order:
         cdef unsigned short op = t.op
         cdef int kind = mg_op_kind[op]
         cdef Py_ssize_t k
+        if op == OP_CUSTOM:
+            raise _no_custom_rule(t)
         if kind == KIND_BINARY or kind == KIND_UNARY or kind == KIND_UNARY_C:
             return self._elementwise_tangent(i, t, kind == KIND_BINARY)
         if op in _LINEAR:
