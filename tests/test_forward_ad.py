@@ -317,6 +317,28 @@ def test_tensor_jvp_is_the_gradient_along_the_tangent():
     assert float(tangent) == pytest.approx(np.sum(X.grad * tx) + np.sum(W.grad * tw), rel=1e-12)
 
 
+def test_scatter_of_a_create_graph_gradient_carries_tangents():
+    """The gradient of an indexing op, built by mg.grad(create_graph=True),
+    is a scatter node: forward mode runs through it (forward-over-reverse on
+    a graph of tensors)."""
+    rng = np.random.default_rng(20)
+    x0, v = rng.standard_normal(4), rng.standard_normal(4)
+
+    def f(x):
+        return (x[[0, 2, 2]] ** 3).sum()
+
+    def gradient(x):
+        return mg.autograd.grad(f(x), x, create_graph=True)[0]
+
+    with fwAD.dual_level():
+        x = fwAD.make_dual(mg.tensor(x0, requires_grad=True), v)
+        g = gradient(x)
+        assert "scatter" in {n._op for n in mg.topological_order(g)}
+        hv = fwAD.unpack_dual(g).tangent
+    # f = x0^3 + 2 x2^3: H = diag(6 x0, 0, 12 x2, 0)
+    np.testing.assert_allclose(hv, [6 * x0[0] * v[0], 0.0, 12 * x0[2] * v[2], 0.0], rtol=1e-13)
+
+
 def test_values_and_tensors_mix():
     """A Tensor stacked from Values, a Value read from a Tensor element."""
     def f(a, b, t):

@@ -35,7 +35,7 @@ from microgrid.core._engine cimport (
 from microgrid.tensors._tensor cimport (
     Tensor, T_SUM, T_MEAN, T_RESHAPE, T_PERMUTE, T_INDEX, T_CONCAT, T_STACK, T_PAD,
     T_FROM_VALUE, T_STACK_VALUES, T_AVG_POOL2D, T_MATMUL, T_LINEAR, T_CONV2D,
-    T_CONV_TRANSPOSE2D)
+    T_CONV_TRANSPOSE2D, T_SCATTER)
 from microgrid.core._engine import topological_order, _OP_SYMBOLS
 from microgrid.tensors._tensor import _node
 
@@ -106,8 +106,9 @@ cdef int _check_row(int op) except -1:
 
 # tensor ops whose value is linear in all their operands together: the
 # tangent is the op applied to the tangents
-cdef frozenset _LINEAR = frozenset([T_SUM, T_MEAN, T_RESHAPE, T_PERMUTE, T_INDEX, T_CONCAT,
-                                    T_STACK, T_PAD, T_FROM_VALUE, T_STACK_VALUES, T_AVG_POOL2D])
+cdef frozenset _LINEAR = frozenset([T_SUM, T_MEAN, T_RESHAPE, T_PERMUTE, T_INDEX, T_SCATTER,
+                                    T_CONCAT, T_STACK, T_PAD, T_FROM_VALUE, T_STACK_VALUES,
+                                    T_AVG_POOL2D])
 # tensor ops x * w (+ bias) bilinear in x and w for a product *, bias args[0]
 cdef frozenset _BILINEAR = frozenset([T_MATMUL, T_LINEAR, T_CONV2D, T_CONV_TRANSPOSE2D])
 
@@ -486,7 +487,7 @@ cdef class _Order:
             return out
         raise NotImplementedError(
             f"forward-mode AD has no tangent rule for the tensor op '{_OP_SYMBOLS[op]}' "
-            "(it covers the elementwise ops, sum, mean, the shape ops, matmul, linear, "
+            "(it covers the elementwise ops, sum, mean, the shape ops, scatter, matmul, linear, "
             "conv2d, conv_transpose2d and avg_pool2d)")
 
     cdef object _elementwise_tangent(self, Py_ssize_t i, Tensor t, bint binary):
