@@ -160,7 +160,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             raise TypeError(f"batch_norm({where}) must be a Tensor of shape ({c},), got {t!r}")
     if training:
         axes = (0,) + tuple(range(2, input.ndim))
-        n = input.size // c
+        n = input.numel() // c
         if n <= 1:
             raise ValueError(f"batch_norm(input): expected more than 1 value per channel when "
                              f"training, got input shape {input.shape}")
@@ -192,10 +192,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 def _class_targets(target, input, where):
     """Integer class indices as an int64 array of input's shape without the
     class dimension (dim 1, or dim 0 for an unbatched 1-d input)."""
-    if isinstance(target, Tensor):
+    if isinstance(target, Tensor) and target.dtype == np.int64:
+        t = target.data        # by reference, as an int64 array (a Graph replays with its new labels)
+    elif isinstance(target, Tensor):
         data = target.data
-        if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
-            raise TypeError(f"{where}(target) must hold integer class indices")
+        if data.dtype == np.bool_ or not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
+            raise TypeError(f"{where}(target) must hold integer class indices, got a {data.dtype} tensor")
         t = data.astype(np.int64)
     else:
         t = np.asarray(target)
@@ -271,8 +273,8 @@ def _class_loss(name, input, target, weight, ignore_index, reduction, label_smoo
 def _probability_targets(target, input):
     """Class probabilities (PyTorch: a floating target of the input's shape)
     rather than class indices."""
-    if isinstance(target, Tensor):     # index targets lack the class dim
-        return target.shape == input.shape
+    if isinstance(target, Tensor):     # index targets lack the class dim and are integers
+        return target.shape == input.shape and target.dtype == np.float64
     a = np.asarray(target) if isinstance(target, (np.ndarray, list, tuple)) else None
     return a is not None and a.dtype.kind == "f" and a.shape == input.shape
 
@@ -294,7 +296,7 @@ def _probability_loss(name, input, target, w, reduction, label_smoothing, axis):
         return losses
     total = losses.sum()
     # PyTorch's mean over probability targets divides by the number of samples
-    return total / float(input.size // n_classes) if reduction == "mean" else total
+    return total / float(input.numel() // n_classes) if reduction == "mean" else total
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
@@ -398,7 +400,7 @@ def _image_input(input, where):
     input = _tensor_arg(input, f"{where}(input)")
     if input.ndim not in (3, 4):
         raise ValueError(f"{where}(input) must be 3-d (C, H, W) or 4-d (N, C, H, W), got shape {input.shape}")
-    if input.size == 0:
+    if input.numel() == 0:
         raise ValueError(f"{where}(input) is empty (shape {input.shape})")
     if input.ndim == 3:
         return input.reshape((1,) + input.shape), True
@@ -487,7 +489,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     weight = _tensor_arg(weight, "conv2d(weight)")
     if weight.ndim != 4:
         raise ValueError(f"conv2d(weight) must be 4-d (out, in/groups, kH, kW), got shape {weight.shape}")
-    if weight.size == 0:
+    if weight.numel() == 0:
         raise ValueError(f"conv2d(weight) is empty (shape {weight.shape})")
     stride = pair(stride, "conv2d(stride)", 1)
     dilation = pair(dilation, "conv2d(dilation)", 1)
@@ -527,7 +529,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     if weight.ndim != 4:
         raise ValueError(
             f"conv_transpose2d(weight) must be 4-d (in, out/groups, kH, kW), got shape {weight.shape}")
-    if weight.size == 0:
+    if weight.numel() == 0:
         raise ValueError(f"conv_transpose2d(weight) is empty (shape {weight.shape})")
     stride = pair(stride, "conv_transpose2d(stride)", 1)
     padding = pair(padding, "conv_transpose2d(padding)", 0)

@@ -15,6 +15,10 @@ libraries.  Their weights are drawn from a numpy Generator that
 ``manual_seed`` seeds (it seeds Python's ``random`` too, for the scalar
 classes).
 
+The loss modules (``MSELoss``, ``CrossEntropyLoss``, ...) are made from the
+signatures of their functional losses, and ``Parameter`` marks a tensor as a
+module's parameter, as in PyTorch.
+
 ``Module`` finds parameters and submodules in its attributes, in definition
 order, including lists of them (micrograd's layout): ``named_parameters``,
 ``parameters``, ``zero_grad``, ``state_dict``, ``load_state_dict``, and
@@ -23,6 +27,7 @@ order, including lists of them (micrograd's layout): ``named_parameters``,
 import builtins
 import collections
 import collections.abc
+import inspect
 import math
 import numbers
 import os
@@ -38,7 +43,7 @@ from .core._engine import Value, dot
 from .tensors._tensor import Tensor, tensor
 
 __all__ = [
-    "Module", "Neuron", "Layer", "MLP",
+    "Module", "Parameter", "Neuron", "Layer", "MLP",
     "Linear", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "Flatten",
     "Dropout", "BatchNorm1d", "BatchNorm2d",
     "Sequential",
@@ -67,12 +72,26 @@ def default_generator():
     return _generator
 
 
+class Parameter(Tensor):
+    """A Tensor that a Module lists among its parameters when it is assigned
+    as an attribute (PyTorch's nn.Parameter): a leaf holding a float64 copy
+    of ``data`` that requires grad unless ``requires_grad=False`` (then it is
+    still a parameter: saved, loaded, listed, as a frozen one in PyTorch)."""
+    __slots__ = ()
+
+    def __init__(self, data=None, requires_grad=True):
+        Tensor.__init__(self, np.zeros(0) if data is None else data, requires_grad)
+
+    def __repr__(self):
+        return "Parameter containing:\n" + Tensor.__repr__(self)
+
+
 def _is_parameter(obj):
-    """Leaves that take gradients: a cached intermediate result kept in an
-    attribute is not a parameter."""
+    """Parameters, and leaves that take gradients: a cached intermediate
+    result kept in an attribute is not a parameter."""
     if isinstance(obj, Value):
         return obj.requires_grad and not obj._parents()
-    return isinstance(obj, Tensor) and obj.requires_grad and obj.is_leaf
+    return isinstance(obj, Parameter) or (isinstance(obj, Tensor) and obj.requires_grad and obj.is_leaf)
 
 
 LoadResult = collections.namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
@@ -446,7 +465,7 @@ def _parameter(shape, bound):
     """A leaf tensor drawn from U(-bound, bound), the shape of PyTorch's
     parameter, that requires grad."""
     values = _generator.uniform(-bound, bound, size=shape) if bound > 0 else np.zeros(shape)
-    return tensor(values, requires_grad=True)
+    return Parameter(values)
 
 
 def _uniform_bound(fan_in):
@@ -765,6 +784,51 @@ class Sequential(Module):
             raise TypeError(f"module must be a Module, got {type(module).__name__}")
         self._layers.append(module)
         return self
+
+
+# The loss layers: each calls its functional loss with the options given to
+# its constructor, which takes that function's keywords (everything after
+# input and target) under the same names and defaults.
+_LOSSES = {
+    "MSELoss": F.mse_loss, "L1Loss": F.l1_loss, "HuberLoss": F.huber_loss,
+    "BCELoss": F.binary_cross_entropy, "BCEWithLogitsLoss": F.binary_cross_entropy_with_logits,
+    "CrossEntropyLoss": F.cross_entropy, "NLLLoss": F.nll_loss,
+}
+
+
+def _loss_class(class_name, function):
+    options = list(inspect.signature(function).parameters.values())[2:]
+    signature = inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+                                  + options)
+
+    def __init__(self, *args, **kwargs):
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{class_name}(): {e}") from None
+        bound.apply_defaults()
+        for p in options:
+            setattr(self, p.name, bound.arguments[p.name])
+        F._reduction(self.reduction, class_name)
+
+    __init__.__signature__ = signature
+
+    def forward(self, input, target):
+        return function(input, target, **{p.name: getattr(self, p.name) for p in options})
+
+    return type(class_name, (Module,), {
+        "__init__": __init__, "forward": forward, "__module__": __name__,
+        "__doc__": f"{class_name}({', '.join(str(p) for p in options)}): "
+                   f"functional.{function.__name__}(input, target, ...) as a layer."})
+
+
+def _add_loss_modules():
+    classes = {name: _loss_class(name, function) for name, function in _LOSSES.items()}
+    globals().update(classes)
+    __all__.extend(classes)
+
+
+_add_loss_modules()
 
 
 # The activation layers: one per op-table row with a PyTorch module name.

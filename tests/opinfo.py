@@ -1516,7 +1516,216 @@ for _entry in OPS:
         _entry.gradgrad = _SECOND_ORDER_NOT_YET[_entry.name]
 
 # Public names that are not ops, with the reason.
+
+# -- PyTorch's names: top-level functions of the table's rows, factories, dtypes,
+#    conversions, where, argmax/argmin, Parameter and the loss modules
+#    (tests/test_torch_surface.py and tests/test_dtypes.py check them against torch)
+
+def _top_level_errors(fn, name, *rest):
+    def errors():
+        for bad in ("x", [1.0, 2.0], None):
+            yield ErrorInput(lambda bad=bad: fn(bad, *rest), TypeError,
+                             rf"{name}\(input\) (must be|takes) a Tensor")
+    return errors
+
+
+for _name, _rows in optable.method_groups().items():
+    if _rows[0].torch_function == _name:
+        continue                          # mg.<name> is functional's function (its entry above)
+    _gen = _row_domain(_rows)
+    add(OpInfo(f"mg.{_name}", getattr(mg, _name), _row_reference(_rows, _rows[0].tensor_param),
+               _row_samples(_rows, Tensor, _gen), _top_level_errors(getattr(mg, _name), _name)))
+
+for _name, (_sym, _ref, _ga, _gb) in (("add", _BINOPS["__add__"]), ("sub", _BINOPS["__sub__"]),
+                                      ("mul", _BINOPS["__mul__"]), ("div", _BINOPS["__truediv__"]),
+                                      ("pow", _BINOPS["__pow__"])):
+    _fn = getattr(mg, _name)
+    add(OpInfo(f"mg.{_name}", _fn, _ref, _binary_samples(_ga, _gb),
+               _extra(ErrorInput(lambda f=_fn: f(1.0, 2.0), TypeError, r"one of them must be a Tensor"),
+                      ErrorInput(lambda f=_fn: f(_t(2, 3), _t(4)), ValueError, r"cannot be broadcast"),
+                      ErrorInput(lambda f=_fn: f(_t(2), None), TypeError, r"unsupported operand"),
+                      ErrorInput(lambda f=_fn: f(_t(2)), TypeError, r"missing")),
+               broadcast=_binary_broadcast(_ga, _gb)))
+add(OpInfo("Tensor.pow", lambda a, b: a.pow(b), np.power, _binary_samples(_pos, _away),
+           _extra(ErrorInput(lambda: _t(2).pow("a"), TypeError, r"pow\(exponent\) takes a Tensor"),
+                  ErrorInput(lambda: _t(2).pow(None), TypeError, r"pow\(exponent\)"),
+                  ErrorInput(lambda: _t(2, 3).pow(_t(4)), ValueError, r"pow: shapes \(2, 3\) and \(4,\)")),
+           broadcast=_binary_broadcast(_pos, _away)))
+
+
+def _where_samples(rng):
+    for sa, sb in (((3,), (3,)), ((2, 3), (3,)), ((2, 3), ()), ((2, 1), (1, 3))):
+        yield Sample((_away(rng, sa), _away(rng, sb)))
+
+
+def _where_errors(fn, operand="input"):
+    def errors():
+        yield ErrorInput(lambda: fn(mg.tensor([1.0, 0.0]), _t(2), _t(2)), TypeError, r"where\(condition\) must hold bools")
+        yield ErrorInput(lambda: fn("yes", _t(2), _t(2)), TypeError, r"where\(condition\) must be a bool tensor")
+        yield ErrorInput(lambda: fn(mg.tensor([True]), "a", _t(2)), TypeError, rf"where\({operand}\)")
+        yield ErrorInput(lambda: fn(mg.tensor([True, False, True]), _t(2), _t(2)), ValueError, r"where: shapes")
+    return errors
+
+
+add(OpInfo("mg.where", lambda a, b: mg.where(a > 0, a, b), lambda x, y: np.where(x > 0, x, y), _where_samples,
+           _where_errors(mg.where), broadcast=_where_samples,
+           nan="the condition (x > 0) is False at NaN: the other operand is taken, as numpy's and torch's where"))
+add(OpInfo("Tensor.where", lambda a, b: a.where(b < 0, b), lambda x, y: np.where(y < 0, x, y), _where_samples,
+           _where_errors(lambda c, a, b: a.where(c, b) if isinstance(a, Tensor) else _t(2).where(c, a), "other"),
+           nan="NaN in the taken operand only"))
+
+
+def _arg_ref(pick):
+    def ref(x, dim=None, keepdim=False):
+        x = np.asarray(x)
+        if dim is None:
+            r = pick(x)
+            return np.reshape(r, (1,) * x.ndim) if keepdim else r
+        return np.zeros(()) if x.ndim == 0 else pick(x, axis=dim, keepdims=keepdim)
+    return ref
+
+
+def _arg_errors(fn, name):
+    def errors():
+        yield ErrorInput(lambda: fn(mg.zeros(0)), ValueError, rf"{name}\(\): the tensor is empty")
+        yield ErrorInput(lambda: fn(mg.zeros(2, 0), 1), ValueError, rf"{name}\(dim=1\): that dimension is empty")
+        yield ErrorInput(lambda: fn(_t(2, 3), 5), ValueError, rf"{name}\(dim=5\) is out of range")
+        yield ErrorInput(lambda: fn(_t(2), 0, "x"), TypeError, r"keepdim")
+    return errors
+
+
+for _name, _np in (("argmax", np.argmax), ("argmin", np.argmin)):
+    _meth = (lambda n: lambda t, *a, **k: getattr(t, n)(*a, **k))(_name)
+    add(OpInfo(f"Tensor.{_name}", _meth, _arg_ref(_np), _extreme_samples, _arg_errors(_meth, _name), grad=False,
+               nan="an index, not a float: the index of the first NaN"))
+    add(OpInfo(f"mg.{_name}", getattr(mg, _name), _arg_ref(_np), _extreme_samples,
+               _chain(_arg_errors(getattr(mg, _name), _name),
+                      _extra(ErrorInput(lambda f=getattr(mg, _name): f([1.0]), TypeError, rf"{_name}\(input\)"))),
+               grad=False, nan="an index, not a float: the index of the first NaN"))
+
+add(OpInfo("mg.flatten", lambda t, *a: mg.flatten(t, *a),
+           lambda x, s=0, e=-1: x.reshape(x.shape[:s] + (-1,) + x.shape[(e % x.ndim) + 1:]) if x.ndim else x.reshape(1),
+           lambda rng: [Sample((_X234(rng),)), Sample((_X234(rng),), (1,)), Sample((rng.standard_normal(()),))],
+           _extra(ErrorInput(lambda: mg.flatten(_t(2, 3), 1, 0), ValueError, r"start_dim comes after end_dim"),
+                  ErrorInput(lambda: mg.flatten([1.0]), TypeError, r"flatten\(input\) takes a Tensor"),
+                  ErrorInput(lambda: mg.flatten(_t(2, 3), "a"), TypeError, r"flatten\(start_dim=...\)"))))
+add(OpInfo("Tensor.clone", lambda t: t.clone(), lambda x: x,
+           lambda rng: [Sample((rng.standard_normal((2, 3)),)), Sample((rng.standard_normal(()),))],
+           _method_errors(Tensor, "clone")))
+
+# dtype conversions: new leaves, cut from the graph
+for _name, _ref, _nan in (("long", np.trunc, "NaN has no integer value (a ValueError)"), ("double", lambda x: x, True),
+                          ("float", lambda x: x, True), ("bool", lambda x: x != 0, "bool of NaN is True")):
+    add(OpInfo(f"Tensor.{_name}", (lambda n: lambda t: getattr(t, n)())(_name), _ref,
+               lambda rng: [Sample((rng.standard_normal((2, 3)) * 3,)), Sample((np.array(2.7),)),
+                            Sample((np.array([0.0, -0.0, 1.5]),))],
+               _method_errors(Tensor, _name), grad=False, nan=_nan))
+for _name, _ref in (("__int__", lambda x: np.trunc(x).reshape(())), ("__bool__", lambda x: (x != 0).reshape(())),
+                    ("__index__", lambda x: np.trunc(x).reshape(()))):
+    _fn = {"__int__": int, "__bool__": bool, "__index__": lambda t: t.long().__index__()}[_name]
+    add(OpInfo(f"Tensor.{_name}", (lambda f: lambda t: f(t))(_fn), _ref,
+               lambda rng: [Sample((np.array(2.7),)), Sample((np.array([-1.5]),)), Sample((np.array([[3.0]]),))],
+               _extra(ErrorInput(lambda n=_name: getattr(_t(2), n)(), (ValueError, TypeError, RuntimeError),
+                                 r"(only a one-element|single element|more than one value)"),
+                      ErrorInput(lambda n=_name: getattr(Tensor, n)("x"), TypeError, rf"'{_name}' (for|requires a) '.*Tensor'"),
+                      ErrorInput(lambda n=_name: getattr(_t(1), n)(1), TypeError, r"expected 0 arguments, got 1")),
+               grad=False, nan="a Python int or bool: NaN has none (a ValueError)" if _name != "__bool__"
+               else "bool of NaN is True"))
+
+
+def _factory(name, op, ref, samples, *errors, nan="takes a shape or numbers, no float input"):
+    add(OpInfo(f"mg.{name}", op, ref, samples, _extra(*errors), grad=False, nan=nan))
+
+
+_factory("arange", mg.arange, lambda *a, **k: np.arange(*a),
+         lambda rng: [Sample((), (5,)), Sample((), (2, 9, 3)), Sample((), (0, 1, 0.25)), Sample((), (5, 0, -2))],
+         ErrorInput(lambda: mg.arange(0, 5, 0), ValueError, r"arange\(step\) must not be zero"),
+         ErrorInput(lambda: mg.arange(5, 0), ValueError, r"inconsistent with step sign"),
+         ErrorInput(lambda: mg.arange("5"), TypeError, r"arange\(end\) takes a number"))
+_factory("linspace", mg.linspace, lambda a, b, n: np.linspace(a, b, n),
+         lambda rng: [Sample((), (0, 1, 5)), Sample((), (-2.5, 3, 1)), Sample((), (1, 0, 0))],
+         ErrorInput(lambda: mg.linspace(0, 1, 2.5), TypeError, r"linspace\(steps\) takes an int"),
+         ErrorInput(lambda: mg.linspace(0, 1, -1), ValueError, r"linspace\(steps\) must be non-negative"),
+         ErrorInput(lambda: mg.linspace(None, 1, 2), TypeError, r"linspace\(start\) takes a number"))
+_factory("full", mg.full, lambda size, v: np.full(size, v),
+         lambda rng: [Sample((), ((2, 3), 7)), Sample((), ((4,), -1.5)), Sample((), ((), 2.0))],
+         ErrorInput(lambda: mg.full((2,), "x"), TypeError, r"full\(fill_value\) takes a number"),
+         ErrorInput(lambda: mg.full((-1,), 1), ValueError, r"full\(size\): negative dimension"),
+         ErrorInput(lambda: mg.full((2.5,), 1), TypeError, r"full\(size\) takes ints"),
+         nan="its first argument is the size (a NaN fill value gives NaNs: tests/test_torch_surface.py)")
+_factory("eye", mg.eye, lambda n, m=None: np.eye(n, m),
+         lambda rng: [Sample((), (3,)), Sample((), (2, 4)), Sample((), (0,))],
+         ErrorInput(lambda: mg.eye(2.5), TypeError, r"eye\(size\) takes ints"),
+         ErrorInput(lambda: mg.eye(-1), ValueError, r"eye\(size\): negative dimension"),
+         ErrorInput(lambda: mg.eye(2, "3"), TypeError, r"eye\(size\) takes ints"))
+_factory("empty", mg.empty, lambda *s: np.zeros(s[0] if len(s) == 1 and isinstance(s[0], tuple) else s),
+         lambda rng: [Sample((), (2, 3)), Sample((), ((4,),)), Sample((), ())],
+         ErrorInput(lambda: mg.empty(-1), ValueError, r"empty\(size\): negative dimension"),
+         ErrorInput(lambda: mg.empty("2"), TypeError, r"empty\(size\) takes ints"),
+         ErrorInput(lambda: mg.empty(2, dtype=mg.float32), ValueError, r"empty\(dtype=float32\)"))
+_factory("rand", lambda *s: (mg.manual_seed(5), mg.rand(*s))[1], lambda *s: np.random.default_rng(5).random(s),
+         lambda rng: [Sample((), (2, 3)), Sample((), (4,)), Sample((), ())],
+         ErrorInput(lambda: mg.rand(-1), ValueError, r"rand\(size\): negative dimension"),
+         ErrorInput(lambda: mg.rand(2.0), TypeError, r"rand\(size\) takes ints"),
+         ErrorInput(lambda: mg.rand(2, requires_grad="x"), TypeError, r"requires_grad"))
+_factory("randint", lambda *a: (mg.manual_seed(5), mg.randint(*a))[1],
+         lambda lo, hi, size: np.random.default_rng(5).integers(lo, hi, size=size),
+         lambda rng: [Sample((), (0, 10, (2, 3))), Sample((), (-3, 3, (5,)))],
+         ErrorInput(lambda: mg.randint(5, 5, (2,)), ValueError, r"randint: low \(5\) must be smaller"),
+         ErrorInput(lambda: mg.randint(0, 5), TypeError, r"randint\(size\) is required"),
+         ErrorInput(lambda: mg.randint(0.5, 5, (2,)), TypeError, r"randint\(low\) takes an int"))
+for _name, _ref in (("zeros_like", np.zeros_like), ("ones_like", np.ones_like),
+                    ("full_like", lambda x, v=None: np.full_like(x, v)), ("from_numpy", lambda x: x)):
+    _fn = getattr(mg, _name)
+    _rest = (3.5,) if _name == "full_like" else ()
+    _factory(_name, _fn, _ref,
+             (lambda rest: lambda rng: [Sample((), (rng.standard_normal((2, 3)),) + rest),
+                                        Sample((), (rng.standard_normal(()),) + rest)])(_rest),
+             ErrorInput(lambda f=_fn, r=_rest: f([1.0, 2.0], *r), TypeError, rf"{_name}\(\w+\) (must be|takes) a"),
+             ErrorInput(lambda f=_fn, r=_rest: f(None, *r), TypeError, rf"{_name}\(\w+\)"),
+             ErrorInput(lambda f=_fn, r=_rest: f(np.array(["a"]), *r), TypeError, r"(must hold real numbers|fill_value)"),
+             nan=True if _name == "from_numpy" else "the result does not depend on the data")
+
+# nn.Parameter and the loss modules
+add(OpInfo("nn.Parameter", lambda t: nn.Parameter(t), lambda x: x,
+           lambda rng: [Sample((rng.standard_normal((2, 3)),)), Sample((rng.standard_normal(()),))],
+           _extra(ErrorInput(lambda: nn.Parameter("abc"), TypeError, r"Tensor\(data\) must hold real numbers"),
+                  ErrorInput(lambda: nn.Parameter([1.0], requires_grad="x"), TypeError, r"requires_grad"),
+                  ErrorInput(lambda: nn.Parameter([Value(1.0)]), TypeError, r"holds Values")),
+           grad=False))
+
+
+def _loss_module(cls):
+    return lambda x, target, **k: cls(**k)(x, target)
+
+
+def _loss_module_errors(cls, fname):
+    def errors():
+        yield ErrorInput(lambda: cls(reduction="avg"), ValueError, rf"{cls.__name__}\(reduction=...\)")
+        yield ErrorInput(lambda: cls(bogus=1), TypeError, rf"{cls.__name__}\(\): .*bogus")
+        yield ErrorInput(lambda: cls()("x", np.zeros(2)), TypeError, rf"{fname}\(input\) must be a Tensor")
+    return errors
+
+
+for _cls_name, _fname, _ref, _samples, _nan in (
+        ("MSELoss", "mse_loss", lambda x, y, reduction="mean": _reduce((x - y) ** 2, reduction),
+         _loss_samples(_away, _away), True),
+        ("L1Loss", "l1_loss", lambda x, y, reduction="mean": _reduce(np.abs(x - y), reduction),
+         _loss_samples(_away, lambda r, s: _away(r, s) * 0.05), True),
+        ("HuberLoss", "huber_loss", lambda x, y, reduction="mean", delta=1.0: _reduce(_huber(x - y, delta), reduction),
+         _loss_samples(lambda r, s: 2 * _away(r, s), lambda r, s: 0.01 * _away(r, s)), True),
+        ("BCELoss", "binary_cross_entropy", _bce_ref, _loss_samples(_p, _p),
+         "input outside [0, 1] (NaN included) is refused by design"),
+        ("BCEWithLogitsLoss", "binary_cross_entropy_with_logits", _bcel_ref, _loss_samples(_away, _label), True),
+        ("CrossEntropyLoss", "cross_entropy", _ce_ref, _class_samples, True),
+        ("NLLLoss", "nll_loss", _nll_ref, _class_samples, True)):
+    _cls = getattr(nn, _cls_name)
+    add(OpInfo(f"nn.{_cls_name}", _loss_module(_cls), _ref, _samples, _loss_module_errors(_cls, _fname), nan=_nan))
+
+
 NOT_OPS = {
+    **{f"mg.{n}": "dtype name (tests/test_dtypes.py)" for n in ("float64", "double", "int64", "long", "float32")},
+    "mg.Size": "the shape type of Tensor.size() (tests/test_torch_surface.py)",
     "mg.GradcheckError": "exception class",
     "mg.grad": "gradients of a graph, not an op (tests/test_higher_order.py)",
     "mg.gradgradcheck": "checking tool, not an op (tests/test_higher_order.py, test_opinfo.py)",

@@ -42,7 +42,7 @@ class MG:
             return x
         if x.ndim == 0:
             return x.reshape(1)[0]
-        flat = k % x.size
+        flat = k % x.numel()
         return x[np.unravel_index(flat, x.shape)]
 
     @staticmethod

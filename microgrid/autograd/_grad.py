@@ -76,7 +76,7 @@ def _seed(output, go, i, as_node):
                         f"number, got {type(go).__name__}")
     shape = output.shape
     if go is None:
-        if output.size != 1:
+        if output.numel() != 1:
             raise RuntimeError(
                 f"grad(): outputs[{i}] has shape {shape}; the gradient can be implicitly created "
                 "only for one-element outputs: pass grad_outputs")

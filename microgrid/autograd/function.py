@@ -219,7 +219,7 @@ class FunctionCtx(PyRule):
             if isinstance(r, Value):
                 return r
             if isinstance(r, Tensor):
-                if r.size != 1:
+                if r.numel() != 1:
                     raise RuntimeError(
                         f"Function {self._mg_name}.backward returned an invalid gradient at "
                         f"index {i} - got {_shape_text(r.shape)} but expected shape compatible "

@@ -10,6 +10,8 @@ everything Python needs of them:
   installed at import;
 - the ``functional.*`` functions and ``nn.*`` modules of ops PyTorch has
   (``functional_api()``, ``module_classes()``);
+- the top-level functions, one per row (``microgrid.sin``, ``microgrid.pow``:
+  ``module_functions()``);
 - what a worked solution prints (``OpRow.show_value``, ``show_grad``), while
   the numbers come from the engine (``Value._local_grads()``);
 - the README's table of ops (``markdown_table()``) and the test registry's
@@ -22,7 +24,10 @@ from __future__ import annotations
 
 import inspect
 import math
+import operator
 from dataclasses import dataclass
+
+import numpy as np
 
 from . import _engine
 from ..tensors import _tensor
@@ -30,7 +35,7 @@ from ._engine import KINDS, Value
 from ..tensors._tensor import Tensor
 
 __all__ = ["OpRow", "ROWS", "ELEMENTWISE", "row_of", "method_groups", "method_parameters",
-           "functional_api", "module_classes", "markdown_table"]
+           "functional_api", "module_functions", "module_classes", "markdown_table"]
 
 _KIND_NAMES = {code: name for name, code in KINDS.items()}
 
@@ -176,8 +181,9 @@ _install_methods()
 
 def functional_api():
     """{name: function} for the rows with a PyTorch functional name: each
-    takes ``input`` (a Tensor) and the method's keywords under PyTorch's
-    names, and builds the same node as the Tensor method."""
+    takes ``input`` (a Tensor or Value; a numpy array as a constant) and the
+    method's keywords under PyTorch's names, and builds the same node as the
+    Tensor method."""
     api = {}
     for name, rows in method_groups().items():
         fname = rows[0].torch_function
@@ -190,8 +196,7 @@ def functional_api():
 def _functional(fname, method_name, params, rows):
     def function(input, *args, **kwargs):
         # a scalar Value takes the same op through its own method
-        if not isinstance(input, (Tensor, Value)):
-            raise TypeError(f"{fname}(input) must be a Tensor, got {type(input).__name__}")
+        input = _input(input, f"{fname}(input)")
         if isinstance(input, Value) and rows[0].value_param != rows[0].tensor_param:
             kwargs = {rows[0].value_param if k == rows[0].tensor_param else k: v
                       for k, v in kwargs.items()}
@@ -204,6 +209,75 @@ def _functional(fname, method_name, params, rows):
         + [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d)
            for k, d, _ in params])
     function.__module__ = "microgrid.functional"
+    return function
+
+
+def module_functions():
+    """{name: function} of the top-level functions, one per row with a name
+    (``mg.sin(x)``, ``mg.gelu(x, approximate='tanh')``, ``mg.pow(x, 2)``,
+    ``mg.add(x, y)``): the method of a Tensor or Value input, or the operator
+    of a binary row.  A numpy array input is a constant tensor, as PyTorch
+    takes tensors there."""
+    functions = {}
+    for name, rows in method_groups().items():
+        functions[name] = _module_function(name, method_parameters(rows, Tensor), _doc(rows, Tensor))
+    for r in ELEMENTWISE:
+        if r.kind == "BINARY" and r.name:
+            functions[r.name] = _module_binary(r)
+    return functions
+
+
+def _input(x, where):
+    """A Tensor or Value argument of a top-level function; numpy arrays as constants."""
+    if isinstance(x, (Tensor, Value)):
+        return x
+    if isinstance(x, np.ndarray):
+        return _tensor.tensor(x)
+    raise TypeError(f"{where} must be a Tensor, a Value or a numpy array, got {type(x).__name__}")
+
+
+def _module_function(name, params, doc):
+    def function(input, *args, **kwargs):
+        return getattr(_input(input, f"{name}(input)"), name)(*args, **kwargs)
+
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = doc.replace("Elementwise", f"{name}(input): elementwise", 1)
+    function.__signature__ = inspect.Signature(
+        [inspect.Parameter("input", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d)
+           for k, d, _ in params])
+    function.__module__ = "microgrid"
+    return function
+
+
+_OPERATORS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
+              "div": operator.truediv, "pow": operator.pow}
+
+
+def _module_binary(row):
+    apply = _OPERATORS[row.name]
+    second = "exponent" if row.name == "pow" else "other"
+
+    def function(input, other):
+        # one operand may be a number (``mg.pow(2, x)``), not both
+        nodes = (Tensor, Value, np.ndarray)
+        if not isinstance(input, nodes) and not isinstance(other, nodes):
+            raise TypeError(f"{row.name}(input, {second}): one of them must be a Tensor, a Value or a "
+                            f"numpy array, got {type(input).__name__} and {type(other).__name__}")
+        if isinstance(input, np.ndarray):
+            input = _tensor.tensor(input)
+        if isinstance(other, np.ndarray):
+            other = _tensor.tensor(other)
+        return apply(input, other)
+
+    function.__name__ = function.__qualname__ = row.name
+    function.__doc__ = (f"{row.name}(input, {second}): input {row.symbol} {second}, elementwise with "
+                        f"broadcasting; out = {row.forward}, d out/da = {row.grads[0]}, "
+                        f"d out/db = {row.grads[1]}.\n(A row of the op table, csrc/mg_ops.def.)")
+    function.__signature__ = inspect.Signature(
+        [inspect.Parameter("input", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+         inspect.Parameter(second, inspect.Parameter.POSITIONAL_OR_KEYWORD)])
+    function.__module__ = "microgrid"
     return function
 
 

@@ -20,6 +20,7 @@ cdef extern from "mg_ops.h":
         T_NEG "MG_OP_NEG"
         T_ABS "MG_OP_ABS"
         T_CLAMP "MG_OP_CLAMP"
+        T_WHERE "MG_OP_WHERE"
         T_SUM "MG_OP_REDUCE_SUM"
         T_MEAN "MG_OP_REDUCE_MEAN"
         T_MAX "MG_OP_REDUCE_MAX"
@@ -59,7 +60,9 @@ cdef extern from "mg_ops.h":
 
 @cython.no_gc
 cdef class Tensor(Node):
-    # _data: C-contiguous float64 ndarray, the node's value (``.data``)
+    # _data: C-contiguous float64 ndarray, the node's value (``.data``); a
+    #        leaf's may be int64 or bool (labels, masks: never a graph node's
+    #        parent as it is, see _tensor.pyx's Dtypes)
     # _grad: C-contiguous float64 ndarray of the same shape, or None meaning
     #        zeros (allocated when a gradient first arrives or is read)
     # ctx:   the op's state besides its parents (its family's file says what)

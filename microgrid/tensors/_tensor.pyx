@@ -46,8 +46,8 @@ cdef extern from "mg_ufuncs.h":
     cnp.PyUFuncGenericFunction* mg_grad_b_loops
     void mg_ufuncs_init()
 
-__all__ = ["Tensor", "tensor", "zeros", "ones", "randn", "stack",
-           "concatenate", "cat", "matmul"]
+__all__ = ["Tensor", "Size", "tensor", "zeros", "ones", "randn", "stack",
+           "concatenate", "cat", "matmul", "where"]
 
 cdef object _ndarray = np.ndarray
 cdef object _float64 = np.float64
@@ -202,8 +202,13 @@ cdef object _unbroadcast(object g, tuple shape):
 
 cdef object _to_array(object data, str where):
     """A fresh C-contiguous float64 copy of array-like ``data``."""
+    return np.array(_real_array(data, where), dtype=_float64, order='C')
+
+
+cdef object _real_array(object data, str where):
+    """Array-like ``data`` as a numpy array of real numbers (not copied)."""
     if isinstance(data, Tensor):
-        return np.array((<Tensor>data)._data, dtype=_float64, order='C')
+        return (<Tensor>data)._data
     if isinstance(data, Value):
         return np.array((<Value>data).data, dtype=_float64)
     if isinstance(data, (list, tuple)):
@@ -219,7 +224,136 @@ cdef object _to_array(object data, str where):
     if arr.dtype.kind not in 'biuf':
         raise TypeError(
             f"{where} must hold real numbers, got an array of dtype {arr.dtype}")
-    return np.array(arr, dtype=_float64, order='C')
+    return arr
+
+
+# ---------------------------------------------------------------------------
+# Dtypes
+#
+# Graph nodes hold float64 buffers.  Integer (int64) and bool tensors are
+# leaves that never require grad: labels, indices, masks, counts.  An op over
+# them either keeps them integers (the ops of _INTEGER_OPS, as PyTorch's
+# integer arithmetic, sums, max/min and shape ops: the op's own rule runs on
+# float64 copies, exact for integers up to 2**53, and the result is cast
+# back), or takes them as float64 constants (every other op: PyTorch
+# promotes integers to floats there).  The fast path of a float64 graph is
+# one dtype check per operand (``_floating``).
+
+cdef object _INT64 = np.dtype(np.int64)
+cdef object _BOOL = np.dtype(np.bool_)
+cdef object _FLOAT64 = np.dtype(np.float64)
+cdef double _EXACT = 2.0 ** 53
+
+_REQUIRES_FLOAT = ("Only Tensors of floating point and complex dtype can require gradients "
+                   "(this one is {}; microgrid's integer and bool tensors are labels, indices and masks)")
+
+
+cdef inline bint _floating(object p):
+    """Whether ``p`` can be a parent of a graph node as it is: anything but a
+    Tensor whose buffer is an integer or bool array.  (A float64 buffer whose
+    dtype was changed in place stays here, so that ``_ptr`` refuses it.)"""
+    if not isinstance(p, Tensor):
+        return True
+    d = (<Tensor>p)._data
+    if type(d) is not _ndarray or cnp.PyArray_TYPE(<cnp.ndarray>d) == cnp.NPY_DOUBLE:
+        return True
+    return not (cnp.PyArray_ISINTEGER(<cnp.ndarray>d) or cnp.PyArray_ISBOOL(<cnp.ndarray>d))
+
+
+cdef object _dtype_arg(object dtype, str where):
+    """The dtype a ``dtype=`` argument asks for: float64, int64 or bool (None
+    stays None).  Other floating dtypes are refused: microgrid computes in
+    float64; other integer dtypes are int64."""
+    if dtype is None:
+        return None
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{where}(dtype=...) takes microgrid.float64, microgrid.int64 or "
+                        f"microgrid.bool, got {dtype!r}") from None
+    if d.kind == 'f':
+        if d != _FLOAT64:
+            raise ValueError(f"{where}(dtype={d}): microgrid computes in float64 only; "
+                             f"use microgrid.float64 (.float() and .double() give float64)")
+        return _FLOAT64
+    if d.kind in 'iu':
+        return _INT64
+    if d.kind == 'b':
+        return _BOOL
+    raise TypeError(f"{where}(dtype=...) takes microgrid.float64, microgrid.int64 or "
+                    f"microgrid.bool, got {d}")
+
+
+cdef object _kind_dtype(object arr):
+    """The dtype an array of this kind becomes: bool, int64 or float64."""
+    kind = arr.dtype.kind
+    return _BOOL if kind == 'b' else (_INT64 if kind in 'iu' else _FLOAT64)
+
+
+cdef object _cast(object arr, object dtype, str where):
+    """A fresh C-contiguous copy of ``arr`` in ``dtype`` (floats to integers
+    truncate toward zero, as PyTorch's conversions)."""
+    if dtype is _INT64 and arr.dtype.kind == 'f' and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{where}: NaN and infinity have no integer value")
+    return np.array(arr, dtype=dtype, order='C')
+
+
+cdef Tensor _typed_leaf(object array, object requires_grad):
+    """A leaf of ``array`` (any of the three dtypes); only float64 may require grad."""
+    cdef bint rg = _flag(requires_grad, 'requires_grad')
+    if rg and array.dtype != _FLOAT64:
+        raise RuntimeError("requires_grad: " + _REQUIRES_FLOAT.format(array.dtype))
+    return _leaf(array, rg)
+
+
+def _make(array, dtype=None, requires_grad=False, where='tensor'):
+    """A leaf holding a copy of numpy ``array`` in ``dtype`` (None: bool,
+    int64 or float64 after the array's kind); for the factory functions."""
+    arr = _real_array(array, f"{where}(data)")
+    d = _dtype_arg(dtype, where)
+    return _typed_leaf(_cast(arr, _kind_dtype(arr) if d is None else d, where), requires_grad)
+
+
+cdef object _as_float(object p):
+    """A non-float Tensor as a float64 constant; anything else as it is."""
+    if _floating(p):
+        return p
+    x = (<Tensor>p)._data
+    if x.dtype.kind != 'b' and x.size and np.max(np.abs(x)) > _EXACT:
+        raise ValueError(f"an integer tensor holds {int(np.max(np.abs(x)))}, beyond 2**53: "
+                         f"microgrid's ops compute through float64, exact up to 2**53")
+    return _leaf(np.array(x, dtype=_float64, order='C'), False)
+
+
+# The ops whose result over integer (and bool) tensors stays an integer (bool)
+# tensor, as in PyTorch; those of _BOOL_OPS keep all-bool operands bool.
+cdef frozenset _INTEGER_OPS = frozenset([
+    T_ADD, T_SUB, T_MUL, T_POW, T_NEG, T_ABS, T_SUM, T_MAX, T_MIN, T_MAX_DIM, T_MIN_DIM,
+    T_RESHAPE, T_PERMUTE, T_INDEX, T_CONCAT, T_STACK, T_PAD, T_MATMUL, T_WHERE])
+cdef frozenset _BOOL_OPS = frozenset([
+    T_ADD, T_MUL, T_ABS, T_MAX, T_MIN, T_MAX_DIM, T_MIN_DIM,
+    T_RESHAPE, T_PERMUTE, T_INDEX, T_CONCAT, T_STACK, T_PAD, T_WHERE])
+
+
+cdef object _nonfloat_node(unsigned short op, object a, object b, tuple args, object ctx, double c):
+    """The op over operands some of which are integer or bool tensors."""
+    operands = [p for p in ((a, b) + (args if args is not None else ())) if isinstance(p, Tensor)]
+    integer = op in _INTEGER_OPS and not any([_floating(p) for p in operands])
+    all_bool = integer and all([(<Tensor>p)._data.dtype == _BOOL for p in operands])
+    if all_bool and (op == T_SUB or op == T_NEG):
+        raise TypeError(f"{_OP_SYMBOLS[op]}: subtraction and negation of bool tensors are not "
+                        f"supported; use ~ or logical operations, or convert with .long()")
+    if integer and op == T_POW and not all_bool and np.any((<Tensor>b)._data < 0):
+        raise ValueError("pow: Integers to negative integer powers are not allowed")
+    fargs = None if args is None else tuple([_as_float(p) for p in args])
+    if mg_op_kind[op] == KIND_UNARY or mg_op_kind[op] == KIND_UNARY_C:
+        out = _elementwise(_as_float(a), op, c)
+    else:
+        out = new_node(op, _as_float(a), _as_float(b), fargs, ctx)
+    if not integer:
+        return out
+    dtype = _BOOL if all_bool and op in _BOOL_OPS else _INT64
+    return _leaf(np.array((<Tensor>out)._data, dtype=dtype, order='C'), False)
 
 
 cdef inline bint _is_int(object x):
@@ -288,6 +422,8 @@ cdef Tensor _leaf(object array, bint requires_grad):
 
 cdef Tensor new_node(unsigned short op, object a, object b, tuple args, object ctx):
     """Link a node to its parents and compute its value."""
+    if not (_floating(a) and _floating(b)) or (args is not None and not all([_floating(p) for p in args])):
+        return <Tensor>_nonfloat_node(op, a, b, args, ctx, 0.0)
     cdef Tensor out = Tensor.__new__(Tensor)
     cdef bint rg = _needs(a) or _needs(b)
     out.op = op
@@ -340,11 +476,25 @@ cdef object _operand(object x):
     return None
 
 
+cdef object _operand_of(Tensor t, object x):
+    """_operand for the other side of an arithmetic operator on ``t``: next to
+    an integer or bool tensor, integers stay integers (``labels + 1``)."""
+    if _floating(t) or isinstance(x, (Tensor, Value)):
+        return _operand(x)
+    try:
+        arr = _real_array(x, 'operand')
+    except TypeError:
+        return None
+    return _leaf(_cast(arr, _kind_dtype(arr), 'operand'), False)
+
+
 cdef Tensor _binary(unsigned short op, object a, object b, str name):
     try:
         return new_node(op, a, b, None, None)
     except ValueError:
-        if np.shape((<Tensor>a)._data) != np.shape((<Tensor>b)._data):
+        try:
+            _broadcast_shape(np.shape((<Tensor>a)._data), np.shape((<Tensor>b)._data))
+        except ValueError:
             raise ValueError(
                 f"{name}: shapes {(<Tensor>a)._data.shape} and {(<Tensor>b)._data.shape} "
                 f"cannot be broadcast together") from None
@@ -563,7 +713,11 @@ cdef class Tensor(Node):
     def data(self, value):
         if value is self._data:
             return                      # ``t.data -= x`` already worked in place
-        array = _to_array(value, 'data')
+        if _floating(self):
+            array = _to_array(value, 'data')
+        else:                           # an integer or bool tensor takes the new data's kind
+            array = _real_array(value, 'data')
+            array = _cast(array, _kind_dtype(array), 'data')
         if self.op != OP_LEAF and array.shape != self._data.shape:
             raise ValueError(
                 f"data: a non-leaf tensor keeps its shape {self._data.shape}, got {array.shape}")
@@ -603,6 +757,8 @@ cdef class Tensor(Node):
                 "tensor cut from the graph")
         if self.op != OP_LEAF:
             return
+        if flag and not _floating(self):
+            raise RuntimeError("requires_grad: " + _REQUIRES_FLOAT.format(self._data.dtype))
         self.requires_grad = flag
 
     def requires_grad_(self, requires_grad=True):
@@ -623,19 +779,52 @@ cdef class Tensor(Node):
     def ndim(self):
         return self._data.ndim
 
-    @property
-    def size(self):
-        return self._data.size
+    def size(self, dim=None):
+        """The shape as a ``Size`` (a tuple), or with ``dim`` the length of that dimension."""
+        if dim is None:
+            return Size(self._data.shape)
+        if self._data.ndim == 0:
+            raise IndexError(f"size(dim={dim}): a 0-d tensor has no dimensions")
+        return self._data.shape[_axis(dim, self._data.ndim, 'size')]
 
     @property
     def dtype(self):
+        """float64 (graph nodes), int64 or bool (leaves: labels, indices, masks)."""
         return self._data.dtype
+
+    # -- dtype conversions: a tensor already of that dtype is returned as it is;
+    # otherwise a new leaf, cut from the graph (an integer has no gradient)
+
+    def long(self):
+        """An int64 copy (floats truncated toward zero)."""
+        return self._converted(_INT64, 'long')
+
+    def double(self):
+        """A float64 copy."""
+        return self._converted(_FLOAT64, 'double')
+
+    def float(self):
+        """A float64 copy: microgrid computes in float64, where PyTorch's float() is float32."""
+        return self._converted(_FLOAT64, 'float')
+
+    def bool(self):
+        """A bool copy (nonzero is True)."""
+        return self._converted(_BOOL, 'bool')
+
+    def _converted(self, dtype, str where):
+        if self._data.dtype == dtype:
+            return self
+        return _leaf(_cast(self._data, dtype, f"{where}()"), False)
 
     def dim(self):
         return self._data.ndim
 
     def numel(self):
         return self._data.size
+
+    def clone(self):
+        """A copy whose gradient flows back into this tensor."""
+        return new_node(T_RESHAPE, self, None, None, self._data.shape)
 
     @property
     def _op(self):
@@ -684,7 +873,46 @@ cdef class Tensor(Node):
         return f"Tensor({body}, requires_grad=True)" if self.requires_grad else f"Tensor({body})"
 
     def __float__(self):
-        return self.item()
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        # an integer tensor as a Python index: ``classes[labels[i]]``
+        if _floating(self) or self._data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self._data.reshape(-1)[0])
+
+    def __bool__(self):
+        if self._data.size != 1:
+            raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
+        return bool(self._data.reshape(-1)[0])
+
+    # Tensors stay hashable by identity (graphs keep them in sets) although
+    # == compares elementwise.
+    def __hash__(self):
+        return object.__hash__(self)
+
+    # -- elementwise comparisons: bool tensors, never graph nodes
+
+    def __eq__(self, other):
+        return _compare(self, other, np.equal)
+
+    def __ne__(self, other):
+        return _compare(self, other, np.not_equal)
+
+    def __lt__(self, other):
+        return _compare(self, other, np.less)
+
+    def __le__(self, other):
+        return _compare(self, other, np.less_equal)
+
+    def __gt__(self, other):
+        return _compare(self, other, np.greater)
+
+    def __ge__(self, other):
+        return _compare(self, other, np.greater_equal)
 
     def __array__(self, dtype=None, copy=None):
         if copy:
@@ -692,11 +920,12 @@ cdef class Tensor(Node):
         return self._data if dtype is None else self._data.astype(dtype)
 
     def item(self):
-        """The value of a one-element tensor as a float."""
+        """The value of a one-element tensor as a Python float (int, bool for
+        an integer or bool tensor)."""
         if self._data.size != 1:
             raise ValueError(
                 f"item(): only a one-element tensor converts to a number, this one has {self._data.size}")
-        return float(self._data.reshape(-1)[0])
+        return self._data.reshape(-1)[0].item()
 
     def numpy(self):
         """The data buffer itself (shared, as PyTorch's numpy())."""
@@ -853,6 +1082,8 @@ cdef class Tensor(Node):
                 if k < 0:
                     k += n
                 flat = flat * n + k
+            if not _floating(self):      # an integer's element: a 0-d integer tensor
+                return _leaf(np.array(self._data.reshape(-1)[flat]), False)
             return make_element(self, flat, _ptr(self._data)[flat], self.requires_grad)
         key, basic = _index_key(key)
         try:
@@ -868,27 +1099,27 @@ cdef class Tensor(Node):
     # -- arithmetic ---------------------------------------------------------
 
     def __add__(self, other):
-        o = _operand(other)
+        o = _operand_of(self, other)
         return NotImplemented if o is None else _binary(T_ADD, self, o, 'add')
 
     def __radd__(self, other):
-        o = _operand(other)
+        o = _operand_of(self, other)
         return NotImplemented if o is None else _binary(T_ADD, o, self, 'add')
 
     def __sub__(self, other):
-        o = _operand(other)
+        o = _operand_of(self, other)
         return NotImplemented if o is None else _binary(T_SUB, self, o, 'sub')
 
     def __rsub__(self, other):  # other - self
-        o = _operand(other)
+        o = _operand_of(self, other)
         return NotImplemented if o is None else _binary(T_SUB, o, self, 'sub')
 
     def __mul__(self, other):
-        o = _operand(other)
+        o = _operand_of(self, other)
         return NotImplemented if o is None else _binary(T_MUL, self, o, 'mul')
 
     def __rmul__(self, other):
-        o = _operand(other)
+        o = _operand_of(self, other)
         return NotImplemented if o is None else _binary(T_MUL, o, self, 'mul')
 
     def __truediv__(self, other):
@@ -968,13 +1199,13 @@ cdef class Tensor(Node):
     def __pow__(self, other, modulo):
         if modulo is not None:
             return NotImplemented
-        o = _operand(other)
+        o = _operand_of(self, other)
         return NotImplemented if o is None else _binary(T_POW, self, o, 'pow')
 
     def __rpow__(self, other, modulo):  # other ** self
         if modulo is not None:
             return NotImplemented
-        o = _operand(other)
+        o = _operand_of(self, other)
         return NotImplemented if o is None else _binary(T_POW, o, self, 'pow')
 
     def __matmul__(self, other):
@@ -996,6 +1227,13 @@ cdef class Tensor(Node):
         if o is None:
             raise TypeError(f"matmul(other) takes a Tensor or an array, got {type(other).__name__}")
         return self.__matmul__(o)
+
+    def pow(self, exponent):
+        """``self ** exponent``."""
+        o = _operand_of(self, exponent)
+        if o is None:
+            raise TypeError(f"pow(exponent) takes a Tensor, a Value or a number, got {type(exponent).__name__}")
+        return _binary(T_POW, self, o, 'pow')
 
     def __neg__(self):
         return new_node(T_NEG, self, None, None, None)
@@ -1033,6 +1271,14 @@ cdef class Tensor(Node):
 
     def min(self, dim=None, keepdim=False):
         return _extreme(self, dim, keepdim, False)
+
+    def argmax(self, dim=None, keepdim=False):
+        """The int64 index of the largest element (of the flattened tensor
+        without ``dim``); the first one among ties, NaN counting as largest."""
+        return _arg_extreme(self, dim, keepdim, True)
+
+    def argmin(self, dim=None, keepdim=False):
+        return _arg_extreme(self, dim, keepdim, False)
 
     # -- shape -------------------------------------------------------------
 
@@ -1105,6 +1351,50 @@ cdef class Tensor(Node):
     def log_softmax(self, dim):
         return new_node(T_LOG_SOFTMAX, self, None, None, _axis(dim, self._data.ndim, 'log_softmax'))
 
+    def where(self, condition, other):
+        """``where(condition, self, other)``."""
+        return where(condition, self, other)
+
+
+cdef object _compare(Tensor t, object other, object compare):
+    """A bool tensor of ``t <compare> other`` elementwise (numpy broadcasting)."""
+    if isinstance(other, Tensor):
+        y = (<Tensor>other)._data
+    elif isinstance(other, Value):
+        y = (<Value>other).data
+    elif isinstance(other, (numbers.Real, _ndarray, list, tuple)):
+        try:
+            y = _real_array(other, 'operand')
+        except TypeError:
+            return NotImplemented
+    else:
+        return NotImplemented
+    x = t._data
+    _broadcast_shape(x.shape, np.shape(y))
+    return _leaf(np.array(compare(x, y), dtype=_BOOL, order='C'), False)
+
+
+cdef object _arg_extreme(Tensor t, object dim, object keepdim, bint is_max):
+    name = 'argmax' if is_max else 'argmin'
+    keep = _flag(keepdim, 'keepdim')
+    pick = np.argmax if is_max else np.argmin
+    x = t._data
+    if dim is None:
+        if x.size == 0:
+            raise ValueError(f"{name}(): the tensor is empty")
+        r = pick(x)
+        if keep:
+            r = np.reshape(r, (1,) * x.ndim)
+    else:
+        axis = _axis(dim, x.ndim, name)
+        if x.ndim == 0:
+            r = np.zeros((), dtype=_INT64)
+        elif x.shape[axis] == 0:
+            raise ValueError(f"{name}(dim={dim}): that dimension is empty")
+        else:
+            r = pick(x, axis=axis, keepdims=keep)
+    return _leaf(np.array(r, dtype=_INT64, order='C'), False)
+
 
 cdef object _extreme(Tensor t, object dim, object keepdim, bint is_max):
     name = 'max' if is_max else 'min'
@@ -1116,12 +1406,29 @@ cdef object _extreme(Tensor t, object dim, object keepdim, bint is_max):
     axis = _axis(dim, t._data.ndim, name)
     if t._data.ndim == 0:
         values = new_node(T_RESHAPE, t, None, None, (1,) if keep else ())
-        return _MaxMin(values, np.zeros((1,) if keep else (), dtype=np.int64))
+        return _MaxMin(values, _leaf(np.zeros((1,) if keep else (), dtype=_INT64), False))
     if t._data.shape[axis] == 0:
         raise ValueError(f"{name}(dim={dim}): that dimension is empty")
-    values = new_node(T_MAX_DIM if is_max else T_MIN_DIM, t, None, None, ReduceState(axis, keep))
-    index = (<ReduceState>values.ctx).indices
-    return _MaxMin(values, index if keep else np.squeeze(index, axis=axis))
+    state = ReduceState(axis, keep)
+    values = new_node(T_MAX_DIM if is_max else T_MIN_DIM, t, None, None, state)
+    index = state.indices if keep else np.squeeze(state.indices, axis=axis)
+    return _MaxMin(values, _leaf(np.array(index, dtype=_INT64, order='C'), False))
+
+
+class Size(tuple):
+    """A tensor's shape as ``Tensor.size()`` gives it: a tuple of ints, as
+    PyTorch's torch.Size."""
+    __slots__ = ()
+
+    def numel(self):
+        """The number of elements of a tensor of this shape."""
+        n = 1
+        for d in self:
+            n *= d
+        return n
+
+    def __repr__(self):
+        return f"Size({list(self)})"
 
 
 class _HandBuiltTensor(Tensor):
@@ -1149,7 +1456,8 @@ def _custom_tensor(data, tuple parents, object rule, str op, bint requires_grad)
 
 
 class _MaxMin(tuple):
-    """(values, indices), as PyTorch's max/min with a dim return them."""
+    """(values, indices), as PyTorch's max/min with a dim return them; the
+    indices are an int64 tensor."""
     __slots__ = ()
 
     def __new__(cls, values, indices):
@@ -1171,10 +1479,14 @@ cdef tuple _index_key(object key):
     basic = True
     out = []
     for k in parts:
+        if isinstance(k, Tensor) and not _floating(k):
+            out.append((<Tensor>k)._data)      # an int64 or bool tensor indexes as its array
+            basic = False
+            continue
         if isinstance(k, (Tensor, Value)):
             raise TypeError(
-                f"Tensor index: index with ints, slices or integer arrays, not a {type(k).__name__}; "
-                f"use .numpy().astype(int) for an index array")
+                f"Tensor index: index with ints, slices, int64 or bool tensors or integer arrays, "
+                f"not a float {type(k).__name__}; convert it with .long()")
         if k is None or k is Ellipsis or isinstance(k, slice) or _is_int(k):
             out.append(k)
         else:
@@ -1195,27 +1507,30 @@ cdef bint _flag(object x, str where) except -1:
 # ---------------------------------------------------------------------------
 # Constructors
 
-def tensor(data, requires_grad=False):
-    """A leaf Tensor holding a float64 copy of ``data`` (array-like)."""
-    return _leaf(_to_array(data, 'tensor(data)'), _flag(requires_grad, 'requires_grad'))
+def tensor(data, dtype=None, requires_grad=False):
+    """A leaf Tensor holding a copy of ``data`` (array-like): int64 for
+    integers, bool for bools, float64 otherwise, or ``dtype``; a Tensor's
+    copy keeps its dtype.  Only a float64 tensor can require grad."""
+    return _make(_real_array(data, 'tensor(data)'), dtype, requires_grad, 'tensor')
 
 
-def zeros(*shape, requires_grad=False):
+def zeros(*shape, dtype=None, requires_grad=False):
     shape = _shape_arg(shape, 'zeros(shape)')
     if any(n < 0 for n in shape):
         raise ValueError(f"zeros(shape): negative dimension in {shape}")
-    return _leaf(np.zeros(shape), _flag(requires_grad, 'requires_grad'))
+    return _make(np.zeros(shape), dtype, requires_grad, 'zeros')
 
 
-def ones(*shape, requires_grad=False):
+def ones(*shape, dtype=None, requires_grad=False):
     shape = _shape_arg(shape, 'ones(shape)')
     if any(n < 0 for n in shape):
         raise ValueError(f"ones(shape): negative dimension in {shape}")
-    return _leaf(np.ones(shape), _flag(requires_grad, 'requires_grad'))
+    return _make(np.ones(shape), dtype, requires_grad, 'ones')
 
 
 def randn(*shape, requires_grad=False, seed=None):
-    """Standard normal samples (numpy's default_rng(seed))."""
+    """Standard normal samples: numpy's default_rng(seed), or without a seed
+    the Generator that ``microgrid.manual_seed`` seeds."""
     shape = _shape_arg(shape, 'randn(shape)')
     if any(n < 0 for n in shape):
         raise ValueError(f"randn(shape): negative dimension in {shape}")
@@ -1223,7 +1538,12 @@ def randn(*shape, requires_grad=False, seed=None):
         raise TypeError(f"randn(seed=...) takes an int or None, got {type(seed).__name__}")
     if seed is not None and seed < 0:
         raise ValueError(f"randn(seed=...) must be non-negative, got {seed}")
-    data = np.random.default_rng(seed).standard_normal(shape)
+    if seed is None:
+        from microgrid.nn import default_generator   # nn imports this module
+        rng = default_generator()
+    else:
+        rng = np.random.default_rng(seed)
+    data = rng.standard_normal(shape)
     # np.array, not np.ascontiguousarray: randn() is 0-d, not shape (1,)
     return _leaf(np.array(data, dtype=_float64, order='C'), _flag(requires_grad, 'requires_grad'))
 
@@ -1286,3 +1606,28 @@ def matmul(input, other):
     if a is None:
         raise TypeError(f"matmul(input) takes a Tensor or an array, got {type(input).__name__}")
     return (<Tensor>a).matmul(other)
+
+
+def where(condition, input, other):
+    """``input`` where ``condition`` (a bool tensor or array) holds and
+    ``other`` elsewhere, broadcast together; each element's gradient goes to
+    the operand it was taken from."""
+    if isinstance(condition, Tensor):
+        cond = (<Tensor>condition)._data
+    elif isinstance(condition, (_ndarray, list, tuple, bool, np.bool_)):
+        cond = np.asarray(condition)
+    else:
+        raise TypeError(f"where(condition) must be a bool tensor or array, got {type(condition).__name__}")
+    if cond.dtype != _BOOL:
+        raise TypeError(f"where(condition) must hold bools, got dtype {cond.dtype}; compare first (x > 0)")
+    a = _operand(input)
+    b = _operand(other)
+    for name, x, o in (('input', input, a), ('other', other, b)):
+        if o is None:
+            raise TypeError(f"where({name}) takes a Tensor, a Value, a number or an array, got {type(x).__name__}")
+    try:
+        _broadcast_shape(cond.shape, _broadcast_shape((<Tensor>a)._data.shape, (<Tensor>b)._data.shape))
+    except ValueError:
+        raise ValueError(f"where: shapes {cond.shape} (condition), {(<Tensor>a)._data.shape} (input) and "
+                         f"{(<Tensor>b)._data.shape} (other) cannot be broadcast together") from None
+    return new_node(T_WHERE, a, b, None, cond)

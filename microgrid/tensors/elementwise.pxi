@@ -1,6 +1,6 @@
 # Tensor rules, elementwise family: the op table's rows (binary operators and
 # one-operand functions, computed by the rows' own array loops, _FORWARD /
-# _GRAD_A / _GRAD_B) and clamp.  Included by microgrid/tensors/_tensor.pyx.
+# _GRAD_A / _GRAD_B), clamp and where.  Included by microgrid/tensors/_tensor.pyx.
 
 # -- the op table's rows --------------------------------------------------------
 
@@ -64,6 +64,8 @@ cdef object row_graph(Tensor t, object g):
 cdef object _elementwise(object a, int op, double c):
     """A node of the op table's row ``op`` over tensor ``a``, with constant
     ``c``: what the generated elementwise methods build."""
+    if not _floating(a):
+        return _nonfloat_node(op, a, None, None, None, c)
     cdef Tensor out = Tensor.__new__(Tensor)
     out.op = op
     out.a = a
@@ -137,6 +139,35 @@ cdef object clamp_graph(Tensor t, object g):
     return (_graph_select(keep, g, 0.0),)
 
 
+# -- where ----------------------------------------------------------------------
+# ctx: the condition, a bool array broadcasting with both operands.  The
+# value is the input where the condition holds and the other operand
+# elsewhere; each element's gradient goes to the operand it was taken from.
+
+cdef int where_forward(Tensor t, object x, object y) except -1:
+    _store(t, np.where(t.ctx, x, y))
+    return 0
+
+
+cdef int where_backward(Tensor t, object g, object a, object b) except -1:
+    if _needs(a):
+        _acc(a, _unbroadcast(np.where(t.ctx, g, 0.0), (<Tensor>a)._data.shape), True)
+    if _needs(b):
+        _acc(b, _unbroadcast(np.where(t.ctx, 0.0, g), (<Tensor>b)._data.shape), True)
+    return 0
+
+
+cdef object where_graph(Tensor t, object g):
+    # each operand's gradient is g where it was picked, itself a where node
+    zero = _leaf(np.zeros(()), False)
+    ga = gb = None
+    if _needs(t.a):
+        ga = _g_unbroadcast(new_node(T_WHERE, g, zero, None, t.ctx), (<Tensor>t.a)._data.shape)
+    if _needs(t.b):
+        gb = _g_unbroadcast(new_node(T_WHERE, zero, g, None, t.ctx), (<Tensor>t.b)._data.shape)
+    return (ga, gb)
+
+
 cdef _register_elementwise():
     cdef int op, kind
     for op in range(OP_COUNT):
@@ -149,3 +180,5 @@ cdef _register_elementwise():
             _graph_rule(op, row_graph)
     _rule(T_CLAMP, clamp_forward, clamp_backward)
     _graph_rule(T_CLAMP, clamp_graph)
+    _rule(T_WHERE, where_forward, where_backward)
+    _graph_rule(T_WHERE, where_graph)
