@@ -3,8 +3,10 @@ made from the op table, where, Tensor's torch methods, nn.Parameter, the loss
 modules and the namespaces after ``import microgrid as mg``.  Values and
 dtypes against PyTorch float64 where it is installed, by hand otherwise."""
 import inspect
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,11 +32,15 @@ def _same(ours, theirs, atol=1e-12):
 
 # -- namespaces ----------------------------------------------------------------------
 
-def test_submodules_are_attributes_right_after_import():
+def test_submodules_are_attributes_right_after_import(tmp_path):
     code = ("import microgrid as mg\n"
             "print(mg.nn.Linear.__name__, mg.optim.SGD.__name__, mg.functional.relu.__name__,"
             " mg.datasets.__name__)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    # a fresh interpreter that imports the microgrid this process imported (from a
+    # source checkout, the current directory would offer the uncompiled sources first)
+    env = {**os.environ, "PYTHONPATH": str(Path(mg.__file__).resolve().parent.parent)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path, env=env).stdout
     assert out.split() == ["Linear", "SGD", "relu", "microgrid.datasets"]
 
 
