@@ -919,10 +919,6 @@ cdef inline int _scalar_backward(Value v) except -1:
     cdef unsigned short op = v.op
     cdef Py_ssize_t i, n
     cdef PyObject** items
-    if op == OP_CUSTOM:
-        if v.a is not None:          # a rule written in Python (_backward, Function)
-            run_python_rule(v)
-        return 0
     n = mg_op_operands(op)
     if n == 2:
         mg_local_grads(op, (<Value>v.a).data, (<Value>v.b).data, v.data, v.aux, &da, &db)
@@ -1049,11 +1045,11 @@ cdef int _sweep(PyObject** order, Py_ssize_t n) except -1:
         node = <Node>order[i]
         if node.op == OP_LEAF or not node.requires_grad:   # nothing to pass on
             continue
-        if isinstance(node, Value):
-            _scalar_backward(<Value>node)
-        elif node.op == OP_CUSTOM:
-            if node.a is not None:
+        if node.op == OP_CUSTOM:
+            if node.a is not None:     # a rule written in Python (_backward, Function)
                 run_python_rule(node)
+        elif isinstance(node, Value):
+            _scalar_backward(<Value>node)
         else:
             node._backward()
         if _anomaly_mode:
@@ -1824,10 +1820,10 @@ cdef class _ApplyRule:
             elif node.a is not None:
                 node.a()
             return None
-        if isinstance(node, Value):
-            _scalar_backward(<Value>node)
-        else:
-            node._backward()
+        # the sweep over this one node: _scalar_backward keeps its one call
+        # site, inlined in the sweep's loop
+        cdef PyObject* one = <PyObject*>node
+        _sweep(&one, 1)
         return None
 
     def __repr__(self):
