@@ -33,7 +33,7 @@ import numpy as np
 
 from ..core import _engine
 from ..core._engine import Node, PyRule, Value
-from ..tensors._tensor import Tensor, _custom_tensor
+from ..tensors._tensor import Tensor, _array_unbroadcast, _custom_tensor, _graph_unbroadcast
 from .grad_mode import enable_grad, is_grad_enabled, no_grad
 
 __all__ = ["Function", "FunctionCtx"]
@@ -210,7 +210,7 @@ class FunctionCtx(PyRule):
                     f"Function {self._mg_name}.backward returned an invalid gradient at index "
                     f"{i} - got {_shape_text(array.shape)} but expected shape compatible with "
                     f"{_shape_text(shape)}")
-            array = _sum_to(array, shape)
+            array = _array_unbroadcast(array, tuple(shape))
         return float(array) if isinstance(arg, Value) else array
 
     def _as_node(self, i, arg, r):
@@ -237,10 +237,7 @@ class FunctionCtx(PyRule):
                 f"Function {self._mg_name}.backward returned an invalid gradient at index {i} "
                 f"- got {_shape_text(r.shape)} but expected shape compatible with "
                 f"{_shape_text(arg.shape)}")
-        axes = _reduced_axes(arg.shape, r.shape)
-        if axes:
-            r = r.sum(dim=axes, keepdim=True)
-        return r.reshape(arg.shape)
+        return _graph_unbroadcast(r, tuple(arg.shape))
 
 
 def _engine_stack(v):
@@ -254,19 +251,6 @@ def _expandable(shape, target):
         return False
     tail = target[len(target) - len(shape):]
     return all(s == t or s == 1 for s, t in zip(shape, tail))
-
-
-def _reduced_axes(shape, target):
-    lead = len(target) - len(shape)
-    return tuple(range(lead)) + tuple(lead + k for k, s in enumerate(shape)
-                                      if s == 1 and target[lead + k] != 1)
-
-
-def _sum_to(array, shape):
-    axes = _reduced_axes(shape, array.shape)
-    if axes:
-        array = array.sum(axis=axes, keepdims=True)
-    return array.reshape(shape)
 
 
 class _FunctionMeta(type):

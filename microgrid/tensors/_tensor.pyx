@@ -184,19 +184,25 @@ def broadcast_shape(tuple a, tuple b):
     return _broadcast_shape(a, b)
 
 
-cdef object _unbroadcast(object g, tuple shape):
-    """Sum ``g`` over the axes numpy broadcasting added to reach ``shape``."""
-    cdef tuple gshape = np.shape(g)
-    cdef Py_ssize_t nd, i
-    if gshape == shape:
-        return g
-    nd = len(gshape) - len(shape)
+cdef tuple _broadcast_axes(tuple gshape, tuple shape):
+    """The axes numpy broadcasting added to ``shape`` to reach ``gshape``:
+    the leading ones, and those where ``shape`` has 1 and ``gshape`` not."""
+    cdef Py_ssize_t nd = len(gshape) - len(shape), i
     axes = list(range(nd))
     for i in range(len(shape)):
         if shape[i] == 1 and gshape[nd + i] != 1:
             axes.append(nd + i)
+    return tuple(axes)
+
+
+cdef object _unbroadcast(object g, tuple shape):
+    """Sum ``g`` over the axes numpy broadcasting added to reach ``shape``."""
+    cdef tuple gshape = np.shape(g)
+    if gshape == shape:
+        return g
+    axes = _broadcast_axes(gshape, shape)
     if axes:
-        g = g.sum(axis=tuple(axes), keepdims=True)
+        g = g.sum(axis=axes, keepdims=True)
     return g.reshape(shape)
 
 
@@ -586,16 +592,11 @@ cdef object _g_unbroadcast(object g, tuple shape):
     """``_unbroadcast`` as graph nodes: tensor ``g`` summed over the axes
     numpy broadcasting added to reach ``shape``."""
     cdef tuple gshape = (<Tensor>g)._data.shape
-    cdef Py_ssize_t nd, i
     if gshape == shape:
         return g
-    nd = len(gshape) - len(shape)
-    axes = list(range(nd))
-    for i in range(len(shape)):
-        if shape[i] == 1 and gshape[nd + i] != 1:
-            axes.append(nd + i)
+    axes = _broadcast_axes(gshape, shape)
     if axes:
-        g = g.sum(tuple(axes), True)
+        g = g.sum(axes, True)
     return new_node(T_RESHAPE, g, None, None, shape)
 
 
@@ -649,6 +650,11 @@ def _graph_select(cond, x, y):
 def _graph_unbroadcast(Tensor g not None, tuple shape):
     """Tensor ``g`` summed back to ``shape`` (broadcasting's adjoint), as graph nodes."""
     return _g_unbroadcast(g, shape)
+
+
+def _array_unbroadcast(g, tuple shape):
+    """Array ``g`` summed back to ``shape`` (broadcasting's adjoint)."""
+    return _unbroadcast(g, shape)
 
 
 def _graph_scatter_values(list values, list flat, tuple shape):

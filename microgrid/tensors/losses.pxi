@@ -110,22 +110,6 @@ cdef Tensor _const(object array):
     return _leaf(np.asarray(array, dtype=_float64), False)
 
 
-cdef object _sum_to(Tensor r, tuple shape):
-    """``r`` summed over the axes broadcasting added to reach ``shape``, as
-    nodes (the differentiable form of _unbroadcast)."""
-    cdef tuple rshape = r._data.shape
-    if rshape == shape:
-        return r
-    cdef Py_ssize_t nd = len(rshape) - len(shape), i
-    axes = list(range(nd))
-    for i in range(len(shape)):
-        if shape[i] == 1 and rshape[nd + i] != 1:
-            axes.append(nd + i)
-    if axes:
-        r = r.sum(dim=tuple(axes), keepdim=True)
-    return r.reshape(shape)
-
-
 cdef object _loss_up(Tensor g, str reduction, Py_ssize_t n):
     """The upstream gradient of each element of a loss, as a node: g itself,
     or g / n for the mean (the graph form of _loss_grad)."""
@@ -429,8 +413,8 @@ cdef object pointwise_loss_graph(Tensor t, object g):
     if op == T_HINGE_LOSS:
         # -y (for x) and -x (for y) where the margin is positive, else 0
         off = np.where((1.0 - x * y) > 0.0, -1.0, 0.0)
-        return (_sum_to((b * _const(off)) * up, x.shape) if _needs(a) else None,
-                _sum_to((a * _const(off)) * up, y.shape) if _needs(b) else None)
+        return (_g_unbroadcast((b * _const(off)) * up, x.shape) if _needs(a) else None,
+                _g_unbroadcast((a * _const(off)) * up, y.shape) if _needs(b) else None)
     d = x - y
     if op == T_MSE_LOSS:
         r = (2.0 * (a - b)) * up
@@ -441,8 +425,8 @@ cdef object pointwise_loss_graph(Tensor t, object g):
         inside = np.abs(d) < s.delta
         r = ((a - b) * _const(inside.astype(_float64))
              + _const(np.where(inside, 0.0, np.clip(d, -s.delta, s.delta)))) * up
-    return (_sum_to(r, x.shape) if _needs(a) else None,
-            _sum_to(-r, y.shape) if _needs(b) else None)
+    return (_g_unbroadcast(r, x.shape) if _needs(a) else None,
+            _g_unbroadcast(-r, y.shape) if _needs(b) else None)
 
 
 cdef _register_losses():
