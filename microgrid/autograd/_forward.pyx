@@ -30,7 +30,7 @@ from libc.string cimport memset
 from libc.math cimport NAN
 
 from microgrid.core._engine cimport (
-    Node, Value, mg_op_kind, mg_op_operands, mg_local_grads, OP_LEAF, OP_CUSTOM, OP_SUM,
+    Node, Value, operands, second_parent, mg_op_kind, mg_op_operands, mg_local_grads, OP_LEAF, OP_CUSTOM, OP_SUM,
     OP_MEAN, OP_DOT, OP_ELEMENT, OP_COUNT, KIND_BINARY, KIND_UNARY, KIND_UNARY_C)
 from microgrid.tensors._tensor cimport (
     Tensor, T_SUM, T_MEAN, T_RESHAPE, T_PERMUTE, T_INDEX, T_CONCAT, T_STACK, T_PAD,
@@ -115,7 +115,7 @@ cdef frozenset _BILINEAR = frozenset([T_MATMUL, T_LINEAR, T_CONV2D, T_CONV_TRANS
 
 cdef object _no_custom_rule(Node node):
     return NotImplementedError(
-        f"forward-mode AD: node #{node.seq} ('{node._op}') is a custom op (a Function, or a "
+        f"forward-mode AD: a node ('{node._op}') is a custom op (a Function, or a "
         "Value built by Value(data, _children, _op)) and has no forward-mode rule")
 
 
@@ -289,7 +289,7 @@ cdef class _Order:
                         self.nodes.append(x)
         self.n = len(self.nodes)
         for i in range(self.n):
-            args = (<Node>self.nodes[i]).args
+            args = operands(<Node>self.nodes[i])
             if args is not None:
                 n_args += len(args)
         self._allocate(self.n, n_args, cap)
@@ -307,10 +307,10 @@ cdef class _Order:
                 self.val[i] = 0.0
                 self.aux[i] = 0.0
             self.a[i] = self.find(node.a) if node.a is not None else -1
-            # (a Value built by hand keeps its _op string in b: not a node, not found)
-            self.b[i] = self.find(node.b) if node.b is not None else -1
+            # (a hand-built Tensor keeps its _op string in b: not a node, not found)
+            self.b[i] = self.find(second_parent(node)) if second_parent(node) is not None else -1
             self.start[i] = k
-            args = node.args
+            args = operands(node)
             if args is not None:
                 for m in range(len(args)):
                     self.args[k] = self.find(args[m])
@@ -353,12 +353,12 @@ cdef class _Order:
                 if self._any_operand_has(i):
                     raise NotImplementedError(
                         f"the Hessian-vector product covers graphs of Values: node "
-                        f"#{(<Node>self.nodes[i]).seq} is a Tensor ('{_OP_SYMBOLS[self.op[i]]}')"
+                        f"#{(<Tensor>self.nodes[i]).seq} is a Tensor ('{_OP_SYMBOLS[self.op[i]]}')"
                         f" that depends on the inputs")
             elif self._any_operand_has(i):
                 if (<Tensor>self.nodes[i]).written_seq > (<Tensor>self.nodes[i]).seq:
                     raise RuntimeError(
-                        f"forward-mode AD: Tensor node #{(<Node>self.nodes[i]).seq} "
+                        f"forward-mode AD: Tensor node #{(<Tensor>self.nodes[i]).seq} "
                         f"('{_OP_SYMBOLS[self.op[i]]}') was changed in place by an op that "
                         "recorded no node (nothing it involved requires grad), so its tangent "
                         "cannot follow; use the out-of-place op")

@@ -60,19 +60,49 @@ cdef extern from "mg_ops.h":
 
 # no_gc here too: modules that cimport Node see only this declaration, and
 # their subclasses would otherwise be tracked by the cyclic collector
+#
+# The layout is what every node pays for, so it is kept to the fields a pass
+# reads: a Value is one 64-byte cache line (object header 16, op/flags/epoch 8,
+# a and b 16, data, grad and aux 24).  No C method lives on Node or Value (a
+# method table pointer would cost every Value 8 bytes): the rules of array
+# nodes are the virtual methods of ArrayNode, and the engine calls them after
+# telling a Value from an array node.  Rarely used fields live outside the
+# record: a label (any node) and the ``_op`` text of a hand-built Value in
+# tables keyed by the node (a flag bit says it has an entry), an array node's
+# operand tuple and creation number on ArrayNode.
+cdef enum:
+    F_LABELED = 1          # the node has an entry in the label table
+    F_OP_TEXT = 2          # (hand-built Value) it has an entry in the _op text table
+
+
 @cython.no_gc
 cdef class Node:
     cdef unsigned short op
     cdef unsigned char requires_grad
+    cdef unsigned char flags
     cdef unsigned int epoch
-    cdef unsigned long long seq
+    # the parents: for a Value, ``a`` and ``b`` are its operands, except that
+    # the operand tuple of sum/mean/dot (and the children of a hand-built
+    # node) sits in ``b`` (dot's bias in ``a``; a hand-built node's rule in
+    # ``a``); read them with operands()/second_parent() below
     cdef object a
     cdef object b
-    cdef tuple args
-    cdef object _label
 
-    # The contract each node kind fulfils (Value's scalar rules are inlined in
-    # run_backward instead):
+
+@cython.no_gc
+cdef class Value(Node):
+    cdef public double data
+    cdef public double grad
+    cdef double aux
+
+
+@cython.no_gc
+cdef class ArrayNode(Node):
+    # the base of Tensor: n-ary operands, creation number (the in-place
+    # checks compare it) and the contract each array node kind fulfils
+    cdef tuple args
+    cdef unsigned long long seq
+
     # reset this node's gradient to zeros (run_backward calls it on every
     # non-leaf node before the sweep)
     cdef int _zero_grad(self) except -1
@@ -87,17 +117,29 @@ cdef class Node:
     cdef int _add_grad_at(self, Py_ssize_t index, double g) except -1
     # element ``index`` (flat, C order) of this node's value
     cdef double _element(self, Py_ssize_t index) except? -1.0
-    # this node's gradient storage as it is (a Value's float, a Tensor's
-    # buffer or None), replaced by ``grad`` (None: zero); for passes that
-    # must leave ``.grad`` as they found it (microgrid.autograd.grad)
+    # this node's gradient storage as it is (a Tensor's buffer or None),
+    # replaced by ``grad`` (None: zero); for passes that must leave ``.grad``
+    # as they found it (microgrid.autograd.grad)
     cdef object _swap_grad(self, object grad)
 
 
-@cython.no_gc
-cdef class Value(Node):
-    cdef public double data
-    cdef public double grad
-    cdef double aux
+cdef inline bint args_in_b(unsigned short op) noexcept:
+    """Whether a Value of op ``op`` keeps an operand tuple in ``b``."""
+    return op == OP_SUM or op == OP_MEAN or op == OP_DOT or op == OP_CUSTOM
+
+
+cdef inline tuple operands(Node n):
+    """The n-ary operands of ``n`` (a tuple, or None)."""
+    if isinstance(n, Value):
+        return <tuple>n.b if args_in_b(n.op) else None
+    return (<ArrayNode>n).args
+
+
+cdef inline object second_parent(Node n):
+    """The parent in slot b, or None (for a Value whose b holds its operands)."""
+    if isinstance(n, Value) and args_in_b(n.op):
+        return None
+    return n.b
 
 
 # The rule object of a node whose backward is Python code (see _engine.pyx)

@@ -16,6 +16,10 @@ class Node:
     def _parents(self) -> tuple["Node", ...]: ...
 
 @disjoint_base
+class ArrayNode(Node):
+    """Base of the nodes whose value is an array (Tensor)."""
+
+@disjoint_base
 class Value(Node):
     data: float
     grad: float

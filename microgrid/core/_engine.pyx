@@ -93,6 +93,37 @@ cdef unsigned long long next_seq():
     return _seq
 
 
+# The fields few nodes have, kept out of the node record: a node's label and
+# the ``_op`` text of a hand-built Value, keyed by the node's address (the
+# node's flag bits say it has an entry; its deallocator removes it).
+cdef dict _labels = {}
+cdef dict _op_texts = {}
+
+
+cdef inline object _key(Node node):
+    return <size_t><void*>node
+
+
+cdef void _forget(Node node) noexcept:
+    """Drop ``node``'s entries from the side tables (it is being freed)."""
+    if node.flags & F_LABELED:
+        _labels.pop(_key(node), None)
+    if node.flags & F_OP_TEXT:
+        _op_texts.pop(_key(node), None)
+    node.flags = 0
+
+
+cdef void _set_op_text(Node node, str text):
+    if text:
+        _op_texts[_key(node)] = text
+        node.flags |= F_OP_TEXT
+
+
+cdef str _op_text(Node node):
+    """The ``_op`` text a hand-built node was given ('' if none)."""
+    return _op_texts[_key(node)] if node.flags & F_OP_TEXT else ''
+
+
 # Parents whose last owner is being freed wait here instead of being released
 # from inside their child's deallocator, so releasing a chain is a loop.
 cdef PyObject** _parked = NULL
@@ -164,7 +195,8 @@ cdef void make_leaf(Node node) noexcept:
     requires no gradient (its value and any op state stay)."""
     node.a = None
     node.b = None
-    node.args = None
+    if not isinstance(node, Value):
+        (<ArrayNode>node).args = None
     node.op = OP_LEAF
     node.requires_grad = False
 
@@ -195,7 +227,8 @@ cdef bint _anomaly_mode = False
 
 cdef str _node_name(Node node):
     label = node.label
-    return f"'{node._op}' node #{node.seq}" + (f" ({label})" if label else "")
+    number = "" if isinstance(node, Value) else f" #{(<ArrayNode>node).seq}"
+    return f"'{node._op}' node{number}" + (f" ({label})" if label else "")
 
 
 def _non_finite(x):
@@ -272,12 +305,12 @@ cdef class Node:
     def __dealloc__(self):
         global _draining, _parked_len
         cdef PyObject* o
+        if self.flags:
+            _forget(self)
         if self.a is not None and _park(<PyObject*>self.a):
             self.a = None
         if self.b is not None and _park(<PyObject*>self.b):
             self.b = None
-        if self.args is not None and _park(<PyObject*>self.args):
-            self.args = None
         if _draining:
             return
         _draining = True
@@ -286,6 +319,55 @@ cdef class Node:
             o = _parked[_parked_len]
             Py_XDECREF(o)     # may free o, which parks o's parents
         _draining = False
+
+    @property
+    def label(self):
+        return _labels[_key(self)] if self.flags & F_LABELED else ''
+
+    @label.setter
+    def label(self, value):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"label must be a str, got {type(value).__name__}")
+        if value:
+            _labels[_key(self)] = value
+            self.flags |= F_LABELED
+        elif self.flags & F_LABELED:
+            del _labels[_key(self)]
+            self.flags &= ~F_LABELED
+
+    @property
+    def requires_grad(self):
+        return bool(self.requires_grad)
+
+    def _parents(self):
+        """The parent nodes in operand order (constants appear as Values)."""
+        cdef tuple args = operands(self)
+        if self.op == OP_CUSTOM:
+            return args
+        if self.op == OP_DOT:
+            return (args + (self.a,)) if self.a is not None else args
+        parents = [p for p in (self.a, second_parent(self)) if p is not None]
+        if args is not None:
+            parents.extend(args)
+        return tuple(parents)
+
+    @property
+    def _prev(self):
+        """The parents as a set, as micrograd exposes them."""
+        return set(self._parents())
+
+
+@cython.no_gc
+@cython.binding(False)
+@cython.embedsignature.format('clinic')
+cdef class ArrayNode(Node):
+    """Base of the nodes whose value is an array (Tensor); its C methods are
+    the rules the engine calls on them.  Not constructed directly."""
+
+    def __dealloc__(self):
+        # parked here, released by Node's deallocator, which runs next
+        if self.args is not None and _park(<PyObject*>self.args):
+            self.args = None
 
     cdef int _zero_grad(self) except -1:
         return 0
@@ -308,35 +390,27 @@ cdef class Node:
     cdef object _swap_grad(self, object grad):
         raise TypeError(f"{type(self).__name__} has no gradient storage")
 
-    @property
-    def label(self):
-        return '' if self._label is None else self._label
 
-    @label.setter
-    def label(self, value):
-        if value is not None and not isinstance(value, str):
-            raise TypeError(f"label must be a str, got {type(value).__name__}")
-        self._label = value or None
+# A node's gradient, whichever kind it is
 
-    @property
-    def requires_grad(self):
-        return bool(self.requires_grad)
+cdef int seed_grad(Node node, object grad, bint accumulate) except -1:
+    """Set (or add to, if ``accumulate``) the gradient of a backward root."""
+    if not isinstance(node, Value):
+        return (<ArrayNode>node)._seed(grad, accumulate)
+    if accumulate:
+        (<Value>node).grad += <double>grad
+    else:
+        (<Value>node).grad = <double>grad
+    return 0
 
-    def _parents(self):
-        """The parent nodes in operand order (constants appear as Values)."""
-        if self.op == OP_CUSTOM:
-            return self.args
-        parents = [p for p in (self.a, self.b) if p is not None]
-        if self.op == OP_DOT:
-            return (self.args + (self.a,)) if self.a is not None else self.args
-        if self.args is not None:
-            parents.extend(self.args)
-        return tuple(parents)
 
-    @property
-    def _prev(self):
-        """The parents as a set, as micrograd exposes them."""
-        return set(self._parents())
+cdef object swap_grad(Node node, object grad):
+    """``node``'s gradient storage as it is, replaced by ``grad`` (None: zero)."""
+    if not isinstance(node, Value):
+        return (<ArrayNode>node)._swap_grad(grad)
+    old = (<Value>node).grad
+    (<Value>node).grad = 0.0 if grad is None else <double>grad
+    return old
 
 
 # ---------------------------------------------------------------------------
@@ -360,7 +434,6 @@ cdef class Value(Node):
                 f"Value(data=...) takes a real number (int or float), got {type(data).__name__}")
         self.data = d
         self.requires_grad = bool(requires_grad)
-        self.seq = next_seq()
         self.label = label
         children = tuple(_children)
         for c in children:
@@ -369,8 +442,8 @@ cdef class Value(Node):
                     f"Value(_children=...) takes graph nodes, got {type(c).__name__}")
         if children or _op:
             self.op = OP_CUSTOM
-            self.args = children
-            self.b = str(_op)
+            self.b = children
+            _set_op_text(self, str(_op))
 
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
@@ -381,7 +454,7 @@ cdef class Value(Node):
     @property
     def _op(self):
         if self.op == OP_CUSTOM:
-            return self.b
+            return _op_text(self)
         if self.op == OP_POW_AC:
             return '**' + _format_number(self.aux)
         return _OP_SYMBOLS[self.op]
@@ -393,7 +466,7 @@ cdef class Value(Node):
         if kind == KIND_BINARY_CA:
             return (_constant(self.aux), self.a)
         if self.op == OP_SUM and self.aux != 0.0:
-            return self.args + (_constant(self.aux),)
+            return <tuple>self.b + (_constant(self.aux),)
         return Node._parents(self)
 
     @property
@@ -428,13 +501,14 @@ cdef class Value(Node):
                 return (None, da)
             return (da,)
         if self.op == OP_SUM or self.op == OP_MEAN:
-            n = len(self.args)
+            n = len(<tuple>self.b)
             grads = (1.0 if self.op == OP_SUM else 1.0 / n,) * n
             return grads + ((None,) if self.op == OP_SUM and self.aux != 0.0 else ())
         if self.op == OP_DOT:
-            n = len(self.args) // 2
-            grads = tuple([(<Value>self.args[n + i]).data for i in range(n)]
-                          + [(<Value>self.args[i]).data for i in range(n)])
+            args = <tuple>self.b
+            n = len(args) // 2
+            grads = tuple([(<Value>args[n + i]).data for i in range(n)]
+                          + [(<Value>args[i]).data for i in range(n)])
             return grads + ((1.0,) if self.a is not None else ())
         if self.op == OP_ELEMENT:
             return (1.0,)
@@ -563,22 +637,6 @@ cdef class Value(Node):
             return
         run_backward(self, g)
 
-    cdef int _zero_grad(self) except -1:
-        self.grad = 0.0
-        return 0
-
-    cdef object _swap_grad(self, object grad):
-        old = self.grad
-        self.grad = 0.0 if grad is None else <double>grad
-        return old
-
-    cdef int _seed(self, object grad, bint accumulate) except -1:
-        if accumulate:
-            self.grad += <double>grad
-        else:
-            self.grad = <double>grad
-        return 0
-
 
 def _format_number(double x):
     if x == <long long>x and fabs(x) < 1e15:
@@ -590,7 +648,6 @@ cdef Value _constant(double x):
     """A leaf holding a constant operand: it takes no gradient."""
     cdef Value v = Value.__new__(Value)
     v.data = x
-    v.seq = next_seq()
     return v
 
 
@@ -598,7 +655,6 @@ cdef inline Value _new(unsigned short op, bint requires_grad):
     cdef Value out = Value.__new__(Value)
     out.op = op
     out.requires_grad = requires_grad
-    out.seq = next_seq()
     return out
 
 
@@ -722,7 +778,7 @@ def dot(weights, inputs, bias=None):
 
 cdef Value _nary(unsigned short op, tuple args, Value a, double aux, bint rg):
     cdef Value out = _new(op, rg)
-    out.args = args
+    out.b = args
     out.a = a
     out.aux = aux
     return _finish(out)
@@ -758,7 +814,7 @@ cdef inline double _forward_data(Value v) except? -1.0:
     if mg_op_operands(op):
         return mg_forward(op, (<Value>v.a).data,
                           (<Value>v.b).data if mg_op_operands(op) == 2 else 0.0, v.aux)
-    args = v.args
+    args = <tuple>v.b
     if op == OP_SUM:
         total = 0.0
         for i in range(len(args)):
@@ -773,7 +829,7 @@ cdef inline double _forward_data(Value v) except? -1.0:
         return _dot_data(_tuple_items(args), len(args) // 2,
                          0.0 if v.a is None else (<Value>v.a).data)
     if op == OP_ELEMENT:
-        return (<Node>v.a)._element(<Py_ssize_t>v.aux)
+        return (<ArrayNode>v.a)._element(<Py_ssize_t>v.aux)
     raise SystemError(f"forward: unknown scalar op code {op}")
 
 
@@ -789,22 +845,32 @@ cdef inline PyObject* _next_child(Node node, Py_ssize_t* k, unsigned int epoch,
                                   bint every_node) noexcept:
     """The next parent of ``node`` that needs a visit, or NULL.
 
-    Parent slots hold None or a Node (for OP_CUSTOM only ``args`` counts), so
-    a slot is checked by identity and its fields read without a type test.
+    Parent slots hold None or a Node, so a slot is checked by identity and
+    its fields read without a type test.  Slot 0 is ``a``; then a Value's
+    ``b`` is its second parent or its operand tuple, and an array node's
+    ``b`` is followed by its ``args``.  A hand-built node's parents are its
+    operand tuple only (its rule sits in ``a``, a Tensor's _op text in ``b``).
     """
     cdef PyObject* c
     cdef Py_ssize_t i
-    cdef Py_ssize_t first_arg = 0 if node.op == OP_CUSTOM else 2
-    cdef Py_ssize_t n_args = 0 if node.args is None else len(node.args)
+    cdef tuple args
+    cdef bint scalar = isinstance(node, Value)
+    cdef bint tuple_b = scalar and args_in_b(node.op)
     while True:
         i = k[0]
         k[0] += 1
-        if i < first_arg:
-            c = <PyObject*>node.a if i == 0 else <PyObject*>node.b
-        elif i - first_arg < n_args:
-            c = PyTuple_GET_ITEM(node.args, i - first_arg)
+        if i < 2 and node.op == OP_CUSTOM and not tuple_b:
+            c = <PyObject*>None      # a hand-built Tensor: rule in a, _op text in b
+        elif i == 0:
+            c = <PyObject*>node.a if node.op != OP_CUSTOM else <PyObject*>None
+        elif i == 1 and not tuple_b:
+            c = <PyObject*>node.b
         else:
-            return NULL
+            args = <tuple>node.b if tuple_b else (None if scalar else (<ArrayNode>node).args)
+            i -= 1 if tuple_b else 2
+            if args is None or i >= len(args):
+                return NULL
+            c = PyTuple_GET_ITEM(args, i)
         if c != <PyObject*>None and (every_node or (<Node>c).requires_grad) \
                 and (<Node>c).epoch != epoch:
             return c
@@ -898,7 +964,7 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
                 elif isinstance(<object>node, Value):
                     (<Value>node).grad = 0.0
                 else:
-                    (<Node>node)._zero_grad()
+                    (<ArrayNode>node)._zero_grad()
     except BaseException:
         _return_buffers(stack, stack_cap, order, order_cap)
         raise
@@ -928,8 +994,8 @@ cdef inline int _scalar_backward(Value v) except -1:
         mg_local_grads(op, (<Value>v.a).data, 0.0, v.data, v.aux, &da, &db)
         _accumulate(v.a, g * da)
     elif op == OP_SUM or op == OP_MEAN:
-        items = _tuple_items(v.args)
-        n = len(v.args)
+        items = _tuple_items(<tuple>v.b)
+        n = len(<tuple>v.b)
         y = g if op == OP_SUM else g / n
         for i in range(n):
             if (<Value>items[i]).requires_grad:
@@ -937,8 +1003,8 @@ cdef inline int _scalar_backward(Value v) except -1:
     elif op == OP_DOT:
         # the n weights, then the n inputs; borrowed pointers, no refcounting
         # (written as x.grad = x.grad + ..., since += would take a reference)
-        items = _tuple_items(v.args)
-        n = len(v.args) // 2
+        items = _tuple_items(<tuple>v.b)
+        n = len(<tuple>v.b) // 2
         for i in range(n):
             if (<Value>items[i]).requires_grad:
                 (<Value>items[i]).grad = (<Value>items[i]).grad + g * (<Value>items[n + i]).data
@@ -947,7 +1013,7 @@ cdef inline int _scalar_backward(Value v) except -1:
         if v.a is not None:
             _accumulate(v.a, g)
     elif op == OP_ELEMENT:
-        (<Node>v.a)._add_grad_at(<Py_ssize_t>v.aux, g)
+        (<ArrayNode>v.a)._add_grad_at(<Py_ssize_t>v.aux, g)
     else:
         raise SystemError(f"backward: unknown scalar op code {op}")
     return 0
@@ -979,7 +1045,7 @@ cdef class _LeafStash:
             if self.tensors is None:
                 self.tensors = []
             self.tensors.append((leaf, leaf.grad.copy()))
-            leaf._zero_grad()
+            (<ArrayNode>leaf)._zero_grad()
             return 0
         if self.n == self.cap:
             cap = 2 * self.cap + 16
@@ -1028,7 +1094,7 @@ cdef int run_backward(Node root, object grad) except -1:
     # them (the sort sets their gradients aside in the stash).
     n = _topo_sort(root, &order, &order_cap, False, stash)
     try:
-        root._seed(grad, False)
+        seed_grad(root, grad, False)
         _sweep(order, n)
     finally:
         stash.restore()
@@ -1051,7 +1117,7 @@ cdef int _sweep(PyObject** order, Py_ssize_t n) except -1:
         elif isinstance(node, Value):
             _scalar_backward(<Value>node)
         else:
-            node._backward()
+            (<ArrayNode>node)._backward()
         if _anomaly_mode:
             check_backward(node)
     return 0
@@ -1109,10 +1175,10 @@ def _grad_pass(tuple roots, tuple seeds, tuple inputs):
                     saved[k] = (<Value>node).grad
                     (<Value>node).grad = 0.0
                 else:
-                    tensors.append((node, node._swap_grad(None)))
+                    tensors.append((node, swap_grad(node, None)))
             k = n
             for i in range(len(roots)):
-                (<Node>roots[i])._seed(seeds[i], True)
+                seed_grad(<Node>roots[i], seeds[i], True)
             _sweep(order, n)
             out = []
             for x in inputs:
@@ -1121,8 +1187,8 @@ def _grad_pass(tuple roots, tuple seeds, tuple inputs):
                 elif isinstance(x, Value):
                     out.append((<Value>x).grad)
                 else:
-                    g = (<Node>x)._swap_grad(None)
-                    (<Node>x)._swap_grad(g)
+                    g = swap_grad(<Node>x, None)
+                    swap_grad(<Node>x, g)
                     out.append(g)
             return tuple(out)
         finally:
@@ -1130,7 +1196,7 @@ def _grad_pass(tuple roots, tuple seeds, tuple inputs):
                 if isinstance(<object>order[i], Value):
                     (<Value>order[i]).grad = saved[i]
             for node, earlier in tensors:
-                node._swap_grad(earlier)
+                swap_grad(node, earlier)
     finally:
         free(saved)
         _return_buffers(NULL, 0, order, order_cap)
@@ -1347,7 +1413,7 @@ cdef int _traverse_node(PyObject* o, visitproc visit, void* arg) noexcept:
     """tp_traverse of hand-built nodes: the rule, the parents and the type."""
     cdef int r
     cdef Node n = <Node>o
-    for field in (n.a, n.b, n.args):
+    for field in (n.a, n.b, None if isinstance(n, Value) else (<ArrayNode>n).args):
         if field is not None:
             r = visit(<PyObject*>field, arg)
             if r:
@@ -1421,10 +1487,9 @@ def _custom_value(double data, tuple parents, object rule, str op, bint requires
     """A CUSTOM Value node of ``parents`` (nodes) whose rule is ``rule``."""
     cdef Value out = _HandBuiltValue.__new__(_HandBuiltValue)
     out.data = data
-    out.seq = next_seq()
     out.op = OP_CUSTOM
-    out.args = parents
-    out.b = op
+    out.b = parents
+    _set_op_text(out, op)
     out.a = rule
     out.requires_grad = requires_grad
     return out
@@ -1467,7 +1532,7 @@ cdef class _ApplyRule:
         return None
 
     def __repr__(self):
-        return f"<rule of the {self.node._op!r} node #{self.node.seq}>"
+        return f"<rule of the {self.node._op!r} node>"
 
 
 def _get_backward(Node self):

@@ -44,8 +44,8 @@ cdef Tape* _tape_build(tuple nodes) except NULL:
     if t == NULL:
         raise MemoryError()
     for node in nodes:
-        if (<Node>node).args is not None:
-            n_args += len((<Node>node).args)
+        if operands(<Node>node) is not None:
+            n_args += len(operands(<Node>node))
     t.n = n
     t.op = <unsigned short*>malloc(n * sizeof(unsigned short))
     t.requires_grad = <unsigned char*>malloc(n)
@@ -67,12 +67,12 @@ cdef Tape* _tape_build(tuple nodes) except NULL:
         t.op[i] = v.op
         t.requires_grad[i] = v.requires_grad
         t.a[i] = position[id(v.a)] if v.a is not None else -1
-        t.b[i] = position[id(v.b)] if v.b is not None else -1
+        t.b[i] = position[id(second_parent(v))] if second_parent(v) is not None else -1
         t.aux[i] = v.aux
         t.val[i] = v.data
         t.args_start[i] = k
-        if v.args is not None:
-            for arg in v.args:
+        if operands(v) is not None:
+            for arg in operands(v):
                 t.args[k] = position[id(arg)]
                 k += 1
     t.args_start[n] = k
@@ -227,11 +227,11 @@ cdef class Graph:
                 if isinstance(node.a, PyRule):
                     raise ValueError(
                         f"Graph(root): node {i} is the output of the custom Function "
-                        f"{node.b!r}, whose forward is Python code that a replay does not "
+                        f"{node._op!r}, whose forward is Python code that a replay does not "
                         "run; build the graph afresh each step (or write the op with "
                         "microgrid ops) instead of recording it")
                 raise ValueError(
-                    f"Graph(root): node {i} ({node.b!r}) was built by Value(data, _children, "
+                    f"Graph(root): node {i} ({node._op!r}) was built by Value(data, _children, "
                     "_op) and has no forward rule, so the graph cannot be replayed")
             if node.op == OP_LEAF and not isinstance(node, Value):
                 self._tensor_leaves.append((node, node.shape))
@@ -284,7 +284,7 @@ cdef class Graph:
             if isinstance(node, Value):
                 (<Value>node).data = _forward_data(<Value>node)
             else:
-                node._forward()
+                (<ArrayNode>node)._forward()
         return self.root.data
 
     def backward(self, grad=None):
@@ -316,8 +316,8 @@ cdef class Graph:
                 elif isinstance(node, Value):
                     (<Value>node).grad = 0.0
                 else:
-                    node._zero_grad()
-            self.root._seed(grad, False)
+                    (<ArrayNode>node)._zero_grad()
+            seed_grad(self.root, grad, False)
             _sweep(self._order, self._n)
         finally:
             stash.restore()
@@ -359,7 +359,7 @@ cdef list _slots(Node node):
     """Every parent node of ``node`` in slot order (constants excluded)."""
     cdef list out = []
     if node.op != OP_CUSTOM:
-        out.extend([p for p in (node.a, node.b) if p is not None])
-    if node.args is not None:
-        out.extend(node.args)
+        out.extend([p for p in (node.a, second_parent(node)) if p is not None])
+    if operands(node) is not None:
+        out.extend(operands(node))
     return out

@@ -3,7 +3,7 @@
 # their buffers without going through Python properties.
 
 cimport cython
-from microgrid.core._engine cimport Node
+from microgrid.core._engine cimport Node, ArrayNode
 
 # The op codes of tensor nodes that the tensor code handles by name: the one
 # code space of the op table (csrc/mg_ops.def), shared with Value nodes; an
@@ -59,7 +59,7 @@ cdef extern from "mg_ops.h":
 
 
 @cython.no_gc
-cdef class Tensor(Node):
+cdef class Tensor(ArrayNode):
     # _data: C-contiguous float64 ndarray, the node's value (``.data``); a
     #        leaf's may be int64 or bool (labels, masks: never a graph node's
     #        parent as it is, see _tensor.pyx's Dtypes)

@@ -7,7 +7,7 @@ from typing_extensions import disjoint_base, final
 import numpy as np
 import numpy.typing as npt
 
-from ..core._engine import Node, Value
+from ..core._engine import ArrayNode, Node, Value
 
 _Operand = Tensor | Value | float | int | npt.ArrayLike
 _Dim = int | Sequence[int] | None
@@ -32,7 +32,7 @@ __all__ = ["Tensor", "Size", "tensor", "zeros", "ones", "randn", "stack",
            "concatenate", "cat", "matmul", "where"]
 
 @disjoint_base
-class Tensor(Node):
+class Tensor(ArrayNode):
     __array_ufunc__: None
     def __init__(self, data: npt.ArrayLike | Tensor, requires_grad: builtins.bool = False) -> None: ...
 

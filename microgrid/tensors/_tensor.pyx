@@ -21,7 +21,7 @@ from libc.stdlib cimport calloc, malloc
 from libc.string cimport memset
 
 from microgrid.core._engine cimport (
-    Node, Value, PyRule, gc_node_type, run_backward, make_element, next_seq, OP_LEAF,
+    Node, ArrayNode, Value, PyRule, gc_node_type, run_backward, make_element, next_seq, OP_LEAF,
     OP_CUSTOM, OP_COUNT,
     anomaly_enabled, check_forward, grad_enabled, make_leaf, mg_op_kind, register_tensor_builder,
     KIND_BINARY, KIND_UNARY, KIND_UNARY_C, KIND_ELEMENTWISE, KIND_REDUCE, KIND_SHAPE,
@@ -693,7 +693,7 @@ register_tensor_builder(_elementwise)
 @cython.no_gc
 @cython.binding(False)   # methods check the type of self (Cython #1903)
 @cython.embedsignature.format('clinic')   # and keep inspect.signature working
-cdef class Tensor(Node):
+cdef class Tensor(ArrayNode):
     """An n-d float64 array that remembers how it was computed.
 
     ``Tensor(data, requires_grad=False)`` (or ``microgrid.tensor``) makes a

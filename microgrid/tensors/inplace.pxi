@@ -110,7 +110,7 @@ cdef Tensor _inplace(Tensor self, object build, str name):
     # the old node, as a new object with a copy of the old value
     old = Tensor.__new__(Tensor)
     old.op, old.a, old.b, old.args, old.ctx, old.aux = self.op, self.a, self.b, self.args, self.ctx, self.aux
-    old.requires_grad, old.seq, old._label = self.requires_grad, self.seq, self._label
+    old.requires_grad, old.seq, old.label = self.requires_grad, self.seq, self.label
     old._data = self._data.copy()
     r = build(old)
     if not r.requires_grad:       # nothing involved needs a gradient: just write
