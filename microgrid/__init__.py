@@ -21,8 +21,18 @@ from .autograd import graph as _graph   # installs grad_fn on Value and Tensor
 from .tensors._tensor import Size, Tensor, cat, concatenate, matmul, ones, randn, stack, tensor, where, zeros
 from .tensors.factories import (arange, empty, eye, from_numpy, full, full_like, linspace, ones_like, rand,
                                 randint, zeros_like)
-from .tensors._alloc import cache_info, empty_cache, set_cache_limit   # the tensor memory pool
+from .tensors._alloc import cache_info, set_cache_limit   # the tensor memory pool
 from .core import optable   # installs the elementwise methods of Value and Tensor
+
+
+def empty_cache():
+    """Return the memory microgrid keeps for reuse to the system: freed tensor
+    buffers (the pool) and empty slabs of Value nodes; the bytes released.
+    Live tensors and nodes are not touched."""
+    from .tensors import _alloc
+    from .core import _engine
+    return _alloc.empty_cache() + _engine._release_node_memory()
+
 from . import functional
 from .functional import *  # noqa: F403 (functional.__all__ is the list)
 from . import nn

@@ -23,7 +23,8 @@ are reported as skipped with the reason.
 --json writes an object with "machine", "versions", "settings" and
 "results": one record per workload and engine with "workload", "engine",
 "median_s", "min_s", "repeats", "ratio_vs_microgrid", "minor_faults_per_call",
-"process" (tensor workloads) and "check", or
+"bytes_per_unit" (where measured: tracemalloc, the engines whose nodes live on
+Python's heap), "process" (tensor workloads) and "check", or
 "skipped" with the reason.  Exit status 1 when engines disagree or a
 workload raised.
 """

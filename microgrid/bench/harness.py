@@ -47,12 +47,34 @@ class Case:
     ``run``: the timed callable (no arguments); what it returns is released
     outside the timed region.  ``numbers``: a callable returning a dict of
     name -> array-like, the values and gradients compared across engines; it
-    runs before any timing.
+    runs before any timing.  ``memory``: optionally, a callable returning the
+    bytes one call's result keeps alive (``traced_bytes`` measures it),
+    reported per unit beside the time per unit.
     """
 
-    def __init__(self, run, numbers):
+    def __init__(self, run, numbers, memory=None):
         self.run = run
         self.numbers = numbers
+        self.memory = memory
+
+
+def traced_bytes(build):
+    """The bytes that what ``build()`` returns keeps allocated (tracemalloc:
+    Python's allocators, which every engine's Python objects go through; a
+    C++ engine's own heap is not seen), measured after a first call so that
+    caches and free lists are warm."""
+    import tracemalloc
+    build()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = build()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    del kept
+    return after - before
 
 
 class Workload:
@@ -343,6 +365,8 @@ def run_workload(workload, engines, quick=False, repeats=None, use_gc=True, log=
             record["skipped"] = f"check failed against {ref_engine}: {check.get('error') or check.get('expected_values')}"
             continue
         if timing is None:
+            if case.memory is not None:
+                record["bytes_per_unit"] = case.memory() / workload.count(quick)
             timing = time_case(case, n_repeats, quick, use_gc, check_call_s,
                                workload.warmup_calls)
             case = None

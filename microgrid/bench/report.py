@@ -101,10 +101,14 @@ def _per_unit(r):
         return ""
     ns = r["ns_per_unit"]
     if ns >= 1e7:
-        return f"{ns / 1e6:.1f} ms/{r['unit']}"
-    if ns >= 1e4:
-        return f"{ns / 1e3:.1f} us/{r['unit']}"
-    return f"{ns:.0f} ns/{r['unit']}" if ns >= 100 else f"{ns:.1f} ns/{r['unit']}"
+        text = f"{ns / 1e6:.1f} ms/{r['unit']}"
+    elif ns >= 1e4:
+        text = f"{ns / 1e3:.1f} us/{r['unit']}"
+    else:
+        text = f"{ns:.0f} ns/{r['unit']}" if ns >= 100 else f"{ns:.1f} ns/{r['unit']}"
+    if r.get("bytes_per_unit") is not None:
+        text += f", {r['bytes_per_unit']:.0f} B/{r['unit']}"
+    return text
 
 
 def _ratio(r):

@@ -48,6 +48,16 @@ def random_dag_plan(n_nodes, seed=0):
     return leaves, units, tail, nodes
 
 
+def tree_sum(level):
+    """``level``'s nodes added up pairwise in a balanced tree (len - 1 nodes)."""
+    while len(level) > 1:
+        pairs = [level[k] + level[k + 1] for k in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            pairs.append(level[-1])
+        level = pairs
+    return level[0]
+
+
 def build_random_dag(leaves, units, tail):
     """The graph of ``random_dag_plan`` on whatever engine made ``leaves``."""
     pool = list(leaves)
@@ -56,13 +66,7 @@ def build_random_dag(leaves, units, tail):
         if relu:
             u = u.relu()
         pool.append(u)
-    level = [pool[k] for k in tail]
-    while len(level) > 1:
-        pairs = [level[k] + level[k + 1] for k in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            pairs.append(level[-1])
-        level = pairs
-    return level[0]
+    return tree_sum([pool[k] for k in tail])
 
 
 class _RandomDag(Workload):
@@ -115,6 +119,51 @@ class ScalarBackward(_RandomDag):
         def numbers():
             eng.backward(root, again=True)
             return self._numbers(eng, root, leaves)
+
+        # Leaf gradients keep accumulating across repeats; only time matters.
+        return Case(lambda: eng.backward(root, again=True), numbers)
+
+
+# --------------------------------------------------------------------------
+# A tree of products: n products a[i] * b[i] of 2n random leaves, added up in
+# a balanced tree (2n - 1 nodes; micrograd's recursion stays ~18 deep).  The
+# leaves are made one after another; ``shuffled`` pairs them at random, so
+# consecutive products read operands far apart in memory, as when leaves come
+# from different places.  Backward only, on the prebuilt graph: ns per node
+# (products and sums; the leaves are not counted).
+
+class ProductTreeBackward(Workload):
+    engines = ("microgrid", "micrograd")     # torch's 0-d tensors take seconds here
+    unit = "node"
+    rtol, atol = 1e-9, 1e-9
+    rtol32, atol32 = 1e-3, 1e-3
+    full_size, quick_size = 100_000, 20_000
+
+    def __init__(self, shuffled):
+        self.shuffled = shuffled
+        self.name = "tree_backward" + ("_shuffled" if shuffled else "")
+        self.description = ("backward() through 10^5 products of random leaves summed in a "
+                            "tree" + (", operands paired at random (scattered in memory)"
+                                      if shuffled else "") + "; ns per node")
+
+    def size(self, quick):
+        return self.quick_size if quick else self.full_size
+
+    def count(self, quick):
+        return 2 * self.size(quick) - 1
+
+    def prepare(self, engine, quick):
+        eng = ScalarEngine(engine)
+        n = self.size(quick)
+        rng = np.random.default_rng(3)
+        leaves = [eng.leaf(x) for x in rng.uniform(-1, 1, 2 * n).tolist()]
+        order = rng.permutation(2 * n) if self.shuffled else np.arange(2 * n)
+        a, b = [leaves[k] for k in order[:n]], [leaves[k] for k in order[n:]]
+        root = tree_sum([x * y for x, y in zip(a, b)])
+
+        def numbers():
+            eng.backward(root, again=True)
+            return {"root": eng.value(root), "leaf grads": [eng.grad(x) for x in leaves[:1000]]}
 
         # Leaf gradients keep accumulating across repeats; only time matters.
         return Case(lambda: eng.backward(root, again=True), numbers)
@@ -179,6 +228,32 @@ class DeepChain(Workload):
                     "db": eng.grad(b)}
 
         return Case(run, numbers)
+
+
+class ChainBackward(Workload):
+    name = "chain_backward"
+    description = "backward() through a prebuilt 10^5-node chain v = v * a + b; ns per node"
+    unit = "node"
+    rtol, atol = 1e-9, 1e-12
+    rtol32, atol32 = 1e-3, 1e-6
+    nodes = 10 ** 5
+
+    def count(self, quick):
+        return self.nodes
+
+    def prepare(self, engine, quick):
+        eng = ScalarEngine(engine)
+        if engine == "micrograd":
+            raise Skip(f"RecursionError at Python's recursion limit ({sys.getrecursionlimit()}): "
+                       "micrograd walks the graph recursively")
+        x, a, b = eng.leaf(CHAIN_X), eng.leaf(CHAIN_A), eng.leaf(CHAIN_B)
+        root = build_chain(x, a, b, self.nodes // 2)
+
+        def numbers():
+            eng.backward(root, again=True)
+            return {"root": eng.value(root), "dx": eng.grad(x)}
+
+        return Case(lambda: eng.backward(root, again=True), numbers)
 
 
 # --------------------------------------------------------------------------
@@ -250,6 +325,9 @@ class SumProductsDot(_SumProducts):
 WORKLOADS = [
     ScalarBuild(),
     ScalarBackward(),
+    ProductTreeBackward(shuffled=False),
+    ProductTreeBackward(shuffled=True),
+    ChainBackward(),
     DeepChain(10 ** 3),
     DeepChain(10 ** 4),
     DeepChain(10 ** 5),

@@ -14,7 +14,8 @@ recurses in C.
 cimport cython
 from cpython.ref cimport PyObject, Py_XINCREF, Py_XDECREF
 from cpython.float cimport PyFloat_AS_DOUBLE
-from cpython.tuple cimport PyTuple_GET_ITEM
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
+from cpython.sequence cimport PySequence_Fast_GET_ITEM
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset
 from libc.math cimport fabs, isfinite, NAN
@@ -71,6 +72,41 @@ cdef extern from "Python.h":
     PyObject* PyObject_Vectorcall(PyObject* callable, PyObject** args, size_t nargsf,
                                   PyObject* kwnames)
     int PyUnicode_CompareWithASCIIString(PyObject* s, const char* text)
+    int PyObject_GC_IsTracked(object o)
+    void PyObject_GC_UnTrack(void* o)
+
+cdef extern from "mg_slab.h":
+    void* mg_value_alloc
+    void* mg_value_free
+    ctypedef struct mg_slabs:
+        size_t n_empty
+        size_t n_slabs
+    mg_slabs mg_value_slabs
+    size_t mg_slab_trim(mg_slabs* a)
+    int MG_SLAB_BYTES
+
+cdef extern from *:
+    ctypedef struct PyTypeObject_alloc "PyTypeObject":
+        void* tp_alloc
+        void* tp_free
+
+# Values live in the slabs of csrc/mg_slab.h: one aligned cache line each, in
+# creation order.  Set before any Value exists (each is freed by the
+# allocator that made it).
+(<PyTypeObject_alloc*>Value).tp_alloc = mg_value_alloc
+(<PyTypeObject_alloc*>Value).tp_free = mg_value_free
+
+
+def _release_node_memory():
+    """Return the kept empty slabs of Value nodes to the system; the bytes
+    released (microgrid.empty_cache calls it)."""
+    return mg_slab_trim(&mg_value_slabs)
+
+
+def _node_memory():
+    """(slabs held, of which empty and kept, slab size in bytes)."""
+    return mg_value_slabs.n_slabs, mg_value_slabs.n_empty, MG_SLAB_BYTES
+
 
 ctypedef PyObject* (*mg_newfunc)(PyTypeObject*, PyObject*, PyObject*) noexcept
 ctypedef PyObject* (*mg_vectorcall)(PyObject*, PyObject**, size_t, PyObject*) noexcept
@@ -762,6 +798,42 @@ def dot(weights, inputs, bias=None):
 
     This is a neuron's pre-activation: one node instead of 2n.
     """
+    cdef bint rg = False
+    cdef tuple operands = _value_pairs(weights, inputs, &rg)
+    if operands is not None and (bias is None or isinstance(bias, Value)):
+        rg = rg or (bias is not None and (<Value>bias).requires_grad)
+        return _nary(OP_DOT, operands, bias, 0.0, rg)
+    return _dot_general(weights, inputs, bias)
+
+
+cdef tuple _value_pairs(object weights, object inputs, bint* rg):
+    """``(*weights, *inputs)`` in one pass when both are lists or tuples of
+    Values of one length (a neuron's call), else None; ``rg``: whether any
+    requires grad."""
+    cdef Py_ssize_t n, i
+    cdef PyObject* w
+    cdef PyObject* x
+    if not ((type(weights) is list or type(weights) is tuple)
+            and (type(inputs) is list or type(inputs) is tuple)):
+        return None
+    n = len(weights)
+    if len(inputs) != n:
+        return None
+    cdef tuple out = PyTuple_New(2 * n)
+    for i in range(n):
+        w = PySequence_Fast_GET_ITEM(weights, i)
+        x = PySequence_Fast_GET_ITEM(inputs, i)
+        if not (isinstance(<object>w, Value) and isinstance(<object>x, Value)):
+            return None          # the slots not yet filled are NULL: freed as such
+        Py_XINCREF(w)
+        PyTuple_SET_ITEM(out, i, <object>w)
+        Py_XINCREF(x)
+        PyTuple_SET_ITEM(out, n + i, <object>x)
+        rg[0] = rg[0] or (<Value>w).requires_grad or (<Value>x).requires_grad
+    return out
+
+
+cdef Value _dot_general(object weights, object inputs, object bias):
     cdef list w = [_as_value(item, 'dot(weights)') for item in _items(weights, 'dot(weights)')]
     cdef list x = [_as_value(item, 'dot(inputs)') for item in _items(inputs, 'dot(inputs)')]
     cdef Value b = None if bias is None else _as_value(bias, 'dot(bias)')
@@ -777,6 +849,11 @@ def dot(weights, inputs, bias=None):
 
 
 cdef Value _nary(unsigned short op, tuple args, Value a, double aux, bint rg):
+    # The operand tuple is reachable only through its node, which the
+    # collector does not track: tracking the tuple would only make the
+    # collector run (a neuron's call makes one) and find nothing to free.
+    if PyObject_GC_IsTracked(args):
+        PyObject_GC_UnTrack(<void*>args)
     cdef Value out = _new(op, rg)
     out.b = args
     out.a = a
@@ -836,6 +913,18 @@ cdef inline double _forward_data(Value v) except? -1.0:
 # ---------------------------------------------------------------------------
 # backward(): topological sort, then one reverse sweep
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define MG_PREFETCH(p) __builtin_prefetch((const void*)(p))
+    #else
+    #define MG_PREFETCH(p) ((void)(p))
+    #endif
+    """
+    # start loading the cache line at p (never faults: any address will do)
+    void MG_PREFETCH(const void* p) noexcept nogil
+
+
 ctypedef struct Frame:
     PyObject* node
     Py_ssize_t next_child
@@ -856,6 +945,11 @@ cdef inline PyObject* _next_child(Node node, Py_ssize_t* k, unsigned int epoch,
     cdef tuple args
     cdef bint scalar = isinstance(node, Value)
     cdef bint tuple_b = scalar and args_in_b(node.op)
+    if k[0] == 0:
+        # the first look at this node: ask for both parents at once, so the
+        # second is in cache by the time the first one's subtree is done
+        MG_PREFETCH(<PyObject*>node.a)
+        MG_PREFETCH(<PyObject*>node.b)
     while True:
         i = k[0]
         k[0] += 1
@@ -874,6 +968,14 @@ cdef inline PyObject* _next_child(Node node, Py_ssize_t* k, unsigned int epoch,
         if c != <PyObject*>None and (every_node or (<Node>c).requires_grad) \
                 and (<Node>c).epoch != epoch:
             return c
+
+
+cdef inline PyObject* _wanted(PyObject* c, unsigned int epoch, bint every_node) noexcept:
+    """``c`` if it is a node the sort has yet to visit, else NULL."""
+    if c != <PyObject*>None and (every_node or (<Node>c).requires_grad) \
+            and (<Node>c).epoch != epoch:
+        return c
+    return NULL
 
 
 # The sort's two work arrays are kept between calls: a large graph would
@@ -916,8 +1018,7 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
     cdef Frame* stack = _spare_stack
     cdef PyObject** order = _spare_order
     cdef Py_ssize_t depth = 1, n = 0
-    cdef Frame* grown_stack
-    cdef PyObject** grown_order
+    cdef Frame* frame
     cdef PyObject* child
     cdef PyObject* node
     _spare_stack, _spare_stack_cap, _spare_order, _spare_order_cap = NULL, 0, NULL, 0
@@ -935,15 +1036,36 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
         stack[0].node = <PyObject*>root
         stack[0].next_child = 0
         while depth:
-            node = stack[depth - 1].node
-            child = _next_child(<Node>node, &stack[depth - 1].next_child, _epoch, every_node)
+            frame = &stack[depth - 1]
+            node = frame.node
+            if _type_of(node) == <PyObject*>Value and not args_in_b((<Node>node).op):
+                # a Value's parents are its slots a and b: checked here, with
+                # both asked from memory at once on the first look
+                child = NULL
+                if frame.next_child == 0:
+                    frame.next_child = 1
+                    MG_PREFETCH(<PyObject*>(<Node>node).a)
+                    MG_PREFETCH(<PyObject*>(<Node>node).b)
+                    child = _wanted(<PyObject*>(<Node>node).a, _epoch, every_node)
+                if child == NULL and frame.next_child == 1:
+                    frame.next_child = 2
+                    child = _wanted(<PyObject*>(<Node>node).b, _epoch, every_node)
+            else:
+                child = _next_child(<Node>node, &frame.next_child, _epoch, every_node)
             if child != NULL:
                 (<Node>child).epoch = _epoch
+                if (<Node>child).op == OP_LEAF:
+                    # no parents: its place in the post-order is now
+                    if n == order_cap:
+                        order = <PyObject**>_grow(order, 2 * order_cap * sizeof(PyObject*))
+                        order_cap *= 2
+                    order[n] = child
+                    n += 1
+                    if leaf_stash is not None:
+                        leaf_stash.add(<Node>child)
+                    continue
                 if depth == stack_cap:
-                    grown_stack = <Frame*>realloc(stack, 2 * stack_cap * sizeof(Frame))
-                    if grown_stack == NULL:
-                        raise MemoryError()
-                    stack = grown_stack
+                    stack = <Frame*>_grow(stack, 2 * stack_cap * sizeof(Frame))
                     stack_cap *= 2
                 stack[depth].node = child
                 stack[depth].next_child = 0
@@ -951,10 +1073,7 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
                 continue
             depth -= 1
             if n == order_cap:
-                grown_order = <PyObject**>realloc(order, 2 * order_cap * sizeof(PyObject*))
-                if grown_order == NULL:
-                    raise MemoryError()
-                order = grown_order
+                order = <PyObject**>_grow(order, 2 * order_cap * sizeof(PyObject*))
                 order_cap *= 2
             order[n] = node
             n += 1
@@ -1019,6 +1138,17 @@ cdef inline int _scalar_backward(Value v) except -1:
     return 0
 
 
+ctypedef struct Stashed:
+    PyObject* leaf          # a Value leaf met by the pass (borrowed)
+    double grad             # its gradient before the pass
+
+
+# The stash's array is kept between passes, as the sort's are (a pass takes
+# it, leaving NULL for a concurrent pass in another thread, and gives it back).
+cdef Stashed* _spare_stash = NULL
+cdef Py_ssize_t _spare_stash_cap = 0
+
+
 @cython.final
 cdef class _LeafStash:
     """Leaf gradients set aside for one backward pass.
@@ -1026,14 +1156,22 @@ cdef class _LeafStash:
     A pass first adds up each leaf's contributions from zero, then adds that
     sum to what the leaf held, as PyTorch does: a second pass over the same
     graph then gives exactly twice the gradient, not merely to rounding."""
-    cdef PyObject** leaves         # Value leaves met by the pass (borrowed)
-    cdef double* saved             # their gradients before the pass
+    cdef Stashed* items
     cdef Py_ssize_t n, cap
     cdef list tensors              # (tensor leaf, copy of its earlier grad)
 
+    def __cinit__(self):
+        global _spare_stash, _spare_stash_cap
+        self.items, self.cap = _spare_stash, _spare_stash_cap
+        _spare_stash, _spare_stash_cap = NULL, 0
+
     def __dealloc__(self):
-        free(self.leaves)
-        free(self.saved)
+        global _spare_stash, _spare_stash_cap
+        if self.cap > _spare_stash_cap:
+            free(_spare_stash)
+            _spare_stash, _spare_stash_cap = self.items, self.cap
+        else:
+            free(self.items)
 
     cdef int add(self, Node leaf) except -1:
         """Set ``leaf``'s gradient aside and zero it (a zero gradient, as in a
@@ -1049,11 +1187,10 @@ cdef class _LeafStash:
             return 0
         if self.n == self.cap:
             cap = 2 * self.cap + 16
-            self.leaves = <PyObject**>_grow(self.leaves, cap * sizeof(PyObject*))
-            self.saved = <double*>_grow(self.saved, cap * sizeof(double))
+            self.items = <Stashed*>_grow(self.items, cap * sizeof(Stashed))
             self.cap = cap
-        self.leaves[self.n] = <PyObject*>leaf
-        self.saved[self.n] = (<Value>leaf).grad
+        self.items[self.n].leaf = <PyObject*>leaf
+        self.items[self.n].grad = (<Value>leaf).grad
         (<Value>leaf).grad = 0.0
         self.n += 1
         return 0
@@ -1062,7 +1199,7 @@ cdef class _LeafStash:
         """Add each leaf's earlier gradient back to this pass's total."""
         cdef Py_ssize_t k
         for k in range(self.n):
-            (<Value>self.leaves[k]).grad = self.saved[k] + (<Value>self.leaves[k]).grad
+            (<Value>self.items[k].leaf).grad = self.items[k].grad + (<Value>self.items[k].leaf).grad
         if self.tensors is not None:
             for leaf, earlier in self.tensors:
                 try:
@@ -1104,22 +1241,32 @@ cdef int run_backward(Node root, object grad) except -1:
 
 cdef int _sweep(PyObject** order, Py_ssize_t n) except -1:
     """The reverse sweep: each node that needs a gradient passes its own on to
-    its parents, in reverse topological order."""
+    its parents, in reverse topological order.  (Nodes are borrowed from the
+    order: no reference counting, so the sweep writes only gradients.)"""
     cdef Py_ssize_t i
-    cdef Node node
+    cdef PyObject* node
+    cdef PyObject* ahead
     for i in range(n - 1, -1, -1):
-        node = <Node>order[i]
-        if node.op == OP_LEAF or not node.requires_grad:   # nothing to pass on
-            continue
-        if node.op == OP_CUSTOM:
-            if node.a is not None:     # a rule written in Python (_backward, Function)
-                run_python_rule(node)
-        elif isinstance(node, Value):
+        # the order is known in advance: load the node 16 places ahead, and
+        # the parents of the node 8 places ahead (whose line has arrived)
+        if i >= 16:
+            MG_PREFETCH(order[i - 16])
+        if i >= 8:
+            ahead = order[i - 8]
+            MG_PREFETCH(<PyObject*>(<Node>ahead).a)
+            MG_PREFETCH(<PyObject*>(<Node>ahead).b)
+        node = order[i]
+        if (<Node>node).op == OP_LEAF or not (<Node>node).requires_grad:
+            continue                 # nothing to pass on
+        if (<Node>node).op == OP_CUSTOM:
+            if (<Node>node).a is not None:   # a rule written in Python (_backward, Function)
+                run_python_rule(<Node>node)
+        elif isinstance(<object>node, Value):
             _scalar_backward(<Value>node)
         else:
             (<ArrayNode>node)._backward()
         if _anomaly_mode:
-            check_backward(node)
+            check_backward(<Node>node)
     return 0
 
 
