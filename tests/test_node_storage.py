@@ -97,3 +97,22 @@ def test_bench_memory_column_and_new_workloads():
               scalar.ChainBackward()):
         rec = harness.run_workload(w, ["microgrid"], quick=True, log=None)[0]
         assert rec["ns_per_unit"] > 0 and rec["check"]["passed"]
+
+
+def test_pickling_keeps_the_fields_kept_outside_the_node():
+    import copy
+    import pickle
+
+    x = Value(2.0, label="x")
+    w = x * 3
+    w.label = "w"
+    s = mg.sum([x, w], start=1.5)
+    s2 = pickle.loads(pickle.dumps(s))
+    assert (s2.data, s2._op) == (9.5, "sum")
+    x2, w2, c2 = s2._parents()
+    assert (x2.label, w2.label, c2.data) == ("x", "w", 1.5)
+    assert w2._parents()[0] is x2                # shared parents stay shared
+    s2.backward()
+    assert (x2.grad, w2.grad) == (4.0, 1.0)
+    h = copy.deepcopy(Value(1.0, (x,), "f"))      # a hand-built node keeps its _op text
+    assert h._op == "f" and h._parents()[0].label == "x"

@@ -484,6 +484,12 @@ cdef class Value(Node):
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
 
+    def __reduce__(self):
+        # the fields, and what lives in the side tables (label, _op text)
+        return (_value_from_state, (type(self), self.op, self.requires_grad, self.a, self.b,
+                                    self.data, self.grad, self.aux, self.label,
+                                    _op_text(self), getattr(self, "__dict__", None)))
+
     def __float__(self):
         return self.data
 
@@ -672,6 +678,19 @@ cdef class Value(Node):
             _graph_backward_into_grad(self, g)
             return
         run_backward(self, g)
+
+
+def _value_from_state(type cls, unsigned short op, bint requires_grad, a, b, double data,
+                      double grad, double aux, str label, str op_text, dict state):
+    """A Value unpickled (see Value.__reduce__)."""
+    cdef Value v = cls.__new__(cls)
+    v.op, v.requires_grad, v.a, v.b = op, requires_grad, a, b
+    v.data, v.grad, v.aux = data, grad, aux
+    v.label = label
+    _set_op_text(v, op_text)
+    if state:
+        v.__dict__.update(state)
+    return v
 
 
 def _format_number(double x):
