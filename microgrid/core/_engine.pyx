@@ -1199,10 +1199,13 @@ cdef class _LeafStash:
         if isinstance(leaf, Value) and (<Value>leaf).grad == 0.0:
             return 0
         if not isinstance(leaf, Value):
-            if self.tensors is None:
-                self.tensors = []
-            self.tensors.append((leaf, leaf.grad.copy()))
-            (<ArrayNode>leaf)._zero_grad()
+            # its gradient buffer as it is, the leaf left with none (zeros):
+            # nothing to set aside, copy or add back when it had none
+            earlier = (<ArrayNode>leaf)._swap_grad(None)
+            if earlier is not None:
+                if self.tensors is None:
+                    self.tensors = []
+                self.tensors.append((leaf, earlier))
             return 0
         if self.n == self.cap:
             cap = 2 * self.cap + 16
