@@ -1112,9 +1112,10 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
     return n
 
 
-cdef inline void _accumulate(object parent, double g) noexcept:
+cdef inline void _accumulate(PyObject* parent, double g) noexcept:
+    # (a borrowed pointer: passing the object would count a reference per call)
     if (<Value>parent).requires_grad:
-        (<Value>parent).grad += g
+        (<Value>parent).grad = (<Value>parent).grad + g
 
 
 cdef inline int _scalar_backward(Value v) except -1:
@@ -1126,11 +1127,11 @@ cdef inline int _scalar_backward(Value v) except -1:
     n = mg_op_operands(op)
     if n == 2:
         mg_local_grads(op, (<Value>v.a).data, (<Value>v.b).data, v.data, v.aux, &da, &db)
-        _accumulate(v.a, g * da)
-        _accumulate(v.b, g * db)
+        _accumulate(<PyObject*>v.a, g * da)
+        _accumulate(<PyObject*>v.b, g * db)
     elif n == 1:
         mg_local_grads(op, (<Value>v.a).data, 0.0, v.data, v.aux, &da, &db)
-        _accumulate(v.a, g * da)
+        _accumulate(<PyObject*>v.a, g * da)
     elif op == OP_SUM or op == OP_MEAN:
         items = _tuple_items(<tuple>v.b)
         n = len(<tuple>v.b)
@@ -1149,7 +1150,7 @@ cdef inline int _scalar_backward(Value v) except -1:
             if (<Value>items[n + i]).requires_grad:
                 (<Value>items[n + i]).grad = (<Value>items[n + i]).grad + g * (<Value>items[i]).data
         if v.a is not None:
-            _accumulate(v.a, g)
+            _accumulate(<PyObject*>v.a, g)
     elif op == OP_ELEMENT:
         (<ArrayNode>v.a)._add_grad_at(<Py_ssize_t>v.aux, g)
     else:
