@@ -15,7 +15,7 @@ import numpy as np
 from .autograd.grad_mode import no_grad
 from .core._engine import Value
 from .tensors._alloc import pooled
-from .tensors._tensor import Tensor
+from .tensors._tensor import Tensor, _add_scaled
 
 __all__ = ["Optimizer", "SGD", "Adam"]
 
@@ -194,7 +194,8 @@ class SGD(Optimizer):
                 buf *= momentum
                 buf += (1 - dampening) * g
             g = g + momentum * buf if group["nesterov"] else buf
-        param -= lr * g
+        if not _add_scaled(param, -lr, g):      # one pass, no lr * g temporary
+            param -= lr * g
         return param
 
 

@@ -657,6 +657,31 @@ def _array_unbroadcast(g, tuple shape):
     return _unbroadcast(g, shape)
 
 
+def _add_scaled(y, double alpha, x):
+    """``y += alpha * x`` in place in one pass over memory (no temporary
+    ``alpha * x``), when ``y`` is a writable C-contiguous float64 array and
+    ``x`` one of the same shape: then True (bit for bit numpy's ``y -= lr * x``
+    for alpha = -lr: the same two roundings); otherwise False and nothing done."""
+    cdef double* py
+    cdef const double* px
+    cdef Py_ssize_t i, n
+    if not (type(y) is np.ndarray and type(x) is np.ndarray
+            and cnp.PyArray_TYPE(<cnp.ndarray>y) == cnp.NPY_DOUBLE
+            and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_DOUBLE
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>y)
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
+            and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>y)
+            and y.shape == x.shape):
+        return False
+    py = <double*>cnp.PyArray_DATA(<cnp.ndarray>y)
+    px = <const double*>cnp.PyArray_DATA(<cnp.ndarray>x)
+    n = cnp.PyArray_SIZE(<cnp.ndarray>y)
+    with nogil:
+        for i in range(n):
+            py[i] = py[i] + alpha * px[i]
+    return True
+
+
 def _graph_scatter_values(list values, list flat, tuple shape):
     """The Tensor of ``shape`` holding Value ``values[i]`` at flat index
     ``flat[i]`` (repeats add up) and zeros elsewhere, as graph nodes: the
