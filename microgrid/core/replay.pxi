@@ -80,7 +80,7 @@ cdef Tape* _tape_build(tuple nodes) except NULL:
 
 
 cdef inline double _tape_dot(const double* val, const int* w, const int* x, Py_ssize_t n,
-                             double bias) noexcept:
+                             double bias) noexcept nogil:
     """_dot_data's arithmetic, over tape positions."""
     cdef double s0 = bias, s1 = 0.0, s2 = 0.0, s3 = 0.0
     cdef Py_ssize_t i = 0
@@ -96,88 +96,344 @@ cdef inline double _tape_dot(const double* val, const int* w, const int* x, Py_s
     return (s0 + s1) + (s2 + s3)
 
 
-cdef void _tape_forward(Tape* t, PyObject** nodes) noexcept:
-    cdef Py_ssize_t i, k, start, count
-    cdef unsigned short op
+cdef inline void _tape_eval(Tape* t, Py_ssize_t i) noexcept nogil:
+    """Node i's value from its operands' values on the tape."""
+    cdef Py_ssize_t k, start, count
+    cdef unsigned short op = t.op[i]
     cdef double total
     cdef double* val = t.val
-    for i in range(t.n):
-        op = t.op[i]
-        if op == OP_LEAF:
-            val[i] = (<Value>nodes[i]).data
-            continue
-        if mg_op_operands(op):
-            val[i] = mg_forward(op, val[t.a[i]], val[t.b[i]] if mg_op_operands(op) == 2 else 0.0,
-                                t.aux[i])
+    if mg_op_operands(op):
+        val[i] = mg_forward(op, val[t.a[i]], val[t.b[i]] if mg_op_operands(op) == 2 else 0.0,
+                            t.aux[i])
+        return
+    start = t.args_start[i]
+    count = t.args_start[i + 1] - start
+    if op == OP_DOT:
+        val[i] = _tape_dot(val, t.args + start, t.args + start + count // 2, count // 2,
+                           val[t.a[i]] if t.a[i] >= 0 else 0.0)
+    else:
+        total = 0.0
+        for k in range(start, start + count):
+            total += val[t.args[k]]
+        val[i] = total + t.aux[i] if op == OP_SUM else total / count
+
+
+cdef inline void _tape_pass_back(Tape* t, Py_ssize_t i, double* grad,
+                                 const unsigned char* rg) noexcept nogil:
+    """Node i's gradient passed on to its operands that take one (rg)."""
+    cdef Py_ssize_t k, start, count, half
+    cdef unsigned short op = t.op[i]
+    cdef double g = grad[i], da, db, y
+    cdef int w, x, p
+    cdef double* val = t.val
+    if mg_op_operands(op):
+        p = t.a[i]
+        if mg_op_operands(op) == 2:
+            mg_local_grads(op, val[p], val[t.b[i]], val[i], t.aux[i], &da, &db)
+            if rg[p]:
+                grad[p] += g * da
+            if rg[t.b[i]]:
+                grad[t.b[i]] += g * db
         else:
-            start = t.args_start[i]
-            count = t.args_start[i + 1] - start
-            if op == OP_DOT:
-                val[i] = _tape_dot(val, t.args + start, t.args + start + count // 2, count // 2,
-                                   val[t.a[i]] if t.a[i] >= 0 else 0.0)
-            else:
-                total = 0.0
-                for k in range(start, start + count):
-                    total += val[t.args[k]]
-                val[i] = total + t.aux[i] if op == OP_SUM else total / count
-        (<Value>nodes[i]).data = val[i]
+            mg_local_grads(op, val[p], 0.0, val[i], t.aux[i], &da, &db)
+            if rg[p]:
+                grad[p] += g * da
+        return
+    start = t.args_start[i]
+    count = t.args_start[i + 1] - start
+    if op == OP_DOT:
+        half = count // 2
+        for k in range(start, start + half):
+            w = t.args[k]
+            x = t.args[k + half]
+            if rg[w]:
+                grad[w] += g * val[x]
+            if rg[x]:
+                grad[x] += g * val[w]
+        if t.a[i] >= 0 and rg[t.a[i]]:
+            grad[t.a[i]] += g
+    else:
+        y = g if op == OP_SUM else g / count
+        for k in range(start, start + count):
+            if rg[t.args[k]]:
+                grad[t.args[k]] += y
+
+
+cdef enum:
+    SYNC_LOAD_LEAVES = 0    # the tape's leaf values <- the nodes' data
+    SYNC_STORE_DATA = 1     # the nodes' data <- the tape's values (leaves excepted)
+    SYNC_STORE_GRAD = 2     # the nodes' grad <- the tape's gradients (leaves accumulate)
+
+
+cdef void _tape_sync(Tape* t, PyObject** nodes, int what, const unsigned char* select) noexcept:
+    """The one place replay touches node fields after _tape_build: copies
+    between the nodes and the tape, at the positions where ``select`` is
+    nonzero (every position if NULL)."""
+    cdef Py_ssize_t i
+    cdef Value v
+    for i in range(t.n):
+        if select != NULL and not select[i]:
+            continue
+        v = <Value>nodes[i]
+        if what == SYNC_LOAD_LEAVES:
+            if t.op[i] == OP_LEAF:
+                t.val[i] = v.data
+        elif what == SYNC_STORE_DATA:
+            if t.op[i] != OP_LEAF:
+                v.data = t.val[i]
+        elif t.op[i] == OP_LEAF:
+            v.grad = v.grad + t.grad[i]
+        else:
+            v.grad = t.grad[i]
+
+
+cdef void _tape_forward(Tape* t, PyObject** nodes) noexcept:
+    cdef Py_ssize_t i
+    _tape_sync(t, nodes, SYNC_LOAD_LEAVES, NULL)
+    for i in range(t.n):
+        if t.op[i] != OP_LEAF:
+            _tape_eval(t, i)
+    _tape_sync(t, nodes, SYNC_STORE_DATA, NULL)
 
 
 cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
-    cdef Py_ssize_t i, k, start, count, half
-    cdef unsigned short op
-    cdef double g, da, db, y
-    cdef int w, x, p
-    cdef double* val = t.val
-    cdef double* grad = t.grad
-    cdef unsigned char* rg = t.requires_grad
+    cdef Py_ssize_t i
     # Derivatives are taken at the values of the last forward() (the tape
     # keeps them); every gradient, a leaf's too, starts at zero: a leaf's pass
     # total is added to what it held at the end, as run_backward does.
-    memset(grad, 0, t.n * sizeof(double))
-    grad[t.n - 1] = seed
+    memset(t.grad, 0, t.n * sizeof(double))
+    t.grad[t.n - 1] = seed
     for i in range(t.n - 1, -1, -1):
-        op = t.op[i]
-        if op == OP_LEAF or not rg[i]:
-            continue
-        g = grad[i]
-        if mg_op_operands(op):
-            p = t.a[i]
-            if mg_op_operands(op) == 2:
-                mg_local_grads(op, val[p], val[t.b[i]], val[i], t.aux[i], &da, &db)
-                if rg[p]:
-                    grad[p] += g * da
-                if rg[t.b[i]]:
-                    grad[t.b[i]] += g * db
-            else:
-                mg_local_grads(op, val[p], 0.0, val[i], t.aux[i], &da, &db)
-                if rg[p]:
-                    grad[p] += g * da
-            continue
-        start = t.args_start[i]
-        count = t.args_start[i + 1] - start
-        if op == OP_DOT:
-            half = count // 2
-            for k in range(start, start + half):
-                w = t.args[k]
-                x = t.args[k + half]
-                if rg[w]:
-                    grad[w] += g * val[x]
-                if rg[x]:
-                    grad[x] += g * val[w]
-            if t.a[i] >= 0 and rg[t.a[i]]:
-                grad[t.a[i]] += g
+        if t.op[i] != OP_LEAF and t.requires_grad[i]:
+            _tape_pass_back(t, i, t.grad, t.requires_grad)
+    _tape_sync(t, nodes, SYNC_STORE_GRAD, t.requires_grad)
+
+
+# Batched replay: the same per-sample graph run on B samples at once
+
+# Graph(root, inputs=[...]) marks the leaves that vary per sample.  A node
+# that depends on an input has B values ("lanes"), side by side in one
+# buffer (node slot s: lanes[s * B : (s + 1) * B]); a node that does not (a
+# parameter, what only parameters feed) has one value, computed once, that
+# every lane reads.  The lane loops are csrc/mg_lanes.h's (the op table's
+# rows over lanes).  Gradients flow from lane nodes to lane nodes and to
+# nodes without lanes, never back: so the backward runs the lane sweep
+# first, each lane on its own (a thread owns a range of lanes), sending
+# every sample's share to the gradient lanes of the shared nodes it reads;
+# these are then reduced across lanes in lane order, and a scalar sweep
+# finishes the shared nodes.
+from libc.stddef cimport ptrdiff_t
+from libc.string cimport memcpy
+
+cdef extern from "mg_lanes.h":
+    ctypedef struct mg_lane_graph:
+        ptrdiff_t B
+        const unsigned short* op
+        const int* a
+        const int* b
+        const int* args_start
+        const int* args
+        const double* aux
+        const double* val
+        const unsigned char* rg
+        const int* vslot
+        const int* gslot
+        const int* order
+        ptrdiff_t n_order
+        ptrdiff_t n_gslots
+        int root
+        double* lanes
+        double* grads
+    ctypedef void (*mg_lane_task)(const mg_lane_graph* g, ptrdiff_t l0, ptrdiff_t l1) noexcept nogil
+    void mg_lanes_forward(const mg_lane_graph* g, ptrdiff_t l0, ptrdiff_t l1) noexcept nogil
+    void mg_lanes_backward(const mg_lane_graph* g, ptrdiff_t l0, ptrdiff_t l1) noexcept nogil
+    double mg_lanes_total(const double* p, ptrdiff_t n) noexcept nogil
+    void mg_lanes_run(mg_lane_task task, const mg_lane_graph* g, int threads) noexcept nogil
+    int MG_LANES_MAX_THREADS
+
+
+ctypedef struct Lanes:
+    mg_lane_graph g         # what the lane loops read: the tape's arrays and those below
+    unsigned char* rg       # the tape's requires_grad, the inputs taken as constants
+    unsigned char* shared   # no lanes: computed once (parameters, what only they feed)
+    unsigned char* shared_rg    # shared and taking a gradient: written back after backward
+    int* vslot
+    int* gslot
+    int* order
+    int* boundary           # shared nodes that lane nodes send gradients to
+    Py_ssize_t n_boundary
+    int* inputs             # the inputs' positions, in the order of inputs=[...]
+    Py_ssize_t n_inputs
+    Py_ssize_t n_vslots
+
+
+cdef void _lanes_free(Lanes* L) noexcept:
+    if L == NULL:
+        return
+    free(L.rg)
+    free(L.shared)
+    free(L.shared_rg)
+    free(L.vslot)
+    free(L.gslot)
+    free(L.order)
+    free(L.boundary)
+    free(L.inputs)
+    free(L.g.lanes)
+    free(L.g.grads)
+    free(L)
+
+
+cdef bint _any_parent(Tape* t, Py_ssize_t i, const unsigned char* flag, unsigned char* mark) noexcept:
+    """Whether any operand of node i has ``flag`` set; marks them all in
+    ``mark`` unless NULL."""
+    cdef bint found = False
+    cdef Py_ssize_t k
+    cdef int p
+    cdef int ab[2]
+    ab[0] = t.a[i]
+    ab[1] = t.b[i]
+    for k in range(2 + t.args_start[i + 1] - t.args_start[i]):
+        p = ab[k] if k < 2 else t.args[t.args_start[i] + k - 2]
+        if p >= 0:
+            found = found or flag[p]
+            if mark != NULL:
+                mark[p] = 1
+    return found
+
+
+cdef Lanes* _lanes_build(Tape* t, list input_positions) except NULL:
+    """Which nodes have lanes and where their lanes live, from the tape
+    alone.  The inputs are constants for the gradient (no lanes of
+    gradient are kept for them), so requires_grad is recomputed."""
+    cdef Py_ssize_t n = t.n
+    cdef unsigned char* lane = NULL       # depends on an input
+    cdef unsigned char* fed = NULL        # read by a lane node that takes a gradient
+    cdef Lanes* L = <Lanes*>calloc(1, sizeof(Lanes))
+    if L == NULL:
+        raise MemoryError()
+    try:
+        lane = <unsigned char*>calloc(n, 1)
+        fed = <unsigned char*>calloc(n, 1)
+        if lane == NULL or fed == NULL:
+            raise MemoryError()
+        _lanes_index(L, t, input_positions, lane, fed)
+    except BaseException:
+        _lanes_free(L)
+        raise
+    finally:
+        free(lane)
+        free(fed)
+    return L
+
+
+cdef int _lanes_index(Lanes* L, Tape* t, list input_positions, unsigned char* lane,
+                      unsigned char* fed) except -1:
+    cdef Py_ssize_t n = t.n, i, k, n_gslots = 0
+    L.rg = <unsigned char*>calloc(n, 1)
+    L.shared = <unsigned char*>calloc(n, 1)
+    L.shared_rg = <unsigned char*>calloc(n, 1)
+    L.vslot = <int*>malloc(n * sizeof(int))
+    L.gslot = <int*>malloc(n * sizeof(int))
+    L.order = <int*>malloc(n * sizeof(int))
+    L.boundary = <int*>malloc(n * sizeof(int))
+    L.inputs = <int*>malloc(max(len(input_positions), 1) * sizeof(int))
+    if (L.rg == NULL or L.shared == NULL or L.shared_rg == NULL or L.vslot == NULL
+            or L.gslot == NULL or L.order == NULL or L.boundary == NULL or L.inputs == NULL):
+        raise MemoryError()
+    for k, i in enumerate(input_positions):
+        L.inputs[k] = i
+        lane[i] = 1
+    L.n_inputs = len(input_positions)
+    for i in range(n):
+        L.vslot[i] = L.gslot[i] = -1
+        if t.op[i] == OP_LEAF:
+            L.rg[i] = t.requires_grad[i] and not lane[i]
         else:
-            y = g if op == OP_SUM else g / count
-            for k in range(start, start + count):
-                if rg[t.args[k]]:
-                    grad[t.args[k]] += y
-    for i in range(t.n):
-        if rg[i]:
-            if t.op[i] == OP_LEAF:
-                (<Value>nodes[i]).grad = (<Value>nodes[i]).grad + grad[i]
-            else:
-                (<Value>nodes[i]).grad = grad[i]
+            lane[i] = _any_parent(t, i, lane, NULL)
+            L.rg[i] = t.requires_grad[i] and _any_parent(t, i, L.rg, NULL)
+        if lane[i]:
+            L.vslot[i] = L.n_vslots
+            L.order[L.n_vslots] = i
+            L.n_vslots += 1
+            if L.rg[i]:
+                L.gslot[i] = n_gslots
+                n_gslots += 1
+                _any_parent(t, i, lane, fed)
+    for i in range(n):
+        if not lane[i] and fed[i] and L.rg[i]:
+            L.gslot[i] = n_gslots
+            n_gslots += 1
+            L.boundary[L.n_boundary] = i
+            L.n_boundary += 1
+    for i in range(n):
+        L.shared[i] = not lane[i]
+        L.shared_rg[i] = L.shared[i] and L.rg[i]
+    L.g.op = t.op
+    L.g.a = t.a
+    L.g.b = t.b
+    L.g.args_start = t.args_start
+    L.g.args = t.args
+    L.g.aux = t.aux
+    L.g.val = t.val
+    L.g.rg = L.rg
+    L.g.vslot = L.vslot
+    L.g.gslot = L.gslot
+    L.g.order = L.order
+    L.g.n_order = L.n_vslots
+    L.g.n_gslots = n_gslots
+    L.g.root = n - 1
+    return 0
+
+
+cdef int _lanes_reserve(Lanes* L, Py_ssize_t B) except -1:
+    """Lane buffers for B samples."""
+    if B == L.g.B:
+        return 0
+    free(L.g.lanes)
+    free(L.g.grads)
+    L.g.B = 0
+    L.g.lanes = <double*>malloc(max(L.n_vslots * B, 1) * sizeof(double))
+    L.g.grads = <double*>malloc(max(L.g.n_gslots * B, 1) * sizeof(double))
+    if L.g.lanes == NULL or L.g.grads == NULL:
+        raise MemoryError()
+    L.g.B = B
+    return 0
+
+
+def _as_columns(tuple columns, Py_ssize_t n_inputs):
+    """The (n_inputs, B) C-contiguous float64 array of forward(*columns), or a
+    TypeError/ValueError naming the argument."""
+    import numpy
+    arrays = []
+    for k, c in enumerate(columns):
+        try:
+            arrays.append(numpy.asarray(c, dtype=numpy.float64))
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"Graph.forward(columns[{k}]): expected numbers, "
+                            f"got {type(c).__name__} ({e})") from None
+    if len(arrays) == 1 and arrays[0].ndim == 2:
+        if arrays[0].shape[1] != n_inputs:
+            raise ValueError(
+                f"Graph.forward(columns): a 2-d array must have shape (B, {n_inputs}), one "
+                f"column per input; got shape {arrays[0].shape}")
+        arrays = list(arrays[0].T)
+    elif len(arrays) != n_inputs:
+        raise TypeError(
+            f"Graph.forward(columns): the graph has {n_inputs} input(s), so forward takes "
+            f"{n_inputs} column(s) of B numbers or one (B, {n_inputs}) array; got "
+            f"{len(arrays)} argument(s)")
+    for k, c in enumerate(arrays):
+        if c.ndim != 1:
+            raise ValueError(f"Graph.forward(columns[{k}]): a column is 1-d (B numbers), "
+                             f"got shape {c.shape}")
+        if c.shape[0] != arrays[0].shape[0]:
+            raise ValueError(
+                f"Graph.forward(columns[{k}]): every column has the same length B; "
+                f"columns[0] has {arrays[0].shape[0]}, columns[{k}] has {c.shape[0]}")
+    if arrays[0].shape[0] < 1:
+        raise ValueError("Graph.forward(columns): B, the number of samples, must be at least 1")
+    return numpy.ascontiguousarray(numpy.stack(arrays))
+
 
 @cython.final
 @cython.binding(False)   # methods check the type of self (Cython #1903)
@@ -196,6 +452,25 @@ cdef class Graph:
     would branch differently on new data (a Python ``if`` on a value), replay
     still follows the recorded branch.  ``matches(new_root)`` tells whether a
     fresh build has the recorded structure.
+
+    Batched replay: ``Graph(root, inputs=[x1, x2, ...])`` records a graph
+    built for one sample and marks the leaf Values that vary per sample.
+    ``forward(col1, col2, ...)`` (one column of B numbers per input, or one
+    (B, n_inputs) array) then computes every node for the B samples at once
+    and returns the root's B values; ``backward(reduction="sum" | "mean")``
+    adds the sum (or mean) over samples of d root / d p to each parameter's
+    ``.grad``.  Nodes that depend on an input keep B values ("lanes"), read
+    them with ``value(node)``; nodes that do not (parameters, an L2 term)
+    are computed once.  Each sample's values, and each sample's gradients
+    at the nodes with lanes, equal the unbatched replay of that sample bit
+    for bit (the same formulas in the same order); a parameter's gradient
+    is a sum over samples in another order than adding the samples'
+    gradients one by one, so it agrees to rounding (about 1e-15 relative),
+    not bit for bit.  ``threads=n`` splits the lanes across n native
+    threads (the GIL is released); every thread computes whole samples and
+    the sums over samples run after the sweep, in sample order, so the
+    results do not depend on n.  Nodes with lanes keep their ``.data`` and
+    ``.grad`` untouched (use ``value(node)``); the inputs get no ``.grad``.
     """
     cdef tuple _nodes               # owns the recorded nodes, root last
     cdef PyObject** _order          # the same nodes, borrowed, for the C loops
@@ -203,16 +478,48 @@ cdef class Graph:
     cdef readonly Node root
     cdef list _tensor_leaves        # (leaf, shape) pairs checked before forward
     cdef Tape* _tape                # flat program of a graph of Values only, or NULL
+    cdef Lanes* _lanes              # batched graphs (inputs=[...]): the lane layout, or NULL
+    cdef tuple _inputs
+    cdef int _threads
+    cdef Py_ssize_t _batch          # B of the last batched forward, 0 before
+    cdef bint _busy                 # a batched pass runs (the GIL released)
+    cdef dict _position             # id(node) -> position, made on first use
 
     def __cinit__(self):
         self._order = NULL
         self._tape = NULL
+        self._lanes = NULL
 
-    def __init__(self, root):
+    def __init__(self, root, inputs=None, *, threads=1):
         cdef Py_ssize_t i
         cdef Node node
         if not isinstance(root, Node):
             raise TypeError(f"Graph(root) takes a Value or Tensor, got {type(root).__name__}")
+        if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
+            raise TypeError(f"Graph(threads=...) takes an int, got {type(threads).__name__}")
+        if not 1 <= threads <= MG_LANES_MAX_THREADS:
+            raise ValueError(f"Graph(threads=...) must be between 1 and {MG_LANES_MAX_THREADS}, "
+                             f"got {threads}")
+        if inputs is None and threads != 1:
+            raise ValueError("Graph(threads=...) splits the samples of a batched graph; "
+                             "it needs inputs=[...]")
+        if inputs is not None:
+            if isinstance(inputs, Node):
+                raise TypeError("Graph(inputs=...) takes a list of leaf Values, got a single "
+                                f"{type(inputs).__name__}: write inputs=[x]")
+            try:
+                inputs = tuple(inputs)
+            except TypeError:
+                raise TypeError("Graph(inputs=...) takes a list of leaf Values, "
+                                f"got {type(inputs).__name__}") from None
+            if not inputs:
+                raise ValueError("Graph(inputs=[]): name at least one input, or leave inputs "
+                                 "out for an unbatched graph")
+            for k, x in enumerate(inputs):
+                if not isinstance(x, Value):
+                    raise TypeError(f"Graph(inputs[{k}]): inputs are leaf Values, "
+                                    f"got {type(x).__name__}")
+        self._threads = threads
         self.root = <Node>root
         self._nodes = tuple(topological_order(self.root))
         self._n = len(self._nodes)
@@ -237,16 +544,49 @@ cdef class Graph:
                 self._tensor_leaves.append((node, node.shape))
         if all(isinstance(n, Value) and (<Node>n).op != OP_ELEMENT for n in self._nodes):
             self._tape = _tape_build(self._nodes)
+        if inputs is not None:
+            self._lanes = _lanes_build(self._tape, self._input_positions(inputs))
+            self._inputs = inputs
+
+    cdef list _input_positions(self, tuple inputs):
+        """The tape positions of inputs=[...], checked."""
+        cdef list positions = []
+        cdef dict seen = {}
+        if self._tape == NULL:
+            raise ValueError("Graph(inputs=...): batched replay needs a graph of Values only "
+                             "(this one has tensor nodes or tensor elements)")
+        position = self._positions()
+        for k, x in enumerate(inputs):
+            i = position.get(id(x), -1)
+            if i < 0:
+                raise ValueError(f"Graph(inputs[{k}]): {x!r} is not a node of the graph "
+                                 "(the root does not depend on it)")
+            if self._tape.op[i] != OP_LEAF:
+                raise ValueError(f"Graph(inputs[{k}]): {x!r} is computed by the graph, not a "
+                                 "leaf; inputs are the leaves that vary per sample")
+            if i in seen:
+                raise ValueError(f"Graph(inputs[{k}]): the same Value as inputs[{seen[i]}]; "
+                                 "each input is named once")
+            seen[i] = k
+            positions.append(i)
+        return positions
+
+    cdef dict _positions(self):
+        if self._position is None:
+            self._position = {id(node): i for i, node in enumerate(self._nodes)}
+        return self._position
 
     def __dealloc__(self):
         free(self._order)
         _tape_free(self._tape)
+        _lanes_free(self._lanes)
 
     def __len__(self):
         return self._n
 
     def __repr__(self):
-        return (f"Graph({self._n} nodes, {len(self.leaves)} leaves, "
+        batched = f", {len(self._inputs)} inputs" if self._lanes != NULL else ""
+        return (f"Graph({self._n} nodes, {len(self.leaves)} leaves{batched}, "
                 f"{len(self.parameters)} parameters, root={self.root!r})")
 
     @property
@@ -261,14 +601,29 @@ cdef class Graph:
 
     @property
     def parameters(self):
-        """The leaves that take a gradient."""
-        return [n for n in self._nodes if (<Node>n).op == OP_LEAF and (<Node>n).requires_grad]
+        """The leaves that take a gradient (the inputs of a batched graph excepted)."""
+        inputs = self._inputs or ()
+        return [n for n in self._nodes if (<Node>n).op == OP_LEAF and (<Node>n).requires_grad
+                and not any(n is x for x in inputs)]
 
-    def forward(self):
+    @property
+    def inputs(self):
+        """The leaves that vary per sample (``inputs=[...]``), or None."""
+        return None if self._inputs is None else list(self._inputs)
+
+    def forward(self, *columns):
         """Recompute every node from the current values of the leaves; returns
-        the root's new value (a float for a Value root)."""
+        the root's new value (a float for a Value root).
+
+        A batched graph takes the inputs' values, one column of B numbers per
+        input (``forward(xs, ys)``) or one (B, n_inputs) array, and returns
+        the root's B values (a float64 numpy array)."""
         cdef Py_ssize_t i
         cdef Node node
+        if self._lanes != NULL:
+            return self._forward_lanes(_as_columns(columns, self._lanes.n_inputs))
+        if columns:
+            raise TypeError("Graph.forward() takes no columns: the graph has no inputs=[...]")
         for leaf, shape in self._tensor_leaves:
             if leaf.shape != shape:
                 raise ValueError(
@@ -287,13 +642,26 @@ cdef class Graph:
                 node._forward()
         return self.root.data
 
-    def backward(self, grad=None):
+    def backward(self, grad=None, reduction="sum"):
         """Rerun the reverse sweep over the recorded order, with backward()'s
-        semantics: intermediate gradients recomputed, leaves accumulate."""
+        semantics: intermediate gradients recomputed, leaves accumulate.
+
+        A batched graph adds, to each parameter's ``.grad``, the sum over the
+        samples of the last forward (``reduction="mean"``: the mean) of
+        d root / d parameter; ``grad`` must then be None.  An unbatched graph
+        has one sample, for which sum and mean agree."""
         cdef Py_ssize_t i
         cdef Node node
         cdef double g
         cdef _LeafStash stash
+        if reduction != "sum" and reduction != "mean":
+            raise ValueError(f"Graph.backward(reduction=...) is 'sum' or 'mean', got {reduction!r}")
+        if self._lanes != NULL:
+            if grad is not None:
+                raise TypeError("Graph.backward(grad=...): a batched graph seeds every sample's "
+                                "root with 1; scale the result instead")
+            self._backward_lanes(reduction == "mean")
+            return
         if not self.root.requires_grad:
             raise RuntimeError("Graph.backward(): the root does not require grad")
         if isinstance(self.root, Value):
@@ -322,11 +690,103 @@ cdef class Graph:
         finally:
             stash.restore()
 
-    def step(self):
-        """``forward()`` then ``backward()``; returns the root's value."""
-        out = self.forward()
-        self.backward()
+    def step(self, *columns, reduction="sum"):
+        """``forward(*columns)`` then ``backward(reduction=...)``; returns
+        what forward returned."""
+        if reduction != "sum" and reduction != "mean":
+            raise ValueError(f"Graph.step(reduction=...) is 'sum' or 'mean', got {reduction!r}")
+        out = self.forward(*columns)
+        self.backward(reduction=reduction)
         return out
+
+    def value(self, node):
+        """``node``'s value at the last forward.  In a batched graph, a node
+        that depends on an input has one value per sample (a float64 numpy
+        array of length B, a copy); a node that does not has one value for
+        all samples, returned as a float."""
+        cdef Py_ssize_t i = self._positions().get(id(node), -1)
+        cdef Py_ssize_t B = self._batch
+        if i < 0:
+            if not isinstance(node, Node):
+                raise TypeError(f"Graph.value(node) takes a node of the graph, "
+                                f"got {type(node).__name__}")
+            raise ValueError("Graph.value(node): the node is not in the recorded graph")
+        if self._lanes == NULL:
+            return node.data
+        if self._lanes.vslot[i] < 0:
+            return self._tape.val[i]
+        if B == 0:
+            raise RuntimeError("Graph.value(node): no batched forward has run yet; call "
+                               "forward(*columns) first")
+        return self._lane_copy(self._lanes.vslot[i])
+
+    cdef object _lane_copy(self, Py_ssize_t slot):
+        import numpy
+        cdef Py_ssize_t B = self._batch
+        out = numpy.empty(B)
+        cdef double[::1] view = out
+        memcpy(&view[0], self._lanes.g.lanes + slot * B, B * sizeof(double))
+        return out
+
+    cdef object _forward_lanes(self, columns):
+        cdef double[:, ::1] cols = columns
+        cdef Lanes* L = self._lanes
+        cdef Tape* t = self._tape
+        cdef Py_ssize_t B = cols.shape[1], i, k
+        self._enter()
+        try:
+            _lanes_reserve(L, B)
+            self._batch = 0
+            _tape_sync(t, self._order, SYNC_LOAD_LEAVES, L.shared)
+            for i in range(t.n):
+                if L.shared[i] and t.op[i] != OP_LEAF:
+                    _tape_eval(t, i)
+            for k in range(L.n_inputs):
+                memcpy(L.g.lanes + L.vslot[L.inputs[k]] * B, &cols[k, 0], B * sizeof(double))
+            with nogil:
+                mg_lanes_run(mg_lanes_forward, &L.g, self._threads)
+            _tape_sync(t, self._order, SYNC_STORE_DATA, L.shared)
+            self._batch = B
+        finally:
+            self._busy = False
+        return self._lane_copy(L.vslot[t.n - 1])
+
+    cdef int _backward_lanes(self, bint mean) except -1:
+        cdef Lanes* L = self._lanes
+        cdef Tape* t = self._tape
+        cdef Py_ssize_t B = self._batch, i, k
+        cdef int p
+        if B == 0:
+            raise RuntimeError("Graph.backward(): no batched forward has run yet; call "
+                               "forward(*columns) first")
+        if not t.requires_grad[t.n - 1]:
+            raise RuntimeError("Graph.backward(): the root does not require grad")
+        if not L.rg[t.n - 1]:
+            return 0            # no parameter below the root: nothing to add
+        self._enter()
+        try:
+            with nogil:
+                mg_lanes_run(mg_lanes_backward, &L.g, self._threads)
+            memset(t.grad, 0, t.n * sizeof(double))
+            for k in range(L.n_boundary):
+                p = L.boundary[k]
+                t.grad[p] = mg_lanes_total(L.g.grads + L.gslot[p] * B, B)
+                if mean:
+                    t.grad[p] = t.grad[p] / B
+            for i in range(t.n - 1, -1, -1):
+                if L.shared_rg[i] and t.op[i] != OP_LEAF:
+                    _tape_pass_back(t, i, t.grad, L.rg)
+            _tape_sync(t, self._order, SYNC_STORE_GRAD, L.shared_rg)
+        finally:
+            self._busy = False
+        return 0
+
+    cdef int _enter(self) except -1:
+        if self._busy:
+            raise RuntimeError("Graph: a batched forward or backward of this graph is running "
+                               "in another thread; a graph runs one pass at a time")
+        self._busy = True
+        return 0
 
     def matches(self, root):
         """Whether a freshly built graph from ``root`` has the recorded
