@@ -389,3 +389,22 @@ def test_concurrent_passes_on_one_graph_refuse_or_succeed():
         t.join()
     assert len(outcomes) == 60 and False not in outcomes
     assert np.array_equal(g.forward(X), expected)
+
+
+def test_detect_anomaly_names_the_first_op_and_sample():
+    x, p = Value(1.0), Value(0.5, label="p")
+    g = Graph((x * p).log() * 2 + p.sqrt(), inputs=[x])
+    np.testing.assert_array_equal(np.isfinite(g.forward([1.0, -1.0])), [True, False])
+    with mg.detect_anomaly():
+        g.forward([1.0, 2.0])
+        with pytest.raises(FloatingPointError, match=r"batched forward pass of 'log' .* nan for sample 1"):
+            g.forward([1.0, -1.0])
+        p.data = 0.0
+        with pytest.raises(FloatingPointError, match=r"forward pass of 'log' .* -inf for sample 0"):
+            g.forward([1.0, 2.0])
+        p.data = 0.0
+        g2 = Graph(x * p + p.sqrt(), inputs=[x])
+        g2.forward([1.0])
+        with pytest.raises(FloatingPointError, match=r"backward pass produced inf in the gradient "
+                                                     r"of '' node .* \(p\)"):
+            g2.backward()

@@ -749,7 +749,24 @@ cdef class Graph:
             self._batch = B
         finally:
             self._busy = False
+        if _anomaly_mode:
+            for i in range(t.n):
+                if t.op[i] != OP_LEAF:
+                    self._check_finite(i, self.value(<object>self._order[i]),
+                                       "the batched forward pass of {node} produced {bad}")
         return self._lane_copy(L.vslot[t.n - 1])
+
+    cdef int _check_finite(self, Py_ssize_t i, values, str message) except -1:
+        """detect_anomaly for batched replay (checked after the pass): node
+        i's value, or gradient, is finite in every sample."""
+        import numpy
+        bad = _non_finite(values)
+        if bad is not None:
+            text = message.format(node=_node_name(<Node>self._order[i]), bad=bad)
+            if not isinstance(values, float):
+                text += f" for sample {numpy.flatnonzero(~numpy.isfinite(values))[0]}"
+            raise FloatingPointError("detect_anomaly: " + text)
+        return 0
 
     cdef int _backward_lanes(self, bint mean) except -1:
         cdef Lanes* L = self._lanes
@@ -779,6 +796,11 @@ cdef class Graph:
             _tape_sync(t, self._order, SYNC_STORE_GRAD, L.shared_rg)
         finally:
             self._busy = False
+        if _anomaly_mode:
+            for i in range(t.n):
+                if L.shared_rg[i]:
+                    self._check_finite(i, t.grad[i], "the batched backward pass produced "
+                                                     "{bad} in the gradient of {node}")
         return 0
 
     cdef int _enter(self) except -1:
