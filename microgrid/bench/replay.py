@@ -1,13 +1,16 @@
 """Graph-replay workloads: micrograd's demo step trained with ``Graph``
-replay against micrograd's own step, the cost per node of a replayed forward
-plus backward, and the cost of one binary op built from Python.
+replay against micrograd's own step (the whole-batch graph replayed, and the
+per-sample graph replayed on the 100 samples at once), the cost per node of a
+replayed forward plus backward, and the cost of one binary op built from
+Python.
 """
 import numpy as np
 
 from .engines import ScalarEngine, Skip
 from .harness import Case, Workload
-from .moons import (LEARNING_RATE, N_POINTS, SIZES, _flat_scalar_params, _load_scalar_mlp,
-                    _scalar_modules, demo_loss, demo_training_step, initial_weights, two_moons)
+from .moons import (LEARNING_RATE, N_POINTS, SIZES, MoonsTrainingStep, _flat_scalar_params,
+                    _load_scalar_mlp, _scalar_modules, demo_loss, demo_sample_loss,
+                    demo_training_step, initial_weights, two_moons)
 
 
 def _recorded_demo(model, Value, X, y):
@@ -48,6 +51,46 @@ class MoonsStepReplay(Workload):
                 for p in params:
                     p.data -= LEARNING_RATE * p.grad
                 return loss
+
+        def numbers():
+            return {"loss": step(), "parameters after step": _flat_scalar_params(model)}
+
+        return Case(step, numbers)
+
+
+class MoonsStepBatched(MoonsTrainingStep):
+    name = "moons_step_batched"
+    description = ("micrograd's demo step with batched replay: the per-sample graph (micrograd's "
+                   "MLP code, hinge loss + L2) recorded once and run on the 100 samples as "
+                   "lanes, reduction='mean', SGD; against micrograd's own step and torch on the "
+                   "batch")
+    engines = ("microgrid", "micrograd", "torch64")
+
+    def prepare(self, engine, quick):
+        if engine != "microgrid":
+            return super().prepare(engine, quick)
+        import microgrid
+        X, y = two_moons()
+        Value, MLP = _scalar_modules(engine)
+        model = MLP(SIZES[0], list(SIZES[1:]), fused=False)
+        _load_scalar_mlp(model, initial_weights())
+        root, inputs = demo_sample_loss(Value, model)
+        graph = microgrid.Graph(root, inputs=inputs)
+        columns = (X[:, 0].copy(), X[:, 1].copy(), y.astype(np.float64))
+        params = model.parameters()
+
+        for p in params:
+            p.grad = 0.0
+
+        def step():
+            # backward adds to the parameters' gradients, which the update
+            # zeroes again (one Python loop over the parameters, not two)
+            losses = graph.forward(*columns)
+            graph.backward(reduction="mean")
+            for p in params:
+                p.data -= LEARNING_RATE * p.grad
+                p.grad = 0.0
+            return float(losses.mean())
 
         def numbers():
             return {"loss": step(), "parameters after step": _flat_scalar_params(model)}
@@ -129,4 +172,4 @@ class BinaryOpBuild(Workload):
         return Case(build, numbers)
 
 
-WORKLOADS = [BinaryOpBuild(), MoonsStepReplay(), ReplayForwardBackward()]
+WORKLOADS = [BinaryOpBuild(), MoonsStepReplay(), MoonsStepBatched(), ReplayForwardBackward()]
