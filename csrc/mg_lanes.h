@@ -26,6 +26,16 @@
 #include <pthread.h>
 #endif
 
+/* The lane loops are compiled twice on x86-64 Linux with GCC, for AVX2 and
+ * for the baseline, and the loader picks one for the machine (the same
+ * IEEE operations either way, no FMA contraction: the results agree bit
+ * for bit). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define MG_LANES_SIMD __attribute__((target_clones("avx2", "default")))
+#else
+#define MG_LANES_SIMD
+#endif
+
 /* An operand of a lane loop: its lanes (p), or, when p is NULL, one value s
  * that every lane reads. */
 typedef struct {
@@ -58,27 +68,38 @@ typedef struct {
  * row, (a, c) for a unary one; the sweep below maps a node's operands and
  * constant onto them (c op a: x0 = c, x1 = a).
  *   forward:  out[i] = f(x0, x1)
- *   grad:     G[i] += g[i] * d out / d x   (G: the gradient lanes of the operand) */
+ *   grad:     G[i] += g[i] * d out / d x   (G: the gradient lanes of the operand),
+ *             or, for the first gradient an operand receives (set),
+ *             G[i] = 0.0 + g[i] * d out / d x: what adding to a zeroed
+ *             gradient gives, signed zeros included, without zeroing first */
 typedef void (*mg_lane_forward_fn)(mg_lane_arg x0, mg_lane_arg x1, double *restrict out,
                                    ptrdiff_t n);
 typedef void (*mg_lane_grad_fn)(mg_lane_arg x0, mg_lane_arg x1, const double *restrict out,
-                                const double *restrict g, double *restrict G, ptrdiff_t n);
+                                const double *restrict g, double *restrict G, ptrdiff_t n,
+                                int set);
 
 #define MG_LANE_FORWARD(NAME, F)                                                       \
-    static void NAME(mg_lane_arg X0, mg_lane_arg X1, double *restrict out, ptrdiff_t n) \
+    MG_LANES_SIMD static void NAME(mg_lane_arg X0, mg_lane_arg X1, double *restrict out, ptrdiff_t n) \
     { MG_LANES_EACH(X0, X1, n, out[i] = (F)); }
-#define MG_LANE_GRAD(NAME, D)                                                          \
-    static void NAME(mg_lane_arg X0, mg_lane_arg X1, const double *restrict out,       \
-                     const double *restrict g, double *restrict G, ptrdiff_t n)        \
-    { MG_LANES_EACH(X0, X1, n, G[i] += g[i] * (D)); }
+/* CONTRIB: what lane i sends the operand (g[i] times its local derivative) */
+#define MG_LANE_GRAD(NAME, CONTRIB)                                                    \
+    MG_LANES_SIMD static void NAME(mg_lane_arg X0, mg_lane_arg X1, const double *restrict out,       \
+                     const double *restrict g, double *restrict G, ptrdiff_t n, int set) \
+    {                                                                                  \
+        (void)out;                                                                     \
+        if (set)                                                                       \
+            MG_LANES_EACH(X0, X1, n, G[i] = 0.0 + (CONTRIB));                          \
+        else                                                                           \
+            MG_LANES_EACH(X0, X1, n, G[i] += (CONTRIB));                               \
+    }
 
 #define MG_BINARY(CODE, ...)                                                           \
     MG_LANE_FORWARD(mg_lanes_f_##CODE, mg_f_##CODE(x0, x1))                            \
-    MG_LANE_GRAD(mg_lanes_da_##CODE, mg_da_##CODE(x0, x1, out[i]))                     \
-    MG_LANE_GRAD(mg_lanes_db_##CODE, mg_db_##CODE(x0, x1, out[i]))
+    MG_LANE_GRAD(mg_lanes_da_##CODE, g[i] * mg_da_##CODE(x0, x1, out[i]))              \
+    MG_LANE_GRAD(mg_lanes_db_##CODE, g[i] * mg_db_##CODE(x0, x1, out[i]))
 #define MG_UNARY(CODE, ...)                                                            \
     MG_LANE_FORWARD(mg_lanes_f_##CODE, mg_f_##CODE(x0, x1))                            \
-    MG_LANE_GRAD(mg_lanes_da_##CODE, mg_da_##CODE(x0, out[i], x1))
+    MG_LANE_GRAD(mg_lanes_da_##CODE, g[i] * mg_da_##CODE(x0, out[i], x1))
 #define MG_UNARY_C MG_UNARY
 #define MG_END_OF_RULES()
 #define MG_NARY(...)
@@ -122,9 +143,28 @@ static const mg_lane_grad_fn mg_lane_grad_b[MG_OP_COUNT] = {
 #include "mg_ops_clear.h"
 };
 
+/* The fused nodes' derivatives, as the scalar replay applies them: dot's
+ * operand w receives g * x (x1 = x; the bias: x1 = 1, as g * 1 = g), sum's
+ * operands g (x1 = 1), mean's g / count (x1 = count). */
+MG_LANE_GRAD(mg_lanes_d_times, ((void)x0, g[i] * x1))
+MG_LANE_GRAD(mg_lanes_d_over, ((void)x0, g[i] / x1))
+
 /* -- the batched graph ----------------------------------------------------------
  * The replay tape's arrays (by position in the recorded order) plus where
- * each node keeps its lanes.  Built by the engine (core/replay.pxi). */
+ * each node keeps its lanes.  Built by the engine (core/replay.pxi).
+ *
+ * Gradient lanes exist only while they are live: a node's slot is taken by
+ * the first gradient it receives in the reverse sweep and given back once
+ * the node has passed its gradient on, so a few slots serve the whole
+ * graph and stay in cache.  The first gradient a node receives is stored
+ * (set), the later ones added: nothing is zeroed.  A node without lanes
+ * receives, from each node with lanes that reads it, the sum over each
+ * chunk of MG_LANE_CHUNK lanes of what those lanes send (partials[pslot *
+ * n_chunks + chunk]); the caller adds the chunks up in order afterwards.
+ * Chunks, not threads, fix the order of these sums: the result does not
+ * depend on the thread count. */
+#define MG_LANE_CHUNK 64
+
 typedef struct {
     ptrdiff_t B;                  /* lanes per node */
     const unsigned short *op;     /* the tape: op code, operands a and b (-1: none; */
@@ -134,13 +174,17 @@ typedef struct {
     const double *val;            /* the value of a node without lanes */
     const unsigned char *rg;      /* takes a gradient (inputs do not) */
     const int *vslot;             /* a node's value lanes: lanes[vslot * B ...], or -1 */
-    const int *gslot;             /* its gradient lanes: grads[gslot * B ...], or -1 */
+    const int *gslot;             /* a lane node's gradient lanes: grads[gslot * B ...] */
+    const int *pslot;             /* a node without lanes that lane nodes send gradients to */
+    const unsigned char *first_ab;    /* node i's gradient is the first operand a (2i), */
+    const unsigned char *first_args;  /*   b (2i + 1), args[k] receives: set, not add */
     const int *order;             /* the positions of the nodes with lanes, in forward order */
     ptrdiff_t n_order;
-    ptrdiff_t n_gslots;
+    ptrdiff_t n_chunks;           /* (B + MG_LANE_CHUNK - 1) / MG_LANE_CHUNK */
     int root;                     /* the root's position (it has lanes) */
     double *lanes;
     double *grads;
+    double *partials;
 } mg_lane_graph;
 
 /* Operand pos at lanes [l0, ...): its lanes, or its single value. */
@@ -161,6 +205,12 @@ static inline mg_lane_arg mg_lane_const(double c)
     return r;
 }
 
+static inline mg_lane_arg mg_lane_shift(mg_lane_arg x, ptrdiff_t k)
+{
+    if (x.p) x.p += k;
+    return x;
+}
+
 static inline double *mg_lane_grad(const mg_lane_graph *g, int pos, ptrdiff_t l0)
 {
     return g->grads + (ptrdiff_t)g->gslot[pos] * g->B + l0;
@@ -169,8 +219,7 @@ static inline double *mg_lane_grad(const mg_lane_graph *g, int pos, ptrdiff_t l0
 /* The fused dot: the scalar replay's four partial sums (s0 starts at the
  * bias; term k < n4 goes to s[k % 4], the tail to s0; then (s0 + s1) +
  * (s2 + s3)), kept per lane for a chunk of lanes at a time. */
-#define MG_LANE_CHUNK 64
-static void mg_lanes_dot(const mg_lane_graph *g, int node, double *restrict out,
+MG_LANES_SIMD static void mg_lanes_dot(const mg_lane_graph *g, int node, double *restrict out,
                          ptrdiff_t l0, ptrdiff_t n)
 {
     const int start = g->args_start[node];
@@ -197,7 +246,7 @@ static void mg_lanes_dot(const mg_lane_graph *g, int node, double *restrict out,
 }
 
 /* sum (plus its constant) and mean, adding the operands in order. */
-static void mg_lanes_sum(const mg_lane_graph *g, int node, double *restrict out,
+MG_LANES_SIMD static void mg_lanes_sum(const mg_lane_graph *g, int node, double *restrict out,
                          ptrdiff_t l0, ptrdiff_t n)
 {
     const int start = g->args_start[node], count = g->args_start[node + 1] - start;
@@ -253,82 +302,6 @@ static void mg_lanes_forward(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1)
     }
 }
 
-/* G[i] += g[i] * x[i] (x: lanes or one value). */
-static void mg_lanes_axpy(double *restrict G, const double *restrict g, mg_lane_arg x, ptrdiff_t n)
-{
-    const mg_lane_arg lanes = {g, 0.0};
-    MG_LANES_EACH(lanes, x, n, G[i] += x0 * x1);
-}
-
-/* Backward over lanes [l0, l1): the gradient lanes start at zero, the root's
- * at one (d root / d root for each sample), and the reverse sweep over the
- * nodes with lanes fills every gradient lane, the lanes of the nodes
- * without lanes too (what each sample sends them; the caller reduces them
- * across lanes after the sweep). */
-static void mg_lanes_backward(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1)
-{
-    const ptrdiff_t n = l1 - l0;
-    ptrdiff_t k, s, i;
-    for (s = 0; s < g->n_gslots; s++)
-        memset(g->grads + s * g->B + l0, 0, n * sizeof(double));
-    double *root = mg_lane_grad(g, g->root, l0);
-    for (i = 0; i < n; i++) root[i] = 1.0;
-    for (k = g->n_order - 1; k >= 0; k--) {
-        const int node = g->order[k], op = g->op[node], a = g->a[node], b = g->b[node];
-        if (!g->rg[node]) continue;
-        const double *gi = mg_lane_grad(g, node, l0);
-        const double *out = g->lanes + (ptrdiff_t)g->vslot[node] * g->B + l0;
-        switch (mg_op_kind[op]) {
-        case MG_KIND_BINARY: {
-            mg_lane_arg xa = mg_lane_value(g, a, l0), xb = mg_lane_value(g, b, l0);
-            if (g->rg[a]) mg_lane_grad_a[op](xa, xb, out, gi, mg_lane_grad(g, a, l0), n);
-            if (g->rg[b]) mg_lane_grad_b[op](xa, xb, out, gi, mg_lane_grad(g, b, l0), n);
-            break;
-        }
-        case MG_KIND_BINARY_CA:
-            if (g->rg[a])
-                mg_lane_grad_a[op](mg_lane_const(g->aux[node]), mg_lane_value(g, a, l0), out, gi,
-                                   mg_lane_grad(g, a, l0), n);
-            break;
-        case MG_KIND_BINARY_AC:
-        case MG_KIND_UNARY:
-        case MG_KIND_UNARY_C:
-            if (g->rg[a])
-                mg_lane_grad_a[op](mg_lane_value(g, a, l0), mg_lane_const(g->aux[node]), out, gi,
-                                   mg_lane_grad(g, a, l0), n);
-            break;
-        case MG_KIND_NARY: {
-            const int start = g->args_start[node], count = g->args_start[node + 1] - start;
-            int j;
-            if (op == MG_OP_DOT) {
-                const int half = count / 2, *w = g->args + start, *x = w + half;
-                for (j = 0; j < half; j++) {
-                    if (g->rg[w[j]])
-                        mg_lanes_axpy(mg_lane_grad(g, w[j], l0), gi, mg_lane_value(g, x[j], l0), n);
-                    if (g->rg[x[j]])
-                        mg_lanes_axpy(mg_lane_grad(g, x[j], l0), gi, mg_lane_value(g, w[j], l0), n);
-                }
-                if (a >= 0 && g->rg[a])
-                    mg_lanes_axpy(mg_lane_grad(g, a, l0), gi, mg_lane_const(1.0), n);
-            } else {
-                for (j = 0; j < count; j++) {
-                    const int p = g->args[start + j];
-                    if (!g->rg[p]) continue;
-                    double *restrict G = mg_lane_grad(g, p, l0);
-                    if (op == MG_OP_SUM)
-                        for (i = 0; i < n; i++) G[i] += gi[i];
-                    else
-                        for (i = 0; i < n; i++) G[i] += gi[i] / count;
-                }
-            }
-            break;
-        }
-        default:
-            break;
-        }
-    }
-}
-
 /* The sum of n lanes in a fixed order (four interleaved partial sums), the
  * same whatever the thread count. */
 static double mg_lanes_total(const double *restrict p, ptrdiff_t n)
@@ -340,6 +313,92 @@ static double mg_lanes_total(const double *restrict p, ptrdiff_t n)
     }
     for (; i < n; i++) s[0] += p[i];
     return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+/* Send operand p its gradient from lanes [l0, l0 + n) of a node: fn's
+ * contribution at x0, x1 (out: the node's value lanes, gi: its gradient
+ * lanes).  A lane operand gets it in its gradient lanes (set if first); an
+ * operand without lanes gets the sum over each chunk of lanes. */
+static void mg_lane_send(const mg_lane_graph *g, mg_lane_grad_fn fn, mg_lane_arg x0,
+                         mg_lane_arg x1, const double *out, const double *gi, int p, int first,
+                         ptrdiff_t l0, ptrdiff_t n)
+{
+    double share[MG_LANE_CHUNK];
+    ptrdiff_t c0, m;
+    if (!g->rg[p])
+        return;
+    if (g->vslot[p] >= 0) {
+        fn(x0, x1, out, gi, mg_lane_grad(g, p, l0), n, first);
+        return;
+    }
+    for (c0 = 0; c0 < n; c0 += MG_LANE_CHUNK) {
+        m = n - c0 < MG_LANE_CHUNK ? n - c0 : MG_LANE_CHUNK;
+        fn(mg_lane_shift(x0, c0), mg_lane_shift(x1, c0), out + c0, gi + c0, share, m, 1);
+        g->partials[(ptrdiff_t)g->pslot[p] * g->n_chunks + (l0 + c0) / MG_LANE_CHUNK]
+            += mg_lanes_total(share, m);
+    }
+}
+
+/* Backward over lanes [l0, l1) (l0 a multiple of MG_LANE_CHUNK): the root's
+ * gradient is one in every lane (d root / d root for each sample), and the
+ * reverse sweep over the nodes with lanes passes every lane's gradient on,
+ * in the scalar replay's order. */
+static void mg_lanes_backward(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1)
+{
+    const ptrdiff_t n = l1 - l0;
+    const mg_lane_arg one = mg_lane_const(1.0);
+    ptrdiff_t k, i;
+    double *root = mg_lane_grad(g, g->root, l0);
+    for (i = 0; i < n; i++) root[i] = 1.0;
+    for (k = g->n_order - 1; k >= 0; k--) {
+        const int node = g->order[k], op = g->op[node], a = g->a[node], b = g->b[node];
+        const unsigned char *first = g->first_ab + 2 * (ptrdiff_t)node;
+        if (!g->rg[node] || g->gslot[node] < 0) continue;     /* no gradient reaches it */
+        const double *gi = mg_lane_grad(g, node, l0);
+        const double *out = g->lanes + (ptrdiff_t)g->vslot[node] * g->B + l0;
+        switch (mg_op_kind[op]) {
+        case MG_KIND_BINARY: {
+            mg_lane_arg xa = mg_lane_value(g, a, l0), xb = mg_lane_value(g, b, l0);
+            mg_lane_send(g, mg_lane_grad_a[op], xa, xb, out, gi, a, first[0], l0, n);
+            mg_lane_send(g, mg_lane_grad_b[op], xa, xb, out, gi, b, first[1], l0, n);
+            break;
+        }
+        case MG_KIND_BINARY_CA:
+            mg_lane_send(g, mg_lane_grad_a[op], mg_lane_const(g->aux[node]), mg_lane_value(g, a, l0),
+                         out, gi, a, first[0], l0, n);
+            break;
+        case MG_KIND_BINARY_AC:
+        case MG_KIND_UNARY:
+        case MG_KIND_UNARY_C:
+            mg_lane_send(g, mg_lane_grad_a[op], mg_lane_value(g, a, l0), mg_lane_const(g->aux[node]),
+                         out, gi, a, first[0], l0, n);
+            break;
+        case MG_KIND_NARY: {
+            const int start = g->args_start[node], count = g->args_start[node + 1] - start;
+            const unsigned char *first_arg = g->first_args + start;
+            int j;
+            if (op == MG_OP_DOT) {
+                const int half = count / 2, *w = g->args + start, *x = w + half;
+                for (j = 0; j < half; j++) {
+                    mg_lane_send(g, mg_lanes_d_times, one, mg_lane_value(g, x[j], l0), out, gi,
+                                 w[j], first_arg[j], l0, n);
+                    mg_lane_send(g, mg_lanes_d_times, one, mg_lane_value(g, w[j], l0), out, gi,
+                                 x[j], first_arg[j + half], l0, n);
+                }
+                if (a >= 0)
+                    mg_lane_send(g, mg_lanes_d_times, one, one, out, gi, a, first[0], l0, n);
+            } else {
+                const mg_lane_arg by = mg_lane_const(op == MG_OP_SUM ? 1.0 : count);
+                for (j = 0; j < count; j++)
+                    mg_lane_send(g, op == MG_OP_SUM ? mg_lanes_d_times : mg_lanes_d_over, one, by,
+                                 out, gi, g->args[start + j], first_arg[j], l0, n);
+            }
+            break;
+        }
+        default:
+            break;
+        }
+    }
 }
 
 /* -- threads ------------------------------------------------------------------ */
@@ -363,7 +422,7 @@ static void *mg_lane_job_run(void *p)
 #define MG_LANES_MAX_THREADS 64
 
 /* Run task over lanes [0, B) split into `threads` contiguous ranges (whole
- * cache lines of lanes each), the first on the calling thread, the others on
+ * chunks of lanes each), the first on the calling thread, the others on
  * native threads; a range whose thread cannot start runs on the calling
  * thread.  Without pthreads (Windows) the ranges run one after the other. */
 static void mg_lanes_run(mg_lane_task task, const mg_lane_graph *g, int threads)
@@ -378,7 +437,7 @@ static void mg_lanes_run(mg_lane_task task, const mg_lane_graph *g, int threads)
     if (threads > MG_LANES_MAX_THREADS) threads = MG_LANES_MAX_THREADS;
     if (threads < 1) threads = 1;
     step = (g->B + threads - 1) / threads;
-    step = (step + 7) / 8 * 8;
+    step = (step + MG_LANE_CHUNK - 1) / MG_LANE_CHUNK * MG_LANE_CHUNK;
     for (l0 = 0; l0 < g->B; l0 += step, n_jobs++) {
         jobs[n_jobs].task = task;
         jobs[n_jobs].g = g;

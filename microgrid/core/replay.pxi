@@ -238,18 +238,22 @@ cdef extern from "mg_lanes.h":
         const unsigned char* rg
         const int* vslot
         const int* gslot
+        const int* pslot
+        const unsigned char* first_ab
+        const unsigned char* first_args
         const int* order
         ptrdiff_t n_order
-        ptrdiff_t n_gslots
+        ptrdiff_t n_chunks
         int root
         double* lanes
         double* grads
+        double* partials
     ctypedef void (*mg_lane_task)(const mg_lane_graph* g, ptrdiff_t l0, ptrdiff_t l1) noexcept nogil
     void mg_lanes_forward(const mg_lane_graph* g, ptrdiff_t l0, ptrdiff_t l1) noexcept nogil
     void mg_lanes_backward(const mg_lane_graph* g, ptrdiff_t l0, ptrdiff_t l1) noexcept nogil
-    double mg_lanes_total(const double* p, ptrdiff_t n) noexcept nogil
     void mg_lanes_run(mg_lane_task task, const mg_lane_graph* g, int threads) noexcept nogil
     int MG_LANES_MAX_THREADS
+    int MG_LANE_CHUNK
 
 
 ctypedef struct Lanes:
@@ -257,14 +261,17 @@ ctypedef struct Lanes:
     unsigned char* rg       # the tape's requires_grad, the inputs taken as constants
     unsigned char* shared   # no lanes: computed once (parameters, what only they feed)
     unsigned char* shared_rg    # shared and taking a gradient: written back after backward
+    unsigned char* first    # per edge of the sweep: the operand's first gradient (2n + n_args)
     int* vslot
     int* gslot
+    int* pslot
     int* order
-    int* boundary           # shared nodes that lane nodes send gradients to
+    int* boundary           # the shared nodes lane nodes send gradients to, by pslot
     Py_ssize_t n_boundary
     int* inputs             # the inputs' positions, in the order of inputs=[...]
     Py_ssize_t n_inputs
     Py_ssize_t n_vslots
+    Py_ssize_t n_gslots
 
 
 cdef void _lanes_free(Lanes* L) noexcept:
@@ -273,101 +280,81 @@ cdef void _lanes_free(Lanes* L) noexcept:
     free(L.rg)
     free(L.shared)
     free(L.shared_rg)
+    free(L.first)
     free(L.vslot)
     free(L.gslot)
+    free(L.pslot)
     free(L.order)
     free(L.boundary)
     free(L.inputs)
     free(L.g.lanes)
     free(L.g.grads)
+    free(L.g.partials)
     free(L)
 
 
-cdef bint _any_parent(Tape* t, Py_ssize_t i, const unsigned char* flag, unsigned char* mark) noexcept:
-    """Whether any operand of node i has ``flag`` set; marks them all in
-    ``mark`` unless NULL."""
-    cdef bint found = False
-    cdef Py_ssize_t k
-    cdef int p
-    cdef int ab[2]
-    ab[0] = t.a[i]
-    ab[1] = t.b[i]
-    for k in range(2 + t.args_start[i + 1] - t.args_start[i]):
-        p = ab[k] if k < 2 else t.args[t.args_start[i] + k - 2]
-        if p >= 0:
-            found = found or flag[p]
-            if mark != NULL:
-                mark[p] = 1
-    return found
+cdef Py_ssize_t _sweep_edges(Tape* t, Py_ssize_t i, int* parent, Py_ssize_t* flag) noexcept:
+    """Node i's operands in the order the reverse sweep sends them their
+    gradients (mg_lanes_backward, _tape_pass_back), with where each edge's
+    "first" flag lives (2i, 2i + 1: operands a, b; 2n + k: args[k])."""
+    cdef Py_ssize_t e = 0, k, start = t.args_start[i], count = t.args_start[i + 1] - start
+    cdef Py_ssize_t half = count // 2
+    if mg_op_operands(t.op[i]):
+        parent[0], flag[0] = t.a[i], 2 * i
+        if mg_op_operands(t.op[i]) == 2:
+            parent[1], flag[1] = t.b[i], 2 * i + 1
+            return 2
+        return 1
+    if t.op[i] == OP_DOT:
+        for k in range(start, start + half):
+            parent[e], flag[e] = t.args[k], 2 * t.n + k
+            parent[e + 1], flag[e + 1] = t.args[k + half], 2 * t.n + k + half
+            e += 2
+        if t.a[i] >= 0:
+            parent[e], flag[e] = t.a[i], 2 * i
+            e += 1
+        return e
+    for k in range(start, start + count):
+        parent[e], flag[e] = t.args[k], 2 * t.n + k
+        e += 1
+    return e
 
 
 cdef Lanes* _lanes_build(Tape* t, list input_positions) except NULL:
     """Which nodes have lanes and where their lanes live, from the tape
-    alone.  The inputs are constants for the gradient (no lanes of
-    gradient are kept for them), so requires_grad is recomputed."""
-    cdef Py_ssize_t n = t.n
-    cdef unsigned char* lane = NULL       # depends on an input
-    cdef unsigned char* fed = NULL        # read by a lane node that takes a gradient
+    alone.  The inputs are constants for the gradient (no gradient lanes
+    are kept for them), so requires_grad is recomputed."""
+    cdef Py_ssize_t n = t.n, n_args = t.args_start[t.n]
+    cdef unsigned char* lane = <unsigned char*>calloc(n, 1)
+    cdef int* scratch = <int*>malloc((n + n_args + 2) * sizeof(int))
+    cdef Py_ssize_t* flag = <Py_ssize_t*>malloc((n_args + 2) * sizeof(Py_ssize_t))
     cdef Lanes* L = <Lanes*>calloc(1, sizeof(Lanes))
-    if L == NULL:
-        raise MemoryError()
     try:
-        lane = <unsigned char*>calloc(n, 1)
-        fed = <unsigned char*>calloc(n, 1)
-        if lane == NULL or fed == NULL:
+        if L == NULL or lane == NULL or scratch == NULL or flag == NULL:
             raise MemoryError()
-        _lanes_index(L, t, input_positions, lane, fed)
+        L.rg = <unsigned char*>calloc(n, 1)
+        L.shared = <unsigned char*>calloc(n, 1)
+        L.shared_rg = <unsigned char*>calloc(n, 1)
+        L.first = <unsigned char*>calloc(2 * n + n_args, 1)
+        L.vslot = <int*>malloc(n * sizeof(int))
+        L.gslot = <int*>malloc(n * sizeof(int))
+        L.pslot = <int*>malloc(n * sizeof(int))
+        L.order = <int*>malloc(n * sizeof(int))
+        L.boundary = <int*>malloc(n * sizeof(int))
+        L.inputs = <int*>malloc(max(len(input_positions), 1) * sizeof(int))
+        if (L.rg == NULL or L.shared == NULL or L.shared_rg == NULL or L.first == NULL
+                or L.vslot == NULL or L.gslot == NULL or L.pslot == NULL or L.order == NULL
+                or L.boundary == NULL or L.inputs == NULL):
+            raise MemoryError()
+        _lanes_mark(L, t, input_positions, lane, scratch, flag)
+        _lanes_plan_gradients(L, t, lane, scratch, scratch + n_args + 2, flag)
     except BaseException:
         _lanes_free(L)
         raise
     finally:
         free(lane)
-        free(fed)
-    return L
-
-
-cdef int _lanes_index(Lanes* L, Tape* t, list input_positions, unsigned char* lane,
-                      unsigned char* fed) except -1:
-    cdef Py_ssize_t n = t.n, i, k, n_gslots = 0
-    L.rg = <unsigned char*>calloc(n, 1)
-    L.shared = <unsigned char*>calloc(n, 1)
-    L.shared_rg = <unsigned char*>calloc(n, 1)
-    L.vslot = <int*>malloc(n * sizeof(int))
-    L.gslot = <int*>malloc(n * sizeof(int))
-    L.order = <int*>malloc(n * sizeof(int))
-    L.boundary = <int*>malloc(n * sizeof(int))
-    L.inputs = <int*>malloc(max(len(input_positions), 1) * sizeof(int))
-    if (L.rg == NULL or L.shared == NULL or L.shared_rg == NULL or L.vslot == NULL
-            or L.gslot == NULL or L.order == NULL or L.boundary == NULL or L.inputs == NULL):
-        raise MemoryError()
-    for k, i in enumerate(input_positions):
-        L.inputs[k] = i
-        lane[i] = 1
-    L.n_inputs = len(input_positions)
-    for i in range(n):
-        L.vslot[i] = L.gslot[i] = -1
-        if t.op[i] == OP_LEAF:
-            L.rg[i] = t.requires_grad[i] and not lane[i]
-        else:
-            lane[i] = _any_parent(t, i, lane, NULL)
-            L.rg[i] = t.requires_grad[i] and _any_parent(t, i, L.rg, NULL)
-        if lane[i]:
-            L.vslot[i] = L.n_vslots
-            L.order[L.n_vslots] = i
-            L.n_vslots += 1
-            if L.rg[i]:
-                L.gslot[i] = n_gslots
-                n_gslots += 1
-                _any_parent(t, i, lane, fed)
-    for i in range(n):
-        if not lane[i] and fed[i] and L.rg[i]:
-            L.gslot[i] = n_gslots
-            n_gslots += 1
-            L.boundary[L.n_boundary] = i
-            L.n_boundary += 1
-    for i in range(n):
-        L.shared[i] = not lane[i]
-        L.shared_rg[i] = L.shared[i] and L.rg[i]
+        free(scratch)
+        free(flag)
     L.g.op = t.op
     L.g.a = t.a
     L.g.b = t.b
@@ -378,31 +365,107 @@ cdef int _lanes_index(Lanes* L, Tape* t, list input_positions, unsigned char* la
     L.g.rg = L.rg
     L.g.vslot = L.vslot
     L.g.gslot = L.gslot
+    L.g.pslot = L.pslot
+    L.g.first_ab = L.first
+    L.g.first_args = L.first + 2 * n
     L.g.order = L.order
     L.g.n_order = L.n_vslots
-    L.g.n_gslots = n_gslots
     L.g.root = n - 1
+    return L
+
+
+cdef int _lanes_mark(Lanes* L, Tape* t, list input_positions, unsigned char* lane,
+                     int* parent, Py_ssize_t* flag) except -1:
+    """Which nodes depend on an input (lane), which take a gradient (rg),
+    and the value slots of the lane nodes."""
+    cdef Py_ssize_t i, j, e
+    cdef bint any_lane, any_rg
+    for k, i in enumerate(input_positions):
+        L.inputs[k] = i
+        lane[i] = 1
+    L.n_inputs = len(input_positions)
+    for i in range(t.n):
+        L.vslot[i] = L.gslot[i] = L.pslot[i] = -1
+        if t.op[i] == OP_LEAF:
+            L.rg[i] = t.requires_grad[i] and not lane[i]
+        else:
+            any_lane = any_rg = False
+            e = _sweep_edges(t, i, parent, flag)
+            for j in range(e):
+                any_lane = any_lane or lane[parent[j]]
+                any_rg = any_rg or L.rg[parent[j]]
+            lane[i] = any_lane
+            L.rg[i] = t.requires_grad[i] and any_rg
+        if lane[i]:
+            L.vslot[i] = L.n_vslots
+            L.order[L.n_vslots] = i
+            L.n_vslots += 1
+        L.shared[i] = not lane[i]
+        L.shared_rg[i] = L.shared[i] and L.rg[i]
+    return 0
+
+
+cdef int _lanes_plan_gradients(Lanes* L, Tape* t, const unsigned char* lane, int* parent,
+                               int* free_slots, Py_ssize_t* flag) except -1:
+    """The reverse sweep, run on paper: a lane node takes a gradient slot at
+    the first gradient it receives (that edge's flag says "set") and gives
+    it back once it has passed its gradient on; a shared node that lane
+    nodes send gradients to gets a row of chunk partials (pslot)."""
+    cdef Py_ssize_t k, j, e, n_free = 0
+    cdef int i, p
+    cdef int root = t.n - 1
+    if L.rg[root]:
+        L.gslot[root] = 0
+        L.n_gslots = 1
+    for k in range(L.n_vslots - 1, -1, -1):
+        i = L.order[k]
+        if not L.rg[i] or L.gslot[i] < 0:
+            continue
+        e = _sweep_edges(t, i, parent, flag)
+        for j in range(e):
+            p = parent[j]
+            if not L.rg[p]:
+                continue
+            if lane[p]:
+                if L.gslot[p] < 0:
+                    L.first[flag[j]] = 1
+                    if n_free:
+                        n_free -= 1
+                        L.gslot[p] = free_slots[n_free]
+                    else:
+                        L.gslot[p] = L.n_gslots
+                        L.n_gslots += 1
+            elif L.pslot[p] < 0:
+                L.pslot[p] = L.n_boundary
+                L.boundary[L.n_boundary] = p
+                L.n_boundary += 1
+        free_slots[n_free] = L.gslot[i]
+        n_free += 1
     return 0
 
 
 cdef int _lanes_reserve(Lanes* L, Py_ssize_t B) except -1:
     """Lane buffers for B samples."""
+    cdef Py_ssize_t n_chunks = (B + MG_LANE_CHUNK - 1) // MG_LANE_CHUNK
     if B == L.g.B:
         return 0
     free(L.g.lanes)
     free(L.g.grads)
+    free(L.g.partials)
     L.g.B = 0
     L.g.lanes = <double*>malloc(max(L.n_vslots * B, 1) * sizeof(double))
-    L.g.grads = <double*>malloc(max(L.g.n_gslots * B, 1) * sizeof(double))
-    if L.g.lanes == NULL or L.g.grads == NULL:
+    L.g.grads = <double*>malloc(max(L.n_gslots * B, 1) * sizeof(double))
+    L.g.partials = <double*>malloc(max(L.n_boundary * n_chunks, 1) * sizeof(double))
+    if L.g.lanes == NULL or L.g.grads == NULL or L.g.partials == NULL:
         raise MemoryError()
     L.g.B = B
+    L.g.n_chunks = n_chunks
     return 0
 
 
 def _as_columns(tuple columns, Py_ssize_t n_inputs):
-    """The (n_inputs, B) C-contiguous float64 array of forward(*columns), or a
-    TypeError/ValueError naming the argument."""
+    """forward(*columns) as one contiguous float64 array of B numbers per
+    input, or a TypeError/ValueError naming the argument."""
     import numpy
     arrays = []
     for k, c in enumerate(columns):
@@ -432,7 +495,7 @@ def _as_columns(tuple columns, Py_ssize_t n_inputs):
                 f"columns[0] has {arrays[0].shape[0]}, columns[{k}] has {c.shape[0]}")
     if arrays[0].shape[0] < 1:
         raise ValueError("Graph.forward(columns): B, the number of samples, must be at least 1")
-    return numpy.ascontiguousarray(numpy.stack(arrays))
+    return [numpy.ascontiguousarray(c) for c in arrays]
 
 
 @cython.final
@@ -728,11 +791,11 @@ cdef class Graph:
         memcpy(&view[0], self._lanes.g.lanes + slot * B, B * sizeof(double))
         return out
 
-    cdef object _forward_lanes(self, columns):
-        cdef double[:, ::1] cols = columns
+    cdef object _forward_lanes(self, list columns):
+        cdef double[::1] column = columns[0]
         cdef Lanes* L = self._lanes
         cdef Tape* t = self._tape
-        cdef Py_ssize_t B = cols.shape[1], i, k
+        cdef Py_ssize_t B = column.shape[0], i, k
         self._enter()
         try:
             _lanes_reserve(L, B)
@@ -742,7 +805,8 @@ cdef class Graph:
                 if L.shared[i] and t.op[i] != OP_LEAF:
                     _tape_eval(t, i)
             for k in range(L.n_inputs):
-                memcpy(L.g.lanes + L.vslot[L.inputs[k]] * B, &cols[k, 0], B * sizeof(double))
+                column = columns[k]
+                memcpy(L.g.lanes + L.vslot[L.inputs[k]] * B, &column[0], B * sizeof(double))
             with nogil:
                 mg_lanes_run(mg_lanes_forward, &L.g, self._threads)
             _tape_sync(t, self._order, SYNC_STORE_DATA, L.shared)
@@ -771,8 +835,8 @@ cdef class Graph:
     cdef int _backward_lanes(self, bint mean) except -1:
         cdef Lanes* L = self._lanes
         cdef Tape* t = self._tape
-        cdef Py_ssize_t B = self._batch, i, k
-        cdef int p
+        cdef Py_ssize_t B = self._batch, i, k, c
+        cdef double total
         if B == 0:
             raise RuntimeError("Graph.backward(): no batched forward has run yet; call "
                                "forward(*columns) first")
@@ -782,14 +846,15 @@ cdef class Graph:
             return 0            # no parameter below the root: nothing to add
         self._enter()
         try:
+            memset(L.g.partials, 0, L.n_boundary * L.g.n_chunks * sizeof(double))
             with nogil:
                 mg_lanes_run(mg_lanes_backward, &L.g, self._threads)
             memset(t.grad, 0, t.n * sizeof(double))
             for k in range(L.n_boundary):
-                p = L.boundary[k]
-                t.grad[p] = mg_lanes_total(L.g.grads + L.gslot[p] * B, B)
-                if mean:
-                    t.grad[p] = t.grad[p] / B
+                total = 0.0
+                for c in range(L.g.n_chunks):
+                    total += L.g.partials[k * L.g.n_chunks + c]
+                t.grad[L.boundary[k]] = total / B if mean else total
             for i in range(t.n - 1, -1, -1):
                 if L.shared_rg[i] and t.op[i] != OP_LEAF:
                     _tape_pass_back(t, i, t.grad, L.rg)
