@@ -19,6 +19,8 @@ ctypedef struct Tape:
     double* aux
     double* val
     double* grad
+    int* leaves             # the leaves' positions (n_leaves of them)
+    Py_ssize_t n_leaves
 
 
 cdef void _tape_free(Tape* t) noexcept:
@@ -33,6 +35,7 @@ cdef void _tape_free(Tape* t) noexcept:
     free(t.aux)
     free(t.val)
     free(t.grad)
+    free(t.leaves)
     free(t)
 
 
@@ -56,9 +59,10 @@ cdef Tape* _tape_build(tuple nodes) except NULL:
     t.aux = <double*>malloc(n * sizeof(double))
     t.val = <double*>malloc(n * sizeof(double))
     t.grad = <double*>malloc(n * sizeof(double))
+    t.leaves = <int*>malloc(n * sizeof(int))
     if (t.op == NULL or t.requires_grad == NULL or t.a == NULL or t.b == NULL
             or t.args_start == NULL or t.args == NULL or t.aux == NULL
-            or t.val == NULL or t.grad == NULL):
+            or t.val == NULL or t.grad == NULL or t.leaves == NULL):
         _tape_free(t)
         raise MemoryError()
     k = 0
@@ -70,6 +74,9 @@ cdef Tape* _tape_build(tuple nodes) except NULL:
         t.b[i] = position[id(v.b)] if v.b is not None else -1
         t.aux[i] = v.aux
         t.val[i] = v.data
+        if v.op == OP_LEAF:
+            t.leaves[t.n_leaves] = i
+            t.n_leaves += 1
         t.args_start[i] = k
         if v.args is not None:
             for arg in v.args:
@@ -96,7 +103,11 @@ cdef inline double _tape_dot(const double* val, const int* w, const int* x, Py_s
     return (s0 + s1) + (s2 + s3)
 
 
-cdef inline void _tape_eval(Tape* t, Py_ssize_t i) noexcept nogil:
+# The per-node rules take the tape by value: the extension is compiled with
+# -fno-strict-aliasing, so through a pointer every store to a value would
+# make the compiler reload the tape's array pointers; a copy stays in
+# registers across a whole sweep.
+cdef inline void _tape_eval(Tape t, Py_ssize_t i) noexcept nogil:
     """Node i's value from its operands' values on the tape."""
     cdef Py_ssize_t k, start, count
     cdef unsigned short op = t.op[i]
@@ -118,7 +129,7 @@ cdef inline void _tape_eval(Tape* t, Py_ssize_t i) noexcept nogil:
         val[i] = total + t.aux[i] if op == OP_SUM else total / count
 
 
-cdef inline void _tape_pass_back(Tape* t, Py_ssize_t i, double* grad,
+cdef inline void _tape_pass_back(Tape t, Py_ssize_t i, double* grad,
                                  const unsigned char* rg) noexcept nogil:
     """Node i's gradient passed on to its operands that take one (rg)."""
     cdef Py_ssize_t k, start, count, half
@@ -168,31 +179,37 @@ cdef enum:
 cdef void _tape_sync(Tape* t, PyObject** nodes, int what, const unsigned char* select) noexcept:
     """The one place replay touches node fields after _tape_build: copies
     between the nodes and the tape, at the positions where ``select`` is
-    nonzero (every position if NULL)."""
-    cdef Py_ssize_t i
-    cdef Value v
+    nonzero (NULL: every position); gradients only where the node requires
+    grad.  Nodes are read through borrowed pointers (the Graph owns them):
+    no reference counting per node."""
+    cdef Py_ssize_t i, k
+    if what == SYNC_LOAD_LEAVES:
+        for k in range(t.n_leaves):
+            i = t.leaves[k]
+            if select == NULL or select[i]:
+                t.val[i] = (<Value>nodes[i]).data
+        return
     for i in range(t.n):
         if select != NULL and not select[i]:
             continue
-        v = <Value>nodes[i]
-        if what == SYNC_LOAD_LEAVES:
-            if t.op[i] == OP_LEAF:
-                t.val[i] = v.data
-        elif what == SYNC_STORE_DATA:
+        if what == SYNC_STORE_DATA:
             if t.op[i] != OP_LEAF:
-                v.data = t.val[i]
+                (<Value>nodes[i]).data = t.val[i]
+        elif not t.requires_grad[i]:
+            continue
         elif t.op[i] == OP_LEAF:
-            v.grad = v.grad + t.grad[i]
+            (<Value>nodes[i]).grad = (<Value>nodes[i]).grad + t.grad[i]
         else:
-            v.grad = t.grad[i]
+            (<Value>nodes[i]).grad = t.grad[i]
 
 
 cdef void _tape_forward(Tape* t, PyObject** nodes) noexcept:
     cdef Py_ssize_t i
+    cdef Tape tape = t[0]
     _tape_sync(t, nodes, SYNC_LOAD_LEAVES, NULL)
-    for i in range(t.n):
-        if t.op[i] != OP_LEAF:
-            _tape_eval(t, i)
+    for i in range(tape.n):
+        if tape.op[i] != OP_LEAF:
+            _tape_eval(tape, i)
     _tape_sync(t, nodes, SYNC_STORE_DATA, NULL)
 
 
@@ -201,12 +218,13 @@ cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
     # Derivatives are taken at the values of the last forward() (the tape
     # keeps them); every gradient, a leaf's too, starts at zero: a leaf's pass
     # total is added to what it held at the end, as run_backward does.
-    memset(t.grad, 0, t.n * sizeof(double))
-    t.grad[t.n - 1] = seed
-    for i in range(t.n - 1, -1, -1):
-        if t.op[i] != OP_LEAF and t.requires_grad[i]:
-            _tape_pass_back(t, i, t.grad, t.requires_grad)
-    _tape_sync(t, nodes, SYNC_STORE_GRAD, t.requires_grad)
+    cdef Tape tape = t[0]
+    memset(tape.grad, 0, tape.n * sizeof(double))
+    tape.grad[tape.n - 1] = seed
+    for i in range(tape.n - 1, -1, -1):
+        if tape.op[i] != OP_LEAF and tape.requires_grad[i]:
+            _tape_pass_back(tape, i, tape.grad, tape.requires_grad)
+    _tape_sync(t, nodes, SYNC_STORE_GRAD, NULL)
 
 
 # Batched replay: the same per-sample graph run on B samples at once
@@ -774,9 +792,9 @@ cdef class Graph:
                 raise TypeError(f"Graph.value(node) takes a node of the graph, "
                                 f"got {type(node).__name__}")
             raise ValueError("Graph.value(node): the node is not in the recorded graph")
-        if self._lanes == NULL:
+        if self._tape == NULL:
             return node.data
-        if self._lanes.vslot[i] < 0:
+        if self._lanes == NULL or self._lanes.vslot[i] < 0:
             return self._tape.val[i]
         if B == 0:
             raise RuntimeError("Graph.value(node): no batched forward has run yet; call "
@@ -795,15 +813,17 @@ cdef class Graph:
         cdef double[::1] column = columns[0]
         cdef Lanes* L = self._lanes
         cdef Tape* t = self._tape
+        cdef Tape tape
         cdef Py_ssize_t B = column.shape[0], i, k
         self._enter()
         try:
             _lanes_reserve(L, B)
             self._batch = 0
             _tape_sync(t, self._order, SYNC_LOAD_LEAVES, L.shared)
-            for i in range(t.n):
-                if L.shared[i] and t.op[i] != OP_LEAF:
-                    _tape_eval(t, i)
+            tape = t[0]
+            for i in range(tape.n):
+                if L.shared[i] and tape.op[i] != OP_LEAF:
+                    _tape_eval(tape, i)
             for k in range(L.n_inputs):
                 column = columns[k]
                 memcpy(L.g.lanes + L.vslot[L.inputs[k]] * B, &column[0], B * sizeof(double))
@@ -837,6 +857,7 @@ cdef class Graph:
         cdef Tape* t = self._tape
         cdef Py_ssize_t B = self._batch, i, k, c
         cdef double total
+        cdef Tape tape
         if B == 0:
             raise RuntimeError("Graph.backward(): no batched forward has run yet; call "
                                "forward(*columns) first")
@@ -855,9 +876,10 @@ cdef class Graph:
                 for c in range(L.g.n_chunks):
                     total += L.g.partials[k * L.g.n_chunks + c]
                 t.grad[L.boundary[k]] = total / B if mean else total
-            for i in range(t.n - 1, -1, -1):
-                if L.shared_rg[i] and t.op[i] != OP_LEAF:
-                    _tape_pass_back(t, i, t.grad, L.rg)
+            tape = t[0]
+            for i in range(tape.n - 1, -1, -1):
+                if L.shared_rg[i] and tape.op[i] != OP_LEAF:
+                    _tape_pass_back(tape, i, tape.grad, L.rg)
             _tape_sync(t, self._order, SYNC_STORE_GRAD, L.shared_rg)
         finally:
             self._busy = False
