@@ -236,10 +236,10 @@ cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
 # every lane reads.  The lane loops are csrc/mg_lanes.h's (the op table's
 # rows over lanes).  Gradients flow from lane nodes to lane nodes and to
 # nodes without lanes, never back: so the backward runs the lane sweep
-# first, each lane on its own (a thread owns a range of lanes), sending
-# every sample's share to the gradient lanes of the shared nodes it reads;
-# these are then reduced across lanes in lane order, and a scalar sweep
-# finishes the shared nodes.
+# first, each lane on its own (a thread owns a range of lanes), sending the
+# shared nodes it reads their share summed per chunk of 64 lanes; the
+# chunks are then added in order, and a scalar sweep finishes the shared
+# nodes.
 from libc.stddef cimport ptrdiff_t
 from libc.string cimport memcpy
 
@@ -547,11 +547,13 @@ cdef class Graph:
     for bit (the same formulas in the same order); a parameter's gradient
     is a sum over samples in another order than adding the samples'
     gradients one by one, so it agrees to rounding (about 1e-15 relative),
-    not bit for bit.  ``threads=n`` splits the lanes across n native
-    threads (the GIL is released); every thread computes whole samples and
-    the sums over samples run after the sweep, in sample order, so the
-    results do not depend on n.  Nodes with lanes keep their ``.data`` and
-    ``.grad`` untouched (use ``value(node)``); the inputs get no ``.grad``.
+    not bit for bit.  ``threads=n`` splits the samples across up to n
+    native threads, in whole chunks of 64 samples (the GIL is released);
+    a thread computes whole samples, a sum over samples adds fixed chunks
+    in chunk order, so the results do not depend on n.  Nodes with lanes
+    keep their ``.data`` and ``.grad`` untouched (use ``value(node)``); the
+    inputs get no ``.grad``; the other nodes get their value and gradient
+    as with an unbatched replay.
     """
     cdef tuple _nodes               # owns the recorded nodes, root last
     cdef PyObject** _order          # the same nodes, borrowed, for the C loops
@@ -792,9 +794,9 @@ cdef class Graph:
                 raise TypeError(f"Graph.value(node) takes a node of the graph, "
                                 f"got {type(node).__name__}")
             raise ValueError("Graph.value(node): the node is not in the recorded graph")
-        if self._tape == NULL:
+        if self._lanes == NULL:
             return node.data
-        if self._lanes == NULL or self._lanes.vslot[i] < 0:
+        if self._lanes.vslot[i] < 0:
             return self._tape.val[i]
         if B == 0:
             raise RuntimeError("Graph.value(node): no batched forward has run yet; call "
