@@ -19,8 +19,6 @@ ctypedef struct Tape:
     double* aux
     double* val
     double* grad
-    int* leaves             # the leaves' positions (n_leaves of them)
-    Py_ssize_t n_leaves
 
 
 cdef void _tape_free(Tape* t) noexcept:
@@ -35,7 +33,6 @@ cdef void _tape_free(Tape* t) noexcept:
     free(t.aux)
     free(t.val)
     free(t.grad)
-    free(t.leaves)
     free(t)
 
 
@@ -59,10 +56,9 @@ cdef Tape* _tape_build(tuple nodes) except NULL:
     t.aux = <double*>malloc(n * sizeof(double))
     t.val = <double*>malloc(n * sizeof(double))
     t.grad = <double*>malloc(n * sizeof(double))
-    t.leaves = <int*>malloc(n * sizeof(int))
     if (t.op == NULL or t.requires_grad == NULL or t.a == NULL or t.b == NULL
             or t.args_start == NULL or t.args == NULL or t.aux == NULL
-            or t.val == NULL or t.grad == NULL or t.leaves == NULL):
+            or t.val == NULL or t.grad == NULL):
         _tape_free(t)
         raise MemoryError()
     k = 0
@@ -74,9 +70,6 @@ cdef Tape* _tape_build(tuple nodes) except NULL:
         t.b[i] = position[id(v.b)] if v.b is not None else -1
         t.aux[i] = v.aux
         t.val[i] = v.data
-        if v.op == OP_LEAF:
-            t.leaves[t.n_leaves] = i
-            t.n_leaves += 1
         t.args_start[i] = k
         if v.args is not None:
             for arg in v.args:
@@ -103,10 +96,10 @@ cdef inline double _tape_dot(const double* val, const int* w, const int* x, Py_s
     return (s0 + s1) + (s2 + s3)
 
 
-# The per-node rules take the tape by value: the extension is compiled with
-# -fno-strict-aliasing, so through a pointer every store to a value would
-# make the compiler reload the tape's array pointers; a copy stays in
-# registers across a whole sweep.
+# The sweeps work on a copy of the tape (its array pointers): the extension
+# is compiled with -fno-strict-aliasing, so through a Tape* every store into
+# a value or a node would make the compiler reload them; a local copy stays
+# in registers across a whole sweep.
 cdef inline void _tape_eval(Tape t, Py_ssize_t i) noexcept nogil:
     """Node i's value from its operands' values on the tape."""
     cdef Py_ssize_t k, start, count
@@ -171,60 +164,51 @@ cdef inline void _tape_pass_back(Tape t, Py_ssize_t i, double* grad,
 
 
 cdef enum:
-    SYNC_LOAD_LEAVES = 0    # the tape's leaf values <- the nodes' data
-    SYNC_STORE_DATA = 1     # the nodes' data <- the tape's values (leaves excepted)
-    SYNC_STORE_GRAD = 2     # the nodes' grad <- the tape's gradients (leaves accumulate)
+    SYNC_LOAD = 0           # the tape's value <- the node's data (a leaf)
+    SYNC_STORE_DATA = 1     # the node's data <- the tape's value
+    SYNC_STORE_GRAD = 2     # the node's grad <- the tape's gradient (a leaf accumulates)
 
 
-cdef void _tape_sync(Tape* t, PyObject** nodes, int what, const unsigned char* select) noexcept:
-    """The one place replay touches node fields after _tape_build: copies
-    between the nodes and the tape, at the positions where ``select`` is
-    nonzero (NULL: every position); gradients only where the node requires
-    grad.  Nodes are read through borrowed pointers (the Graph owns them):
-    no reference counting per node."""
-    cdef Py_ssize_t i, k
-    if what == SYNC_LOAD_LEAVES:
-        for k in range(t.n_leaves):
-            i = t.leaves[k]
-            if select == NULL or select[i]:
-                t.val[i] = (<Value>nodes[i]).data
-        return
-    for i in range(t.n):
-        if select != NULL and not select[i]:
-            continue
-        if what == SYNC_STORE_DATA:
-            if t.op[i] != OP_LEAF:
-                (<Value>nodes[i]).data = t.val[i]
-        elif not t.requires_grad[i]:
-            continue
-        elif t.op[i] == OP_LEAF:
-            (<Value>nodes[i]).grad = (<Value>nodes[i]).grad + t.grad[i]
-        else:
-            (<Value>nodes[i]).grad = t.grad[i]
+cdef inline void _node_sync(PyObject* node, int what, double* x, bint leaf) noexcept:
+    """The one place replay touches node fields after _tape_build: copies a
+    node's data or grad to or from its place x on the tape (a leaf's grad
+    accumulates).  Nodes are read through borrowed pointers (the Graph owns
+    them): no reference counting."""
+    if what == SYNC_LOAD:
+        x[0] = (<Value>node).data
+    elif what == SYNC_STORE_DATA:
+        (<Value>node).data = x[0]
+    elif leaf:
+        (<Value>node).grad = (<Value>node).grad + x[0]
+    else:
+        (<Value>node).grad = x[0]
 
 
 cdef void _tape_forward(Tape* t, PyObject** nodes) noexcept:
     cdef Py_ssize_t i
     cdef Tape tape = t[0]
-    _tape_sync(t, nodes, SYNC_LOAD_LEAVES, NULL)
     for i in range(tape.n):
-        if tape.op[i] != OP_LEAF:
+        if tape.op[i] == OP_LEAF:
+            _node_sync(nodes[i], SYNC_LOAD, &tape.val[i], True)
+        else:
             _tape_eval(tape, i)
-    _tape_sync(t, nodes, SYNC_STORE_DATA, NULL)
+            _node_sync(nodes[i], SYNC_STORE_DATA, &tape.val[i], False)
 
 
 cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
     cdef Py_ssize_t i
+    cdef Tape tape = t[0]
     # Derivatives are taken at the values of the last forward() (the tape
     # keeps them); every gradient, a leaf's too, starts at zero: a leaf's pass
     # total is added to what it held at the end, as run_backward does.
-    cdef Tape tape = t[0]
     memset(tape.grad, 0, tape.n * sizeof(double))
     tape.grad[tape.n - 1] = seed
     for i in range(tape.n - 1, -1, -1):
         if tape.op[i] != OP_LEAF and tape.requires_grad[i]:
             _tape_pass_back(tape, i, tape.grad, tape.requires_grad)
-    _tape_sync(t, nodes, SYNC_STORE_GRAD, NULL)
+    for i in range(tape.n):
+        if tape.requires_grad[i]:
+            _node_sync(nodes[i], SYNC_STORE_GRAD, &tape.grad[i], tape.op[i] == OP_LEAF)
 
 
 # Batched replay: the same per-sample graph run on B samples at once
@@ -821,17 +805,18 @@ cdef class Graph:
         try:
             _lanes_reserve(L, B)
             self._batch = 0
-            _tape_sync(t, self._order, SYNC_LOAD_LEAVES, L.shared)
             tape = t[0]
             for i in range(tape.n):
-                if L.shared[i] and tape.op[i] != OP_LEAF:
+                if L.shared[i] and tape.op[i] == OP_LEAF:
+                    _node_sync(self._order[i], SYNC_LOAD, &tape.val[i], True)
+                elif L.shared[i]:
                     _tape_eval(tape, i)
+                    _node_sync(self._order[i], SYNC_STORE_DATA, &tape.val[i], False)
             for k in range(L.n_inputs):
                 column = columns[k]
                 memcpy(L.g.lanes + L.vslot[L.inputs[k]] * B, &column[0], B * sizeof(double))
             with nogil:
                 mg_lanes_run(mg_lanes_forward, &L.g, self._threads)
-            _tape_sync(t, self._order, SYNC_STORE_DATA, L.shared)
             self._batch = B
         finally:
             self._busy = False
@@ -882,7 +867,10 @@ cdef class Graph:
             for i in range(tape.n - 1, -1, -1):
                 if L.shared_rg[i] and tape.op[i] != OP_LEAF:
                     _tape_pass_back(tape, i, tape.grad, L.rg)
-            _tape_sync(t, self._order, SYNC_STORE_GRAD, L.shared_rg)
+            for i in range(tape.n):
+                if L.shared_rg[i]:
+                    _node_sync(self._order[i], SYNC_STORE_GRAD, &tape.grad[i],
+                               tape.op[i] == OP_LEAF)
         finally:
             self._busy = False
         if _anomaly_mode:
