@@ -9,8 +9,8 @@
  * (restrict pointers, no branch inside), so the compiler vectorises what
  * vectorises (+ - * / and the fused sums); an operand without lanes is a
  * scalar in the loop.  Every lane computes what the unbatched replay of its
- * sample computes, in the same order: values and per-lane gradients equal it
- * bit for bit.
+ * sample computes, in the same order: its values equal it bit for bit, and
+ * so do its gradients, until they are summed over lanes.
  *
  * mg_lanes_run splits the lanes across a few native threads; each thread owns
  * a range of lanes and never writes outside it, so the result does not depend

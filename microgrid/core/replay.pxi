@@ -526,12 +526,11 @@ cdef class Graph:
     adds the sum (or mean) over samples of d root / d p to each parameter's
     ``.grad``.  Nodes that depend on an input keep B values ("lanes"), read
     them with ``value(node)``; nodes that do not (parameters, an L2 term)
-    are computed once.  Each sample's values, and each sample's gradients
-    at the nodes with lanes, equal the unbatched replay of that sample bit
-    for bit (the same formulas in the same order); a parameter's gradient
-    is a sum over samples in another order than adding the samples'
-    gradients one by one, so it agrees to rounding (about 1e-15 relative),
-    not bit for bit.  ``threads=n`` splits the samples across up to n
+    are computed once.  Each sample's values equal the unbatched replay of
+    that sample bit for bit (the same formulas in the same order); a
+    parameter's gradient is a sum over samples in another order than
+    adding the samples' gradients one by one, so it agrees to rounding
+    (about 1e-15 relative), not bit for bit.  ``threads=n`` splits the samples across up to n
     native threads, in whole chunks of 64 samples (the GIL is released);
     a thread computes whole samples, a sum over samples adds fixed chunks
     in chunk order, so the results do not depend on n.  Nodes with lanes
