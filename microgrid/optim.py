@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 
 from .autograd.grad_mode import no_grad
-from .core._engine import Value
+from .core._engine import Value, _values_read, _values_write, _values_zero_grad
 from .tensors._alloc import pooled
 from .tensors._tensor import Tensor, _add_scaled
 
@@ -46,16 +46,16 @@ class _Slot:
         self.state = {}
 
     def read(self):
-        if self.is_values:
-            return (np.array([p.data for p in self.params], dtype=np.float64),
-                    np.array([p.grad for p in self.params], dtype=np.float64))
+        if self.is_values:       # gathered in compiled code, not a Python loop
+            data, grad = np.empty(len(self.params)), np.empty(len(self.params))
+            _values_read(self.params, data, grad)
+            return data, grad
         p = self.params
         return p.data, p.grad
 
     def write(self, data):
         if self.is_values:
-            for p, x in zip(self.params, data.tolist()):
-                p.data = x
+            _values_write(self.params, np.ascontiguousarray(data, dtype=np.float64))
         elif data is not self.params.data:
             self.params.data[...] = data
 
@@ -125,14 +125,14 @@ class Optimizer:
         reads as zeros until the next backward, which then stores its
         gradient without first filling a buffer with zeros and adding to it.
         ``set_to_none=False`` zeroes the existing buffers in place."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if isinstance(p, Value):
-                    p.grad = 0
+        for slots in self._slots:
+            for slot in slots:
+                if slot.is_values:
+                    _values_zero_grad(slot.params)
                 elif set_to_none:
-                    p.grad = None
+                    slot.params.grad = None
                 else:
-                    p.grad[...] = 0
+                    slot.params.grad[...] = 0
 
     def step(self):
         # the update records no graph (as PyTorch's), and its temporaries

@@ -143,3 +143,14 @@ def test_newton_hessian(tmp_path):
     assert "check Hessian = central differences of the gradient" in out
     assert "check d2L/dw31^2 = h1^2 / yhat^2 (by hand)     microgrid 3.06923437" in out
     assert not list(tmp_path.iterdir())          # output to stdout only
+
+
+def test_replay_moons_batched(tmp_path):
+    """micrograd's demo per sample, replayed on the 100 points at once, gives
+    micrograd's loss curve (checked in the script against an eager rebuild,
+    and micrograd itself when installed)."""
+    proc = run_example("replay_moons.py", "--batched", "--quick", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "batched replay equals micrograd's loss to 1e-9: True" in proc.stdout
+    assert "eager rebuild agrees to 1e-9: False" not in proc.stdout
+    assert "step  29" in proc.stdout and "FAILED" not in proc.stdout

@@ -223,7 +223,7 @@ def test_methods_check_self_and_keep_their_signatures():
     import inspect
     assert list(inspect.signature(mg.Tensor.sum).parameters) == ["self", "dim", "keepdim"]
     assert list(inspect.signature(mg.Value.leaky_relu).parameters) == ["self", "slope"]
-    assert list(inspect.signature(mg.Graph.backward).parameters) == ["self", "grad"]
+    assert list(inspect.signature(mg.Graph.backward).parameters) == ["self", "grad", "reduction"]
     for call in (lambda: mg.Tensor.sum("abc"), lambda: mg.Value.backward(mg.Graph),
                  lambda: mg.Graph.forward(3), lambda: mg.Tensor.T.__get__(3)):
         with pytest.raises(TypeError, match=r"descriptor '\w+' for '.*' objects doesn't apply"):

@@ -257,3 +257,21 @@ def test_training_a_tensor_model_matches_torch():
         assert float(loss.data) == pytest.approx(tloss.item(), rel=1e-10)
     for (name, p), tp in zip(ours.named_parameters(), theirs.parameters()):
         np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_scalar_parameters_are_gathered_and_written_in_compiled_code():
+    import numpy as np
+    from microgrid.core import _engine
+    vs = [mg.Value(float(k), requires_grad=True) for k in range(5)]
+    for k, v in enumerate(vs):
+        v.grad = 10.0 + k
+    data, grad = np.empty(5), np.empty(5)
+    _engine._values_read(vs, data, grad)
+    assert data.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0] and grad.tolist() == [10, 11, 12, 13, 14]
+    _engine._values_write(vs, data * 2)
+    _engine._values_zero_grad(vs)
+    assert [v.data for v in vs] == [0.0, 2.0, 4.0, 6.0, 8.0] and all(v.grad == 0 for v in vs)
+    with pytest.raises(TypeError, match=r"values\[1\] is a float"):
+        _engine._values_zero_grad([vs[0], 1.0])
+    with pytest.raises(ValueError, match="5 values but an array of 4"):
+        _engine._values_write(vs, np.zeros(4))

@@ -60,6 +60,17 @@ def demo_loss(Value, model, X, y, alpha=ALPHA):
     return data_loss + reg_loss, scores
 
 
+def demo_sample_loss(Value, model, alpha=ALPHA):
+    """micrograd's demo loss for one sample, the graph batched replay
+    records: the hinge loss of the sample's score plus the L2 term, so that
+    the mean over the samples is ``demo_loss``.  Returns (root, the inputs
+    [x1, x2, label])."""
+    inputs = [Value(0.0), Value(0.0), Value(0.0)]
+    score = model(inputs[:2])
+    reg_loss = alpha * sum((p * p for p in model.parameters()))
+    return (1 + -inputs[2] * score).relu() + reg_loss, inputs
+
+
 def demo_training_step(Value, model, X, y, learning_rate=LEARNING_RATE, alpha=ALPHA):
     """One step of micrograd's demo notebook (its ``loss()`` and update).
     Returns (loss Value, accuracy)."""

@@ -1,13 +1,16 @@
 """Graph-replay workloads: micrograd's demo step trained with ``Graph``
-replay against micrograd's own step, the cost per node of a replayed forward
-plus backward, and the cost of one binary op built from Python.
+replay against micrograd's own step (the whole-batch graph replayed, and the
+per-sample graph replayed on the 100 samples at once), the cost per node of a
+replayed forward plus backward, and the cost of one binary op built from
+Python.
 """
 import numpy as np
 
 from .engines import ScalarEngine
 from .harness import Case, Workload, traced_bytes
-from .moons import (LEARNING_RATE, N_POINTS, SIZES, _flat_scalar_params, _load_scalar_mlp,
-                    _scalar_modules, demo_loss, demo_training_step, initial_weights, two_moons)
+from .moons import (LEARNING_RATE, N_POINTS, SIZES, MoonsTrainingStep, _flat_scalar_params,
+                    _load_scalar_mlp, _scalar_modules, demo_loss, demo_sample_loss,
+                    demo_training_step, initial_weights, two_moons)
 
 
 def _recorded_demo(model, Value, X, y):
@@ -38,16 +41,52 @@ class MoonsStepReplay(Workload):
             def step():
                 return float(demo_training_step(Value, model, Xl, yl)[0].data)
         else:
+            import microgrid
             graph = _recorded_demo(model, Value, Xl, yl)
-            params = model.parameters()
+            opt = microgrid.optim.SGD(model.parameters(), lr=LEARNING_RATE)
 
             def step():
                 loss = graph.forward()
-                model.zero_grad()
+                opt.zero_grad()
                 graph.backward()
-                for p in params:
-                    p.data -= LEARNING_RATE * p.grad
+                opt.step()
                 return loss
+
+        def numbers():
+            return {"loss": step(), "parameters after step": _flat_scalar_params(model)}
+
+        return Case(step, numbers)
+
+
+class MoonsStepBatched(MoonsTrainingStep):
+    name = "moons_step_batched"
+    description = ("micrograd's demo step with batched replay: the per-sample graph (micrograd's "
+                   "MLP code, hinge loss + L2) recorded once and run on the 100 samples as "
+                   "lanes, reduction='mean', optim.SGD; against micrograd's own step and torch on "
+                   "the batch")
+    engines = ("microgrid", "micrograd", "torch64")
+
+    def prepare(self, engine, quick):
+        if engine != "microgrid":
+            return super().prepare(engine, quick)
+        import microgrid
+        X, y = two_moons()
+        Value, MLP = _scalar_modules(engine)
+        model = MLP(SIZES[0], list(SIZES[1:]), fused=False)
+        _load_scalar_mlp(model, initial_weights())
+        root, inputs = demo_sample_loss(Value, model)
+        graph = microgrid.Graph(root, inputs=inputs)
+        columns = (X[:, 0].copy(), X[:, 1].copy(), y.astype(np.float64))
+        # the update as a microgrid user writes it: the optimiser moves all
+        # the scalar parameters in compiled code, not a Python loop over them
+        opt = microgrid.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+
+        def step():
+            losses = graph.forward(*columns)
+            opt.zero_grad()
+            graph.backward(reduction="mean")
+            opt.step()
+            return float(losses.mean())
 
         def numbers():
             return {"loss": step(), "parameters after step": _flat_scalar_params(model)}
@@ -128,4 +167,4 @@ class BinaryOpBuild(Workload):
         return Case(build, numbers, memory)
 
 
-WORKLOADS = [BinaryOpBuild(), MoonsStepReplay(), ReplayForwardBackward()]
+WORKLOADS = [BinaryOpBuild(), MoonsStepReplay(), MoonsStepBatched(), ReplayForwardBackward()]

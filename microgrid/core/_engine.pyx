@@ -1200,13 +1200,11 @@ cdef class _LeafStash:
         if isinstance(leaf, Value) and (<Value>leaf).grad == 0.0:
             return 0
         if not isinstance(leaf, Value):
-            # its gradient buffer as it is, the leaf left with none (zeros):
-            # nothing to set aside, copy or add back when it had none
-            earlier = (<ArrayNode>leaf)._swap_grad(None)
-            if earlier is not None:
-                if self.tensors is None:
-                    self.tensors = []
-                self.tensors.append((leaf, earlier))
+            # its gradient buffer as it is (None: zeros, nothing to copy),
+            # the leaf left with none
+            if self.tensors is None:
+                self.tensors = []
+            self.tensors.append((leaf, (<ArrayNode>leaf)._swap_grad(None)))
             return 0
         if self.n == self.cap:
             cap = 2 * self.cap + 16
@@ -1227,7 +1225,9 @@ cdef class _LeafStash:
             for leaf, earlier in self.tensors:
                 try:
                     grad = leaf.grad
-                    grad += earlier
+                    # earlier None: add zeros, in place, as a Value leaf's 0.0
+                    # is added to (so that -0.0 comes out as 0.0 in both)
+                    grad += 0.0 if earlier is None else earlier
                 except BaseException:
                     pass        # nothing sensible to do in cleanup
 
@@ -1382,6 +1382,43 @@ def topological_order(Node root not None, *, bint every_node=True):
         return [<object>order[i] for i in range(n)]
     finally:
         _return_buffers(NULL, 0, order, order_cap)
+
+
+# ---------------------------------------------------------------------------
+# Many Values' numbers at once (an optimiser's step over scalar parameters)
+
+cdef Value _value_at(list values, Py_ssize_t i):
+    x = values[i]
+    if not isinstance(x, Value):
+        raise TypeError(f"values[{i}] is a {type(x).__name__}, not a Value")
+    return <Value>x
+
+
+def _values_read(list values not None, double[::1] data, double[::1] grad):
+    """Copy each Value's data and grad into ``data[i]`` and ``grad[i]``."""
+    cdef Py_ssize_t i, n = len(values)
+    if data.shape[0] != n or grad.shape[0] != n:
+        raise ValueError(f"_values_read: {n} values but arrays of {data.shape[0]} and {grad.shape[0]}")
+    for i in range(n):
+        v = _value_at(values, i)
+        data[i] = v.data
+        grad[i] = v.grad
+
+
+def _values_write(list values not None, const double[::1] data):
+    """Set each Value's data to ``data[i]``."""
+    cdef Py_ssize_t i, n = len(values)
+    if data.shape[0] != n:
+        raise ValueError(f"_values_write: {n} values but an array of {data.shape[0]}")
+    for i in range(n):
+        _value_at(values, i).data = data[i]
+
+
+def _values_zero_grad(list values not None):
+    """Set each Value's grad to zero."""
+    cdef Py_ssize_t i
+    for i in range(len(values)):
+        _value_at(values, i).grad = 0.0
 
 
 # ---------------------------------------------------------------------------

@@ -80,7 +80,7 @@ cdef Tape* _tape_build(tuple nodes) except NULL:
 
 
 cdef inline double _tape_dot(const double* val, const int* w, const int* x, Py_ssize_t n,
-                             double bias) noexcept:
+                             double bias) noexcept nogil:
     """_dot_data's arithmetic, over tape positions."""
     cdef double s0 = bias, s1 = 0.0, s2 = 0.0, s3 = 0.0
     cdef Py_ssize_t i = 0
@@ -96,88 +96,409 @@ cdef inline double _tape_dot(const double* val, const int* w, const int* x, Py_s
     return (s0 + s1) + (s2 + s3)
 
 
-cdef void _tape_forward(Tape* t, PyObject** nodes) noexcept:
-    cdef Py_ssize_t i, k, start, count
-    cdef unsigned short op
+# The sweeps work on a copy of the tape (its array pointers): the extension
+# is compiled with -fno-strict-aliasing, so through a Tape* every store into
+# a value or a node would make the compiler reload them; a local copy stays
+# in registers across a whole sweep.
+cdef inline void _tape_eval(Tape t, Py_ssize_t i) noexcept nogil:
+    """Node i's value from its operands' values on the tape."""
+    cdef Py_ssize_t k, start, count
+    cdef unsigned short op = t.op[i]
     cdef double total
     cdef double* val = t.val
-    for i in range(t.n):
-        op = t.op[i]
-        if op == OP_LEAF:
-            val[i] = (<Value>nodes[i]).data
-            continue
-        if mg_op_operands(op):
-            val[i] = mg_forward(op, val[t.a[i]], val[t.b[i]] if mg_op_operands(op) == 2 else 0.0,
-                                t.aux[i])
+    if mg_op_operands(op):
+        val[i] = mg_forward(op, val[t.a[i]], val[t.b[i]] if mg_op_operands(op) == 2 else 0.0,
+                            t.aux[i])
+        return
+    start = t.args_start[i]
+    count = t.args_start[i + 1] - start
+    if op == OP_DOT:
+        val[i] = _tape_dot(val, t.args + start, t.args + start + count // 2, count // 2,
+                           val[t.a[i]] if t.a[i] >= 0 else 0.0)
+    else:
+        total = 0.0
+        for k in range(start, start + count):
+            total += val[t.args[k]]
+        val[i] = total + t.aux[i] if op == OP_SUM else total / count
+
+
+cdef inline void _tape_pass_back(Tape t, Py_ssize_t i, double* grad,
+                                 const unsigned char* rg) noexcept nogil:
+    """Node i's gradient passed on to its operands that take one (rg)."""
+    cdef Py_ssize_t k, start, count, half
+    cdef unsigned short op = t.op[i]
+    cdef double g = grad[i], da, db, y
+    cdef int w, x, p
+    cdef double* val = t.val
+    if mg_op_operands(op):
+        p = t.a[i]
+        if mg_op_operands(op) == 2:
+            mg_local_grads(op, val[p], val[t.b[i]], val[i], t.aux[i], &da, &db)
+            if rg[p]:
+                grad[p] += g * da
+            if rg[t.b[i]]:
+                grad[t.b[i]] += g * db
         else:
-            start = t.args_start[i]
-            count = t.args_start[i + 1] - start
-            if op == OP_DOT:
-                val[i] = _tape_dot(val, t.args + start, t.args + start + count // 2, count // 2,
-                                   val[t.a[i]] if t.a[i] >= 0 else 0.0)
-            else:
-                total = 0.0
-                for k in range(start, start + count):
-                    total += val[t.args[k]]
-                val[i] = total + t.aux[i] if op == OP_SUM else total / count
-        (<Value>nodes[i]).data = val[i]
+            mg_local_grads(op, val[p], 0.0, val[i], t.aux[i], &da, &db)
+            if rg[p]:
+                grad[p] += g * da
+        return
+    start = t.args_start[i]
+    count = t.args_start[i + 1] - start
+    if op == OP_DOT:
+        half = count // 2
+        for k in range(start, start + half):
+            w = t.args[k]
+            x = t.args[k + half]
+            if rg[w]:
+                grad[w] += g * val[x]
+            if rg[x]:
+                grad[x] += g * val[w]
+        if t.a[i] >= 0 and rg[t.a[i]]:
+            grad[t.a[i]] += g
+    else:
+        y = g if op == OP_SUM else g / count
+        for k in range(start, start + count):
+            if rg[t.args[k]]:
+                grad[t.args[k]] += y
+
+
+cdef enum:
+    SYNC_LOAD = 0           # the tape's value <- the node's data (a leaf)
+    SYNC_STORE_DATA = 1     # the node's data <- the tape's value
+    SYNC_STORE_GRAD = 2     # the node's grad <- the tape's gradient (a leaf accumulates)
+
+
+cdef inline void _node_sync(PyObject* node, int what, double* x, bint leaf) noexcept:
+    """The one place replay touches node fields after _tape_build: copies a
+    node's data or grad to or from its place x on the tape (a leaf's grad
+    accumulates).  Nodes are read through borrowed pointers (the Graph owns
+    them): no reference counting."""
+    if what == SYNC_LOAD:
+        x[0] = (<Value>node).data
+    elif what == SYNC_STORE_DATA:
+        (<Value>node).data = x[0]
+    elif leaf:
+        (<Value>node).grad = (<Value>node).grad + x[0]
+    else:
+        (<Value>node).grad = x[0]
+
+
+cdef void _tape_forward(Tape* t, PyObject** nodes) noexcept:
+    cdef Py_ssize_t i
+    cdef Tape tape = t[0]
+    for i in range(tape.n):
+        if tape.op[i] == OP_LEAF:
+            _node_sync(nodes[i], SYNC_LOAD, &tape.val[i], True)
+        else:
+            _tape_eval(tape, i)
+            _node_sync(nodes[i], SYNC_STORE_DATA, &tape.val[i], False)
 
 
 cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
-    cdef Py_ssize_t i, k, start, count, half
-    cdef unsigned short op
-    cdef double g, da, db, y
-    cdef int w, x, p
-    cdef double* val = t.val
-    cdef double* grad = t.grad
-    cdef unsigned char* rg = t.requires_grad
+    cdef Py_ssize_t i
+    cdef Tape tape = t[0]
     # Derivatives are taken at the values of the last forward() (the tape
     # keeps them); every gradient, a leaf's too, starts at zero: a leaf's pass
     # total is added to what it held at the end, as run_backward does.
-    memset(grad, 0, t.n * sizeof(double))
-    grad[t.n - 1] = seed
-    for i in range(t.n - 1, -1, -1):
-        op = t.op[i]
-        if op == OP_LEAF or not rg[i]:
-            continue
-        g = grad[i]
-        if mg_op_operands(op):
-            p = t.a[i]
-            if mg_op_operands(op) == 2:
-                mg_local_grads(op, val[p], val[t.b[i]], val[i], t.aux[i], &da, &db)
-                if rg[p]:
-                    grad[p] += g * da
-                if rg[t.b[i]]:
-                    grad[t.b[i]] += g * db
-            else:
-                mg_local_grads(op, val[p], 0.0, val[i], t.aux[i], &da, &db)
-                if rg[p]:
-                    grad[p] += g * da
-            continue
-        start = t.args_start[i]
-        count = t.args_start[i + 1] - start
-        if op == OP_DOT:
-            half = count // 2
-            for k in range(start, start + half):
-                w = t.args[k]
-                x = t.args[k + half]
-                if rg[w]:
-                    grad[w] += g * val[x]
-                if rg[x]:
-                    grad[x] += g * val[w]
-            if t.a[i] >= 0 and rg[t.a[i]]:
-                grad[t.a[i]] += g
-        else:
-            y = g if op == OP_SUM else g / count
-            for k in range(start, start + count):
-                if rg[t.args[k]]:
-                    grad[t.args[k]] += y
+    memset(tape.grad, 0, tape.n * sizeof(double))
+    tape.grad[tape.n - 1] = seed
+    for i in range(tape.n - 1, -1, -1):
+        if tape.op[i] != OP_LEAF and tape.requires_grad[i]:
+            _tape_pass_back(tape, i, tape.grad, tape.requires_grad)
+    for i in range(tape.n):
+        if tape.requires_grad[i]:
+            _node_sync(nodes[i], SYNC_STORE_GRAD, &tape.grad[i], tape.op[i] == OP_LEAF)
+
+
+# Batched replay: the same per-sample graph run on B samples at once
+
+# Graph(root, inputs=[...]) marks the leaves that vary per sample.  A node
+# that depends on an input has B values ("lanes"), side by side in one
+# buffer (node slot s: lanes[s * B : (s + 1) * B]); a node that does not (a
+# parameter, what only parameters feed) has one value, computed once, that
+# every lane reads.  The lane loops are csrc/mg_lanes.h's (the op table's
+# rows over lanes).  Gradients flow from lane nodes to lane nodes and to
+# nodes without lanes, never back: so the backward runs the lane sweep
+# first, each lane on its own (a thread owns a range of lanes), sending the
+# shared nodes it reads their share summed per chunk of 64 lanes; the
+# chunks are then added in order, and a scalar sweep finishes the shared
+# nodes.
+from libc.stddef cimport ptrdiff_t
+from libc.string cimport memcpy
+
+cdef extern from "mg_lanes.h":
+    ctypedef struct mg_lane_graph:
+        ptrdiff_t B
+        const unsigned short* op
+        const int* a
+        const int* b
+        const int* args_start
+        const int* args
+        const double* aux
+        const double* val
+        const unsigned char* rg
+        const int* vslot
+        const int* gslot
+        const int* pslot
+        const unsigned char* first_ab
+        const unsigned char* first_args
+        const int* order
+        ptrdiff_t n_order
+        ptrdiff_t n_chunks
+        int root
+        double* lanes
+        double* grads
+        double* partials
+    ctypedef void (*mg_lane_task)(const mg_lane_graph* g, ptrdiff_t l0, ptrdiff_t l1) noexcept nogil
+    void mg_lanes_forward(const mg_lane_graph* g, ptrdiff_t l0, ptrdiff_t l1) noexcept nogil
+    void mg_lanes_backward(const mg_lane_graph* g, ptrdiff_t l0, ptrdiff_t l1) noexcept nogil
+    void mg_lanes_run(mg_lane_task task, const mg_lane_graph* g, int threads) noexcept nogil
+    int MG_LANES_MAX_THREADS
+    int MG_LANE_CHUNK
+
+
+ctypedef struct Lanes:
+    mg_lane_graph g         # what the lane loops read: the tape's arrays and those below
+    unsigned char* rg       # the tape's requires_grad, the inputs taken as constants
+    unsigned char* shared   # no lanes: computed once (parameters, what only they feed)
+    unsigned char* shared_rg    # shared and taking a gradient: written back after backward
+    unsigned char* first    # per edge of the sweep: the operand's first gradient (2n + n_args)
+    int* vslot
+    int* gslot
+    int* pslot
+    int* order
+    int* boundary           # the shared nodes lane nodes send gradients to, by pslot
+    Py_ssize_t n_boundary
+    int* inputs             # the inputs' positions, in the order of inputs=[...]
+    Py_ssize_t n_inputs
+    Py_ssize_t n_vslots
+    Py_ssize_t n_gslots
+
+
+cdef void _lanes_free(Lanes* L) noexcept:
+    if L == NULL:
+        return
+    free(L.rg)
+    free(L.shared)
+    free(L.shared_rg)
+    free(L.first)
+    free(L.vslot)
+    free(L.gslot)
+    free(L.pslot)
+    free(L.order)
+    free(L.boundary)
+    free(L.inputs)
+    free(L.g.lanes)
+    free(L.g.grads)
+    free(L.g.partials)
+    free(L)
+
+
+cdef Py_ssize_t _sweep_edges(Tape* t, Py_ssize_t i, int* parent, Py_ssize_t* flag) noexcept:
+    """Node i's operands in the order the reverse sweep sends them their
+    gradients (mg_lanes_backward, _tape_pass_back), with where each edge's
+    "first" flag lives (2i, 2i + 1: operands a, b; 2n + k: args[k])."""
+    cdef Py_ssize_t e = 0, k, start = t.args_start[i], count = t.args_start[i + 1] - start
+    cdef Py_ssize_t half = count // 2
+    if mg_op_operands(t.op[i]):
+        parent[0], flag[0] = t.a[i], 2 * i
+        if mg_op_operands(t.op[i]) == 2:
+            parent[1], flag[1] = t.b[i], 2 * i + 1
+            return 2
+        return 1
+    if t.op[i] == OP_DOT:
+        for k in range(start, start + half):
+            parent[e], flag[e] = t.args[k], 2 * t.n + k
+            parent[e + 1], flag[e + 1] = t.args[k + half], 2 * t.n + k + half
+            e += 2
+        if t.a[i] >= 0:
+            parent[e], flag[e] = t.a[i], 2 * i
+            e += 1
+        return e
+    for k in range(start, start + count):
+        parent[e], flag[e] = t.args[k], 2 * t.n + k
+        e += 1
+    return e
+
+
+cdef Lanes* _lanes_build(Tape* t, list input_positions) except NULL:
+    """Which nodes have lanes and where their lanes live, from the tape
+    alone.  The inputs are constants for the gradient (no gradient lanes
+    are kept for them), so requires_grad is recomputed."""
+    cdef Py_ssize_t n = t.n, n_args = t.args_start[t.n]
+    cdef unsigned char* lane = <unsigned char*>calloc(n, 1)
+    cdef int* scratch = <int*>malloc((n + n_args + 2) * sizeof(int))
+    cdef Py_ssize_t* flag = <Py_ssize_t*>malloc((n_args + 2) * sizeof(Py_ssize_t))
+    cdef Lanes* L = <Lanes*>calloc(1, sizeof(Lanes))
+    try:
+        if L == NULL or lane == NULL or scratch == NULL or flag == NULL:
+            raise MemoryError()
+        L.rg = <unsigned char*>calloc(n, 1)
+        L.shared = <unsigned char*>calloc(n, 1)
+        L.shared_rg = <unsigned char*>calloc(n, 1)
+        L.first = <unsigned char*>calloc(2 * n + n_args, 1)
+        L.vslot = <int*>malloc(n * sizeof(int))
+        L.gslot = <int*>malloc(n * sizeof(int))
+        L.pslot = <int*>malloc(n * sizeof(int))
+        L.order = <int*>malloc(n * sizeof(int))
+        L.boundary = <int*>malloc(n * sizeof(int))
+        L.inputs = <int*>malloc(max(len(input_positions), 1) * sizeof(int))
+        if (L.rg == NULL or L.shared == NULL or L.shared_rg == NULL or L.first == NULL
+                or L.vslot == NULL or L.gslot == NULL or L.pslot == NULL or L.order == NULL
+                or L.boundary == NULL or L.inputs == NULL):
+            raise MemoryError()
+        _lanes_mark(L, t, input_positions, lane, scratch, flag)
+        _lanes_plan_gradients(L, t, lane, scratch, scratch + n_args + 2, flag)
+    except BaseException:
+        _lanes_free(L)
+        raise
+    finally:
+        free(lane)
+        free(scratch)
+        free(flag)
+    L.g.op = t.op
+    L.g.a = t.a
+    L.g.b = t.b
+    L.g.args_start = t.args_start
+    L.g.args = t.args
+    L.g.aux = t.aux
+    L.g.val = t.val
+    L.g.rg = L.rg
+    L.g.vslot = L.vslot
+    L.g.gslot = L.gslot
+    L.g.pslot = L.pslot
+    L.g.first_ab = L.first
+    L.g.first_args = L.first + 2 * n
+    L.g.order = L.order
+    L.g.n_order = L.n_vslots
+    L.g.root = n - 1
+    return L
+
+
+cdef int _lanes_mark(Lanes* L, Tape* t, list input_positions, unsigned char* lane,
+                     int* parent, Py_ssize_t* flag) except -1:
+    """Which nodes depend on an input (lane), which take a gradient (rg),
+    and the value slots of the lane nodes."""
+    cdef Py_ssize_t i, j, e
+    cdef bint any_lane, any_rg
+    for k, i in enumerate(input_positions):
+        L.inputs[k] = i
+        lane[i] = 1
+    L.n_inputs = len(input_positions)
     for i in range(t.n):
-        if rg[i]:
-            if t.op[i] == OP_LEAF:
-                (<Value>nodes[i]).grad = (<Value>nodes[i]).grad + grad[i]
-            else:
-                (<Value>nodes[i]).grad = grad[i]
+        L.vslot[i] = L.gslot[i] = L.pslot[i] = -1
+        if t.op[i] == OP_LEAF:
+            L.rg[i] = t.requires_grad[i] and not lane[i]
+        else:
+            any_lane = any_rg = False
+            e = _sweep_edges(t, i, parent, flag)
+            for j in range(e):
+                any_lane = any_lane or lane[parent[j]]
+                any_rg = any_rg or L.rg[parent[j]]
+            lane[i] = any_lane
+            L.rg[i] = t.requires_grad[i] and any_rg
+        if lane[i]:
+            L.vslot[i] = L.n_vslots
+            L.order[L.n_vslots] = i
+            L.n_vslots += 1
+        L.shared[i] = not lane[i]
+        L.shared_rg[i] = L.shared[i] and L.rg[i]
+    return 0
+
+
+cdef int _lanes_plan_gradients(Lanes* L, Tape* t, const unsigned char* lane, int* parent,
+                               int* free_slots, Py_ssize_t* flag) except -1:
+    """The reverse sweep, run on paper: a lane node takes a gradient slot at
+    the first gradient it receives (that edge's flag says "set") and gives
+    it back once it has passed its gradient on; a shared node that lane
+    nodes send gradients to gets a row of chunk partials (pslot)."""
+    cdef Py_ssize_t k, j, e, n_free = 0
+    cdef int i, p
+    cdef int root = t.n - 1
+    if L.rg[root]:
+        L.gslot[root] = 0
+        L.n_gslots = 1
+    for k in range(L.n_vslots - 1, -1, -1):
+        i = L.order[k]
+        if not L.rg[i] or L.gslot[i] < 0:
+            continue
+        e = _sweep_edges(t, i, parent, flag)
+        for j in range(e):
+            p = parent[j]
+            if not L.rg[p]:
+                continue
+            if lane[p]:
+                if L.gslot[p] < 0:
+                    L.first[flag[j]] = 1
+                    if n_free:
+                        n_free -= 1
+                        L.gslot[p] = free_slots[n_free]
+                    else:
+                        L.gslot[p] = L.n_gslots
+                        L.n_gslots += 1
+            elif L.pslot[p] < 0:
+                L.pslot[p] = L.n_boundary
+                L.boundary[L.n_boundary] = p
+                L.n_boundary += 1
+        free_slots[n_free] = L.gslot[i]
+        n_free += 1
+    return 0
+
+
+cdef int _lanes_reserve(Lanes* L, Py_ssize_t B) except -1:
+    """Lane buffers for B samples."""
+    cdef Py_ssize_t n_chunks = (B + MG_LANE_CHUNK - 1) // MG_LANE_CHUNK
+    if B == L.g.B:
+        return 0
+    free(L.g.lanes)
+    free(L.g.grads)
+    free(L.g.partials)
+    L.g.B = 0
+    L.g.lanes = <double*>malloc(max(L.n_vslots * B, 1) * sizeof(double))
+    L.g.grads = <double*>malloc(max(L.n_gslots * B, 1) * sizeof(double))
+    L.g.partials = <double*>malloc(max(L.n_boundary * n_chunks, 1) * sizeof(double))
+    if L.g.lanes == NULL or L.g.grads == NULL or L.g.partials == NULL:
+        raise MemoryError()
+    L.g.B = B
+    L.g.n_chunks = n_chunks
+    return 0
+
+
+def _as_columns(tuple columns, Py_ssize_t n_inputs):
+    """forward(*columns) as one contiguous float64 array of B numbers per
+    input, or a TypeError/ValueError naming the argument."""
+    import numpy
+    arrays = []
+    for k, c in enumerate(columns):
+        try:
+            arrays.append(numpy.asarray(c, dtype=numpy.float64))
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"Graph.forward(columns[{k}]): expected numbers, "
+                            f"got {type(c).__name__} ({e})") from None
+    if len(arrays) == 1 and arrays[0].ndim == 2:
+        if arrays[0].shape[1] != n_inputs:
+            raise ValueError(
+                f"Graph.forward(columns): a 2-d array must have shape (B, {n_inputs}), one "
+                f"column per input; got shape {arrays[0].shape}")
+        arrays = list(arrays[0].T)
+    elif len(arrays) != n_inputs:
+        raise TypeError(
+            f"Graph.forward(columns): the graph has {n_inputs} input(s), so forward takes "
+            f"{n_inputs} column(s) of B numbers or one (B, {n_inputs}) array; got "
+            f"{len(arrays)} argument(s)")
+    for k, c in enumerate(arrays):
+        if c.ndim != 1:
+            raise ValueError(f"Graph.forward(columns[{k}]): a column is 1-d (B numbers), "
+                             f"got shape {c.shape}")
+        if c.shape[0] != arrays[0].shape[0]:
+            raise ValueError(
+                f"Graph.forward(columns[{k}]): every column has the same length B; "
+                f"columns[0] has {arrays[0].shape[0]}, columns[{k}] has {c.shape[0]}")
+    if arrays[0].shape[0] < 1:
+        raise ValueError("Graph.forward(columns): B, the number of samples, must be at least 1")
+    return [numpy.ascontiguousarray(c) for c in arrays]
+
 
 @cython.final
 @cython.binding(False)   # methods check the type of self (Cython #1903)
@@ -196,6 +517,26 @@ cdef class Graph:
     would branch differently on new data (a Python ``if`` on a value), replay
     still follows the recorded branch.  ``matches(new_root)`` tells whether a
     fresh build has the recorded structure.
+
+    Batched replay: ``Graph(root, inputs=[x1, x2, ...])`` records a graph
+    built for one sample and marks the leaf Values that vary per sample.
+    ``forward(col1, col2, ...)`` (one column of B numbers per input, or one
+    (B, n_inputs) array) then computes every node for the B samples at once
+    and returns the root's B values; ``backward(reduction="sum" | "mean")``
+    adds the sum (or mean) over samples of d root / d p to each parameter's
+    ``.grad``.  Nodes that depend on an input keep B values ("lanes"), read
+    them with ``value(node)``; nodes that do not (parameters, an L2 term)
+    are computed once.  Each sample's values equal the unbatched replay of
+    that sample bit for bit (the same formulas in the same order); a
+    parameter's gradient is a sum over samples in another order than
+    adding the samples' gradients one by one, so it agrees to rounding
+    (about 1e-15 relative), not bit for bit.  ``threads=n`` splits the samples across up to n
+    native threads, in whole chunks of 64 samples (the GIL is released);
+    a thread computes whole samples, a sum over samples adds fixed chunks
+    in chunk order, so the results do not depend on n.  Nodes with lanes
+    keep their ``.data`` and ``.grad`` untouched (use ``value(node)``); the
+    inputs get no ``.grad``; the other nodes get their value and gradient
+    as with an unbatched replay.
     """
     cdef tuple _nodes               # owns the recorded nodes, root last
     cdef PyObject** _order          # the same nodes, borrowed, for the C loops
@@ -203,16 +544,48 @@ cdef class Graph:
     cdef readonly Node root
     cdef list _tensor_leaves        # (leaf, shape) pairs checked before forward
     cdef Tape* _tape                # flat program of a graph of Values only, or NULL
+    cdef Lanes* _lanes              # batched graphs (inputs=[...]): the lane layout, or NULL
+    cdef tuple _inputs
+    cdef int _threads
+    cdef Py_ssize_t _batch          # B of the last batched forward, 0 before
+    cdef bint _busy                 # a batched pass runs (the GIL released)
+    cdef dict _position             # id(node) -> position, made on first use
 
     def __cinit__(self):
         self._order = NULL
         self._tape = NULL
+        self._lanes = NULL
 
-    def __init__(self, root):
+    def __init__(self, root, inputs=None, *, threads=1):
         cdef Py_ssize_t i
         cdef Node node
         if not isinstance(root, Node):
             raise TypeError(f"Graph(root) takes a Value or Tensor, got {type(root).__name__}")
+        if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
+            raise TypeError(f"Graph(threads=...) takes an int, got {type(threads).__name__}")
+        if not 1 <= threads <= MG_LANES_MAX_THREADS:
+            raise ValueError(f"Graph(threads=...) must be between 1 and {MG_LANES_MAX_THREADS}, "
+                             f"got {threads}")
+        if inputs is None and threads != 1:
+            raise ValueError("Graph(threads=...) splits the samples of a batched graph; "
+                             "it needs inputs=[...]")
+        if inputs is not None:
+            if isinstance(inputs, Node):
+                raise TypeError("Graph(inputs=...) takes a list of leaf Values, got a single "
+                                f"{type(inputs).__name__}: write inputs=[x]")
+            try:
+                inputs = tuple(inputs)
+            except TypeError:
+                raise TypeError("Graph(inputs=...) takes a list of leaf Values, "
+                                f"got {type(inputs).__name__}") from None
+            if not inputs:
+                raise ValueError("Graph(inputs=[]): name at least one input, or leave inputs "
+                                 "out for an unbatched graph")
+            for k, x in enumerate(inputs):
+                if not isinstance(x, Value):
+                    raise TypeError(f"Graph(inputs[{k}]): inputs are leaf Values, "
+                                    f"got {type(x).__name__}")
+        self._threads = threads
         self.root = <Node>root
         self._nodes = tuple(topological_order(self.root))
         self._n = len(self._nodes)
@@ -237,16 +610,49 @@ cdef class Graph:
                 self._tensor_leaves.append((node, node.shape))
         if all(isinstance(n, Value) and (<Node>n).op != OP_ELEMENT for n in self._nodes):
             self._tape = _tape_build(self._nodes)
+        if inputs is not None:
+            self._lanes = _lanes_build(self._tape, self._input_positions(inputs))
+            self._inputs = inputs
+
+    cdef list _input_positions(self, tuple inputs):
+        """The tape positions of inputs=[...], checked."""
+        cdef list positions = []
+        cdef dict seen = {}
+        if self._tape == NULL:
+            raise ValueError("Graph(inputs=...): batched replay needs a graph of Values only "
+                             "(this one has tensor nodes or tensor elements)")
+        position = self._positions()
+        for k, x in enumerate(inputs):
+            i = position.get(id(x), -1)
+            if i < 0:
+                raise ValueError(f"Graph(inputs[{k}]): {x!r} is not a node of the graph "
+                                 "(the root does not depend on it)")
+            if self._tape.op[i] != OP_LEAF:
+                raise ValueError(f"Graph(inputs[{k}]): {x!r} is computed by the graph, not a "
+                                 "leaf; inputs are the leaves that vary per sample")
+            if i in seen:
+                raise ValueError(f"Graph(inputs[{k}]): the same Value as inputs[{seen[i]}]; "
+                                 "each input is named once")
+            seen[i] = k
+            positions.append(i)
+        return positions
+
+    cdef dict _positions(self):
+        if self._position is None:
+            self._position = {id(node): i for i, node in enumerate(self._nodes)}
+        return self._position
 
     def __dealloc__(self):
         free(self._order)
         _tape_free(self._tape)
+        _lanes_free(self._lanes)
 
     def __len__(self):
         return self._n
 
     def __repr__(self):
-        return (f"Graph({self._n} nodes, {len(self.leaves)} leaves, "
+        batched = f", {len(self._inputs)} inputs" if self._lanes != NULL else ""
+        return (f"Graph({self._n} nodes, {len(self.leaves)} leaves{batched}, "
                 f"{len(self.parameters)} parameters, root={self.root!r})")
 
     @property
@@ -261,14 +667,29 @@ cdef class Graph:
 
     @property
     def parameters(self):
-        """The leaves that take a gradient."""
-        return [n for n in self._nodes if (<Node>n).op == OP_LEAF and (<Node>n).requires_grad]
+        """The leaves that take a gradient (the inputs of a batched graph excepted)."""
+        inputs = self._inputs or ()
+        return [n for n in self._nodes if (<Node>n).op == OP_LEAF and (<Node>n).requires_grad
+                and not any(n is x for x in inputs)]
 
-    def forward(self):
+    @property
+    def inputs(self):
+        """The leaves that vary per sample (``inputs=[...]``), or None."""
+        return None if self._inputs is None else list(self._inputs)
+
+    def forward(self, *columns):
         """Recompute every node from the current values of the leaves; returns
-        the root's new value (a float for a Value root)."""
+        the root's new value (a float for a Value root).
+
+        A batched graph takes the inputs' values, one column of B numbers per
+        input (``forward(xs, ys)``) or one (B, n_inputs) array, and returns
+        the root's B values (a float64 numpy array)."""
         cdef Py_ssize_t i
         cdef Node node
+        if self._lanes != NULL:
+            return self._forward_lanes(_as_columns(columns, self._lanes.n_inputs))
+        if columns:
+            raise TypeError("Graph.forward() takes no columns: the graph has no inputs=[...]")
         for leaf, shape in self._tensor_leaves:
             if leaf.shape != shape:
                 raise ValueError(
@@ -287,13 +708,26 @@ cdef class Graph:
                 (<ArrayNode>node)._forward()
         return self.root.data
 
-    def backward(self, grad=None):
+    def backward(self, grad=None, reduction="sum"):
         """Rerun the reverse sweep over the recorded order, with backward()'s
-        semantics: intermediate gradients recomputed, leaves accumulate."""
+        semantics: intermediate gradients recomputed, leaves accumulate.
+
+        A batched graph adds, to each parameter's ``.grad``, the sum over the
+        samples of the last forward (``reduction="mean"``: the mean) of
+        d root / d parameter; ``grad`` must then be None.  An unbatched graph
+        has one sample, for which sum and mean agree."""
         cdef Py_ssize_t i
         cdef Node node
         cdef double g
         cdef _LeafStash stash
+        if reduction != "sum" and reduction != "mean":
+            raise ValueError(f"Graph.backward(reduction=...) is 'sum' or 'mean', got {reduction!r}")
+        if self._lanes != NULL:
+            if grad is not None:
+                raise TypeError("Graph.backward(grad=...): a batched graph seeds every sample's "
+                                "root with 1; scale the result instead")
+            self._backward_lanes(reduction == "mean")
+            return
         if not self.root.requires_grad:
             raise RuntimeError("Graph.backward(): the root does not require grad")
         if isinstance(self.root, Value):
@@ -322,11 +756,135 @@ cdef class Graph:
         finally:
             stash.restore()
 
-    def step(self):
-        """``forward()`` then ``backward()``; returns the root's value."""
-        out = self.forward()
-        self.backward()
+    def step(self, *columns, reduction="sum"):
+        """``forward(*columns)`` then ``backward(reduction=...)``; returns
+        what forward returned."""
+        if reduction != "sum" and reduction != "mean":
+            raise ValueError(f"Graph.step(reduction=...) is 'sum' or 'mean', got {reduction!r}")
+        out = self.forward(*columns)
+        self.backward(reduction=reduction)
         return out
+
+    def value(self, node):
+        """``node``'s value at the last forward.  In a batched graph, a node
+        that depends on an input has one value per sample (a float64 numpy
+        array of length B, a copy); a node that does not has one value for
+        all samples, returned as a float."""
+        cdef Py_ssize_t i = self._positions().get(id(node), -1)
+        cdef Py_ssize_t B = self._batch
+        if i < 0:
+            if not isinstance(node, Node):
+                raise TypeError(f"Graph.value(node) takes a node of the graph, "
+                                f"got {type(node).__name__}")
+            raise ValueError("Graph.value(node): the node is not in the recorded graph")
+        if self._lanes == NULL:
+            return node.data
+        if self._lanes.vslot[i] < 0:
+            return self._tape.val[i]
+        if B == 0:
+            raise RuntimeError("Graph.value(node): no batched forward has run yet; call "
+                               "forward(*columns) first")
+        return self._lane_copy(self._lanes.vslot[i])
+
+    cdef object _lane_copy(self, Py_ssize_t slot):
+        import numpy
+        cdef Py_ssize_t B = self._batch
+        out = numpy.empty(B)
+        cdef double[::1] view = out
+        memcpy(&view[0], self._lanes.g.lanes + slot * B, B * sizeof(double))
+        return out
+
+    cdef object _forward_lanes(self, list columns):
+        cdef double[::1] column = columns[0]
+        cdef Lanes* L = self._lanes
+        cdef Tape* t = self._tape
+        cdef Tape tape
+        cdef Py_ssize_t B = column.shape[0], i, k
+        self._enter()
+        try:
+            _lanes_reserve(L, B)
+            self._batch = 0
+            tape = t[0]
+            for i in range(tape.n):
+                if L.shared[i] and tape.op[i] == OP_LEAF:
+                    _node_sync(self._order[i], SYNC_LOAD, &tape.val[i], True)
+                elif L.shared[i]:
+                    _tape_eval(tape, i)
+                    _node_sync(self._order[i], SYNC_STORE_DATA, &tape.val[i], False)
+            for k in range(L.n_inputs):
+                column = columns[k]
+                memcpy(L.g.lanes + L.vslot[L.inputs[k]] * B, &column[0], B * sizeof(double))
+            with nogil:
+                mg_lanes_run(mg_lanes_forward, &L.g, self._threads)
+            self._batch = B
+        finally:
+            self._busy = False
+        if _anomaly_mode:
+            for i in range(t.n):
+                if t.op[i] != OP_LEAF:
+                    self._check_finite(i, self.value(<object>self._order[i]),
+                                       "the batched forward pass of {node} produced {bad}")
+        return self._lane_copy(L.vslot[t.n - 1])
+
+    cdef int _check_finite(self, Py_ssize_t i, values, str message) except -1:
+        """detect_anomaly for batched replay (checked after the pass): node
+        i's value, or gradient, is finite in every sample."""
+        import numpy
+        bad = _non_finite(values)
+        if bad is not None:
+            text = message.format(node=_node_name(<Node>self._order[i]), bad=bad)
+            if not isinstance(values, float):
+                text += f" for sample {numpy.flatnonzero(~numpy.isfinite(values))[0]}"
+            raise FloatingPointError("detect_anomaly: " + text)
+        return 0
+
+    cdef int _backward_lanes(self, bint mean) except -1:
+        cdef Lanes* L = self._lanes
+        cdef Tape* t = self._tape
+        cdef Py_ssize_t B = self._batch, i, k, c
+        cdef double total
+        cdef Tape tape
+        if B == 0:
+            raise RuntimeError("Graph.backward(): no batched forward has run yet; call "
+                               "forward(*columns) first")
+        if not t.requires_grad[t.n - 1]:
+            raise RuntimeError("Graph.backward(): the root does not require grad")
+        if not L.rg[t.n - 1]:
+            return 0            # no parameter below the root: nothing to add
+        self._enter()
+        try:
+            memset(L.g.partials, 0, L.n_boundary * L.g.n_chunks * sizeof(double))
+            with nogil:
+                mg_lanes_run(mg_lanes_backward, &L.g, self._threads)
+            memset(t.grad, 0, t.n * sizeof(double))
+            for k in range(L.n_boundary):
+                total = 0.0
+                for c in range(L.g.n_chunks):
+                    total += L.g.partials[k * L.g.n_chunks + c]
+                t.grad[L.boundary[k]] = total / B if mean else total
+            tape = t[0]
+            for i in range(tape.n - 1, -1, -1):
+                if L.shared_rg[i] and tape.op[i] != OP_LEAF:
+                    _tape_pass_back(tape, i, tape.grad, L.rg)
+            for i in range(tape.n):
+                if L.shared_rg[i]:
+                    _node_sync(self._order[i], SYNC_STORE_GRAD, &tape.grad[i],
+                               tape.op[i] == OP_LEAF)
+        finally:
+            self._busy = False
+        if _anomaly_mode:
+            for i in range(t.n):
+                if L.shared_rg[i]:
+                    self._check_finite(i, t.grad[i], "the batched backward pass produced "
+                                                     "{bad} in the gradient of {node}")
+        return 0
+
+    cdef int _enter(self) except -1:
+        if self._busy:
+            raise RuntimeError("Graph: a batched forward or backward of this graph is running "
+                               "in another thread; a graph runs one pass at a time")
+        self._busy = True
+        return 0
 
     def matches(self, root):
         """Whether a freshly built graph from ``root`` has the recorded

@@ -1,0 +1,463 @@
+/* mg_lanes.h: batched replay's loops.  A recorded graph run on B samples at
+ * once keeps, for every node that depends on a per-sample input, B values
+ * ("lanes") side by side; a node that does not (a parameter, an L2 term) has
+ * one value that every lane reads.
+ *
+ * The loops over lanes are the op table's rows (mg_ops.def) expanded once
+ * more: each row's inline functions of mg_ops.h, applied lane by lane.  A
+ * node switches on its op once and runs one tight loop over contiguous lanes
+ * (restrict pointers, no branch inside), so the compiler vectorises what
+ * vectorises (+ - * / and the fused sums); an operand without lanes is a
+ * scalar in the loop.  Every lane computes what the unbatched replay of its
+ * sample computes, in the same order: its values equal it bit for bit, and
+ * so do its gradients, until they are summed over lanes.
+ *
+ * mg_lanes_run splits the lanes across a few native threads; each thread owns
+ * a range of lanes and never writes outside it, so the result does not depend
+ * on the thread count.
+ */
+#ifndef MG_LANES_H
+#define MG_LANES_H
+
+#include <stddef.h>
+#include <string.h>
+#include "mg_ops.h"
+#ifndef _WIN32
+#include <pthread.h>
+#endif
+
+/* The lane loops are compiled twice on x86-64 Linux with GCC, for AVX2 and
+ * for the baseline, and the loader picks one for the machine (the same
+ * IEEE operations either way, no FMA contraction: the results agree bit
+ * for bit). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define MG_LANES_SIMD __attribute__((target_clones("avx2", "default")))
+#else
+#define MG_LANES_SIMD
+#endif
+
+/* An operand of a lane loop: its lanes (p), or, when p is NULL, one value s
+ * that every lane reads. */
+typedef struct {
+    const double *p;
+    double s;
+} mg_lane_arg;
+
+/* Run STMT for i in [0, n) with x0, x1 the operands' values at lane i: one
+ * loop per combination of lanes and broadcast values, none branching. */
+#define MG_LANES_EACH(X0, X1, n, STMT)                                                 \
+    do {                                                                               \
+        const double *restrict p0_ = (X0).p;                                           \
+        const double *restrict p1_ = (X1).p;                                           \
+        ptrdiff_t i;                                                                   \
+        if (p0_ && p1_) {                                                              \
+            for (i = 0; i < (n); i++) { const double x0 = p0_[i], x1 = p1_[i]; STMT; } \
+        } else if (p0_) {                                                              \
+            const double x1 = (X1).s;                                                  \
+            for (i = 0; i < (n); i++) { const double x0 = p0_[i]; STMT; }              \
+        } else if (p1_) {                                                              \
+            const double x0 = (X0).s;                                                  \
+            for (i = 0; i < (n); i++) { const double x1 = p1_[i]; STMT; }              \
+        } else {                                                                       \
+            const double x0 = (X0).s, x1 = (X1).s;                                     \
+            for (i = 0; i < (n); i++) { STMT; }                                        \
+        }                                                                              \
+    } while (0)
+
+/* A row's loops.  x0, x1 are the row's own arguments: (a, b) for a binary
+ * row, (a, c) for a unary one; the sweep below maps a node's operands and
+ * constant onto them (c op a: x0 = c, x1 = a).
+ *   forward:  out[i] = f(x0, x1)
+ *   grad:     G[i] += g[i] * d out / d x   (G: the gradient lanes of the operand),
+ *             or, for the first gradient an operand receives (set),
+ *             G[i] = 0.0 + g[i] * d out / d x: what adding to a zeroed
+ *             gradient gives, signed zeros included, without zeroing first */
+typedef void (*mg_lane_forward_fn)(mg_lane_arg x0, mg_lane_arg x1, double *restrict out,
+                                   ptrdiff_t n);
+typedef void (*mg_lane_grad_fn)(mg_lane_arg x0, mg_lane_arg x1, const double *restrict out,
+                                const double *restrict g, double *restrict G, ptrdiff_t n,
+                                int set);
+
+#define MG_LANE_FORWARD(NAME, F)                                                       \
+    MG_LANES_SIMD static void NAME(mg_lane_arg X0, mg_lane_arg X1, double *restrict out, ptrdiff_t n) \
+    { MG_LANES_EACH(X0, X1, n, out[i] = (F)); }
+/* CONTRIB: what lane i sends the operand (g[i] times its local derivative) */
+#define MG_LANE_GRAD(NAME, CONTRIB)                                                    \
+    MG_LANES_SIMD static void NAME(mg_lane_arg X0, mg_lane_arg X1, const double *restrict out,       \
+                     const double *restrict g, double *restrict G, ptrdiff_t n, int set) \
+    {                                                                                  \
+        (void)out;                                                                     \
+        if (set)                                                                       \
+            MG_LANES_EACH(X0, X1, n, G[i] = 0.0 + (CONTRIB));                          \
+        else                                                                           \
+            MG_LANES_EACH(X0, X1, n, G[i] += (CONTRIB));                               \
+    }
+
+#define MG_BINARY(CODE, ...)                                                           \
+    MG_LANE_FORWARD(mg_lanes_f_##CODE, mg_f_##CODE(x0, x1))                            \
+    MG_LANE_GRAD(mg_lanes_da_##CODE, g[i] * mg_da_##CODE(x0, x1, out[i]))              \
+    MG_LANE_GRAD(mg_lanes_db_##CODE, g[i] * mg_db_##CODE(x0, x1, out[i]))
+#define MG_UNARY(CODE, ...)                                                            \
+    MG_LANE_FORWARD(mg_lanes_f_##CODE, mg_f_##CODE(x0, x1))                            \
+    MG_LANE_GRAD(mg_lanes_da_##CODE, g[i] * mg_da_##CODE(x0, out[i], x1))
+#define MG_UNARY_C MG_UNARY
+#define MG_END_OF_RULES()
+#define MG_NARY(...)
+#define MG_TENSOR(...)
+#include "mg_ops.def"
+#include "mg_ops_clear.h"
+
+/* By op code: the forward loop, and the gradient loops of operand a and b. */
+static const mg_lane_forward_fn mg_lane_forward[MG_OP_COUNT] = {
+#define MG_BINARY(CODE, ...)                                                           \
+    [MG_OP_##CODE] = mg_lanes_f_##CODE, [MG_OP_##CODE##_AC] = mg_lanes_f_##CODE,       \
+    [MG_OP_##CODE##_CA] = mg_lanes_f_##CODE,
+#define MG_UNARY(CODE, ...) [MG_OP_##CODE] = mg_lanes_f_##CODE,
+#define MG_UNARY_C MG_UNARY
+#define MG_END_OF_RULES()
+#define MG_NARY(...)
+#define MG_TENSOR(...)
+#include "mg_ops.def"
+#include "mg_ops_clear.h"
+};
+static const mg_lane_grad_fn mg_lane_grad_a[MG_OP_COUNT] = {
+#define MG_BINARY(CODE, ...)                                                           \
+    [MG_OP_##CODE] = mg_lanes_da_##CODE, [MG_OP_##CODE##_AC] = mg_lanes_da_##CODE,     \
+    [MG_OP_##CODE##_CA] = mg_lanes_db_##CODE,   /* c op a: a is the row's b */
+#define MG_UNARY(CODE, ...) [MG_OP_##CODE] = mg_lanes_da_##CODE,
+#define MG_UNARY_C MG_UNARY
+#define MG_END_OF_RULES()
+#define MG_NARY(...)
+#define MG_TENSOR(...)
+#include "mg_ops.def"
+#include "mg_ops_clear.h"
+};
+static const mg_lane_grad_fn mg_lane_grad_b[MG_OP_COUNT] = {
+#define MG_BINARY(CODE, ...) [MG_OP_##CODE] = mg_lanes_db_##CODE,
+#define MG_UNARY(...)
+#define MG_UNARY_C(...)
+#define MG_END_OF_RULES()
+#define MG_NARY(...)
+#define MG_TENSOR(...)
+#include "mg_ops.def"
+#include "mg_ops_clear.h"
+};
+
+/* The fused nodes' derivatives, as the scalar replay applies them: dot's
+ * operand w receives g * x (x1 = x; the bias: x1 = 1, as g * 1 = g), sum's
+ * operands g (x1 = 1), mean's g / count (x1 = count). */
+MG_LANE_GRAD(mg_lanes_d_times, ((void)x0, g[i] * x1))
+MG_LANE_GRAD(mg_lanes_d_over, ((void)x0, g[i] / x1))
+
+/* -- the batched graph ----------------------------------------------------------
+ * The replay tape's arrays (by position in the recorded order) plus where
+ * each node keeps its lanes.  Built by the engine (core/replay.pxi).
+ *
+ * Gradient lanes exist only while they are live: a node's slot is taken by
+ * the first gradient it receives in the reverse sweep and given back once
+ * the node has passed its gradient on, so a few slots serve the whole
+ * graph and stay in cache.  The first gradient a node receives is stored
+ * (set), the later ones added: nothing is zeroed.  A node without lanes
+ * receives, from each node with lanes that reads it, the sum over each
+ * chunk of MG_LANE_CHUNK lanes of what those lanes send (partials[pslot *
+ * n_chunks + chunk]); the caller adds the chunks up in order afterwards.
+ * Chunks, not threads, fix the order of these sums: the result does not
+ * depend on the thread count. */
+#define MG_LANE_CHUNK 64
+
+typedef struct {
+    ptrdiff_t B;                  /* lanes per node */
+    const unsigned short *op;     /* the tape: op code, operands a and b (-1: none; */
+    const int *a, *b;             /*   a is dot's bias), n-ary operands args[args_start[i]..] */
+    const int *args_start, *args;
+    const double *aux;            /*   the op's constant */
+    const double *val;            /* the value of a node without lanes */
+    const unsigned char *rg;      /* takes a gradient (inputs do not) */
+    const int *vslot;             /* a node's value lanes: lanes[vslot * B ...], or -1 */
+    const int *gslot;             /* a lane node's gradient lanes: grads[gslot * B ...] */
+    const int *pslot;             /* a node without lanes that lane nodes send gradients to */
+    const unsigned char *first_ab;    /* node i's gradient is the first operand a (2i), */
+    const unsigned char *first_args;  /*   b (2i + 1), args[k] receives: set, not add */
+    const int *order;             /* the positions of the nodes with lanes, in forward order */
+    ptrdiff_t n_order;
+    ptrdiff_t n_chunks;           /* (B + MG_LANE_CHUNK - 1) / MG_LANE_CHUNK */
+    int root;                     /* the root's position (it has lanes) */
+    double *lanes;
+    double *grads;
+    double *partials;
+} mg_lane_graph;
+
+/* Operand pos at lanes [l0, ...): its lanes, or its single value. */
+static inline mg_lane_arg mg_lane_value(const mg_lane_graph *g, int pos, ptrdiff_t l0)
+{
+    mg_lane_arg r;
+    int s = g->vslot[pos];
+    r.p = s >= 0 ? g->lanes + (ptrdiff_t)s * g->B + l0 : NULL;
+    r.s = s >= 0 ? 0.0 : g->val[pos];
+    return r;
+}
+
+static inline mg_lane_arg mg_lane_const(double c)
+{
+    mg_lane_arg r;
+    r.p = NULL;
+    r.s = c;
+    return r;
+}
+
+static inline mg_lane_arg mg_lane_shift(mg_lane_arg x, ptrdiff_t k)
+{
+    if (x.p) x.p += k;
+    return x;
+}
+
+static inline double *mg_lane_grad(const mg_lane_graph *g, int pos, ptrdiff_t l0)
+{
+    return g->grads + (ptrdiff_t)g->gslot[pos] * g->B + l0;
+}
+
+/* The fused dot: the scalar replay's four partial sums (s0 starts at the
+ * bias; term k < n4 goes to s[k % 4], the tail to s0; then (s0 + s1) +
+ * (s2 + s3)), kept per lane for a chunk of lanes at a time. */
+MG_LANES_SIMD static void mg_lanes_dot(const mg_lane_graph *g, int node, double *restrict out,
+                         ptrdiff_t l0, ptrdiff_t n)
+{
+    const int start = g->args_start[node];
+    const ptrdiff_t half = (g->args_start[node + 1] - start) / 2, n4 = half - half % 4;
+    const int *w = g->args + start, *x = w + half;
+    double s[4][MG_LANE_CHUNK];
+    ptrdiff_t c0, m, k, i;
+    for (c0 = 0; c0 < n; c0 += MG_LANE_CHUNK) {
+        m = n - c0 < MG_LANE_CHUNK ? n - c0 : MG_LANE_CHUNK;
+        mg_lane_arg bias = g->a[node] >= 0 ? mg_lane_value(g, g->a[node], l0 + c0)
+                                           : mg_lane_const(0.0);
+        for (i = 0; i < m; i++) {
+            s[0][i] = bias.p ? bias.p[i] : bias.s;
+            s[1][i] = s[2][i] = s[3][i] = 0.0;
+        }
+        for (k = 0; k < half; k++) {
+            double *restrict acc = s[k < n4 ? k % 4 : 0];
+            mg_lane_arg wk = mg_lane_value(g, w[k], l0 + c0), xk = mg_lane_value(g, x[k], l0 + c0);
+            MG_LANES_EACH(wk, xk, m, acc[i] += x0 * x1);
+        }
+        for (i = 0; i < m; i++)
+            out[c0 + i] = (s[0][i] + s[1][i]) + (s[2][i] + s[3][i]);
+    }
+}
+
+/* sum (plus its constant) and mean, adding the operands in order. */
+MG_LANES_SIMD static void mg_lanes_sum(const mg_lane_graph *g, int node, double *restrict out,
+                         ptrdiff_t l0, ptrdiff_t n)
+{
+    const int start = g->args_start[node], count = g->args_start[node + 1] - start;
+    ptrdiff_t i;
+    int k;
+    memset(out, 0, n * sizeof(double));
+    for (k = 0; k < count; k++) {
+        const mg_lane_arg v = mg_lane_value(g, g->args[start + k], l0);
+        const double *restrict p = v.p;
+        if (p)
+            for (i = 0; i < n; i++) out[i] += p[i];
+        else
+            for (i = 0; i < n; i++) out[i] += v.s;
+    }
+    if (g->op[node] == MG_OP_SUM) {
+        const double c = g->aux[node];
+        for (i = 0; i < n; i++) out[i] = out[i] + c;
+    } else {
+        for (i = 0; i < n; i++) out[i] = out[i] / count;
+    }
+}
+
+/* Forward over lanes [l0, l1) of every node with lanes (the nodes without
+ * lanes and the inputs' lanes are set before). */
+static void mg_lanes_forward(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1)
+{
+    const ptrdiff_t n = l1 - l0;
+    ptrdiff_t k;
+    for (k = 0; k < g->n_order; k++) {
+        const int i = g->order[k], op = g->op[i];
+        double *out = g->lanes + (ptrdiff_t)g->vslot[i] * g->B + l0;
+        switch (mg_op_kind[op]) {
+        case MG_KIND_BINARY:
+            mg_lane_forward[op](mg_lane_value(g, g->a[i], l0), mg_lane_value(g, g->b[i], l0), out, n);
+            break;
+        case MG_KIND_BINARY_CA:
+            mg_lane_forward[op](mg_lane_const(g->aux[i]), mg_lane_value(g, g->a[i], l0), out, n);
+            break;
+        case MG_KIND_BINARY_AC:
+        case MG_KIND_UNARY:
+        case MG_KIND_UNARY_C:
+            mg_lane_forward[op](mg_lane_value(g, g->a[i], l0), mg_lane_const(g->aux[i]), out, n);
+            break;
+        case MG_KIND_NARY:
+            if (op == MG_OP_DOT)
+                mg_lanes_dot(g, i, out, l0, n);
+            else
+                mg_lanes_sum(g, i, out, l0, n);
+            break;
+        default:        /* a leaf: an input, set by the caller */
+            break;
+        }
+    }
+}
+
+/* The sum of n lanes in a fixed order (four interleaved partial sums), the
+ * same whatever the thread count. */
+static double mg_lanes_total(const double *restrict p, ptrdiff_t n)
+{
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    ptrdiff_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s[0] += p[i]; s[1] += p[i + 1]; s[2] += p[i + 2]; s[3] += p[i + 3];
+    }
+    for (; i < n; i++) s[0] += p[i];
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+/* Send operand p its gradient from lanes [l0, l0 + n) of a node: fn's
+ * contribution at x0, x1 (out: the node's value lanes, gi: its gradient
+ * lanes).  A lane operand gets it in its gradient lanes (set if first); an
+ * operand without lanes gets the sum over each chunk of lanes. */
+static void mg_lane_send(const mg_lane_graph *g, mg_lane_grad_fn fn, mg_lane_arg x0,
+                         mg_lane_arg x1, const double *out, const double *gi, int p, int first,
+                         ptrdiff_t l0, ptrdiff_t n)
+{
+    double share[MG_LANE_CHUNK];
+    ptrdiff_t c0, m;
+    if (!g->rg[p])
+        return;
+    if (g->vslot[p] >= 0) {
+        fn(x0, x1, out, gi, mg_lane_grad(g, p, l0), n, first);
+        return;
+    }
+    for (c0 = 0; c0 < n; c0 += MG_LANE_CHUNK) {
+        m = n - c0 < MG_LANE_CHUNK ? n - c0 : MG_LANE_CHUNK;
+        fn(mg_lane_shift(x0, c0), mg_lane_shift(x1, c0), out + c0, gi + c0, share, m, 1);
+        g->partials[(ptrdiff_t)g->pslot[p] * g->n_chunks + (l0 + c0) / MG_LANE_CHUNK]
+            += mg_lanes_total(share, m);
+    }
+}
+
+/* Backward over lanes [l0, l1) (l0 a multiple of MG_LANE_CHUNK): the root's
+ * gradient is one in every lane (d root / d root for each sample), and the
+ * reverse sweep over the nodes with lanes passes every lane's gradient on,
+ * in the scalar replay's order. */
+static void mg_lanes_backward(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1)
+{
+    const ptrdiff_t n = l1 - l0;
+    const mg_lane_arg one = mg_lane_const(1.0);
+    ptrdiff_t k, i;
+    double *root = mg_lane_grad(g, g->root, l0);
+    for (i = 0; i < n; i++) root[i] = 1.0;
+    for (k = g->n_order - 1; k >= 0; k--) {
+        const int node = g->order[k], op = g->op[node], a = g->a[node], b = g->b[node];
+        const unsigned char *first = g->first_ab + 2 * (ptrdiff_t)node;
+        if (!g->rg[node] || g->gslot[node] < 0) continue;     /* no gradient reaches it */
+        const double *gi = mg_lane_grad(g, node, l0);
+        const double *out = g->lanes + (ptrdiff_t)g->vslot[node] * g->B + l0;
+        switch (mg_op_kind[op]) {
+        case MG_KIND_BINARY: {
+            mg_lane_arg xa = mg_lane_value(g, a, l0), xb = mg_lane_value(g, b, l0);
+            mg_lane_send(g, mg_lane_grad_a[op], xa, xb, out, gi, a, first[0], l0, n);
+            mg_lane_send(g, mg_lane_grad_b[op], xa, xb, out, gi, b, first[1], l0, n);
+            break;
+        }
+        case MG_KIND_BINARY_CA:
+            mg_lane_send(g, mg_lane_grad_a[op], mg_lane_const(g->aux[node]), mg_lane_value(g, a, l0),
+                         out, gi, a, first[0], l0, n);
+            break;
+        case MG_KIND_BINARY_AC:
+        case MG_KIND_UNARY:
+        case MG_KIND_UNARY_C:
+            mg_lane_send(g, mg_lane_grad_a[op], mg_lane_value(g, a, l0), mg_lane_const(g->aux[node]),
+                         out, gi, a, first[0], l0, n);
+            break;
+        case MG_KIND_NARY: {
+            const int start = g->args_start[node], count = g->args_start[node + 1] - start;
+            const unsigned char *first_arg = g->first_args + start;
+            int j;
+            if (op == MG_OP_DOT) {
+                const int half = count / 2, *w = g->args + start, *x = w + half;
+                for (j = 0; j < half; j++) {
+                    mg_lane_send(g, mg_lanes_d_times, one, mg_lane_value(g, x[j], l0), out, gi,
+                                 w[j], first_arg[j], l0, n);
+                    mg_lane_send(g, mg_lanes_d_times, one, mg_lane_value(g, w[j], l0), out, gi,
+                                 x[j], first_arg[j + half], l0, n);
+                }
+                if (a >= 0)
+                    mg_lane_send(g, mg_lanes_d_times, one, one, out, gi, a, first[0], l0, n);
+            } else {
+                const mg_lane_arg by = mg_lane_const(op == MG_OP_SUM ? 1.0 : count);
+                for (j = 0; j < count; j++)
+                    mg_lane_send(g, op == MG_OP_SUM ? mg_lanes_d_times : mg_lanes_d_over, one, by,
+                                 out, gi, g->args[start + j], first_arg[j], l0, n);
+            }
+            break;
+        }
+        default:
+            break;
+        }
+    }
+}
+
+/* -- threads ------------------------------------------------------------------ */
+typedef void (*mg_lane_task)(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1);
+
+typedef struct {
+    mg_lane_task task;
+    const mg_lane_graph *g;
+    ptrdiff_t l0, l1;
+} mg_lane_job;
+
+#ifndef _WIN32
+static void *mg_lane_job_run(void *p)
+{
+    mg_lane_job *job = (mg_lane_job *)p;
+    job->task(job->g, job->l0, job->l1);
+    return NULL;
+}
+#endif
+
+#define MG_LANES_MAX_THREADS 64
+
+/* Run task over lanes [0, B) split into `threads` contiguous ranges (whole
+ * chunks of lanes each), the first on the calling thread, the others on
+ * native threads; a range whose thread cannot start runs on the calling
+ * thread.  Without pthreads (Windows) the ranges run one after the other. */
+static void mg_lanes_run(mg_lane_task task, const mg_lane_graph *g, int threads)
+{
+    mg_lane_job jobs[MG_LANES_MAX_THREADS];
+#ifndef _WIN32
+    pthread_t ids[MG_LANES_MAX_THREADS];
+    int started[MG_LANES_MAX_THREADS];
+#endif
+    ptrdiff_t step, l0;
+    int t, n_jobs = 0;
+    if (threads > MG_LANES_MAX_THREADS) threads = MG_LANES_MAX_THREADS;
+    if (threads < 1) threads = 1;
+    step = (g->B + threads - 1) / threads;
+    step = (step + MG_LANE_CHUNK - 1) / MG_LANE_CHUNK * MG_LANE_CHUNK;
+    for (l0 = 0; l0 < g->B; l0 += step, n_jobs++) {
+        jobs[n_jobs].task = task;
+        jobs[n_jobs].g = g;
+        jobs[n_jobs].l0 = l0;
+        jobs[n_jobs].l1 = l0 + step < g->B ? l0 + step : g->B;
+    }
+#ifndef _WIN32
+    for (t = 1; t < n_jobs; t++)
+        started[t] = pthread_create(&ids[t], NULL, mg_lane_job_run, &jobs[t]) == 0;
+    task(g, jobs[0].l0, jobs[0].l1);
+    for (t = 1; t < n_jobs; t++) {
+        if (started[t])
+            pthread_join(ids[t], NULL);
+        else
+            task(g, jobs[t].l0, jobs[t].l1);
+    }
+#else
+    for (t = 0; t < n_jobs; t++)
+        task(g, jobs[t].l0, jobs[t].l1);
+#endif
+}
+
+#endif /* MG_LANES_H */
