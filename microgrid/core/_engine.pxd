@@ -1,10 +1,10 @@
 # The C-level node model shared by every compiled module of microgrid.
 #
-# Node is the base of every graph node (Value here, Tensor in _tensor.pyx):
-# an op code, up to two parent references plus a tuple for n-ary ops, a label,
-# a creation sequence number and the traversal mark used by backward().
-# Scalar ops are switched on inline in backward(); every other node kind
-# supplies its rules through the virtual methods below.
+# Node is the base of every graph node (Value here, Tensor in _tensor.pyx
+# through ArrayNode): an op code, flags, the traversal mark used by
+# backward() and two parent slots.  Scalar ops are switched on inline in
+# backward(); array nodes supply their rules through ArrayNode's virtual
+# methods.
 
 cimport cython
 

@@ -949,6 +949,14 @@ ctypedef struct Frame:
     Py_ssize_t next_child
 
 
+cdef inline PyObject* _wanted(PyObject* c, unsigned int epoch, bint every_node) noexcept:
+    """``c`` if it is a node the sort has yet to visit, else NULL."""
+    if c != <PyObject*>None and (every_node or (<Node>c).requires_grad) \
+            and (<Node>c).epoch != epoch:
+        return c
+    return NULL
+
+
 cdef inline PyObject* _next_child(Node node, Py_ssize_t* k, unsigned int epoch,
                                   bint every_node) noexcept:
     """The next parent of ``node`` that needs a visit, or NULL.
@@ -972,29 +980,18 @@ cdef inline PyObject* _next_child(Node node, Py_ssize_t* k, unsigned int epoch,
     while True:
         i = k[0]
         k[0] += 1
-        if i < 2 and node.op == OP_CUSTOM and not tuple_b:
-            c = <PyObject*>None      # a hand-built Tensor: rule in a, _op text in b
-        elif i == 0:
-            c = <PyObject*>node.a if node.op != OP_CUSTOM else <PyObject*>None
-        elif i == 1 and not tuple_b:
-            c = <PyObject*>node.b
+        if i == 0:            # (a hand-built node's a is its rule)
+            c = <PyObject*>None if node.op == OP_CUSTOM else <PyObject*>node.a
+        elif i == 1 and not tuple_b:     # (a hand-built Tensor's b is its _op text)
+            c = <PyObject*>None if node.op == OP_CUSTOM else <PyObject*>node.b
         else:
             args = <tuple>node.b if tuple_b else (None if scalar else (<ArrayNode>node).args)
             i -= 1 if tuple_b else 2
             if args is None or i >= len(args):
                 return NULL
             c = PyTuple_GET_ITEM(args, i)
-        if c != <PyObject*>None and (every_node or (<Node>c).requires_grad) \
-                and (<Node>c).epoch != epoch:
+        if _wanted(c, epoch, every_node) != NULL:
             return c
-
-
-cdef inline PyObject* _wanted(PyObject* c, unsigned int epoch, bint every_node) noexcept:
-    """``c`` if it is a node the sort has yet to visit, else NULL."""
-    if c != <PyObject*>None and (every_node or (<Node>c).requires_grad) \
-            and (<Node>c).epoch != epoch:
-        return c
-    return NULL
 
 
 # The sort's two work arrays are kept between calls: a large graph would

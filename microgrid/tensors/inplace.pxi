@@ -11,7 +11,7 @@
 #     the op's node over that old node, with its buffer rewritten, as
 #     PyTorch's history does (``rebased_seq``).  A leaf that requires grad
 #     refuses, as in PyTorch.
-# Every node was built at a known sequence number (``seq``).  Before a node's
+# Every tensor node was built at a known sequence number (``seq``).  Before a node's
 # backward rule runs, it checks each tensor parent: if the parent was rebased
 # after the node was built, gradient sent to it would go to its new history,
 # not the value the node used; if it was written after, and the rule reads
