@@ -1068,26 +1068,19 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
                     child = _wanted(<PyObject*>(<Node>node).b, _epoch, every_node)
             else:
                 child = _next_child(<Node>node, &frame.next_child, _epoch, every_node)
-            if child != NULL:
+            if child == NULL:
+                depth -= 1                   # its parents are done: emit it
+            else:
                 (<Node>child).epoch = _epoch
-                if (<Node>child).op == OP_LEAF:
-                    # no parents: its place in the post-order is now
-                    if n == order_cap:
-                        order = <PyObject**>_grow(order, 2 * order_cap * sizeof(PyObject*))
-                        order_cap *= 2
-                    order[n] = child
-                    n += 1
-                    if leaf_stash is not None:
-                        leaf_stash.add(<Node>child)
+                if (<Node>child).op != OP_LEAF:
+                    if depth == stack_cap:
+                        stack = <Frame*>_grow(stack, 2 * stack_cap * sizeof(Frame))
+                        stack_cap *= 2
+                    stack[depth].node = child
+                    stack[depth].next_child = 0
+                    depth += 1
                     continue
-                if depth == stack_cap:
-                    stack = <Frame*>_grow(stack, 2 * stack_cap * sizeof(Frame))
-                    stack_cap *= 2
-                stack[depth].node = child
-                stack[depth].next_child = 0
-                depth += 1
-                continue
-            depth -= 1
+                node = child                 # a leaf has no parents: emitted at once, unpushed
             if n == order_cap:
                 order = <PyObject**>_grow(order, 2 * order_cap * sizeof(PyObject*))
                 order_cap *= 2
