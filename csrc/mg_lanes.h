@@ -26,16 +26,6 @@
 #include <pthread.h>
 #endif
 
-/* The lane loops are compiled twice on x86-64 Linux with GCC, for AVX2 and
- * for the baseline, and the loader picks one for the machine (the same
- * IEEE operations either way, no FMA contraction: the results agree bit
- * for bit). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define MG_LANES_SIMD __attribute__((target_clones("avx2", "default")))
-#else
-#define MG_LANES_SIMD
-#endif
-
 /* An operand of a lane loop: its lanes (p), or, when p is NULL, one value s
  * that every lane reads. */
 typedef struct {
@@ -79,11 +69,11 @@ typedef void (*mg_lane_grad_fn)(mg_lane_arg x0, mg_lane_arg x1, const double *re
                                 int set);
 
 #define MG_LANE_FORWARD(NAME, F)                                                       \
-    MG_LANES_SIMD static void NAME(mg_lane_arg X0, mg_lane_arg X1, double *restrict out, ptrdiff_t n) \
+    MG_SIMD static void NAME(mg_lane_arg X0, mg_lane_arg X1, double *restrict out, ptrdiff_t n) \
     { MG_LANES_EACH(X0, X1, n, out[i] = (F)); }
 /* CONTRIB: what lane i sends the operand (g[i] times its local derivative) */
 #define MG_LANE_GRAD(NAME, CONTRIB)                                                    \
-    MG_LANES_SIMD static void NAME(mg_lane_arg X0, mg_lane_arg X1, const double *restrict out,       \
+    MG_SIMD static void NAME(mg_lane_arg X0, mg_lane_arg X1, const double *restrict out,       \
                      const double *restrict g, double *restrict G, ptrdiff_t n, int set) \
     {                                                                                  \
         (void)out;                                                                     \
@@ -219,7 +209,7 @@ static inline double *mg_lane_grad(const mg_lane_graph *g, int pos, ptrdiff_t l0
 /* The fused dot: the scalar replay's four partial sums (s0 starts at the
  * bias; term k < n4 goes to s[k % 4], the tail to s0; then (s0 + s1) +
  * (s2 + s3)), kept per lane for a chunk of lanes at a time. */
-MG_LANES_SIMD static void mg_lanes_dot(const mg_lane_graph *g, int node, double *restrict out,
+MG_SIMD static void mg_lanes_dot(const mg_lane_graph *g, int node, double *restrict out,
                          ptrdiff_t l0, ptrdiff_t n)
 {
     const int start = g->args_start[node];
@@ -246,7 +236,7 @@ MG_LANES_SIMD static void mg_lanes_dot(const mg_lane_graph *g, int node, double 
 }
 
 /* sum (plus its constant) and mean, adding the operands in order. */
-MG_LANES_SIMD static void mg_lanes_sum(const mg_lane_graph *g, int node, double *restrict out,
+MG_SIMD static void mg_lanes_sum(const mg_lane_graph *g, int node, double *restrict out,
                          ptrdiff_t l0, ptrdiff_t n)
 {
     const int start = g->args_start[node], count = g->args_start[node + 1] - start;

@@ -13,6 +13,16 @@
 
 #include "mg_scalar.h"
 
+/* The array loops (mg_ufuncs.h, mg_lanes.h) are compiled twice on x86-64
+ * Linux with GCC, for AVX2 and for the baseline, and the loader picks one
+ * for the machine (the same IEEE operations either way, no FMA
+ * contraction: the results agree bit for bit). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define MG_SIMD __attribute__((target_clones("avx2", "default")))
+#else
+#define MG_SIMD
+#endif
+
 /* -- op codes --------------------------------------------------------------
  * LEAF and CUSTOM first, then every row in table order; a binary row also
  * gives the codes of its constant-operand forms. */

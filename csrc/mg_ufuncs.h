@@ -24,7 +24,7 @@
 
 /* Two inputs x0, x1 -> one output. */
 #define MG_LOOP2(NAME, EXPR)                                                           \
-    static void NAME(char **args, npy_intp const *dims, npy_intp const *steps, void *d) \
+    MG_SIMD static void NAME(char **args, npy_intp const *dims, npy_intp const *steps, void *d) \
     {                                                                                  \
         npy_intp n = dims[0], i;                                                       \
         char *p0 = args[0], *p1 = args[1], *po = args[2];                              \
@@ -51,7 +51,7 @@
 /* Four inputs x0..x3 -> one output; x3 may be a constant (stride 0: the
  * constant c of a one-operand row's derivative). */
 #define MG_LOOP4(NAME, EXPR)                                                           \
-    static void NAME(char **args, npy_intp const *dims, npy_intp const *steps, void *d) \
+    MG_SIMD static void NAME(char **args, npy_intp const *dims, npy_intp const *steps, void *d) \
     {                                                                                  \
         npy_intp n = dims[0], i;                                                       \
         char *p0 = args[0], *p1 = args[1], *p2 = args[2], *p3 = args[3], *po = args[4]; \

@@ -15,10 +15,12 @@ numpy (BLAS for products) or the C loops below, only for parents whose
 """
 
 cimport cython
+from cpython.contextvars cimport PyContextVar_Get, PyContextVar_Set, PyContextVar_Reset
+from cpython.ref cimport PyObject, Py_DECREF
 cimport numpy as cnp
 from libc.math cimport exp, log, log1p, fabs, isnan
 from libc.stdlib cimport calloc, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from microgrid.core._engine cimport (
     Node, ArrayNode, Value, PyRule, gc_node_type, run_backward, make_element, next_seq, OP_LEAF,
@@ -52,6 +54,8 @@ __all__ = ["Tensor", "Size", "tensor", "zeros", "ones", "randn", "stack",
 cdef object _ndarray = np.ndarray
 cdef object _float64 = np.float64
 cdef object _errstate = np.errstate
+cdef object _add = np.add
+cdef object _add_reduce = np.add.reduce
 
 # Every op runs with numpy's floating-point warnings off (IEEE results, as
 # the scalar ops).  np.errstate costs ~1.5 us per use; setting numpy's
@@ -66,6 +70,33 @@ try:
     _fp_state = _extobj_contextvar
 except Exception:
     _fp_state = None
+
+
+cdef object fp_enter():
+    """numpy's warnings off for the ops that follow; a token for fp_exit, or
+    None when they are off already (backward() turns them off once for its
+    whole sweep, so its nodes only read the variable)."""
+    cdef PyObject* current
+    if _fp_state is None:
+        state = _errstate(all='ignore')
+        state.__enter__()
+        return state
+    PyContextVar_Get(_fp_state, NULL, &current)
+    if current != NULL:
+        Py_DECREF(<object>current)
+        if current == <PyObject*>_fp_ignore:
+            return None
+    return PyContextVar_Set(_fp_state, _fp_ignore)
+
+
+cdef int fp_exit(object token) except -1:
+    if token is None:
+        return 0
+    if _fp_state is None:
+        token.__exit__(None, None, None)
+    else:
+        PyContextVar_Reset(_fp_state, token)
+    return 0
 
 # The array loops of the op table's rows (csrc/mg_ufuncs.h) as numpy ufuncs,
 # by op code: numpy broadcasts and iterates, the row's C function computes.
@@ -152,15 +183,22 @@ cdef int _acc(object parent, object g, bint owned) except -1:
         else:
             p._grad = _filled(p._data.shape, g)
     else:
-        np.add(p._grad, g, out=p._grad)
+        _add(p._grad, g, out=p._grad)
     return 0
 
 
+cdef int _copy_into(object dst, object src) except -1:
+    """dst[...] = src, broadcast, through numpy's C API (np.copyto and
+    np.broadcast_to are Python-level functions, a cost per node)."""
+    if type(src) is _ndarray:
+        return cnp.PyArray_CopyInto(<cnp.ndarray>dst, <cnp.ndarray>src)
+    return cnp.PyArray_FillWithScalar(<cnp.ndarray>dst, src)
+
+
 cdef object _filled(tuple shape, object g):
-    """A fresh buffer of ``shape`` holding ``g`` broadcast (np.broadcast_to
-    is a slow Python function; copyto broadcasts in C)."""
+    """A fresh buffer of ``shape`` holding ``g`` broadcast."""
     r = np.empty(shape)
-    np.copyto(r, g)
+    _copy_into(r, g)
     return r
 
 
@@ -197,13 +235,32 @@ cdef tuple _broadcast_axes(tuple gshape, tuple shape):
 
 cdef object _unbroadcast(object g, tuple shape):
     """Sum ``g`` over the axes numpy broadcasting added to reach ``shape``."""
-    cdef tuple gshape = np.shape(g)
+    cdef tuple gshape = g.shape if type(g) is _ndarray else np.shape(g)
     if gshape == shape:
         return g
     axes = _broadcast_axes(gshape, shape)
+    if len(axes) == len(gshape) - len(shape) and _is_buffer(g):
+        return _sum_rows(g, shape)      # only leading axes added: a bias's gradient
     if axes:
-        g = g.sum(axis=axes, keepdims=True)
+        g = _add_reduce(g, axis=axes, keepdims=True)
     return g.reshape(shape)
+
+
+cdef object _sum_rows(object g, tuple shape):
+    """Buffer ``g`` viewed as rows of ``shape``, summed row after row (the
+    order numpy's reduction over leading axes takes), into a new buffer."""
+    r = np.empty(shape)
+    cdef double* out = _ptr(r)
+    cdef const double* src = _ptr(g)
+    cdef Py_ssize_t k = _size(r), rows = _size(g) // k if k else 0, i, j
+    if rows == 0:
+        memset(out, 0, k * sizeof(double))
+        return r
+    memcpy(out, src, k * sizeof(double))
+    for i in range(1, rows):
+        for j in range(k):
+            out[j] += src[i * k + j]
+    return r
 
 
 cdef object _to_array(object data, str where):
@@ -542,7 +599,7 @@ cdef int _store(Tensor t, object r) except -1:
     if t._data is None:
         t._data = _own(r)
     elif r is not t._data:
-        np.copyto(t._data, r)
+        _copy_into(t._data, r)
     return 0
 
 
@@ -998,11 +1055,14 @@ cdef class Tensor(ArrayNode):
             from microgrid.autograd import _graph_backward_into_grad
             _graph_backward_into_grad(self, np.ones(self._data.shape) if grad is None else grad)
             return
-        # the pool once for the whole sweep (each node's _backward then finds it in place)
+        # the pool and numpy's warnings off once for the whole sweep (each
+        # node's _backward then finds them in place)
         memory = pool_enter()
+        fp = fp_enter()
         try:
             run_backward(self, grad)
         finally:
+            fp_exit(fp)
             pool_exit(memory)
 
     def zero_grad(self):
@@ -1018,11 +1078,11 @@ cdef class Tensor(ArrayNode):
         if grad is None:
             if self._data.size != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
-            grad = np.ones(self._data.shape)
+            grad = 1.0
         if accumulate and self._grad is not None:
             np.add(self._grad, grad, out=self._grad)
         else:
-            self._grad = np.array(grad, dtype=_float64, order='C')
+            self._grad = _filled(self._data.shape, grad)
         return 0
 
     cdef object _swap_grad(self, object grad):
@@ -1048,17 +1108,11 @@ cdef class Tensor(ArrayNode):
             raise SystemError(f"forward: no rule for tensor op code {op}")
         # products and convolutions may make outputs and workspaces much larger than their operands
         memory = pool_enter_for(x, y, mg_op_kind[op] == KIND_PRODUCT or mg_op_kind[op] == KIND_CONV)
+        fp = fp_enter()
         try:
-            if _fp_state is None:
-                with _errstate(all='ignore'):
-                    _forward_rules[op](self, x, y)
-            else:
-                token = _fp_state.set(_fp_ignore)
-                try:
-                    _forward_rules[op](self, x, y)
-                finally:
-                    _fp_state.reset(token)
+            _forward_rules[op](self, x, y)
         finally:
+            fp_exit(fp)
             pool_exit(memory)
         if anomaly_enabled():
             check_forward(self)
@@ -1077,17 +1131,11 @@ cdef class Tensor(ArrayNode):
         if _inplace_ops:
             _check_versions(self)
         memory = pool_enter()
+        fp = fp_enter()
         try:
-            if _fp_state is None:
-                with _errstate(all='ignore'):
-                    _backward_rules[op](self, g, self.a, self.b)
-                return 0
-            token = _fp_state.set(_fp_ignore)
-            try:
-                _backward_rules[op](self, g, self.a, self.b)
-            finally:
-                _fp_state.reset(token)
+            _backward_rules[op](self, g, self.a, self.b)
         finally:
+            fp_exit(fp)
             pool_exit(memory)
         return 0
 
@@ -1316,7 +1364,7 @@ cdef class Tensor(ArrayNode):
     def reshape(self, *shape):
         shape = _shape_arg(shape, 'reshape(shape)')
         try:
-            target = np.reshape(self._data, shape).shape   # resolves a -1
+            target = self._data.reshape(shape).shape   # resolves a -1
         except ValueError:
             raise ValueError(f"reshape(shape): cannot reshape a tensor of shape "
                              f"{self._data.shape} into {shape}") from None

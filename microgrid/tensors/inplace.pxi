@@ -131,7 +131,7 @@ cdef int _write(Tensor self, Tensor r) except -1:
     if r._data.shape != shape:
         raise RuntimeError(f"output with shape {list(shape)} doesn't match the broadcast "
                            f"shape {list(r._data.shape)}")
-    np.copyto(self._data, r._data)
+    _copy_into(self._data, r._data)
     self.version += 1
     return 0
 

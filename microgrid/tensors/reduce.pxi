@@ -20,9 +20,9 @@ cdef class ReduceState:
 
 cdef int sum_forward(Tensor t, object x, object y) except -1:
     cdef ReduceState s = <ReduceState>t.ctx
-    r = np.sum(x, axis=s.axes, keepdims=s.keepdim, out=t._data)
+    r = np.add.reduce(x, axis=s.axes, keepdims=s.keepdim, out=t._data)
     if t.op == T_MEAN:
-        r = np.divide(r, x.size // max(np.size(r), 1) if x.size else 0,
+        r = np.divide(r, x.size // max(r.size, 1) if x.size else 0,
                       out=r if t._data is not None else None)
     t._data = _own(r)
     return 0

@@ -30,7 +30,7 @@ cdef int _store_copy(Tensor t, object r) except -1:
     if t._data is None:
         t._data = np.array(r, dtype=_float64, order='C')
     elif r is not t._data:
-        np.copyto(t._data, r)
+        _copy_into(t._data, r)
     return 0
 
 
