@@ -38,16 +38,19 @@ class _Slot:
     """One unit of update: a Tensor (its buffers, in place) or all the
     Values of a group (gathered, then written back)."""
 
-    __slots__ = ("params", "is_values", "state")
+    __slots__ = ("params", "is_values", "state", "buffers")
 
     def __init__(self, params, is_values):
         self.params = params
         self.is_values = is_values
         self.state = {}
+        # the gathered data and grad of Values, reused from step to step (an
+        # update's state never keeps them: it copies what it keeps)
+        self.buffers = (np.empty(len(params)), np.empty(len(params))) if is_values else None
 
     def read(self):
         if self.is_values:       # gathered in compiled code, not a Python loop
-            data, grad = np.empty(len(self.params)), np.empty(len(self.params))
+            data, grad = self.buffers
             _values_read(self.params, data, grad)
             return data, grad
         p = self.params
@@ -55,7 +58,9 @@ class _Slot:
 
     def write(self, data):
         if self.is_values:
-            _values_write(self.params, np.ascontiguousarray(data, dtype=np.float64))
+            if data is not self.buffers[0]:
+                data = np.ascontiguousarray(data, dtype=np.float64)
+            _values_write(self.params, data)
         elif data is not self.params.data:
             self.params.data[...] = data
 
@@ -115,6 +120,7 @@ class Optimizer:
         full["params"] = members
         self.param_groups.append(full)
         self._slots.append(slots)
+        self._values_only = all(slot.is_values for slots in self._slots for slot in slots)
 
     def _validate(self, group):
         return group
@@ -137,12 +143,19 @@ class Optimizer:
     def step(self):
         # the update records no graph (as PyTorch's), and its temporaries
         # (lr * g, ...) come from microgrid's pool, as the step's other
-        # buffers: no fresh mapping per step
+        # buffers: no fresh mapping per step.  Values are updated as numpy
+        # arrays, which neither records: without Tensors, neither is needed.
+        if self._values_only:
+            self._step()
+            return
         with no_grad(), pooled():
-            for group, slots in zip(self.param_groups, self._slots):
-                for slot in slots:
-                    data, grad = slot.read()
-                    slot.write(self._update(group, slot.state, data, grad))
+            self._step()
+
+    def _step(self):
+        for group, slots in zip(self.param_groups, self._slots):
+            for slot in slots:
+                data, grad = slot.read()
+                slot.write(self._update(group, slot.state, data, grad))
 
     def _update(self, group, state, param, grad):
         raise NotImplementedError

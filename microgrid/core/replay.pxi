@@ -560,10 +560,25 @@ cdef int _lanes_reserve(Lanes* L, Py_ssize_t B) except -1:
     return 0
 
 
+cdef object _float64 = None
+
+
 def _as_columns(tuple columns, Py_ssize_t n_inputs):
     """forward(*columns) as one contiguous float64 array of B numbers per
     input, or a TypeError/ValueError naming the argument."""
     import numpy
+    global _float64
+    cdef Py_ssize_t B = -1
+    if _float64 is None:
+        _float64 = numpy.dtype(numpy.float64)
+    for c in columns:           # the usual call: float64 columns as they are
+        if (type(c) is not numpy.ndarray or c.dtype != _float64 or c.ndim != 1
+                or not c.flags.c_contiguous or (B >= 0 and c.shape[0] != B)):
+            break
+        B = c.shape[0]
+    else:
+        if len(columns) == n_inputs and B >= 1:
+            return list(columns)
     arrays = []
     for k, c in enumerate(columns):
         try:
