@@ -155,6 +155,15 @@ MG_LANE_GRAD(mg_lanes_d_over, ((void)x0, g[i] / x1))
  * depend on the thread count. */
 #define MG_LANE_CHUNK 64
 
+/* A multiply-add chain's pair as the engine planned it (mg_lanes_plan_links),
+ * kept at the order index of its M (the head's fields at its S_0's): slots
+ * and positions, turned into pointers when a sweep starts. */
+typedef struct {
+    int w, x_slot, m_slot, s_slot;    /* w's position; value slots of x, M, S */
+    int gx_slot, w_slot;              /* x's gradient slot, w's row of partials; -1: none */
+    unsigned char x_first, w_is_a, acc_is_a;
+} mg_lane_link;
+
 typedef struct {
     ptrdiff_t B;                  /* lanes per node */
     const unsigned short *op;     /* the tape: op code, operands a and b (-1: none; */
@@ -169,7 +178,10 @@ typedef struct {
     const unsigned char *first_ab;    /* node i's gradient is the first operand a (2i), */
     const unsigned char *first_args;  /*   b (2i + 1), args[k] receives: set, not add */
     const int *order;             /* the positions of the nodes with lanes, in forward order */
+    const int *run;               /* per order index: a chain of n pairs starts (n) or ends (-n) here, else 0 */
+    mg_lane_link *links;          /* per order index: a chain's pairs (mg_lanes_plan_links) */
     ptrdiff_t n_order;
+    int store_all;                /* forward: also store the lanes of the chains' inner nodes */
     ptrdiff_t n_chunks;           /* (B + MG_LANE_CHUNK - 1) / MG_LANE_CHUNK */
     int root;                     /* the root's position (it has lanes) */
     double *lanes;
@@ -259,6 +271,250 @@ MG_SIMD static void mg_lanes_sum(const mg_lane_graph *g, int node, double *restr
     }
 }
 
+/* -- multiply-add chains --------------------------------------------------------
+ * A neuron built as micrograd builds it, b + w0*x0 + w1*x1 + ..., is a chain of
+ * pairs M_j = w_j * x_j (one operand without lanes, w_j, one with lanes, x_j),
+ * S_j = S_(j-1) + M_j (either operand order), where S_(-1) is any node (the
+ * head) and each inner node (every M_j, every S_j but the last) is read by
+ * its successor alone.  The engine marks such chains (run: order[k0 ..
+ * k0 + 2n) holds M_0, S_0, ..., M_(n-1), S_(n-1)) and the sweeps run a
+ * chain as one step over blocks of MG_LANE_BLOCK lanes, the running sum in
+ * registers: per lane the same operations in the same order as node by
+ * node (the rows' own mg_f_/mg_da_/mg_db_ functions), so the values and
+ * gradients are unchanged, bit for bit.  The inner nodes' lanes are only
+ * stored when store_all asks (Graph.value() reads them); the reverse sweep
+ * needs none of them: a product and a running sum are recomputed in
+ * registers, and an inner node's gradient is the chain's running gradient. */
+#define MG_LANE_BLOCK 4
+#define MG_LANE_CHAIN_MAX 32
+
+typedef struct {
+    double w;                     /* the operand without lanes */
+    const double *x;              /* the operand with lanes, from the range's first lane */
+    double *m, *s;                /* M_j's and S_j's value lanes (stored with store_all) */
+    double *gx;                   /* x's gradient lanes, or NULL: x takes none */
+    int x_first;                  /* x's gradient is set, not added, by this edge */
+    int w_slot;                   /* w's row of chunk partials, or -1: w takes no gradient */
+    int w_is_a;                   /* M_j = w * x (else x * w) */
+    int acc_is_a;                 /* S_j = S_(j-1) + M_j (else M_j + S_(j-1)) */
+} mg_lane_pair;
+
+typedef struct {
+    int n;
+    mg_lane_pair pair[MG_LANE_CHAIN_MAX];
+    mg_lane_arg head;             /* S_(-1)'s value */
+    double *ghead;                /* its gradient lanes, or NULL */
+    int head_first, head_slot;    /* set, not add; its row of partials (no lanes), or -1 */
+    double *out;                  /* the last S's value lanes */
+    const double *g;              /* the last S's gradient lanes */
+} mg_lane_chain;
+
+/* Fills the links of every chain once the plan is made: the same lookups
+ * for every sweep, done once. */
+static void mg_lanes_plan_links(const mg_lane_graph *g)
+{
+    ptrdiff_t k, j, n;
+    int m, s, w, x, acc;
+    for (k = 0; k < g->n_order; k++) {
+        if (g->run[k] <= 0) continue;
+        n = g->run[k];
+        for (j = 0; j < n; j++) {
+            mg_lane_link *q = &g->links[k + 2 * j], *h = &g->links[k + 1];
+            m = g->order[k + 2 * j];
+            s = g->order[k + 2 * j + 1];
+            q->w_is_a = g->vslot[g->a[m]] < 0;
+            w = q->w_is_a ? g->a[m] : g->b[m];
+            x = q->w_is_a ? g->b[m] : g->a[m];
+            q->acc_is_a = g->b[s] == m;
+            q->w = w;
+            q->x_slot = g->vslot[x];
+            q->m_slot = g->vslot[m];
+            q->s_slot = g->vslot[s];
+            q->gx_slot = g->rg[x] ? g->gslot[x] : -1;
+            q->w_slot = g->rg[w] ? g->pslot[w] : -1;
+            q->x_first = g->first_ab[2 * (ptrdiff_t)m + q->w_is_a];
+            if (j == 0) {       /* the head: S_0's other operand */
+                acc = q->acc_is_a ? g->a[s] : g->b[s];
+                h->w = acc;
+                h->x_slot = g->vslot[acc];
+                h->gx_slot = g->rg[acc] && g->vslot[acc] >= 0 ? g->gslot[acc] : -1;
+                h->w_slot = g->rg[acc] && g->vslot[acc] < 0 ? g->pslot[acc] : -1;
+                h->x_first = g->first_ab[2 * (ptrdiff_t)s + !q->acc_is_a];
+            }
+        }
+    }
+}
+
+static void mg_lane_chain_load(const mg_lane_graph *g, ptrdiff_t k0, int n, ptrdiff_t l0,
+                               int backward, mg_lane_chain *c)
+{
+    const mg_lane_link *h = &g->links[k0 + 1];
+    int j;
+    c->n = n;
+    for (j = 0; j < n; j++) {
+        const mg_lane_link *l = &g->links[k0 + 2 * j];
+        mg_lane_pair *q = &c->pair[j];
+        q->w_is_a = l->w_is_a;
+        q->acc_is_a = l->acc_is_a;
+        q->w = g->val[l->w];
+        q->x = g->lanes + (ptrdiff_t)l->x_slot * g->B + l0;
+        q->m = g->lanes + (ptrdiff_t)l->m_slot * g->B + l0;
+        q->s = g->lanes + (ptrdiff_t)l->s_slot * g->B + l0;
+        q->gx = backward && l->gx_slot >= 0 ? g->grads + (ptrdiff_t)l->gx_slot * g->B + l0 : NULL;
+        q->x_first = l->x_first;
+        q->w_slot = backward ? l->w_slot : -1;
+    }
+    c->head.p = h->x_slot >= 0 ? g->lanes + (ptrdiff_t)h->x_slot * g->B + l0 : NULL;
+    c->head.s = h->x_slot >= 0 ? 0.0 : g->val[h->w];
+    c->head_first = h->x_first;
+    c->ghead = backward && h->gx_slot >= 0 ? g->grads + (ptrdiff_t)h->gx_slot * g->B + l0 : NULL;
+    c->head_slot = backward ? h->w_slot : -1;
+    c->out = c->pair[n - 1].s;
+    c->g = backward ? mg_lane_grad(g, g->order[k0 + 2 * n - 1], l0) : NULL;
+}
+
+/* One pair's product and running sum at lane values x and acc. */
+#define MG_PAIR_M(q, xv) ((q)->w_is_a ? mg_f_MUL((q)->w, xv) : mg_f_MUL(xv, (q)->w))
+#define MG_PAIR_S(q, acc, mv) ((q)->acc_is_a ? mg_f_ADD(acc, mv) : mg_f_ADD(mv, acc))
+
+/* Lanes [i0, i0 + nb) of a chain, nb <= MG_LANE_BLOCK. */
+static inline void mg_lane_chain_forward_block(const mg_lane_chain *c, ptrdiff_t i0, ptrdiff_t nb,
+                                               int store)
+{
+    double acc[MG_LANE_BLOCK];
+    ptrdiff_t i;
+    int j;
+    for (i = 0; i < nb; i++) acc[i] = c->head.p ? c->head.p[i0 + i] : c->head.s;
+    for (j = 0; j < c->n; j++) {
+        const mg_lane_pair *q = &c->pair[j];
+        const double *restrict x = q->x + i0;
+        if (store) {
+            double *restrict m = q->m + i0, *restrict s = q->s + i0;
+            for (i = 0; i < nb; i++) {
+                const double mv = MG_PAIR_M(q, x[i]);
+                m[i] = mv;
+                s[i] = acc[i] = MG_PAIR_S(q, acc[i], mv);
+            }
+        } else {
+            for (i = 0; i < nb; i++) acc[i] = MG_PAIR_S(q, acc[i], MG_PAIR_M(q, x[i]));
+        }
+    }
+    for (i = 0; i < nb; i++) c->out[i0 + i] = acc[i];
+}
+
+MG_SIMD static void mg_lanes_chain_forward(const mg_lane_graph *g, ptrdiff_t k0, int n,
+                                                 ptrdiff_t l0, ptrdiff_t len)
+{
+    mg_lane_chain c;
+    ptrdiff_t i0;
+    mg_lane_chain_load(g, k0, n, l0, 0, &c);
+    for (i0 = 0; i0 + MG_LANE_BLOCK <= len; i0 += MG_LANE_BLOCK)
+        mg_lane_chain_forward_block(&c, i0, MG_LANE_BLOCK, g->store_all);
+    if (i0 < len)
+        mg_lane_chain_forward_block(&c, i0, len - i0, g->store_all);
+}
+
+/* The reverse sweep over lanes [i0, i0 + nb) of a chain (nb <= MG_LANE_BLOCK),
+ * lane i0 being lane i0 - c0 of its chunk, whose first n4 lanes are summed
+ * four ways (mg_lanes_total's order): what a node without lanes receives is
+ * added to sums[pair][4] (the head's: sums[n]).  Every test is made outside
+ * the loops over the block's lanes, which the compiler turns into vector
+ * operations. */
+static inline void mg_lane_chain_backward_block(const mg_lane_chain *c, ptrdiff_t i0, ptrdiff_t nb,
+                                                ptrdiff_t c0, ptrdiff_t n4,
+                                                double (*restrict sums)[4])
+{
+    double gs[MG_LANE_BLOCK], gm[MG_LANE_BLOCK], dacc[MG_LANE_BLOCK], d[MG_LANE_BLOCK];
+    double head[MG_LANE_BLOCK], sv[MG_LANE_CHAIN_MAX][MG_LANE_BLOCK];
+    ptrdiff_t i, k[MG_LANE_BLOCK];
+    int j;
+    for (i = 0; i < nb; i++) {
+        head[i] = c->head.p ? c->head.p[i0 + i] : c->head.s;
+        gs[i] = c->g[i0 + i];
+        k[i] = i0 - c0 + i < n4 ? (i0 - c0 + i) & 3 : 0;    /* which of the four sums */
+    }
+    for (j = 0; j < c->n; j++) {    /* the running sums, as the forward computed them */
+        const mg_lane_pair *q = &c->pair[j];
+        for (i = 0; i < nb; i++) {
+            const double acc = j ? sv[j - 1][i] : head[i];
+            sv[j][i] = MG_PAIR_S(q, acc, MG_PAIR_M(q, q->x[i0 + i]));
+        }
+    }
+    for (j = c->n - 1; j >= 0; j--) {
+        const mg_lane_pair *q = &c->pair[j];
+        const double *restrict x = q->x + i0;
+        for (i = 0; i < nb; i++) {
+            const double xv = x[i], mv = MG_PAIR_M(q, xv), sval = sv[j][i];
+            const double acc = j ? sv[j - 1][i] : head[i];
+            const double dm = q->acc_is_a ? mg_db_ADD(acc, mv, sval) : mg_da_ADD(mv, acc, sval);
+            dacc[i] = q->acc_is_a ? mg_da_ADD(acc, mv, sval) : mg_db_ADD(mv, acc, sval);
+            gm[i] = 0.0 + gs[i] * dm;                       /* M_j's first and only gradient */
+        }
+        if (j == 0 && c->ghead) {                           /* S_0 sends the head its share */
+            double *restrict gh = c->ghead + i0;
+            if (c->head_first)
+                for (i = 0; i < nb; i++) gh[i] = 0.0 + gs[i] * dacc[i];
+            else
+                for (i = 0; i < nb; i++) gh[i] += gs[i] * dacc[i];
+        } else if (j == 0 && c->head_slot >= 0) {
+            for (i = 0; i < nb; i++) d[i] = 0.0 + gs[i] * dacc[i];
+            for (i = 0; i < nb; i++) sums[c->n][k[i]] += d[i];
+        }
+        if (q->w_slot >= 0) {
+            for (i = 0; i < nb; i++) {
+                const double xv = x[i], mv = MG_PAIR_M(q, xv);
+                d[i] = 0.0 + gm[i] * (q->w_is_a ? mg_da_MUL(q->w, xv, mv) : mg_db_MUL(xv, q->w, mv));
+            }
+            if (nb == MG_LANE_BLOCK && MG_LANE_BLOCK == 4 && i0 - c0 + 4 <= n4)
+                for (i = 0; i < 4; i++) sums[j][i] += d[i];
+            else
+                for (i = 0; i < nb; i++) sums[j][k[i]] += d[i];
+        }
+        if (q->gx) {
+            double *restrict gx = q->gx + i0;
+            for (i = 0; i < nb; i++) {
+                const double xv = x[i], mv = MG_PAIR_M(q, xv);
+                d[i] = q->w_is_a ? mg_db_MUL(q->w, xv, mv) : mg_da_MUL(xv, q->w, mv);
+            }
+            if (q->x_first)
+                for (i = 0; i < nb; i++) gx[i] = 0.0 + gm[i] * d[i];
+            else
+                for (i = 0; i < nb; i++) gx[i] += gm[i] * d[i];
+        }
+        for (i = 0; i < nb; i++) gs[i] = 0.0 + gs[i] * dacc[i];   /* S_(j-1)'s */
+    }
+}
+
+MG_SIMD static void mg_lanes_chain_backward(const mg_lane_graph *g, ptrdiff_t k0, int n,
+                                                  ptrdiff_t l0, ptrdiff_t len)
+{
+    mg_lane_chain c;
+    double sums[MG_LANE_CHAIN_MAX + 1][4];
+    ptrdiff_t c0, i0, m, n4;
+    int j;
+    mg_lane_chain_load(g, k0, n, l0, 1, &c);
+    for (c0 = 0; c0 < len; c0 += MG_LANE_CHUNK) {
+        double *partials = g->partials + (l0 + c0) / MG_LANE_CHUNK;
+        m = len - c0 < MG_LANE_CHUNK ? len - c0 : MG_LANE_CHUNK;
+        n4 = m - m % 4;
+        memset(sums, 0, (n + 1) * sizeof(sums[0]));
+        for (i0 = c0; i0 + MG_LANE_BLOCK <= c0 + n4; i0 += MG_LANE_BLOCK)
+            mg_lane_chain_backward_block(&c, i0, MG_LANE_BLOCK, c0, n4, sums);
+        for (; i0 < c0 + m; i0 += MG_LANE_BLOCK)
+            mg_lane_chain_backward_block(&c, i0, c0 + m - i0 < MG_LANE_BLOCK ? c0 + m - i0
+                                         : MG_LANE_BLOCK, c0, n4, sums);
+        /* the chunk's sums, in the order the node-by-node sweep adds them */
+        for (j = n - 1; j >= 0; j--) {
+            if (j == 0 && c.head_slot >= 0)
+                partials[(ptrdiff_t)c.head_slot * g->n_chunks]
+                    += (sums[n][0] + sums[n][1]) + (sums[n][2] + sums[n][3]);
+            if (c.pair[j].w_slot >= 0)
+                partials[(ptrdiff_t)c.pair[j].w_slot * g->n_chunks]
+                    += (sums[j][0] + sums[j][1]) + (sums[j][2] + sums[j][3]);
+        }
+    }
+}
+
 /* Forward over lanes [l0, l1) of every node with lanes (the nodes without
  * lanes and the inputs' lanes are set before). */
 static void mg_lanes_forward(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1)
@@ -268,6 +524,11 @@ static void mg_lanes_forward(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1)
     for (k = 0; k < g->n_order; k++) {
         const int i = g->order[k], op = g->op[i];
         double *out = g->lanes + (ptrdiff_t)g->vslot[i] * g->B + l0;
+        if (g->run[k] > 0) {            /* a multiply-add chain: one step */
+            mg_lanes_chain_forward(g, k, g->run[k], l0, n);
+            k += 2 * (ptrdiff_t)g->run[k] - 1;
+            continue;
+        }
         switch (mg_op_kind[op]) {
         case MG_KIND_BINARY:
             mg_lane_forward[op](mg_lane_value(g, g->a[i], l0), mg_lane_value(g, g->b[i], l0), out, n);
@@ -343,6 +604,13 @@ static void mg_lanes_backward(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1
     for (k = g->n_order - 1; k >= 0; k--) {
         const int node = g->order[k], op = g->op[node], a = g->a[node], b = g->b[node];
         const unsigned char *first = g->first_ab + 2 * (ptrdiff_t)node;
+        if (g->run[k] < 0) {            /* the end of a multiply-add chain: one step */
+            const ptrdiff_t k0 = k + 2 * (ptrdiff_t)g->run[k] + 1;
+            if (g->rg[node] && g->gslot[node] >= 0)
+                mg_lanes_chain_backward(g, k0, -g->run[k], l0, n);
+            k = k0;
+            continue;
+        }
         if (!g->rg[node] || g->gslot[node] < 0) continue;     /* no gradient reaches it */
         const double *gi = mg_lane_grad(g, node, l0);
         const double *out = g->lanes + (ptrdiff_t)g->vslot[node] * g->B + l0;

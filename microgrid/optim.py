@@ -115,6 +115,7 @@ class Optimizer:
         full["params"] = members
         self.param_groups.append(full)
         self._slots.append(slots)
+        self._values_only = all(slot.is_values for slots in self._slots for slot in slots)
 
     def _validate(self, group):
         return group
@@ -137,12 +138,19 @@ class Optimizer:
     def step(self):
         # the update records no graph (as PyTorch's), and its temporaries
         # (lr * g, ...) come from microgrid's pool, as the step's other
-        # buffers: no fresh mapping per step
+        # buffers: no fresh mapping per step.  Values are updated as numpy
+        # arrays, which neither records: without Tensors, neither is needed.
+        if self._values_only:
+            self._step()
+            return
         with no_grad(), pooled():
-            for group, slots in zip(self.param_groups, self._slots):
-                for slot in slots:
-                    data, grad = slot.read()
-                    slot.write(self._update(group, slot.state, data, grad))
+            self._step()
+
+    def _step(self):
+        for group, slots in zip(self.param_groups, self._slots):
+            for slot in slots:
+                data, grad = slot.read()
+                slot.write(self._update(group, slot.state, data, grad))
 
     def _update(self, group, state, param, grad):
         raise NotImplementedError

@@ -408,3 +408,33 @@ def test_detect_anomaly_names_the_first_op_and_sample():
         with pytest.raises(FloatingPointError, match=r"backward pass produced inf in the gradient "
                                                      r"of '' node.*\(p\)"):
             g2.backward()
+
+
+# -- multiply-add chains (w * x, then +) -------------------------------------------
+
+def chain_graph(inputs, params):
+    """Chains of w * x then + in every operand order, a head with lanes and
+    one without, a chain longer than a sweep takes in one step (40 pairs),
+    an inner node read twice (no chain through it) and x read by the head."""
+    x, y = inputs
+    t = (x * y).tanh()
+    long = params[0]
+    for k, p in enumerate(params * 4):
+        long = long + p * t if k % 2 else (t * p) + long
+    head_lane = t
+    for p in params[:3]:
+        head_lane = head_lane + p * y
+    shared_head = params[1] * params[2]
+    mixed = shared_head + y * params[3]
+    mixed = (params[4] * x) + mixed
+    twice = mixed + params[5] * t
+    return long * head_lane + twice * twice + (x + params[6] * x)
+
+
+def test_multiply_add_chains_equal_fresh_builds():
+    params = [Value(v) for v in np.random.default_rng(7).normal(size=10)]
+    X = np.random.default_rng(8).normal(size=(71, 2))
+    for reduction in ("sum", "mean"):
+        check_batched(chain_graph, params, 2, X, reduction)
+    for threads in (1, 3):
+        check_batched(chain_graph, params, 2, X[:5], threads=threads)

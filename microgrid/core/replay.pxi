@@ -244,7 +244,10 @@ cdef extern from "mg_lanes.h":
         const unsigned char* first_ab
         const unsigned char* first_args
         const int* order
+        const int* run
+        void* links
         ptrdiff_t n_order
+        int store_all
         ptrdiff_t n_chunks
         int root
         double* lanes
@@ -254,8 +257,12 @@ cdef extern from "mg_lanes.h":
     void mg_lanes_forward(const mg_lane_graph* g, ptrdiff_t l0, ptrdiff_t l1) noexcept nogil
     void mg_lanes_backward(const mg_lane_graph* g, ptrdiff_t l0, ptrdiff_t l1) noexcept nogil
     void mg_lanes_run(mg_lane_task task, const mg_lane_graph* g, int threads) noexcept nogil
+    void mg_lanes_plan_links(const mg_lane_graph* g) noexcept nogil
+    ctypedef struct mg_lane_link:
+        pass
     int MG_LANES_MAX_THREADS
     int MG_LANE_CHUNK
+    int MG_LANE_CHAIN_MAX
 
 
 ctypedef struct Lanes:
@@ -263,11 +270,17 @@ ctypedef struct Lanes:
     unsigned char* rg       # the tape's requires_grad, the inputs taken as constants
     unsigned char* shared   # no lanes: computed once (parameters, what only they feed)
     unsigned char* shared_rg    # shared and taking a gradient: written back after backward
+    int* shared_order       # the shared nodes' positions, in forward order
+    Py_ssize_t n_shared
+    int* grad_order         # the positions of the shared nodes taking a gradient, in forward order
+    Py_ssize_t n_grad
     unsigned char* first    # per edge of the sweep: the operand's first gradient (2n + n_args)
     int* vslot
     int* gslot
     int* pslot
     int* order
+    int* run                # per order index: a multiply-add chain of n pairs starts (n), ends (-n)
+    unsigned char* inner    # a chain's inner node: its lanes are stored only on demand
     int* boundary           # the shared nodes lane nodes send gradients to, by pslot
     Py_ssize_t n_boundary
     int* inputs             # the inputs' positions, in the order of inputs=[...]
@@ -282,11 +295,16 @@ cdef void _lanes_free(Lanes* L) noexcept:
     free(L.rg)
     free(L.shared)
     free(L.shared_rg)
+    free(L.shared_order)
+    free(L.grad_order)
     free(L.first)
     free(L.vslot)
     free(L.gslot)
     free(L.pslot)
     free(L.order)
+    free(L.run)
+    free(L.g.links)
+    free(L.inner)
     free(L.boundary)
     free(L.inputs)
     free(L.g.lanes)
@@ -342,14 +360,20 @@ cdef Lanes* _lanes_build(Tape* t, list input_positions) except NULL:
         L.gslot = <int*>malloc(n * sizeof(int))
         L.pslot = <int*>malloc(n * sizeof(int))
         L.order = <int*>malloc(n * sizeof(int))
+        L.run = <int*>calloc(n, sizeof(int))
+        L.shared_order = <int*>malloc(n * sizeof(int))
+        L.grad_order = <int*>malloc(n * sizeof(int))
+        L.inner = <unsigned char*>calloc(n, 1)
         L.boundary = <int*>malloc(n * sizeof(int))
         L.inputs = <int*>malloc(max(len(input_positions), 1) * sizeof(int))
         if (L.rg == NULL or L.shared == NULL or L.shared_rg == NULL or L.first == NULL
                 or L.vslot == NULL or L.gslot == NULL or L.pslot == NULL or L.order == NULL
-                or L.boundary == NULL or L.inputs == NULL):
+                or L.run == NULL or L.inner == NULL or L.boundary == NULL or L.inputs == NULL
+                or L.shared_order == NULL or L.grad_order == NULL):
             raise MemoryError()
         _lanes_mark(L, t, input_positions, lane, scratch, flag)
         _lanes_plan_gradients(L, t, lane, scratch, scratch + n_args + 2, flag)
+        _lanes_plan_chains(L, t, scratch, flag)
     except BaseException:
         _lanes_free(L)
         raise
@@ -371,8 +395,15 @@ cdef Lanes* _lanes_build(Tape* t, list input_positions) except NULL:
     L.g.first_ab = L.first
     L.g.first_args = L.first + 2 * n
     L.g.order = L.order
+    L.g.run = L.run
+    L.g.store_all = 0
     L.g.n_order = L.n_vslots
     L.g.root = n - 1
+    L.g.links = calloc(max(L.n_vslots, 1), sizeof(mg_lane_link))
+    if L.g.links == NULL:
+        _lanes_free(L)
+        raise MemoryError()
+    mg_lanes_plan_links(&L.g)
     return L
 
 
@@ -404,6 +435,12 @@ cdef int _lanes_mark(Lanes* L, Tape* t, list input_positions, unsigned char* lan
             L.n_vslots += 1
         L.shared[i] = not lane[i]
         L.shared_rg[i] = L.shared[i] and L.rg[i]
+        if L.shared[i]:
+            L.shared_order[L.n_shared] = i
+            L.n_shared += 1
+        if L.shared_rg[i]:
+            L.grad_order[L.n_grad] = i
+            L.n_grad += 1
     return 0
 
 
@@ -446,6 +483,64 @@ cdef int _lanes_plan_gradients(Lanes* L, Tape* t, const unsigned char* lane, int
     return 0
 
 
+cdef int _lanes_plan_chains(Lanes* L, Tape* t, int* parent, Py_ssize_t* flag) except -1:
+    """Marks the multiply-add chains of the lane nodes (mg_lanes.h): runs of
+    pairs M = w * x (w without lanes, x with lanes), S = acc + M, adjacent in
+    the sweep order, where M and every S but the last are read by their
+    successor alone.  The reverse sweep then sends every edge leaving the
+    chain in the order the node-by-node sweep does, so the gradient plan
+    stands as it is."""
+    cdef Py_ssize_t i, j, e, k, k0, pairs
+    cdef int m, s, acc, x
+    cdef int* uses = <int*>calloc(t.n, sizeof(int))
+    if uses == NULL:
+        raise MemoryError()
+    try:
+        for i in range(t.n):
+            if t.op[i] != OP_LEAF:
+                e = _sweep_edges(t, i, parent, flag)
+                for j in range(e):
+                    uses[parent[j]] += 1
+        k = 0
+        while k + 1 < L.n_vslots:
+            k0, pairs = k, 0
+            while k + 1 < L.n_vslots and pairs < MG_LANE_CHAIN_MAX:
+                m, s = L.order[k], L.order[k + 1]
+                if (t.op[m] != OP_MUL or t.op[s] != OP_ADD or uses[m] != 1
+                        or not t.requires_grad[m] or not t.requires_grad[s]
+                        or (L.vslot[t.a[m]] < 0) == (L.vslot[t.b[m]] < 0)
+                        or (t.a[s] == m) == (t.b[s] == m)):
+                    break
+                acc = t.b[s] if t.a[s] == m else t.a[s]
+                if pairs > 0 and (acc != L.order[k - 1] or uses[acc] != 1):
+                    break
+                pairs += 1
+                k += 2
+            if pairs == 0:
+                k += 1
+                continue
+            # the head must not be one of the chain's x (its gradient would
+            # be sent in another order): cut the chain before that pair
+            acc = t.b[L.order[k0 + 1]] if t.a[L.order[k0 + 1]] == L.order[k0] else t.a[L.order[k0 + 1]]
+            for j in range(pairs):
+                m = L.order[k0 + 2 * j]
+                x = t.a[m] if L.vslot[t.a[m]] >= 0 else t.b[m]
+                if x == acc:
+                    pairs = j
+                    break
+            if pairs == 0:
+                k = k0 + 1
+                continue
+            k = k0 + 2 * pairs
+            L.run[k0] = pairs
+            L.run[k - 1] = -pairs
+            for j in range(k0, k - 1):
+                L.inner[L.order[j]] = 1
+    finally:
+        free(uses)
+    return 0
+
+
 cdef int _lanes_reserve(Lanes* L, Py_ssize_t B) except -1:
     """Lane buffers for B samples."""
     cdef Py_ssize_t n_chunks = (B + MG_LANE_CHUNK - 1) // MG_LANE_CHUNK
@@ -465,10 +560,25 @@ cdef int _lanes_reserve(Lanes* L, Py_ssize_t B) except -1:
     return 0
 
 
+cdef object _float64 = None
+
+
 def _as_columns(tuple columns, Py_ssize_t n_inputs):
     """forward(*columns) as one contiguous float64 array of B numbers per
     input, or a TypeError/ValueError naming the argument."""
     import numpy
+    global _float64
+    cdef Py_ssize_t B = -1
+    if _float64 is None:
+        _float64 = numpy.dtype(numpy.float64)
+    for c in columns:           # the usual call: float64 columns as they are
+        if (type(c) is not numpy.ndarray or c.dtype != _float64 or c.ndim != 1
+                or not c.flags.c_contiguous or (B >= 0 and c.shape[0] != B)):
+            break
+        B = c.shape[0]
+    else:
+        if len(columns) == n_inputs and B >= 1:
+            return list(columns)
     arrays = []
     for k, c in enumerate(columns):
         try:
@@ -549,6 +659,7 @@ cdef class Graph:
     cdef int _threads
     cdef Py_ssize_t _batch          # B of the last batched forward, 0 before
     cdef bint _busy                 # a batched pass runs (the GIL released)
+    cdef bint _complete             # every lane node's lanes are stored (else the chains' inner ones wait)
     cdef dict _position             # id(node) -> position, made on first use
 
     def __cinit__(self):
@@ -784,7 +895,24 @@ cdef class Graph:
         if B == 0:
             raise RuntimeError("Graph.value(node): no batched forward has run yet; call "
                                "forward(*columns) first")
+        if self._lanes.inner[i] and not self._complete:
+            self._store_inner()
         return self._lane_copy(self._lanes.vslot[i])
+
+    cdef int _store_inner(self) except -1:
+        """The lanes of the chains' inner nodes, which forward() leaves
+        out: the same forward again (the same values), storing them."""
+        cdef Lanes* L = self._lanes
+        self._enter()
+        try:
+            L.g.store_all = 1
+            with nogil:
+                mg_lanes_run(mg_lanes_forward, &L.g, self._threads)
+            self._complete = True
+        finally:
+            L.g.store_all = 0
+            self._busy = False
+        return 0
 
     cdef object _lane_copy(self, Py_ssize_t slot):
         import numpy
@@ -805,10 +933,11 @@ cdef class Graph:
             _lanes_reserve(L, B)
             self._batch = 0
             tape = t[0]
-            for i in range(tape.n):
-                if L.shared[i] and tape.op[i] == OP_LEAF:
+            for k in range(L.n_shared):
+                i = L.shared_order[k]
+                if tape.op[i] == OP_LEAF:
                     _node_sync(self._order[i], SYNC_LOAD, &tape.val[i], True)
-                elif L.shared[i]:
+                else:
                     _tape_eval(tape, i)
                     _node_sync(self._order[i], SYNC_STORE_DATA, &tape.val[i], False)
             for k in range(L.n_inputs):
@@ -817,6 +946,7 @@ cdef class Graph:
             with nogil:
                 mg_lanes_run(mg_lanes_forward, &L.g, self._threads)
             self._batch = B
+            self._complete = False
         finally:
             self._busy = False
         if _anomaly_mode:
@@ -856,20 +986,21 @@ cdef class Graph:
             memset(L.g.partials, 0, L.n_boundary * L.g.n_chunks * sizeof(double))
             with nogil:
                 mg_lanes_run(mg_lanes_backward, &L.g, self._threads)
-            memset(t.grad, 0, t.n * sizeof(double))
+            for k in range(L.n_grad):       # only shared nodes pass gradients on below
+                t.grad[L.grad_order[k]] = 0.0
             for k in range(L.n_boundary):
                 total = 0.0
                 for c in range(L.g.n_chunks):
                     total += L.g.partials[k * L.g.n_chunks + c]
                 t.grad[L.boundary[k]] = total / B if mean else total
             tape = t[0]
-            for i in range(tape.n - 1, -1, -1):
-                if L.shared_rg[i] and tape.op[i] != OP_LEAF:
+            for k in range(L.n_grad - 1, -1, -1):
+                i = L.grad_order[k]
+                if tape.op[i] != OP_LEAF:
                     _tape_pass_back(tape, i, tape.grad, L.rg)
-            for i in range(tape.n):
-                if L.shared_rg[i]:
-                    _node_sync(self._order[i], SYNC_STORE_GRAD, &tape.grad[i],
-                               tape.op[i] == OP_LEAF)
+            for k in range(L.n_grad):
+                i = L.grad_order[k]
+                _node_sync(self._order[i], SYNC_STORE_GRAD, &tape.grad[i], tape.op[i] == OP_LEAF)
         finally:
             self._busy = False
         if _anomaly_mode:
