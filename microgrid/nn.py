@@ -39,7 +39,7 @@ import numpy as np
 
 from . import functional as F
 from .kernels._conv import check_output_padding, check_pool_padding, pair
-from .core._engine import Value, dot
+from .core._engine import Value, dot, _layer, _neuron
 from .tensors._tensor import Tensor, tensor
 
 __all__ = [
@@ -386,12 +386,11 @@ class Neuron(Module):
 
     def __call__(self, x):
         if self.fused:
-            act = dot(self.w, x, self.b)
-        else:
-            x = list(x)
-            if len(x) != len(self.w):
-                raise ValueError(f"Neuron: {len(x)} inputs for {len(self.w)} weights")
-            act = builtins.sum((wi * xi for wi, xi in zip(self.w, x)), self.b)
+            return _neuron(self.w, x, self.b, self.nonlin)
+        x = list(x)
+        if len(x) != len(self.w):
+            raise ValueError(f"Neuron: {len(x)} inputs for {len(self.w)} weights")
+        act = builtins.sum((wi * xi for wi, xi in zip(self.w, x)), self.b)
         return act.relu() if self.nonlin else act
 
     def parameters(self):
@@ -410,7 +409,7 @@ class Layer(Module):
         self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
 
     def __call__(self, x):
-        out = [n(x) for n in self.neurons]
+        out = _layer(self.neurons, x, Neuron)    # each n(x), plain neurons without a Python call
         return out[0] if len(out) == 1 else out
 
     def parameters(self):

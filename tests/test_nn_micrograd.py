@@ -174,3 +174,37 @@ def test_unfused_neuron_builds_micrograds_graph():
     assert repr(MLP(2, [3, 1], fused=False)) == repr(MLP(2, [3, 1]))
     with pytest.raises(TypeError, match="fused"):
         Neuron(2, fused="no")
+
+
+def test_layer_builds_plain_neurons_in_one_call_and_calls_any_other_neuron():
+    # a Layer builds its plain neurons without a Python call each: the same
+    # nodes as calling them; a subclass, an unfused neuron and one whose
+    # fields were replaced are still honoured
+    random.seed(4)
+    layer = Layer(3, 4)
+    x = [Value(1.0), Value(-2.0), Value(0.5)]
+    out = layer(iter(x))                 # any iterable: every neuron reads it
+    for n, o in zip(layer.neurons, out):
+        ref = n(x)
+        (pre,), (ref_pre,) = o._parents(), ref._parents()
+        assert (o._op, o.data) == (ref._op, ref.data) == ("ReLU", max(pre.data, 0.0))
+        assert pre._op == "dot" and pre._parents() == ref_pre._parents()
+    linear = Layer(3, 2, nonlin=False)([1.0, 2.0, 3.0])
+    assert all(o._op == "dot" for o in linear)
+
+    calls = []
+
+    class Traced(Neuron):
+        def __call__(self, x):
+            calls.append(len(x))
+            return super().__call__(x)
+
+    layer.neurons[1] = Traced(3)
+    layer.neurons[2] = Neuron(3, fused=False)
+    layer.neurons[3].w = layer.neurons[3].w[:2] + [Value(7.0)]
+    out = layer(x)
+    assert calls == [3] and out[2]._op == "ReLU" and out[2]._parents()[0]._op == "+"
+    assert out[3]._parents()[0].data == pytest.approx(
+        sum(w.data * v.data for w, v in zip(layer.neurons[3].w, x)) + layer.neurons[3].b.data)
+    with pytest.raises(ValueError, match="3 inputs"):
+        Neuron(2, fused=False)(x)

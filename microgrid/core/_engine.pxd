@@ -30,6 +30,7 @@ cdef extern from "mg_ops.h":
         OP_POW_CA "MG_OP_POW_CA"
         OP_NEG "MG_OP_NEG"
         OP_ABS "MG_OP_ABS"
+        OP_RELU "MG_OP_RELU"
         OP_SUM "MG_OP_SUM"
         OP_MEAN "MG_OP_MEAN"
         OP_DOT "MG_OP_DOT"

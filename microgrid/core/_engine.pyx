@@ -16,6 +16,9 @@ from cpython.ref cimport PyObject, Py_XINCREF, Py_XDECREF
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
 from cpython.sequence cimport PySequence_Fast_GET_ITEM
+
+cdef extern from "Python.h":
+    object PyObject_GenericGetDict(object o, void* context)
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset
 from libc.math cimport fabs, isfinite, NAN
@@ -817,12 +820,46 @@ def dot(weights, inputs, bias=None):
 
     This is a neuron's pre-activation: one node instead of 2n.
     """
+    return _dot(weights, inputs, bias)
+
+
+cdef Value _dot(object weights, object inputs, object bias):
     cdef bint rg = False
     cdef tuple operands = _value_pairs(weights, inputs, &rg)
     if operands is not None and (bias is None or isinstance(bias, Value)):
         rg = rg or (bias is not None and (<Value>bias).requires_grad)
         return _nary(OP_DOT, operands, bias, 0.0, rg)
     return _dot_general(weights, inputs, bias)
+
+
+def _neuron(weights, inputs, bias, bint nonlin):
+    """A neuron of microgrid.nn: ``dot(weights, inputs, bias)``, then relu
+    when ``nonlin``."""
+    return _neuron_out(weights, inputs, bias, nonlin)
+
+
+cdef Value _neuron_out(object weights, object inputs, object bias, bint nonlin):
+    cdef Value act = _dot(weights, inputs, bias)
+    return _with_const(OP_RELU, act, 0.0) if nonlin else act
+
+
+def _layer(list neurons, inputs, type plain):
+    """The outputs of a microgrid.nn Layer's neurons on ``inputs``: each
+    neuron of class ``plain`` (Neuron itself, fused) built here from its
+    fields, without a Python call per neuron; any other neuron is called."""
+    cdef list out = []
+    cdef dict d
+    if type(inputs) is not list and type(inputs) is not tuple:
+        inputs = list(inputs)       # every neuron reads them
+    for n in neurons:
+        if type(n) is plain:
+            d = <dict>PyObject_GenericGetDict(n, NULL)
+            w, b, nonlin = d.get('w'), d.get('b'), d.get('nonlin')
+            if d.get('fused') is True and w is not None and nonlin is not None:
+                out.append(_neuron_out(w, inputs, b, nonlin))
+                continue
+        out.append(n(inputs))
+    return out
 
 
 cdef tuple _value_pairs(object weights, object inputs, bint* rg):
