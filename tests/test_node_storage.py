@@ -116,3 +116,42 @@ def test_pickling_keeps_the_fields_kept_outside_the_node():
     assert (x2.grad, w2.grad) == (4.0, 1.0)
     h = copy.deepcopy(Value(1.0, (x,), "f"))      # a hand-built node keeps its _op text
     assert h._op == "f" and h._parents()[0].label == "x"
+
+
+def test_freeing_nodes_releases_parents_side_tables_and_keeps_a_pending_exception():
+    # Value's own deallocator: parents released (shared ones kept), labels
+    # and hand-built _op texts dropped from the side tables, an exception
+    # being raised left as it is, subclass instances freed by their allocator
+    import weakref
+
+    class Mine(Value):
+        pass
+
+    shared = Mine(2.0)
+    probe = weakref.ref(shared)
+    keep = shared * 3.0
+    # the side tables hold the texts: each entry is one reference to its text
+    label, op_text, temporary = (''.join([w, ' of a freed node']) for w in ('label', 'op', 'temp'))
+    counts = [sys.getrefcount(t) for t in (label, op_text, temporary)]
+    try:
+        node = Value(1.0, (shared,), op_text)
+        node.label = label
+        (node + shared).label = temporary       # freed at once
+        assert [sys.getrefcount(t) for t in (label, op_text, temporary)] == [
+            counts[0] + 1, counts[1] + 1, counts[2]]
+        raise KeyError('kept')
+    except KeyError as e:
+        del node                                  # freed while the exception is handled
+        gc.collect()
+        assert e.args == ('kept',) and sys.exc_info()[1] is e
+    assert [sys.getrefcount(t) for t in (label, op_text, temporary)] == counts
+    assert probe() is shared and keep.data == 6.0
+    del shared
+    assert probe() is not None                   # keep still holds it as a parent
+    del keep
+    gc.collect()
+    assert probe() is None
+    root = _chain(50_000)
+    before = _engine._node_memory()[0]
+    del root                                      # a long chain: freed by the loop, no recursion
+    assert _engine._node_memory()[0] <= before

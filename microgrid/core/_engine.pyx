@@ -12,7 +12,7 @@ recurses in C.
 """
 
 cimport cython
-from cpython.ref cimport PyObject, Py_XINCREF, Py_XDECREF
+from cpython.ref cimport PyObject, Py_INCREF, Py_XINCREF, Py_XDECREF
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
 from cpython.sequence cimport PySequence_Fast_GET_ITEM
@@ -92,12 +92,32 @@ cdef extern from *:
     ctypedef struct PyTypeObject_alloc "PyTypeObject":
         void* tp_alloc
         void* tp_free
+        void* tp_dealloc
+
+# The deallocators below work on a node whose count has reached zero, so
+# they must not make Python references to it: they read its fields through
+# the C record Cython generates for Node, and count references with the C
+# macros themselves.
+cdef extern from *:
+    """
+    typedef struct __pyx_obj_9microgrid_4core_7_engine_Node mg_node_record;
+    static inline void mg_free_object(PyObject *o) { Py_TYPE(o)->tp_free(o); }
+    """
+    ctypedef struct NodeRecord "mg_node_record":
+        unsigned char flags
+        PyObject* a
+        PyObject* b
+    void mg_free_object(PyObject* o) noexcept
+    void _decref "Py_DECREF"(PyObject* o) noexcept
+    void PyErr_Fetch(PyObject** t, PyObject** v, PyObject** tb) noexcept
+    void PyErr_Restore(PyObject* t, PyObject* v, PyObject* tb) noexcept
 
 # Values live in the slabs of csrc/mg_slab.h: one aligned cache line each, in
 # creation order.  Set before any Value exists (each is freed by the
 # allocator that made it).
 (<PyTypeObject_alloc*>Value).tp_alloc = mg_value_alloc
 (<PyTypeObject_alloc*>Value).tp_free = mg_value_free
+(<PyTypeObject_alloc*>Value).tp_dealloc = <void*>_value_dealloc
 
 
 def _release_node_memory():
@@ -143,13 +163,19 @@ cdef inline object _key(Node node):
     return <size_t><void*>node
 
 
-cdef void _forget(Node node) noexcept:
-    """Drop ``node``'s entries from the side tables (it is being freed)."""
-    if node.flags & F_LABELED:
-        _labels.pop(_key(node), None)
-    if node.flags & F_OP_TEXT:
-        _op_texts.pop(_key(node), None)
-    node.flags = 0
+cdef void _forget(PyObject* node) noexcept:
+    """Drop the entries of ``node`` (being freed) from the side tables."""
+    cdef NodeRecord* rec = <NodeRecord*>node
+    cdef PyObject* etype
+    cdef PyObject* evalue
+    cdef PyObject* etb
+    PyErr_Fetch(&etype, &evalue, &etb)      # a node may be freed while an exception is raised
+    if rec.flags & F_LABELED:
+        _labels.pop(<size_t>node, None)
+    if rec.flags & F_OP_TEXT:
+        _op_texts.pop(<size_t>node, None)
+    rec.flags = 0
+    PyErr_Restore(etype, evalue, etb)
 
 
 cdef void _set_op_text(Node node, str text):
@@ -171,23 +197,54 @@ cdef Py_ssize_t _parked_cap = 0
 cdef bint _draining = False
 
 
-cdef inline bint _park(PyObject* o):
-    """Take a reference to ``o`` onto the work list if the caller holds the
-    last one (then the caller drops its own and the list releases ``o``)."""
+cdef inline void _release(PyObject* o) noexcept:
+    """Drop a freed node's reference to ``o`` (a parent, an operand tuple):
+    if it is the last one, ``o`` goes onto the work list instead, released
+    by _drain, so a deep graph is freed in a loop rather than by recursion."""
     global _parked, _parked_cap, _parked_len
     cdef PyObject** grown
-    if o.ob_refcnt != 1:
-        return False           # someone else still owns it: no chain to unwind
-    if _parked_len == _parked_cap:
-        grown = <PyObject**>realloc(_parked, (2 * _parked_cap + 64) * sizeof(PyObject*))
-        if grown == NULL:
-            return False       # out of memory: fall back to plain release
-        _parked = grown
-        _parked_cap = 2 * _parked_cap + 64
-    Py_XINCREF(o)
-    _parked[_parked_len] = o
-    _parked_len += 1
-    return True
+    if o == NULL:
+        return
+    if o.ob_refcnt == 1:
+        if _parked_len == _parked_cap:
+            grown = <PyObject**>realloc(_parked, (2 * _parked_cap + 64) * sizeof(PyObject*))
+            if grown == NULL:
+                _decref(o)             # out of memory: plain release
+                return
+            _parked = grown
+            _parked_cap = 2 * _parked_cap + 64
+        _parked[_parked_len] = o       # the reference moves to the list
+        _parked_len += 1
+        return
+    _decref(o)                         # someone else still owns it: no chain to unwind
+
+
+cdef inline void _drain() noexcept:
+    """Release the work list (unless an outer call is doing so): freeing a
+    parked object may park its own parents, released by the same loop."""
+    global _draining, _parked_len
+    if _draining:
+        return
+    _draining = True
+    while _parked_len:
+        _parked_len -= 1
+        _decref(_parked[_parked_len])
+    _draining = False
+
+
+cdef void _value_dealloc(PyObject* o) noexcept:
+    """Value's deallocator: its parents released through the work list, its
+    slot given back (no Python-level code runs for a plain node)."""
+    cdef NodeRecord* rec = <NodeRecord*>o
+    cdef PyObject* a = rec.a
+    cdef PyObject* b = rec.b
+    if rec.flags:
+        _forget(o)
+    rec.a = rec.b = NULL
+    _release(a)
+    _release(b)
+    mg_free_object(o)
+    _drain()
 
 
 cdef inline bint _to_double(object x, double* out) except -1:
@@ -342,22 +399,16 @@ cdef class Node:
     """Base of all graph nodes.  Not constructed directly."""
 
     def __dealloc__(self):
-        global _draining, _parked_len
-        cdef PyObject* o
+        # (a Value has its own deallocator, _value_dealloc)
+        cdef NodeRecord* rec = <NodeRecord*><PyObject*>self
+        cdef PyObject* a = rec.a
+        cdef PyObject* b = rec.b
         if self.flags:
-            _forget(self)
-        if self.a is not None and _park(<PyObject*>self.a):
-            self.a = None
-        if self.b is not None and _park(<PyObject*>self.b):
-            self.b = None
-        if _draining:
-            return
-        _draining = True
-        while _parked_len:
-            _parked_len -= 1
-            o = _parked[_parked_len]
-            Py_XDECREF(o)     # may free o, which parks o's parents
-        _draining = False
+            _forget(<PyObject*>self)
+        rec.a = rec.b = NULL
+        _release(a)
+        _release(b)
+        _drain()
 
     @property
     def label(self):
@@ -405,8 +456,11 @@ cdef class ArrayNode(Node):
 
     def __dealloc__(self):
         # parked here, released by Node's deallocator, which runs next
-        if self.args is not None and _park(<PyObject*>self.args):
+        cdef PyObject* args = <PyObject*>self.args
+        if self.args is not None:
+            Py_INCREF(self.args)       # _release takes over this reference
             self.args = None
+            _release(args)
 
     cdef int _zero_grad(self) except -1:
         return 0
