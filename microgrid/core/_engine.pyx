@@ -12,13 +12,10 @@ recurses in C.
 """
 
 cimport cython
-from cpython.ref cimport PyObject, Py_INCREF, Py_XINCREF, Py_XDECREF
+from cpython.ref cimport PyObject, Py_INCREF, Py_XINCREF
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
 from cpython.sequence cimport PySequence_Fast_GET_ITEM
-
-cdef extern from "Python.h":
-    object PyObject_GenericGetDict(object o, void* context)
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset
 from libc.math cimport fabs, isfinite, NAN
@@ -77,6 +74,7 @@ cdef extern from "Python.h":
     int PyUnicode_CompareWithASCIIString(PyObject* s, const char* text)
     int PyObject_GC_IsTracked(object o)
     void PyObject_GC_UnTrack(void* o)
+    object PyObject_GenericGetDict(object o, void* context)
 
 cdef extern from "mg_slab.h":
     void* mg_value_alloc
