@@ -700,6 +700,62 @@ static void mg_lanes_backward(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1
     }
 }
 
+/* -- the nodes without lanes --------------------------------------------------
+ * Computed once per pass on the tape's values (val) and gradients (grad), as
+ * the unbatched replay does, node by node with the op table's scalar rules;
+ * a fused n-ary node (dot, sum, mean) is left to the caller: the sweep stops
+ * there and says where.  nodes: positions in forward order (no leaf in the
+ * forward's list).  The op table's switches are inlined into the loops
+ * (flatten): a jump per node, no call. */
+#if defined(__GNUC__)
+#define MG_FLATTEN __attribute__((flatten))
+#else
+#define MG_FLATTEN
+#endif
+
+/* Forward over nodes[k ..): returns n, or the index of an n-ary node. */
+MG_FLATTEN static ptrdiff_t mg_shared_forward(const mg_lane_graph *g, double *restrict val, const int *nodes,
+                                   ptrdiff_t k, ptrdiff_t n)
+{
+    for (; k < n; k++) {
+        const int i = nodes[k], op = g->op[i], count = mg_op_operands(op);
+        if (!count)
+            return k;
+        val[i] = mg_forward(op, val[g->a[i]], count == 2 ? val[g->b[i]] : 0.0, g->aux[i]);
+    }
+    return n;
+}
+
+/* The reverse sweep over nodes[.. k), from nodes[k - 1] down (leaves are
+ * skipped), each node passing its gradient to the operands that take one:
+ * returns 0, or k with nodes[k - 1] an n-ary node. */
+MG_FLATTEN static ptrdiff_t mg_shared_backward(const mg_lane_graph *g, const double *restrict val,
+                                    double *restrict grad, const int *nodes, ptrdiff_t k)
+{
+    for (; k > 0; k--) {
+        const int i = nodes[k - 1], op = g->op[i], count = mg_op_operands(op);
+        int p;
+        double da, db;
+        if (op == MG_OP_LEAF)
+            continue;
+        if (!count)
+            return k;
+        p = g->a[i];
+        if (count == 2) {
+            mg_local_grads(op, val[p], val[g->b[i]], val[i], g->aux[i], &da, &db);
+            if (g->rg[p])
+                grad[p] += grad[i] * da;
+            if (g->rg[g->b[i]])
+                grad[g->b[i]] += grad[i] * db;
+        } else {
+            mg_local_grads(op, val[p], 0.0, val[i], g->aux[i], &da, &db);
+            if (g->rg[p])
+                grad[p] += grad[i] * da;
+        }
+    }
+    return 0;
+}
+
 /* -- threads ------------------------------------------------------------------ */
 typedef void (*mg_lane_task)(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1);
 
