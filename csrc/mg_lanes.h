@@ -457,33 +457,54 @@ static double mg_lanes_total(const double *restrict p, ptrdiff_t n)
  * What w receives is summed over the chunk (mg_lanes_total's order) into
  * *w_total, x's lanes get theirs.  The tests are constants once inlined
  * (one loop per case, none branching, which the compiler vectorises). */
+static MG_ALWAYS_INLINE void mg_lane_pair_lane(const mg_lane_pair *q, const double *restrict x,
+                                               const double *restrict acc_prev,
+                                               const double *restrict sv, double *restrict gs,
+                                               double *restrict gx, ptrdiff_t i, double *share,
+                                               int to_w, int to_x, int x_first)
+{
+    const double w = q->w;
+    const double xv = x[i], mv = MG_PAIR_M(q, xv), sval = sv[i], acc = acc_prev[i];
+    const double dm = q->acc_is_a ? mg_db_ADD(acc, mv, sval) : mg_da_ADD(mv, acc, sval);
+    const double dacc = q->acc_is_a ? mg_da_ADD(acc, mv, sval) : mg_db_ADD(mv, acc, sval);
+    const double gm = 0.0 + gs[i] * dm;
+    if (to_w)
+        *share = 0.0 + gm * (q->w_is_a ? mg_da_MUL(w, xv, mv) : mg_db_MUL(xv, w, mv));
+    if (to_x) {
+        const double dx = q->w_is_a ? mg_db_MUL(w, xv, mv) : mg_da_MUL(xv, w, mv);
+        if (x_first)
+            gx[i] = 0.0 + gm * dx;
+        else
+            gx[i] += gm * dx;
+    }
+    gs[i] = 0.0 + gs[i] * dacc;
+}
+
 static MG_ALWAYS_INLINE void mg_lane_pair_backward(const mg_lane_pair *q, const double *restrict x,
                                                    const double *restrict acc_prev,
                                                    const double *restrict sv,
                                                    double *restrict gs, double *restrict gx,
-                                                   double *restrict share, double *restrict w_total,
-                                                   ptrdiff_t m, int to_w, int to_x, int x_first)
+                                                   double *restrict w_total, ptrdiff_t m,
+                                                   int to_w, int to_x, int x_first)
 {
-    const double w = q->w;
-    ptrdiff_t i;
-    for (i = 0; i < m; i++) {
-        const double xv = x[i], mv = MG_PAIR_M(q, xv), sval = sv[i], acc = acc_prev[i];
-        const double dm = q->acc_is_a ? mg_db_ADD(acc, mv, sval) : mg_da_ADD(mv, acc, sval);
-        const double dacc = q->acc_is_a ? mg_da_ADD(acc, mv, sval) : mg_db_ADD(mv, acc, sval);
-        const double gm = 0.0 + gs[i] * dm;
+    /* what w receives, summed as mg_lanes_total sums: lane i of the first
+     * m - m % 4 into s[i % 4], the rest into s[0], in lane order */
+    double s[4] = {0.0, 0.0, 0.0, 0.0}, share[4];
+    ptrdiff_t i = 0;
+    int e;
+    for (; i + 4 <= m; i += 4) {
+        for (e = 0; e < 4; e++)
+            mg_lane_pair_lane(q, x, acc_prev, sv, gs, gx, i + e, &share[e], to_w, to_x, x_first);
         if (to_w)
-            share[i] = 0.0 + gm * (q->w_is_a ? mg_da_MUL(w, xv, mv) : mg_db_MUL(xv, w, mv));
-        if (to_x) {
-            const double dx = q->w_is_a ? mg_db_MUL(w, xv, mv) : mg_da_MUL(xv, w, mv);
-            if (x_first)
-                gx[i] = 0.0 + gm * dx;
-            else
-                gx[i] += gm * dx;
-        }
-        gs[i] = 0.0 + gs[i] * dacc;
+            for (e = 0; e < 4; e++) s[e] += share[e];
+    }
+    for (; i < m; i++) {
+        mg_lane_pair_lane(q, x, acc_prev, sv, gs, gx, i, &share[0], to_w, to_x, x_first);
+        if (to_w)
+            s[0] += share[0];
     }
     if (to_w)
-        *w_total = mg_lanes_total(share, m);
+        *w_total = (s[0] + s[1]) + (s[2] + s[3]);
 }
 
 /* Whether the derivatives of a chain's sums read their operands' values:
@@ -551,19 +572,19 @@ MG_SIMD static void mg_lanes_chain_backward(const mg_lane_graph *g, ptrdiff_t k0
             }
             if (q->w_slot >= 0) {
                 if (!gx)
-                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, NULL, share, &w_total, m, 1, 0, 0);
+                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, NULL, &w_total, m, 1, 0, 0);
                 else if (q->x_first)
-                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, gx, share, &w_total, m, 1, 1, 1);
+                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, gx, &w_total, m, 1, 1, 1);
                 else
-                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, gx, share, &w_total, m, 1, 1, 0);
+                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, gx, &w_total, m, 1, 1, 0);
                 partials[(ptrdiff_t)q->w_slot * g->n_chunks] += w_total;
             } else {
                 if (!gx)
-                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, NULL, share, &w_total, m, 0, 0, 0);
+                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, NULL, &w_total, m, 0, 0, 0);
                 else if (q->x_first)
-                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, gx, share, &w_total, m, 0, 1, 1);
+                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, gx, &w_total, m, 0, 1, 1);
                 else
-                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, gx, share, &w_total, m, 0, 1, 0);
+                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, gx, &w_total, m, 0, 1, 0);
             }
         }
     }
@@ -721,7 +742,12 @@ MG_FLATTEN static ptrdiff_t mg_shared_forward(const mg_lane_graph *g, double *re
         const int i = nodes[k], op = g->op[i], count = mg_op_operands(op);
         if (!count)
             return k;
-        val[i] = mg_forward(op, val[g->a[i]], count == 2 ? val[g->b[i]] : 0.0, g->aux[i]);
+        if (op == MG_OP_MUL)        /* micrograd's graphs: * and + of two nodes, */
+            val[i] = mg_f_MUL(val[g->a[i]], val[g->b[i]]);      /* without a switch */
+        else if (op == MG_OP_ADD)
+            val[i] = mg_f_ADD(val[g->a[i]], val[g->b[i]]);
+        else
+            val[i] = mg_forward(op, val[g->a[i]], count == 2 ? val[g->b[i]] : 0.0, g->aux[i]);
     }
     return n;
 }
@@ -741,7 +767,15 @@ MG_FLATTEN static ptrdiff_t mg_shared_backward(const mg_lane_graph *g, const dou
         if (!count)
             return k;
         p = g->a[i];
-        if (count == 2) {
+        if (op == MG_OP_MUL || op == MG_OP_ADD) {     /* as mg_local_grads, without a switch */
+            const double va = val[p], vb = val[g->b[i]];
+            da = op == MG_OP_MUL ? mg_da_MUL(va, vb, val[i]) : mg_da_ADD(va, vb, val[i]);
+            db = op == MG_OP_MUL ? mg_db_MUL(va, vb, val[i]) : mg_db_ADD(va, vb, val[i]);
+            if (g->rg[p])
+                grad[p] += grad[i] * da;
+            if (g->rg[g->b[i]])
+                grad[g->b[i]] += grad[i] * db;
+        } else if (count == 2) {
             mg_local_grads(op, val[p], val[g->b[i]], val[i], g->aux[i], &da, &db);
             if (g->rg[p])
                 grad[p] += grad[i] * da;
