@@ -368,18 +368,21 @@ static void mg_lane_chain_load(const mg_lane_graph *g, ptrdiff_t k0, int n, ptrd
         q->acc_is_a = l->acc_is_a;
         q->w = g->val[l->w];
         q->x = g->lanes + (ptrdiff_t)l->x_slot * g->B + l0;
-        q->m = g->lanes + (ptrdiff_t)l->m_slot * g->B + l0;
-        q->s = g->lanes + (ptrdiff_t)l->s_slot * g->B + l0;
-        q->gx = backward && l->gx_slot >= 0 ? g->grads + (ptrdiff_t)l->gx_slot * g->B + l0 : NULL;
-        q->x_first = l->x_first;
-        q->w_slot = backward ? l->w_slot : -1;
+        if (backward) {         /* what the reverse sweep reads */
+            q->gx = l->gx_slot >= 0 ? g->grads + (ptrdiff_t)l->gx_slot * g->B + l0 : NULL;
+            q->x_first = l->x_first;
+            q->w_slot = l->w_slot;
+        } else if (g->store_all) {      /* where the forward stores the inner nodes */
+            q->m = g->lanes + (ptrdiff_t)l->m_slot * g->B + l0;
+            q->s = g->lanes + (ptrdiff_t)l->s_slot * g->B + l0;
+        }
     }
     c->head.p = h->x_slot >= 0 ? g->lanes + (ptrdiff_t)h->x_slot * g->B + l0 : NULL;
     c->head.s = h->x_slot >= 0 ? 0.0 : g->val[h->w];
     c->head_first = h->x_first;
     c->ghead = backward && h->gx_slot >= 0 ? g->grads + (ptrdiff_t)h->gx_slot * g->B + l0 : NULL;
     c->head_slot = backward ? h->w_slot : -1;
-    c->out = c->pair[n - 1].s;
+    c->out = g->lanes + (ptrdiff_t)g->links[k0 + 2 * (ptrdiff_t)n - 2].s_slot * g->B + l0;
     c->g = backward ? mg_lane_grad(g, g->order[k0 + 2 * n - 1], l0) : NULL;
 }
 
@@ -435,6 +438,8 @@ MG_SIMD static void mg_lanes_chain_forward(const mg_lane_graph *g, ptrdiff_t k0,
     }
     for (i0 = 0; i0 + MG_LANE_BLOCK <= len; i0 += MG_LANE_BLOCK)
         mg_lane_chain_forward_block(&c, i0, MG_LANE_BLOCK, 0);
+    for (; i0 + 4 <= len; i0 += 4)          /* the rest: four lanes, then fewer */
+        mg_lane_chain_forward_block(&c, i0, 4, 0);
     if (i0 < len)
         mg_lane_chain_forward_block(&c, i0, len - i0, 0);
 }
