@@ -289,6 +289,13 @@ MG_SIMD static void mg_lanes_sum(const mg_lane_graph *g, int node, double *restr
  * derivatives of + read them, and an inner node's gradient is the chain's
  * running gradient. */
 #define MG_LANE_BLOCK 16
+/* x's value lanes and gradient lanes live in different buffers: a loop
+ * that reads one and writes the other needs no runtime test of overlap. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define MG_IVDEP _Pragma("GCC ivdep")
+#else
+#define MG_IVDEP
+#endif
 /* A helper whose flags are constants at each call: always inlined, so that
  * each call becomes its own branch-free loop. */
 #if defined(__GNUC__)
@@ -497,12 +504,14 @@ static MG_ALWAYS_INLINE void mg_lane_pair_backward(const mg_lane_pair *q, const 
     double s[4] = {0.0, 0.0, 0.0, 0.0}, share[4];
     ptrdiff_t i = 0;
     int e;
+    MG_IVDEP
     for (; i + 4 <= m; i += 4) {
         for (e = 0; e < 4; e++)
             mg_lane_pair_lane(q, x, acc_prev, sv, gs, gx, i + e, &share[e], to_w, to_x, x_first);
         if (to_w)
             for (e = 0; e < 4; e++) s[e] += share[e];
     }
+    MG_IVDEP
     for (; i < m; i++) {
         mg_lane_pair_lane(q, x, acc_prev, sv, gs, gx, i, &share[0], to_w, to_x, x_first);
         if (to_w)
