@@ -170,9 +170,10 @@ cdef enum:
 
 
 cdef inline void _node_sync(PyObject* node, int what, double* x, bint leaf) noexcept:
-    """The one place replay touches node fields after _tape_build: copies a
-    node's data or grad to or from its place x on the tape (a leaf's grad
-    accumulates).  Nodes are read through borrowed pointers (the Graph owns
+    """Where the unbatched replay touches node fields after _tape_build
+    (batched replay copies the nodes without lanes in its own plain loops,
+    the same copies): a node's data or grad to or from its place x on the
+    tape (a leaf's grad accumulates).  Nodes are read through borrowed pointers (the Graph owns
     them): no reference counting."""
     if what == SYNC_LOAD:
         x[0] = (<Value>node).data
