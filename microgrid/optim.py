@@ -189,8 +189,9 @@ class SGD(Optimizer):
         return group
 
     def _step(self):
+        own_update = type(self)._update is SGD._update     # a subclass's _update runs as written
         for group, slots in zip(self.param_groups, self._slots):
-            plain = group["momentum"] == 0 and group["weight_decay"] == 0
+            plain = own_update and group["momentum"] == 0 and group["weight_decay"] == 0
             for slot in slots:
                 if plain and slot.is_values:
                     # p = p + (-lr) * g on each Value in compiled code: what
