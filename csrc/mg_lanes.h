@@ -278,14 +278,31 @@ MG_SIMD static void mg_lanes_sum(const mg_lane_graph *g, int node, double *restr
  * head) and each inner node (every M_j, every S_j but the last) is read by
  * its successor alone.  The engine marks such chains (run: order[k0 ..
  * k0 + 2n) holds M_0, S_0, ..., M_(n-1), S_(n-1)) and the sweeps run a
- * chain as one step over blocks of MG_LANE_BLOCK lanes, the running sum in
- * registers: per lane the same operations in the same order as node by
- * node (the rows' own mg_f_/mg_da_/mg_db_ functions), so the values and
- * gradients are unchanged, bit for bit.  The inner nodes' lanes are only
- * stored when store_all asks (Graph.value() reads them); the reverse sweep
- * needs none of them: a product and a running sum are recomputed in
- * registers, and an inner node's gradient is the chain's running gradient. */
-#define MG_LANE_BLOCK 4
+ * chain as one step: the forward over blocks of MG_LANE_BLOCK lanes, the
+ * running sums in registers; the reverse sweep pair by pair over a chunk of
+ * lanes, the running gradient in a chunk-long array.  Per lane they do the
+ * same operations in the same order as node by node (the rows' own
+ * mg_f_/mg_da_/mg_db_ functions), so the values and gradients are
+ * unchanged, bit for bit.  The inner nodes' lanes are only stored when
+ * store_all asks (Graph.value() reads them); the reverse sweep needs none
+ * of them: a product is recomputed, the running sums too when the
+ * derivatives of + read them, and an inner node's gradient is the chain's
+ * running gradient. */
+#define MG_LANE_BLOCK 16
+/* x's value lanes and gradient lanes live in different buffers: a loop
+ * that reads one and writes the other needs no runtime test of overlap. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define MG_IVDEP _Pragma("GCC ivdep")
+#else
+#define MG_IVDEP
+#endif
+/* A helper whose flags are constants at each call: always inlined, so that
+ * each call becomes its own branch-free loop. */
+#if defined(__GNUC__)
+#define MG_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define MG_ALWAYS_INLINE inline
+#endif
 #define MG_LANE_CHAIN_MAX 32
 
 typedef struct {
@@ -358,18 +375,21 @@ static void mg_lane_chain_load(const mg_lane_graph *g, ptrdiff_t k0, int n, ptrd
         q->acc_is_a = l->acc_is_a;
         q->w = g->val[l->w];
         q->x = g->lanes + (ptrdiff_t)l->x_slot * g->B + l0;
-        q->m = g->lanes + (ptrdiff_t)l->m_slot * g->B + l0;
-        q->s = g->lanes + (ptrdiff_t)l->s_slot * g->B + l0;
-        q->gx = backward && l->gx_slot >= 0 ? g->grads + (ptrdiff_t)l->gx_slot * g->B + l0 : NULL;
-        q->x_first = l->x_first;
-        q->w_slot = backward ? l->w_slot : -1;
+        if (backward) {         /* what the reverse sweep reads */
+            q->gx = l->gx_slot >= 0 ? g->grads + (ptrdiff_t)l->gx_slot * g->B + l0 : NULL;
+            q->x_first = l->x_first;
+            q->w_slot = l->w_slot;
+        } else if (g->store_all) {      /* where the forward stores the inner nodes */
+            q->m = g->lanes + (ptrdiff_t)l->m_slot * g->B + l0;
+            q->s = g->lanes + (ptrdiff_t)l->s_slot * g->B + l0;
+        }
     }
     c->head.p = h->x_slot >= 0 ? g->lanes + (ptrdiff_t)h->x_slot * g->B + l0 : NULL;
     c->head.s = h->x_slot >= 0 ? 0.0 : g->val[h->w];
     c->head_first = h->x_first;
     c->ghead = backward && h->gx_slot >= 0 ? g->grads + (ptrdiff_t)h->gx_slot * g->B + l0 : NULL;
     c->head_slot = backward ? h->w_slot : -1;
-    c->out = c->pair[n - 1].s;
+    c->out = g->lanes + (ptrdiff_t)g->links[k0 + 2 * (ptrdiff_t)n - 2].s_slot * g->B + l0;
     c->g = backward ? mg_lane_grad(g, g->order[k0 + 2 * n - 1], l0) : NULL;
 }
 
@@ -377,25 +397,34 @@ static void mg_lane_chain_load(const mg_lane_graph *g, ptrdiff_t k0, int n, ptrd
 #define MG_PAIR_M(q, xv) ((q)->w_is_a ? mg_f_MUL((q)->w, xv) : mg_f_MUL(xv, (q)->w))
 #define MG_PAIR_S(q, acc, mv) ((q)->acc_is_a ? mg_f_ADD(acc, mv) : mg_f_ADD(mv, acc))
 
-/* Lanes [i0, i0 + nb) of a chain, nb <= MG_LANE_BLOCK. */
-static inline void mg_lane_chain_forward_block(const mg_lane_chain *c, ptrdiff_t i0, ptrdiff_t nb,
+/* Lanes [i0, i0 + nb) of a chain, nb <= MG_LANE_BLOCK: the block's running
+ * sums stay in registers across the pairs (nb is a constant where the block
+ * is full: the loops over its lanes become a few vector operations). */
+static MG_ALWAYS_INLINE void mg_lane_chain_forward_block(const mg_lane_chain *c, ptrdiff_t i0, ptrdiff_t nb,
                                                int store)
 {
     double acc[MG_LANE_BLOCK];
     ptrdiff_t i;
     int j;
-    for (i = 0; i < nb; i++) acc[i] = c->head.p ? c->head.p[i0 + i] : c->head.s;
-    for (j = 0; j < c->n; j++) {
-        const mg_lane_pair *q = &c->pair[j];
-        const double *restrict x = q->x + i0;
-        if (store) {
+    if (c->head.p)
+        for (i = 0; i < nb; i++) acc[i] = c->head.p[i0 + i];
+    else
+        for (i = 0; i < nb; i++) acc[i] = c->head.s;
+    if (store) {
+        for (j = 0; j < c->n; j++) {
+            const mg_lane_pair *q = &c->pair[j];
+            const double *restrict x = q->x + i0;
             double *restrict m = q->m + i0, *restrict s = q->s + i0;
             for (i = 0; i < nb; i++) {
                 const double mv = MG_PAIR_M(q, x[i]);
                 m[i] = mv;
                 s[i] = acc[i] = MG_PAIR_S(q, acc[i], mv);
             }
-        } else {
+        }
+    } else {
+        for (j = 0; j < c->n; j++) {
+            const mg_lane_pair *q = &c->pair[j];
+            const double *restrict x = q->x + i0;
             for (i = 0; i < nb; i++) acc[i] = MG_PAIR_S(q, acc[i], MG_PAIR_M(q, x[i]));
         }
     }
@@ -408,109 +437,169 @@ MG_SIMD static void mg_lanes_chain_forward(const mg_lane_graph *g, ptrdiff_t k0,
     mg_lane_chain c;
     ptrdiff_t i0;
     mg_lane_chain_load(g, k0, n, l0, 0, &c);
+    if (g->store_all) {
+        for (i0 = 0; i0 < len; i0 += MG_LANE_BLOCK)
+            mg_lane_chain_forward_block(&c, i0, len - i0 < MG_LANE_BLOCK ? len - i0
+                                        : MG_LANE_BLOCK, 1);
+        return;
+    }
     for (i0 = 0; i0 + MG_LANE_BLOCK <= len; i0 += MG_LANE_BLOCK)
-        mg_lane_chain_forward_block(&c, i0, MG_LANE_BLOCK, g->store_all);
+        mg_lane_chain_forward_block(&c, i0, MG_LANE_BLOCK, 0);
+    for (; i0 + 4 <= len; i0 += 4)          /* the rest: four lanes, then fewer */
+        mg_lane_chain_forward_block(&c, i0, 4, 0);
     if (i0 < len)
-        mg_lane_chain_forward_block(&c, i0, len - i0, g->store_all);
+        mg_lane_chain_forward_block(&c, i0, len - i0, 0);
 }
 
-/* The reverse sweep over lanes [i0, i0 + nb) of a chain (nb <= MG_LANE_BLOCK),
- * lane i0 being lane i0 - c0 of its chunk, whose first n4 lanes are summed
- * four ways (mg_lanes_total's order): what a node without lanes receives is
- * added to sums[pair][4] (the head's: sums[n]).  Every test is made outside
- * the loops over the block's lanes, which the compiler turns into vector
- * operations. */
-static inline void mg_lane_chain_backward_block(const mg_lane_chain *c, ptrdiff_t i0, ptrdiff_t nb,
-                                                ptrdiff_t c0, ptrdiff_t n4,
-                                                double (*restrict sums)[4])
+/* The sum of n lanes in a fixed order (four interleaved partial sums), the
+ * same whatever the thread count. */
+static double mg_lanes_total(const double *restrict p, ptrdiff_t n)
 {
-    double gs[MG_LANE_BLOCK], gm[MG_LANE_BLOCK], dacc[MG_LANE_BLOCK], d[MG_LANE_BLOCK];
-    double head[MG_LANE_BLOCK], sv[MG_LANE_CHAIN_MAX][MG_LANE_BLOCK];
-    ptrdiff_t i, k[MG_LANE_BLOCK];
-    int j;
-    for (i = 0; i < nb; i++) {
-        head[i] = c->head.p ? c->head.p[i0 + i] : c->head.s;
-        gs[i] = c->g[i0 + i];
-        k[i] = i0 - c0 + i < n4 ? (i0 - c0 + i) & 3 : 0;    /* which of the four sums */
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    ptrdiff_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s[0] += p[i]; s[1] += p[i + 1]; s[2] += p[i + 2]; s[3] += p[i + 3];
     }
-    for (j = 0; j < c->n; j++) {    /* the running sums, as the forward computed them */
-        const mg_lane_pair *q = &c->pair[j];
-        for (i = 0; i < nb; i++) {
-            const double acc = j ? sv[j - 1][i] : head[i];
-            sv[j][i] = MG_PAIR_S(q, acc, MG_PAIR_M(q, q->x[i0 + i]));
-        }
-    }
-    for (j = c->n - 1; j >= 0; j--) {
-        const mg_lane_pair *q = &c->pair[j];
-        const double *restrict x = q->x + i0;
-        for (i = 0; i < nb; i++) {
-            const double xv = x[i], mv = MG_PAIR_M(q, xv), sval = sv[j][i];
-            const double acc = j ? sv[j - 1][i] : head[i];
-            const double dm = q->acc_is_a ? mg_db_ADD(acc, mv, sval) : mg_da_ADD(mv, acc, sval);
-            dacc[i] = q->acc_is_a ? mg_da_ADD(acc, mv, sval) : mg_db_ADD(mv, acc, sval);
-            gm[i] = 0.0 + gs[i] * dm;                       /* M_j's first and only gradient */
-        }
-        if (j == 0 && c->ghead) {                           /* S_0 sends the head its share */
-            double *restrict gh = c->ghead + i0;
-            if (c->head_first)
-                for (i = 0; i < nb; i++) gh[i] = 0.0 + gs[i] * dacc[i];
-            else
-                for (i = 0; i < nb; i++) gh[i] += gs[i] * dacc[i];
-        } else if (j == 0 && c->head_slot >= 0) {
-            for (i = 0; i < nb; i++) d[i] = 0.0 + gs[i] * dacc[i];
-            for (i = 0; i < nb; i++) sums[c->n][k[i]] += d[i];
-        }
-        if (q->w_slot >= 0) {
-            for (i = 0; i < nb; i++) {
-                const double xv = x[i], mv = MG_PAIR_M(q, xv);
-                d[i] = 0.0 + gm[i] * (q->w_is_a ? mg_da_MUL(q->w, xv, mv) : mg_db_MUL(xv, q->w, mv));
-            }
-            if (nb == MG_LANE_BLOCK && MG_LANE_BLOCK == 4 && i0 - c0 + 4 <= n4)
-                for (i = 0; i < 4; i++) sums[j][i] += d[i];
-            else
-                for (i = 0; i < nb; i++) sums[j][k[i]] += d[i];
-        }
-        if (q->gx) {
-            double *restrict gx = q->gx + i0;
-            for (i = 0; i < nb; i++) {
-                const double xv = x[i], mv = MG_PAIR_M(q, xv);
-                d[i] = q->w_is_a ? mg_db_MUL(q->w, xv, mv) : mg_da_MUL(xv, q->w, mv);
-            }
-            if (q->x_first)
-                for (i = 0; i < nb; i++) gx[i] = 0.0 + gm[i] * d[i];
-            else
-                for (i = 0; i < nb; i++) gx[i] += gm[i] * d[i];
-        }
-        for (i = 0; i < nb; i++) gs[i] = 0.0 + gs[i] * dacc[i];   /* S_(j-1)'s */
-    }
+    for (; i < n; i++) s[0] += p[i];
+    return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
+/* One pair's step of the reverse sweep over the m lanes of a chunk: M_j's
+ * gradient (its first and only one) from S_j's, gs; S_(j-1)'s replaces gs.
+ * What w receives is summed over the chunk (mg_lanes_total's order) into
+ * *w_total, x's lanes get theirs.  The tests are constants once inlined
+ * (one loop per case, none branching, which the compiler vectorises). */
+static MG_ALWAYS_INLINE void mg_lane_pair_lane(const mg_lane_pair *q, const double *restrict x,
+                                               const double *restrict acc_prev,
+                                               const double *restrict sv, double *restrict gs,
+                                               double *restrict gx, ptrdiff_t i, double *share,
+                                               int to_w, int to_x, int x_first)
+{
+    const double w = q->w;
+    const double xv = x[i], mv = MG_PAIR_M(q, xv), sval = sv[i], acc = acc_prev[i];
+    const double dm = q->acc_is_a ? mg_db_ADD(acc, mv, sval) : mg_da_ADD(mv, acc, sval);
+    const double dacc = q->acc_is_a ? mg_da_ADD(acc, mv, sval) : mg_db_ADD(mv, acc, sval);
+    const double gm = 0.0 + gs[i] * dm;
+    if (to_w)
+        *share = 0.0 + gm * (q->w_is_a ? mg_da_MUL(w, xv, mv) : mg_db_MUL(xv, w, mv));
+    if (to_x) {
+        const double dx = q->w_is_a ? mg_db_MUL(w, xv, mv) : mg_da_MUL(xv, w, mv);
+        if (x_first)
+            gx[i] = 0.0 + gm * dx;
+        else
+            gx[i] += gm * dx;
+    }
+    gs[i] = 0.0 + gs[i] * dacc;
+}
+
+static MG_ALWAYS_INLINE void mg_lane_pair_backward(const mg_lane_pair *q, const double *restrict x,
+                                                   const double *restrict acc_prev,
+                                                   const double *restrict sv,
+                                                   double *restrict gs, double *restrict gx,
+                                                   double *restrict w_total, ptrdiff_t m,
+                                                   int to_w, int to_x, int x_first)
+{
+    /* what w receives, summed as mg_lanes_total sums: lane i of the first
+     * m - m % 4 into s[i % 4], the rest into s[0], in lane order */
+    double s[4] = {0.0, 0.0, 0.0, 0.0}, share[4];
+    ptrdiff_t i = 0;
+    int e;
+    MG_IVDEP
+    for (; i + 4 <= m; i += 4) {
+        for (e = 0; e < 4; e++)
+            mg_lane_pair_lane(q, x, acc_prev, sv, gs, gx, i + e, &share[e], to_w, to_x, x_first);
+        if (to_w)
+            for (e = 0; e < 4; e++) s[e] += share[e];
+    }
+    MG_IVDEP
+    for (; i < m; i++) {
+        mg_lane_pair_lane(q, x, acc_prev, sv, gs, gx, i, &share[0], to_w, to_x, x_first);
+        if (to_w)
+            s[0] += share[0];
+    }
+    if (to_w)
+        *w_total = (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+/* Whether the derivatives of a chain's sums read their operands' values:
+ * only then does the reverse sweep recompute the running sums (the op
+ * table's + has constant derivatives, which the compiler sees through;
+ * without __builtin_constant_p they are always recomputed).  When they are
+ * not recomputed, the derivatives are called with other values, which they
+ * ignore. */
+static MG_ALWAYS_INLINE int mg_lane_chain_reads_sums(double a, double b, double out)
+{
+#if defined(__GNUC__)
+    const double da = mg_da_ADD(a, b, out), db = mg_db_ADD(a, b, out);
+    return !(__builtin_constant_p(da) && __builtin_constant_p(db));
+#else
+    (void)a; (void)b; (void)out;
+    return 1;
+#endif
+}
+
+/* The reverse sweep of a chain over lanes [0, len) (from the range's first
+ * lane, a multiple of MG_LANE_CHUNK), a chunk at a time, pair by pair from
+ * the last: per lane the node-by-node sweep's operations in its order.  A
+ * node without lanes (a w, the head) gets the chunk's sum of what its lanes
+ * send, added to its row of partials in the order that sweep adds them. */
 MG_SIMD static void mg_lanes_chain_backward(const mg_lane_graph *g, ptrdiff_t k0, int n,
                                                   ptrdiff_t l0, ptrdiff_t len)
 {
     mg_lane_chain c;
-    double sums[MG_LANE_CHAIN_MAX + 1][4];
-    ptrdiff_t c0, i0, m, n4;
+    double gs[MG_LANE_CHUNK], share[MG_LANE_CHUNK], head[MG_LANE_CHUNK];
+    double sv[MG_LANE_CHAIN_MAX][MG_LANE_CHUNK];
+    ptrdiff_t c0, m, i;
     int j;
+    const int sums = mg_lane_chain_reads_sums(g->val[0], g->val[0], g->val[0]);
     mg_lane_chain_load(g, k0, n, l0, 1, &c);
     for (c0 = 0; c0 < len; c0 += MG_LANE_CHUNK) {
         double *partials = g->partials + (l0 + c0) / MG_LANE_CHUNK;
         m = len - c0 < MG_LANE_CHUNK ? len - c0 : MG_LANE_CHUNK;
-        n4 = m - m % 4;
-        memset(sums, 0, (n + 1) * sizeof(sums[0]));
-        for (i0 = c0; i0 + MG_LANE_BLOCK <= c0 + n4; i0 += MG_LANE_BLOCK)
-            mg_lane_chain_backward_block(&c, i0, MG_LANE_BLOCK, c0, n4, sums);
-        for (; i0 < c0 + m; i0 += MG_LANE_BLOCK)
-            mg_lane_chain_backward_block(&c, i0, c0 + m - i0 < MG_LANE_BLOCK ? c0 + m - i0
-                                         : MG_LANE_BLOCK, c0, n4, sums);
-        /* the chunk's sums, in the order the node-by-node sweep adds them */
+        for (i = 0; i < m; i++) {
+            head[i] = c.head.p ? c.head.p[c0 + i] : c.head.s;
+            gs[i] = c.g[c0 + i];
+        }
+        for (j = 0; j < n && sums; j++) {   /* the running sums, as the forward computed them */
+            const mg_lane_pair *q = &c.pair[j];
+            const double *restrict x = q->x + c0, *restrict acc = j ? sv[j - 1] : head;
+            for (i = 0; i < m; i++) sv[j][i] = MG_PAIR_S(q, acc[i], MG_PAIR_M(q, x[i]));
+        }
         for (j = n - 1; j >= 0; j--) {
-            if (j == 0 && c.head_slot >= 0)
-                partials[(ptrdiff_t)c.head_slot * g->n_chunks]
-                    += (sums[n][0] + sums[n][1]) + (sums[n][2] + sums[n][3]);
-            if (c.pair[j].w_slot >= 0)
-                partials[(ptrdiff_t)c.pair[j].w_slot * g->n_chunks]
-                    += (sums[j][0] + sums[j][1]) + (sums[j][2] + sums[j][3]);
+            const mg_lane_pair *q = &c.pair[j];
+            const double *restrict x = q->x + c0;
+            const double *restrict acc = j && sums ? sv[j - 1] : head;
+            double *gx = q->gx ? q->gx + c0 : NULL, w_total = 0.0;
+            if (j == 0 && (c.ghead || c.head_slot >= 0)) {  /* S_0 sends the head its share */
+                double *restrict gh = c.ghead ? c.ghead + c0 : share;
+                for (i = 0; i < m; i++) {
+                    const double mv = MG_PAIR_M(q, x[i]), sval = sums ? sv[0][i] : head[i];
+                    const double dacc = q->acc_is_a ? mg_da_ADD(acc[i], mv, sval)
+                                                    : mg_db_ADD(mv, acc[i], sval);
+                    if (c.ghead && !c.head_first)
+                        gh[i] += gs[i] * dacc;
+                    else
+                        gh[i] = 0.0 + gs[i] * dacc;
+                }
+                if (!c.ghead)
+                    partials[(ptrdiff_t)c.head_slot * g->n_chunks] += mg_lanes_total(share, m);
+            }
+            if (q->w_slot >= 0) {
+                if (!gx)
+                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, NULL, &w_total, m, 1, 0, 0);
+                else if (q->x_first)
+                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, gx, &w_total, m, 1, 1, 1);
+                else
+                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, gx, &w_total, m, 1, 1, 0);
+                partials[(ptrdiff_t)q->w_slot * g->n_chunks] += w_total;
+            } else {
+                if (!gx)
+                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, NULL, &w_total, m, 0, 0, 0);
+                else if (q->x_first)
+                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, gx, &w_total, m, 0, 1, 1);
+                else
+                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, gx, &w_total, m, 0, 1, 0);
+            }
         }
     }
 }
@@ -551,19 +640,6 @@ static void mg_lanes_forward(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1)
             break;
         }
     }
-}
-
-/* The sum of n lanes in a fixed order (four interleaved partial sums), the
- * same whatever the thread count. */
-static double mg_lanes_total(const double *restrict p, ptrdiff_t n)
-{
-    double s[4] = {0.0, 0.0, 0.0, 0.0};
-    ptrdiff_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        s[0] += p[i]; s[1] += p[i + 1]; s[2] += p[i + 2]; s[3] += p[i + 3];
-    }
-    for (; i < n; i++) s[0] += p[i];
-    return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
 /* Send operand p its gradient from lanes [l0, l0 + n) of a node: fn's
@@ -657,6 +733,75 @@ static void mg_lanes_backward(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1
             break;
         }
     }
+}
+
+/* -- the nodes without lanes --------------------------------------------------
+ * Computed once per pass on the tape's values (val) and gradients (grad), as
+ * the unbatched replay does, node by node with the op table's scalar rules;
+ * a fused n-ary node (dot, sum, mean) is left to the caller: the sweep stops
+ * there and says where.  nodes: positions in forward order (no leaf in the
+ * forward's list).  The op table's switches are inlined into the loops
+ * (flatten): a jump per node, no call. */
+#if defined(__GNUC__)
+#define MG_FLATTEN __attribute__((flatten))
+#else
+#define MG_FLATTEN
+#endif
+
+/* Forward over nodes[k ..): returns n, or the index of an n-ary node. */
+MG_FLATTEN static ptrdiff_t mg_shared_forward(const mg_lane_graph *g, double *restrict val, const int *nodes,
+                                   ptrdiff_t k, ptrdiff_t n)
+{
+    for (; k < n; k++) {
+        const int i = nodes[k], op = g->op[i], count = mg_op_operands(op);
+        if (!count)
+            return k;
+        if (op == MG_OP_MUL)        /* micrograd's graphs: * and + of two nodes, */
+            val[i] = mg_f_MUL(val[g->a[i]], val[g->b[i]]);      /* without a switch */
+        else if (op == MG_OP_ADD)
+            val[i] = mg_f_ADD(val[g->a[i]], val[g->b[i]]);
+        else
+            val[i] = mg_forward(op, val[g->a[i]], count == 2 ? val[g->b[i]] : 0.0, g->aux[i]);
+    }
+    return n;
+}
+
+/* The reverse sweep over nodes[.. k), from nodes[k - 1] down (leaves are
+ * skipped), each node passing its gradient to the operands that take one:
+ * returns 0, or k with nodes[k - 1] an n-ary node. */
+MG_FLATTEN static ptrdiff_t mg_shared_backward(const mg_lane_graph *g, const double *restrict val,
+                                    double *restrict grad, const int *nodes, ptrdiff_t k)
+{
+    for (; k > 0; k--) {
+        const int i = nodes[k - 1], op = g->op[i], count = mg_op_operands(op);
+        int p;
+        double da, db;
+        if (op == MG_OP_LEAF)
+            continue;
+        if (!count)
+            return k;
+        p = g->a[i];
+        if (op == MG_OP_MUL || op == MG_OP_ADD) {     /* as mg_local_grads, without a switch */
+            const double va = val[p], vb = val[g->b[i]];
+            da = op == MG_OP_MUL ? mg_da_MUL(va, vb, val[i]) : mg_da_ADD(va, vb, val[i]);
+            db = op == MG_OP_MUL ? mg_db_MUL(va, vb, val[i]) : mg_db_ADD(va, vb, val[i]);
+            if (g->rg[p])
+                grad[p] += grad[i] * da;
+            if (g->rg[g->b[i]])
+                grad[g->b[i]] += grad[i] * db;
+        } else if (count == 2) {
+            mg_local_grads(op, val[p], val[g->b[i]], val[i], g->aux[i], &da, &db);
+            if (g->rg[p])
+                grad[p] += grad[i] * da;
+            if (g->rg[g->b[i]])
+                grad[g->b[i]] += grad[i] * db;
+        } else {
+            mg_local_grads(op, val[p], 0.0, val[i], g->aux[i], &da, &db);
+            if (g->rg[p])
+                grad[p] += grad[i] * da;
+        }
+    }
+    return 0;
 }
 
 /* -- threads ------------------------------------------------------------------ */

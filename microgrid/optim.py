@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 
 from .autograd.grad_mode import no_grad
-from .core._engine import Value, _values_read, _values_write, _values_zero_grad
+from .core._engine import Value, _values_add_scaled, _values_read, _values_write, _values_zero_grad
 from .tensors._alloc import pooled
 from .tensors._tensor import Tensor, _add_scaled
 
@@ -187,6 +187,19 @@ class SGD(Optimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("nesterov=True requires momentum > 0 and dampening = 0")
         return group
+
+    def _step(self):
+        own_update = type(self)._update is SGD._update     # a subclass's _update runs as written
+        for group, slots in zip(self.param_groups, self._slots):
+            plain = own_update and group["momentum"] == 0 and group["weight_decay"] == 0
+            for slot in slots:
+                if plain and slot.is_values:
+                    # p = p + (-lr) * g on each Value in compiled code: what
+                    # _update does on the gathered arrays, without gathering
+                    _values_add_scaled(slot.params, -group["lr"])
+                else:
+                    data, grad = slot.read()
+                    slot.write(self._update(group, slot.state, data, grad))
 
     def _update(self, group, state, param, grad):
         lr, momentum = group["lr"], group["momentum"]

@@ -16,6 +16,7 @@ from cpython.ref cimport PyObject, Py_INCREF, Py_XINCREF
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
 from cpython.sequence cimport PySequence_Fast_GET_ITEM
+from cpython.list cimport PyList_GET_ITEM
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset
 from libc.math cimport fabs, isfinite, NAN
@@ -1466,22 +1467,30 @@ def topological_order(Node root not None, *, bint every_node=True):
 # ---------------------------------------------------------------------------
 # Many Values' numbers at once (an optimiser's step over scalar parameters)
 
-cdef Value _value_at(list values, Py_ssize_t i):
-    x = values[i]
-    if not isinstance(x, Value):
-        raise TypeError(f"values[{i}] is a {type(x).__name__}, not a Value")
-    return <Value>x
+cdef int _check_values(list values) except -1:
+    """A TypeError unless every entry of ``values`` is a Value, raised before
+    any of them is read or written."""
+    cdef Py_ssize_t i
+    for i in range(len(values)):
+        if not isinstance(<object>PyList_GET_ITEM(values, i), Value):
+            raise TypeError(f"values[{i}] is a {type(values[i]).__name__}, not a Value")
+    return 0
 
+
+# The loops below read the entries through borrowed pointers (the list owns
+# them and is not changed meanwhile): no reference counting per Value.
 
 def _values_read(list values not None, double[::1] data, double[::1] grad):
     """Copy each Value's data and grad into ``data[i]`` and ``grad[i]``."""
     cdef Py_ssize_t i, n = len(values)
+    cdef PyObject* v
     if data.shape[0] != n or grad.shape[0] != n:
         raise ValueError(f"_values_read: {n} values but arrays of {data.shape[0]} and {grad.shape[0]}")
+    _check_values(values)
     for i in range(n):
-        v = _value_at(values, i)
-        data[i] = v.data
-        grad[i] = v.grad
+        v = PyList_GET_ITEM(values, i)
+        data[i] = (<Value>v).data
+        grad[i] = (<Value>v).grad
 
 
 def _values_write(list values not None, const double[::1] data):
@@ -1489,15 +1498,29 @@ def _values_write(list values not None, const double[::1] data):
     cdef Py_ssize_t i, n = len(values)
     if data.shape[0] != n:
         raise ValueError(f"_values_write: {n} values but an array of {data.shape[0]}")
+    _check_values(values)
     for i in range(n):
-        _value_at(values, i).data = data[i]
+        (<Value>PyList_GET_ITEM(values, i)).data = data[i]
 
 
 def _values_zero_grad(list values not None):
     """Set each Value's grad to zero."""
     cdef Py_ssize_t i
+    _check_values(values)
     for i in range(len(values)):
-        _value_at(values, i).grad = 0.0
+        (<Value>PyList_GET_ITEM(values, i)).grad = 0.0
+
+
+def _values_add_scaled(list values not None, double alpha):
+    """``v.data = v.data + alpha * v.grad`` for each Value: the arithmetic of
+    tensors._tensor._add_scaled on the gathered arrays (for alpha = -lr,
+    SGD's plain step), without gathering them."""
+    cdef Py_ssize_t i
+    cdef PyObject* v
+    _check_values(values)
+    for i in range(len(values)):
+        v = PyList_GET_ITEM(values, i)
+        (<Value>v).data = (<Value>v).data + alpha * (<Value>v).grad
 
 
 # ---------------------------------------------------------------------------

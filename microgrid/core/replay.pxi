@@ -170,9 +170,10 @@ cdef enum:
 
 
 cdef inline void _node_sync(PyObject* node, int what, double* x, bint leaf) noexcept:
-    """The one place replay touches node fields after _tape_build: copies a
-    node's data or grad to or from its place x on the tape (a leaf's grad
-    accumulates).  Nodes are read through borrowed pointers (the Graph owns
+    """Where the unbatched replay touches node fields after _tape_build
+    (batched replay copies the nodes without lanes in its own plain loops,
+    the same copies): a node's data or grad to or from its place x on the
+    tape (a leaf's grad accumulates).  Nodes are read through borrowed pointers (the Graph owns
     them): no reference counting."""
     if what == SYNC_LOAD:
         x[0] = (<Value>node).data
@@ -258,6 +259,10 @@ cdef extern from "mg_lanes.h":
     void mg_lanes_backward(const mg_lane_graph* g, ptrdiff_t l0, ptrdiff_t l1) noexcept nogil
     void mg_lanes_run(mg_lane_task task, const mg_lane_graph* g, int threads) noexcept nogil
     void mg_lanes_plan_links(const mg_lane_graph* g) noexcept nogil
+    ptrdiff_t mg_shared_forward(const mg_lane_graph* g, double* val, const int* nodes,
+                                ptrdiff_t k, ptrdiff_t n) noexcept nogil
+    ptrdiff_t mg_shared_backward(const mg_lane_graph* g, const double* val, double* grad,
+                                 const int* nodes, ptrdiff_t k) noexcept nogil
     ctypedef struct mg_lane_link:
         pass
     int MG_LANES_MAX_THREADS
@@ -270,8 +275,10 @@ ctypedef struct Lanes:
     unsigned char* rg       # the tape's requires_grad, the inputs taken as constants
     unsigned char* shared   # no lanes: computed once (parameters, what only they feed)
     unsigned char* shared_rg    # shared and taking a gradient: written back after backward
-    int* shared_order       # the shared nodes' positions, in forward order
-    Py_ssize_t n_shared
+    int* shared_leaves      # the shared leaves' positions, in forward order
+    Py_ssize_t n_shared_leaves
+    int* shared_ops         # the other shared nodes' positions, in forward order
+    Py_ssize_t n_shared_ops
     int* grad_order         # the positions of the shared nodes taking a gradient, in forward order
     Py_ssize_t n_grad
     unsigned char* first    # per edge of the sweep: the operand's first gradient (2n + n_args)
@@ -295,7 +302,8 @@ cdef void _lanes_free(Lanes* L) noexcept:
     free(L.rg)
     free(L.shared)
     free(L.shared_rg)
-    free(L.shared_order)
+    free(L.shared_leaves)
+    free(L.shared_ops)
     free(L.grad_order)
     free(L.first)
     free(L.vslot)
@@ -361,7 +369,8 @@ cdef Lanes* _lanes_build(Tape* t, list input_positions) except NULL:
         L.pslot = <int*>malloc(n * sizeof(int))
         L.order = <int*>malloc(n * sizeof(int))
         L.run = <int*>calloc(n, sizeof(int))
-        L.shared_order = <int*>malloc(n * sizeof(int))
+        L.shared_leaves = <int*>malloc(n * sizeof(int))
+        L.shared_ops = <int*>malloc(n * sizeof(int))
         L.grad_order = <int*>malloc(n * sizeof(int))
         L.inner = <unsigned char*>calloc(n, 1)
         L.boundary = <int*>malloc(n * sizeof(int))
@@ -369,7 +378,7 @@ cdef Lanes* _lanes_build(Tape* t, list input_positions) except NULL:
         if (L.rg == NULL or L.shared == NULL or L.shared_rg == NULL or L.first == NULL
                 or L.vslot == NULL or L.gslot == NULL or L.pslot == NULL or L.order == NULL
                 or L.run == NULL or L.inner == NULL or L.boundary == NULL or L.inputs == NULL
-                or L.shared_order == NULL or L.grad_order == NULL):
+                or L.shared_leaves == NULL or L.shared_ops == NULL or L.grad_order == NULL):
             raise MemoryError()
         _lanes_mark(L, t, input_positions, lane, scratch, flag)
         _lanes_plan_gradients(L, t, lane, scratch, scratch + n_args + 2, flag)
@@ -435,9 +444,12 @@ cdef int _lanes_mark(Lanes* L, Tape* t, list input_positions, unsigned char* lan
             L.n_vslots += 1
         L.shared[i] = not lane[i]
         L.shared_rg[i] = L.shared[i] and L.rg[i]
-        if L.shared[i]:
-            L.shared_order[L.n_shared] = i
-            L.n_shared += 1
+        if L.shared[i] and t.op[i] == OP_LEAF:
+            L.shared_leaves[L.n_shared_leaves] = i
+            L.n_shared_leaves += 1
+        elif L.shared[i]:
+            L.shared_ops[L.n_shared_ops] = i
+            L.n_shared_ops += 1
         if L.shared_rg[i]:
             L.grad_order[L.n_grad] = i
             L.n_grad += 1
@@ -933,13 +945,18 @@ cdef class Graph:
             _lanes_reserve(L, B)
             self._batch = 0
             tape = t[0]
-            for k in range(L.n_shared):
-                i = L.shared_order[k]
-                if tape.op[i] == OP_LEAF:
-                    _node_sync(self._order[i], SYNC_LOAD, &tape.val[i], True)
-                else:
-                    _tape_eval(tape, i)
-                    _node_sync(self._order[i], SYNC_STORE_DATA, &tape.val[i], False)
+            # the nodes without lanes: the leaves read, the others computed
+            # (n-ary ones here, the rest in C), then stored into their nodes
+            for k in range(L.n_shared_leaves):
+                i = L.shared_leaves[k]
+                tape.val[i] = (<Value>self._order[i]).data
+            k = mg_shared_forward(&L.g, tape.val, L.shared_ops, 0, L.n_shared_ops)
+            while k < L.n_shared_ops:
+                _tape_eval(tape, L.shared_ops[k])
+                k = mg_shared_forward(&L.g, tape.val, L.shared_ops, k + 1, L.n_shared_ops)
+            for k in range(L.n_shared_ops):
+                i = L.shared_ops[k]
+                (<Value>self._order[i]).data = tape.val[i]
             for k in range(L.n_inputs):
                 column = columns[k]
                 memcpy(L.g.lanes + L.vslot[L.inputs[k]] * B, &column[0], B * sizeof(double))
@@ -994,13 +1011,18 @@ cdef class Graph:
                     total += L.g.partials[k * L.g.n_chunks + c]
                 t.grad[L.boundary[k]] = total / B if mean else total
             tape = t[0]
-            for k in range(L.n_grad - 1, -1, -1):
-                i = L.grad_order[k]
-                if tape.op[i] != OP_LEAF:
-                    _tape_pass_back(tape, i, tape.grad, L.rg)
+            # the reverse sweep of the nodes without lanes (n-ary ones here,
+            # the rest in C), then their gradients stored (a leaf accumulates)
+            k = mg_shared_backward(&L.g, tape.val, tape.grad, L.grad_order, L.n_grad)
+            while k > 0:
+                _tape_pass_back(tape, L.grad_order[k - 1], tape.grad, L.rg)
+                k = mg_shared_backward(&L.g, tape.val, tape.grad, L.grad_order, k - 1)
             for k in range(L.n_grad):
                 i = L.grad_order[k]
-                _node_sync(self._order[i], SYNC_STORE_GRAD, &tape.grad[i], tape.op[i] == OP_LEAF)
+                if tape.op[i] == OP_LEAF:
+                    (<Value>self._order[i]).grad = (<Value>self._order[i]).grad + tape.grad[i]
+                else:
+                    (<Value>self._order[i]).grad = tape.grad[i]
         finally:
             self._busy = False
         if _anomaly_mode:
