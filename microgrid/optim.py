@@ -149,8 +149,14 @@ class Optimizer:
     def _step(self):
         for group, slots in zip(self.param_groups, self._slots):
             for slot in slots:
-                data, grad = slot.read()
-                slot.write(self._update(group, slot.state, data, grad))
+                if not self._update_in_place(group, slot):
+                    data, grad = slot.read()
+                    slot.write(self._update(group, slot.state, data, grad))
+
+    def _update_in_place(self, group, slot):
+        """Update ``slot`` where its parameters are, without gathering them;
+        False when this optimiser cannot (then _update runs)."""
+        return False
 
     def _update(self, group, state, param, grad):
         raise NotImplementedError
@@ -188,18 +194,15 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True requires momentum > 0 and dampening = 0")
         return group
 
-    def _step(self):
-        own_update = type(self)._update is SGD._update     # a subclass's _update runs as written
-        for group, slots in zip(self.param_groups, self._slots):
-            plain = own_update and group["momentum"] == 0 and group["weight_decay"] == 0
-            for slot in slots:
-                if plain and slot.is_values:
-                    # p = p + (-lr) * g on each Value in compiled code: what
-                    # _update does on the gathered arrays, without gathering
-                    _values_add_scaled(slot.params, -group["lr"])
-                else:
-                    data, grad = slot.read()
-                    slot.write(self._update(group, slot.state, data, grad))
+    def _update_in_place(self, group, slot):
+        # p = p + (-lr) * g on each Value in compiled code: what _update does
+        # on the gathered arrays, without gathering (a subclass's _update
+        # runs as written)
+        if (slot.is_values and type(self)._update is SGD._update
+                and group["momentum"] == 0 and group["weight_decay"] == 0):
+            _values_add_scaled(slot.params, -group["lr"])
+            return True
+        return False
 
     def _update(self, group, state, param, grad):
         lr, momentum = group["lr"], group["momentum"]

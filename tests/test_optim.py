@@ -275,3 +275,26 @@ def test_scalar_parameters_are_gathered_and_written_in_compiled_code():
         _engine._values_zero_grad([vs[0], 1.0])
     with pytest.raises(ValueError, match="5 values but an array of 4"):
         _engine._values_write(vs, np.zeros(4))
+
+
+def test_plain_sgd_updates_values_in_place_and_a_subclass_update_still_runs():
+    # SGD without momentum or weight decay moves Values where they are, with
+    # the arithmetic of its array update; a subclass's _update is honoured
+    import numpy as np
+    vs = [mg.Value(v, requires_grad=True) for v in (0.3, -1.7, 2.5)]
+    grads = (0.1, 3.0, -0.7)
+    for v, g in zip(vs, grads):
+        v.grad = g
+    mg.optim.SGD(vs, lr=0.01).step()
+    expected = np.array([0.3, -1.7, 2.5]) - 0.01 * np.array(grads)
+    assert [v.data for v in vs] == expected.tolist()
+
+    calls = []
+
+    class Traced(mg.optim.SGD):
+        def _update(self, group, state, param, grad):
+            calls.append(len(param))
+            return super()._update(group, state, param, grad)
+
+    Traced(vs, lr=0.01).step()
+    assert calls == [3] and [v.data for v in vs] == (expected - 0.01 * np.array(grads)).tolist()

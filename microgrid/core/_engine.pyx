@@ -231,17 +231,23 @@ cdef inline void _drain() noexcept:
     _draining = False
 
 
-cdef void _value_dealloc(PyObject* o) noexcept:
-    """Value's deallocator: its parents released through the work list, its
-    slot given back (no Python-level code runs for a plain node)."""
-    cdef NodeRecord* rec = <NodeRecord*>o
+cdef inline void _release_parents(PyObject* node) noexcept:
+    """What a freed node lets go of: its side-table entries and its parents
+    (through _release; the caller drains the work list)."""
+    cdef NodeRecord* rec = <NodeRecord*>node
     cdef PyObject* a = rec.a
     cdef PyObject* b = rec.b
     if rec.flags:
-        _forget(o)
+        _forget(node)
     rec.a = rec.b = NULL
     _release(a)
     _release(b)
+
+
+cdef void _value_dealloc(PyObject* o) noexcept:
+    """Value's deallocator: its parents released through the work list, its
+    slot given back (no Python-level code runs for a plain node)."""
+    _release_parents(o)
     mg_free_object(o)
     _drain()
 
@@ -399,14 +405,7 @@ cdef class Node:
 
     def __dealloc__(self):
         # (a Value has its own deallocator, _value_dealloc)
-        cdef NodeRecord* rec = <NodeRecord*><PyObject*>self
-        cdef PyObject* a = rec.a
-        cdef PyObject* b = rec.b
-        if self.flags:
-            _forget(<PyObject*>self)
-        rec.a = rec.b = NULL
-        _release(a)
-        _release(b)
+        _release_parents(<PyObject*>self)
         _drain()
 
     @property
