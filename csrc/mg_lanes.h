@@ -320,6 +320,7 @@ typedef struct {
     int n;
     mg_lane_pair pair[MG_LANE_CHAIN_MAX];
     mg_lane_arg head;             /* S_(-1)'s value */
+    double head_fill[MG_LANE_BLOCK];  /* head.s in every lane, when the head has no lanes */
     double *ghead;                /* its gradient lanes, or NULL */
     int head_first, head_slot;    /* set, not add; its row of partials (no lanes), or -1 */
     double *out;                  /* the last S's value lanes */
@@ -386,6 +387,7 @@ static void mg_lane_chain_load(const mg_lane_graph *g, ptrdiff_t k0, int n, ptrd
     }
     c->head.p = h->x_slot >= 0 ? g->lanes + (ptrdiff_t)h->x_slot * g->B + l0 : NULL;
     c->head.s = h->x_slot >= 0 ? 0.0 : g->val[h->w];
+    for (j = 0; j < MG_LANE_BLOCK; j++) c->head_fill[j] = c->head.s;
     c->head_first = h->x_first;
     c->ghead = backward && h->gx_slot >= 0 ? g->grads + (ptrdiff_t)h->gx_slot * g->B + l0 : NULL;
     c->head_slot = backward ? h->w_slot : -1;
@@ -404,12 +406,10 @@ static MG_ALWAYS_INLINE void mg_lane_chain_forward_block(const mg_lane_chain *c,
                                                int store)
 {
     double acc[MG_LANE_BLOCK];
+    const double *restrict head = c->head.p ? c->head.p + i0 : c->head_fill;
     ptrdiff_t i;
     int j;
-    if (c->head.p)
-        for (i = 0; i < nb; i++) acc[i] = c->head.p[i0 + i];
-    else
-        for (i = 0; i < nb; i++) acc[i] = c->head.s;
+    for (i = 0; i < nb; i++) acc[i] = head[i];
     if (store) {
         for (j = 0; j < c->n; j++) {
             const mg_lane_pair *q = &c->pair[j];
@@ -431,6 +431,30 @@ static MG_ALWAYS_INLINE void mg_lane_chain_forward_block(const mg_lane_chain *c,
     for (i = 0; i < nb; i++) c->out[i0 + i] = acc[i];
 }
 
+/* A full block, its sixteen running sums as sixteen variables (the
+ * compiler keeps them in four vector registers across the pairs; an array
+ * it may keep in memory). */
+#define MG_LANE16(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) \
+    X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+static MG_ALWAYS_INLINE void mg_lane_chain_forward_full(const mg_lane_chain *c, ptrdiff_t i0)
+{
+    const double *head = c->head.p ? c->head.p + i0 : c->head_fill;
+    int j;
+#define MG_DECL(i) double acc##i = head[i];
+#define MG_STEP(i) acc##i = MG_PAIR_S(q, acc##i, MG_PAIR_M(q, x[i]));
+#define MG_OUT(i) c->out[i0 + i] = acc##i;
+    MG_LANE16(MG_DECL)
+    for (j = 0; j < c->n; j++) {
+        const mg_lane_pair *q = &c->pair[j];
+        const double *x = q->x + i0;
+        MG_LANE16(MG_STEP)
+    }
+    MG_LANE16(MG_OUT)
+#undef MG_DECL
+#undef MG_STEP
+#undef MG_OUT
+}
+
 MG_SIMD static void mg_lanes_chain_forward(const mg_lane_graph *g, ptrdiff_t k0, int n,
                                                  ptrdiff_t l0, ptrdiff_t len)
 {
@@ -444,7 +468,7 @@ MG_SIMD static void mg_lanes_chain_forward(const mg_lane_graph *g, ptrdiff_t k0,
         return;
     }
     for (i0 = 0; i0 + MG_LANE_BLOCK <= len; i0 += MG_LANE_BLOCK)
-        mg_lane_chain_forward_block(&c, i0, MG_LANE_BLOCK, 0);
+        mg_lane_chain_forward_full(&c, i0);
     for (; i0 + 4 <= len; i0 += 4)          /* the rest: four lanes, then fewer */
         mg_lane_chain_forward_block(&c, i0, 4, 0);
     if (i0 < len)
