@@ -1117,7 +1117,8 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
     The array and its capacity go to ``out``/``out_cap``; give it back with
     ``_return_buffers``.  Given a ``leaf_stash`` (for a backward pass), each
     non-leaf node's gradient is reset as it is emitted and each leaf's is set
-    aside in the stash (saving backward a pass over the graph)."""
+    aside in the stash (saving backward a pass over the graph), the leaves
+    then left out of the order (but for a leaf root)."""
     global _epoch, _spare_stack, _spare_stack_cap, _spare_order, _spare_order_cap
     cdef Py_ssize_t stack_cap = _spare_stack_cap, order_cap = _spare_order_cap
     cdef Frame* stack = _spare_stack
@@ -1168,6 +1169,15 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
                     stack[depth].node = child
                     stack[depth].next_child = 0
                     depth += 1
+                    continue
+                if leaf_stash is not None:
+                    # a backward pass: a leaf passes nothing on, so it takes
+                    # no place in the order; its gradient is set aside
+                    if _type_of(child) == <PyObject*>Value:
+                        if (<Value>child).grad != 0.0:
+                            leaf_stash.push(child)
+                    else:
+                        leaf_stash.add(<Node>child)
                     continue
                 node = child                 # a leaf has no parents: emitted at once, unpushed
             if n == order_cap:
@@ -1275,21 +1285,25 @@ cdef class _LeafStash:
     cdef int add(self, Node leaf) except -1:
         """Set ``leaf``'s gradient aside and zero it (a zero gradient, as in a
         training loop that zeroes before backward, needs nothing set aside)."""
+        if isinstance(leaf, Value):
+            if (<Value>leaf).grad != 0.0:
+                self.push(<PyObject*>leaf)
+            return 0
+        # its gradient buffer as it is (None: zeros, nothing to copy), the
+        # leaf left with none
+        if self.tensors is None:
+            self.tensors = []
+        self.tensors.append((leaf, (<ArrayNode>leaf)._swap_grad(None)))
+        return 0
+
+    cdef inline int push(self, PyObject* leaf) except -1:
+        """Set the gradient of ``leaf`` (a Value) aside and zero it."""
         cdef Py_ssize_t cap
-        if isinstance(leaf, Value) and (<Value>leaf).grad == 0.0:
-            return 0
-        if not isinstance(leaf, Value):
-            # its gradient buffer as it is (None: zeros, nothing to copy),
-            # the leaf left with none
-            if self.tensors is None:
-                self.tensors = []
-            self.tensors.append((leaf, (<ArrayNode>leaf)._swap_grad(None)))
-            return 0
         if self.n == self.cap:
             cap = 2 * self.cap + 16
             self.items = <Stashed*>_grow(self.items, cap * sizeof(Stashed))
             self.cap = cap
-        self.items[self.n].leaf = <PyObject*>leaf
+        self.items[self.n].leaf = leaf
         self.items[self.n].grad = (<Value>leaf).grad
         (<Value>leaf).grad = 0.0
         self.n += 1
