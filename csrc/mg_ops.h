@@ -146,12 +146,7 @@ static inline double mg_forward(int op, double a, double b, double c)
 }
 
 /* The local derivatives of op's value out with respect to its operand
- * nodes: *da for a, *db for b (left untouched unless op reads two).
- * Inlined where it is called: a jump through the switch, not a call, per
- * node of a backward pass. */
-#if defined(__GNUC__)
-__attribute__((always_inline))
-#endif
+ * nodes: *da for a, *db for b (left untouched unless op reads two). */
 static inline void mg_local_grads(int op, double a, double b, double out, double c,
                                   double *da, double *db)
 {

@@ -1110,6 +1110,42 @@ cdef void _return_buffers(Frame* stack, Py_ssize_t stack_cap,
             free(order)
 
 
+cdef inline PyObject** _append(PyObject** order, Py_ssize_t* cap, Py_ssize_t n,
+                               PyObject* node) except NULL:
+    """``order`` (of capacity ``cap[0]``, ``n`` entries) with ``node`` put at
+    ``n``, grown if full."""
+    if n == cap[0]:
+        order = <PyObject**>_grow(order, 2 * cap[0] * sizeof(PyObject*))
+        cap[0] *= 2
+    order[n] = node
+    return order
+
+
+cdef inline int _take_leaf(_LeafStash stash, PyObject* leaf) except -1:
+    """A backward pass meets a leaf: it passes nothing on, so it takes no
+    place in the order; its gradient is set aside."""
+    if _type_of(leaf) == <PyObject*>Value:
+        if (<Value>leaf).grad != 0.0:
+            stash.push(leaf)
+    else:
+        stash.add(<Node>leaf)
+    return 0
+
+
+cdef inline PyObject** _leaf_met(PyObject* leaf, _LeafStash stash, PyObject** order,
+                                 Py_ssize_t* cap, Py_ssize_t* n) except NULL:
+    """The sort meets ``leaf``, unvisited: marked, then taken by a backward
+    pass on the spot (_take_leaf) or else put in the order; the order (grown
+    or not) is returned."""
+    (<Node>leaf).epoch = _epoch
+    if stash is not None:
+        _take_leaf(stash, leaf)
+        return order
+    order = _append(order, cap, n[0], leaf)
+    n[0] += 1
+    return order
+
+
 cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
                            bint every_node, _LeafStash leaf_stash) except -1:
     """Post-order of the nodes reachable from ``root`` (only through nodes that
@@ -1144,18 +1180,25 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
         while depth:
             frame = &stack[depth - 1]
             node = frame.node
+            child = NULL
             if _type_of(node) == <PyObject*>Value and not args_in_b((<Node>node).op):
-                # a Value's parents are its slots a and b: checked here, with
-                # both asked from memory at once on the first look
-                child = NULL
+                # a Value's parents are its slots a and b, both asked from
+                # memory at the first look, then checked in turn; a leaf
+                # among them is taken on the spot, without a trip round the loop
                 if frame.next_child == 0:
                     frame.next_child = 1
                     MG_PREFETCH(<PyObject*>(<Node>node).a)
                     MG_PREFETCH(<PyObject*>(<Node>node).b)
                     child = _wanted(<PyObject*>(<Node>node).a, _epoch, every_node)
+                    if child != NULL and (<Node>child).op == OP_LEAF:
+                        order = _leaf_met(child, leaf_stash, order, &order_cap, &n)
+                        child = NULL
                 if child == NULL and frame.next_child == 1:
                     frame.next_child = 2
                     child = _wanted(<PyObject*>(<Node>node).b, _epoch, every_node)
+                    if child != NULL and (<Node>child).op == OP_LEAF:
+                        order = _leaf_met(child, leaf_stash, order, &order_cap, &n)
+                        child = NULL
             else:
                 child = _next_child(<Node>node, &frame.next_child, _epoch, every_node)
             if child == NULL:
@@ -1170,20 +1213,9 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
                     stack[depth].next_child = 0
                     depth += 1
                     continue
-                if leaf_stash is not None:
-                    # a backward pass: a leaf passes nothing on, so it takes
-                    # no place in the order; its gradient is set aside
-                    if _type_of(child) == <PyObject*>Value:
-                        if (<Value>child).grad != 0.0:
-                            leaf_stash.push(child)
-                    else:
-                        leaf_stash.add(<Node>child)
-                    continue
-                node = child                 # a leaf has no parents: emitted at once, unpushed
-            if n == order_cap:
-                order = <PyObject**>_grow(order, 2 * order_cap * sizeof(PyObject*))
-                order_cap *= 2
-            order[n] = node
+                order = _leaf_met(child, leaf_stash, order, &order_cap, &n)   # no parents: done now
+                continue
+            order = _append(order, &order_cap, n, node)
             n += 1
             if leaf_stash is not None:
                 if (<Node>node).op == OP_LEAF:
