@@ -28,6 +28,11 @@ cdef extern from "Python.h":
         PyObject* ob_item[1]
 
 cdef extern from "mg_ops.h":
+    # two rows' derivatives by name, for the backward sweep's commonest nodes
+    double mg_da_MUL(double a, double b, double out) noexcept nogil
+    double mg_db_MUL(double a, double b, double out) noexcept nogil
+    double mg_da_ADD(double a, double b, double out) noexcept nogil
+    double mg_db_ADD(double a, double b, double out) noexcept nogil
     ctypedef struct mg_op_row:
         int code
         int kind
@@ -1110,42 +1115,6 @@ cdef void _return_buffers(Frame* stack, Py_ssize_t stack_cap,
             free(order)
 
 
-cdef inline PyObject** _append(PyObject** order, Py_ssize_t* cap, Py_ssize_t n,
-                               PyObject* node) except NULL:
-    """``order`` (of capacity ``cap[0]``, ``n`` entries) with ``node`` put at
-    ``n``, grown if full."""
-    if n == cap[0]:
-        order = <PyObject**>_grow(order, 2 * cap[0] * sizeof(PyObject*))
-        cap[0] *= 2
-    order[n] = node
-    return order
-
-
-cdef inline int _take_leaf(_LeafStash stash, PyObject* leaf) except -1:
-    """A backward pass meets a leaf: it passes nothing on, so it takes no
-    place in the order; its gradient is set aside."""
-    if _type_of(leaf) == <PyObject*>Value:
-        if (<Value>leaf).grad != 0.0:
-            stash.push(leaf)
-    else:
-        stash.add(<Node>leaf)
-    return 0
-
-
-cdef inline PyObject** _leaf_met(PyObject* leaf, _LeafStash stash, PyObject** order,
-                                 Py_ssize_t* cap, Py_ssize_t* n) except NULL:
-    """The sort meets ``leaf``, unvisited: marked, then taken by a backward
-    pass on the spot (_take_leaf) or else put in the order; the order (grown
-    or not) is returned."""
-    (<Node>leaf).epoch = _epoch
-    if stash is not None:
-        _take_leaf(stash, leaf)
-        return order
-    order = _append(order, cap, n[0], leaf)
-    n[0] += 1
-    return order
-
-
 cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
                            bint every_node, _LeafStash leaf_stash) except -1:
     """Post-order of the nodes reachable from ``root`` (only through nodes that
@@ -1180,25 +1149,18 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
         while depth:
             frame = &stack[depth - 1]
             node = frame.node
-            child = NULL
             if _type_of(node) == <PyObject*>Value and not args_in_b((<Node>node).op):
-                # a Value's parents are its slots a and b, both asked from
-                # memory at the first look, then checked in turn; a leaf
-                # among them is taken on the spot, without a trip round the loop
+                # a Value's parents are its slots a and b: checked here, with
+                # both asked from memory at once on the first look
+                child = NULL
                 if frame.next_child == 0:
                     frame.next_child = 1
                     MG_PREFETCH(<PyObject*>(<Node>node).a)
                     MG_PREFETCH(<PyObject*>(<Node>node).b)
                     child = _wanted(<PyObject*>(<Node>node).a, _epoch, every_node)
-                    if child != NULL and (<Node>child).op == OP_LEAF:
-                        order = _leaf_met(child, leaf_stash, order, &order_cap, &n)
-                        child = NULL
                 if child == NULL and frame.next_child == 1:
                     frame.next_child = 2
                     child = _wanted(<PyObject*>(<Node>node).b, _epoch, every_node)
-                    if child != NULL and (<Node>child).op == OP_LEAF:
-                        order = _leaf_met(child, leaf_stash, order, &order_cap, &n)
-                        child = NULL
             else:
                 child = _next_child(<Node>node, &frame.next_child, _epoch, every_node)
             if child == NULL:
@@ -1213,9 +1175,20 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
                     stack[depth].next_child = 0
                     depth += 1
                     continue
-                order = _leaf_met(child, leaf_stash, order, &order_cap, &n)   # no parents: done now
-                continue
-            order = _append(order, &order_cap, n, node)
+                if leaf_stash is not None:
+                    # a backward pass: a leaf passes nothing on, so it takes
+                    # no place in the order; its gradient is set aside
+                    if _type_of(child) == <PyObject*>Value:
+                        if (<Value>child).grad != 0.0:
+                            leaf_stash.push(child)
+                    else:
+                        leaf_stash.add(<Node>child)
+                    continue
+                node = child                 # a leaf has no parents: emitted at once, unpushed
+            if n == order_cap:
+                order = <PyObject**>_grow(order, 2 * order_cap * sizeof(PyObject*))
+                order_cap *= 2
+            order[n] = node
             n += 1
             if leaf_stash is not None:
                 if (<Node>node).op == OP_LEAF:
@@ -1247,7 +1220,16 @@ cdef inline int _scalar_backward(Value v) except -1:
     cdef PyObject** items
     n = mg_op_operands(op)
     if n == 2:
-        mg_local_grads(op, (<Value>v.a).data, (<Value>v.b).data, v.data, v.aux, &da, &db)
+        if op == OP_MUL:
+            # the commonest rows called by name (inlined), the others
+            # through the table's switch
+            da = mg_da_MUL((<Value>v.a).data, (<Value>v.b).data, v.data)
+            db = mg_db_MUL((<Value>v.a).data, (<Value>v.b).data, v.data)
+        elif op == OP_ADD:
+            da = mg_da_ADD((<Value>v.a).data, (<Value>v.b).data, v.data)
+            db = mg_db_ADD((<Value>v.a).data, (<Value>v.b).data, v.data)
+        else:
+            mg_local_grads(op, (<Value>v.a).data, (<Value>v.b).data, v.data, v.aux, &da, &db)
         _accumulate(<PyObject*>v.a, g * da)
         _accumulate(<PyObject*>v.b, g * db)
     elif n == 1:
