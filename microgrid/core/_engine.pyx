@@ -1178,11 +1178,7 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
                 if leaf_stash is not None:
                     # a backward pass: a leaf passes nothing on, so it takes
                     # no place in the order; its gradient is set aside
-                    if _type_of(child) == <PyObject*>Value:
-                        if (<Value>child).grad != 0.0:
-                            leaf_stash.push(child)
-                    else:
-                        leaf_stash.add(<Node>child)
+                    leaf_stash.add(<Node>child)
                     continue
                 node = child                 # a leaf has no parents: emitted at once, unpushed
             if n == order_cap:
@@ -1296,31 +1292,30 @@ cdef class _LeafStash:
         else:
             free(self.items)
 
-    cdef int add(self, Node leaf) except -1:
+    cdef inline int add(self, Node leaf) except -1:
         """Set ``leaf``'s gradient aside and zero it (a zero gradient, as in a
         training loop that zeroes before backward, needs nothing set aside)."""
-        if isinstance(leaf, Value):
-            if (<Value>leaf).grad != 0.0:
-                self.push(<PyObject*>leaf)
+        cdef Py_ssize_t cap
+        if not isinstance(leaf, Value):
+            return self._add_array(leaf)
+        if (<Value>leaf).grad == 0.0:
             return 0
+        if self.n == self.cap:
+            cap = 2 * self.cap + 16
+            self.items = <Stashed*>_grow(self.items, cap * sizeof(Stashed))
+            self.cap = cap
+        self.items[self.n].leaf = <PyObject*>leaf
+        self.items[self.n].grad = (<Value>leaf).grad
+        (<Value>leaf).grad = 0.0
+        self.n += 1
+        return 0
+
+    cdef int _add_array(self, Node leaf) except -1:
         # its gradient buffer as it is (None: zeros, nothing to copy), the
         # leaf left with none
         if self.tensors is None:
             self.tensors = []
         self.tensors.append((leaf, (<ArrayNode>leaf)._swap_grad(None)))
-        return 0
-
-    cdef inline int push(self, PyObject* leaf) except -1:
-        """Set the gradient of ``leaf`` (a Value) aside and zero it."""
-        cdef Py_ssize_t cap
-        if self.n == self.cap:
-            cap = 2 * self.cap + 16
-            self.items = <Stashed*>_grow(self.items, cap * sizeof(Stashed))
-            self.cap = cap
-        self.items[self.n].leaf = leaf
-        self.items[self.n].grad = (<Value>leaf).grad
-        (<Value>leaf).grad = 0.0
-        self.n += 1
         return 0
 
     cdef void restore(self) noexcept:
