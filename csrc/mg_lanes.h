@@ -608,22 +608,20 @@ MG_SIMD static void mg_lanes_chain_backward(const mg_lane_graph *g, ptrdiff_t k0
                 if (!c.ghead)
                     partials[(ptrdiff_t)c.head_slot * g->n_chunks] += mg_lanes_total(share, m);
             }
+            /* one inlined loop per case (the flags constants in each) */
+#define MG_PAIR(TO_W, TO_X, FIRST) mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, \
+                                                         TO_X ? gx : NULL, &w_total, m,    \
+                                                         TO_W, TO_X, FIRST)
+#define MG_PAIR_CASES(TO_W) (!gx ? MG_PAIR(TO_W, 0, 0) : q->x_first ? MG_PAIR(TO_W, 1, 1) \
+                                                                   : MG_PAIR(TO_W, 1, 0))
             if (q->w_slot >= 0) {
-                if (!gx)
-                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, NULL, &w_total, m, 1, 0, 0);
-                else if (q->x_first)
-                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, gx, &w_total, m, 1, 1, 1);
-                else
-                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, gx, &w_total, m, 1, 1, 0);
+                MG_PAIR_CASES(1);
                 partials[(ptrdiff_t)q->w_slot * g->n_chunks] += w_total;
             } else {
-                if (!gx)
-                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, NULL, &w_total, m, 0, 0, 0);
-                else if (q->x_first)
-                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, gx, &w_total, m, 0, 1, 1);
-                else
-                    mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, gx, &w_total, m, 0, 1, 0);
+                MG_PAIR_CASES(0);
             }
+#undef MG_PAIR_CASES
+#undef MG_PAIR
         }
     }
 }

@@ -170,10 +170,9 @@ cdef enum:
 
 
 cdef inline void _node_sync(PyObject* node, int what, double* x, bint leaf) noexcept:
-    """Where the unbatched replay touches node fields after _tape_build
-    (batched replay copies the nodes without lanes in its own plain loops,
-    the same copies): a node's data or grad to or from its place x on the
-    tape (a leaf's grad accumulates).  Nodes are read through borrowed pointers (the Graph owns
+    """The one place replay touches node fields after _tape_build: copies a
+    node's data or grad to or from its place x on the tape (a leaf's grad
+    accumulates).  Nodes are read through borrowed pointers (the Graph owns
     them): no reference counting."""
     if what == SYNC_LOAD:
         x[0] = (<Value>node).data
@@ -949,14 +948,14 @@ cdef class Graph:
             # (n-ary ones here, the rest in C), then stored into their nodes
             for k in range(L.n_shared_leaves):
                 i = L.shared_leaves[k]
-                tape.val[i] = (<Value>self._order[i]).data
+                _node_sync(self._order[i], SYNC_LOAD, &tape.val[i], True)
             k = mg_shared_forward(&L.g, tape.val, L.shared_ops, 0, L.n_shared_ops)
             while k < L.n_shared_ops:
                 _tape_eval(tape, L.shared_ops[k])
                 k = mg_shared_forward(&L.g, tape.val, L.shared_ops, k + 1, L.n_shared_ops)
             for k in range(L.n_shared_ops):
                 i = L.shared_ops[k]
-                (<Value>self._order[i]).data = tape.val[i]
+                _node_sync(self._order[i], SYNC_STORE_DATA, &tape.val[i], False)
             for k in range(L.n_inputs):
                 column = columns[k]
                 memcpy(L.g.lanes + L.vslot[L.inputs[k]] * B, &column[0], B * sizeof(double))
@@ -1019,10 +1018,7 @@ cdef class Graph:
                 k = mg_shared_backward(&L.g, tape.val, tape.grad, L.grad_order, k - 1)
             for k in range(L.n_grad):
                 i = L.grad_order[k]
-                if tape.op[i] == OP_LEAF:
-                    (<Value>self._order[i]).grad = (<Value>self._order[i]).grad + tape.grad[i]
-                else:
-                    (<Value>self._order[i]).grad = tape.grad[i]
+                _node_sync(self._order[i], SYNC_STORE_GRAD, &tape.grad[i], tape.op[i] == OP_LEAF)
         finally:
             self._busy = False
         if _anomaly_mode:
