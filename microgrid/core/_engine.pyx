@@ -1208,6 +1208,20 @@ cdef inline void _accumulate(PyObject* parent, double g) noexcept:
         (<Value>parent).grad = (<Value>parent).grad + g
 
 
+cdef inline void _binary_grads(unsigned short op, double a, double b, double out, double c,
+                               double* da, double* db) noexcept nogil:
+    """A binary op's local derivatives: the commonest rows called by name
+    (inlined), the others through the table's switch."""
+    if op == OP_MUL:
+        da[0] = mg_da_MUL(a, b, out)
+        db[0] = mg_db_MUL(a, b, out)
+    elif op == OP_ADD:
+        da[0] = mg_da_ADD(a, b, out)
+        db[0] = mg_db_ADD(a, b, out)
+    else:
+        mg_local_grads(op, a, b, out, c, da, db)
+
+
 cdef inline int _scalar_backward(Value v) except -1:
     """Apply the local derivative rule of ``v``'s op to its parents."""
     cdef double g = v.grad, da, db
@@ -1216,16 +1230,7 @@ cdef inline int _scalar_backward(Value v) except -1:
     cdef PyObject** items
     n = mg_op_operands(op)
     if n == 2:
-        if op == OP_MUL:
-            # the commonest rows called by name (inlined), the others
-            # through the table's switch
-            da = mg_da_MUL((<Value>v.a).data, (<Value>v.b).data, v.data)
-            db = mg_db_MUL((<Value>v.a).data, (<Value>v.b).data, v.data)
-        elif op == OP_ADD:
-            da = mg_da_ADD((<Value>v.a).data, (<Value>v.b).data, v.data)
-            db = mg_db_ADD((<Value>v.a).data, (<Value>v.b).data, v.data)
-        else:
-            mg_local_grads(op, (<Value>v.a).data, (<Value>v.b).data, v.data, v.aux, &da, &db)
+        _binary_grads(op, (<Value>v.a).data, (<Value>v.b).data, v.data, v.aux, &da, &db)
         _accumulate(<PyObject*>v.a, g * da)
         _accumulate(<PyObject*>v.b, g * db)
     elif n == 1:

@@ -133,7 +133,7 @@ cdef inline void _tape_pass_back(Tape t, Py_ssize_t i, double* grad,
     if mg_op_operands(op):
         p = t.a[i]
         if mg_op_operands(op) == 2:
-            mg_local_grads(op, val[p], val[t.b[i]], val[i], t.aux[i], &da, &db)
+            _binary_grads(op, val[p], val[t.b[i]], val[i], t.aux[i], &da, &db)
             if rg[p]:
                 grad[p] += g * da
             if rg[t.b[i]]:
@@ -201,13 +201,14 @@ cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
     # Derivatives are taken at the values of the last forward() (the tape
     # keeps them); every gradient, a leaf's too, starts at zero: a leaf's pass
     # total is added to what it held at the end, as run_backward does.
+    # A node's gradient is complete when the reverse sweep reaches it (every
+    # node it feeds comes later in the order), so it is stored there.
     memset(tape.grad, 0, tape.n * sizeof(double))
     tape.grad[tape.n - 1] = seed
     for i in range(tape.n - 1, -1, -1):
-        if tape.op[i] != OP_LEAF and tape.requires_grad[i]:
-            _tape_pass_back(tape, i, tape.grad, tape.requires_grad)
-    for i in range(tape.n):
         if tape.requires_grad[i]:
+            if tape.op[i] != OP_LEAF:
+                _tape_pass_back(tape, i, tape.grad, tape.requires_grad)
             _node_sync(nodes[i], SYNC_STORE_GRAD, &tape.grad[i], tape.op[i] == OP_LEAF)
 
 
