@@ -189,6 +189,37 @@ def test_backward_on_a_leaf_and_constants_take_no_gradient():
         (k * 2).backward()
 
 
+def test_leaf_parents_are_stashed_once_however_often_they_are_read():
+    # backward's sort hands leaf parents to the stash unread and visits them
+    # afterwards: a leaf read by many nodes, in both slots, a constant among
+    # them, and earlier gradients kept, must come out as a node-by-node pass
+    w, x = Value(0.5), Value(-2.0)
+    k = Value(3.0, requires_grad=False)
+    terms = [w * x, x * w, w * k, (w * w).relu(), x.tanh(), w + 1.5]
+    w.grad, x.grad = 0.25, -1.0
+    out = mg.sum(terms)
+    out.backward()
+    t = math.tanh(-2.0)
+    assert w.grad == 0.25 + (-2.0) + (-2.0) + 3.0 + 2 * 0.5 + 1.0
+    assert x.grad == pytest.approx(-1.0 + 0.5 + 0.5 + (1 - t * t), rel=1e-14)
+    assert k.grad == 0.0
+
+
+def test_a_leaf_parent_made_a_hand_built_node_afterwards_is_followed():
+    # nodes remember that a parent was a leaf when they were built; re-running
+    # Value.__init__ with children turns that leaf into a node with parents,
+    # and backward must then still run its rule
+    x, z = Value(2.0), Value(5.0)
+    y = x * 3.0
+    x.__init__(2.0, (z,), 'double')
+
+    def rule():
+        z.grad += 2.0 * x.grad
+    x._backward = rule
+    y.backward()
+    assert (y.data, x.grad, z.grad) == (6.0, 3.0, 6.0)
+
+
 def test_relu_kink_has_zero_gradient():
     a = Value(0.0)
     a.relu().backward()

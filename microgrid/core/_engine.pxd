@@ -74,6 +74,11 @@ cdef extern from "mg_ops.h":
 cdef enum:
     F_LABELED = 1          # the node has an entry in the label table
     F_OP_TEXT = 2          # (hand-built Value) it has an entry in the _op text table
+    F_SIDE_TABLES = 3      # (either of the two above)
+    # (a Value built by an op) parent a / b was a leaf when the node was
+    # built: backward's sort may leave that parent unread (see _topo_sort)
+    F_A_LEAF = 4
+    F_B_LEAF = 8
 
 
 @cython.no_gc

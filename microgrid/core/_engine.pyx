@@ -242,7 +242,7 @@ cdef inline void _release_parents(PyObject* node) noexcept:
     cdef NodeRecord* rec = <NodeRecord*>node
     cdef PyObject* a = rec.a
     cdef PyObject* b = rec.b
-    if rec.flags:
+    if rec.flags & F_SIDE_TABLES:
         _forget(node)
     rec.a = rec.b = NULL
     _release(a)
@@ -305,6 +305,7 @@ cdef void make_leaf(Node node) noexcept:
         (<ArrayNode>node).args = None
     node.op = OP_LEAF
     node.requires_grad = False
+    node.flags &= ~(F_A_LEAF | F_B_LEAF)
 
 
 def _set_grad_enabled(bint enabled):
@@ -785,16 +786,22 @@ cdef inline Value _finish(Value out):
     return out
 
 
+cdef inline unsigned char _leaf_bit(Value parent, unsigned char bit) noexcept:
+    return bit if parent.op == OP_LEAF else 0
+
+
 cdef inline Value _binary(unsigned short op, Value a, Value b):
     cdef Value out = _new(op, a.requires_grad or b.requires_grad)
     out.a = a
     out.b = b
+    out.flags = _leaf_bit(a, F_A_LEAF) | _leaf_bit(b, F_B_LEAF)
     return _finish(out)
 
 
 cdef inline Value _unary(unsigned short op, Value a):
     cdef Value out = _new(op, a.requires_grad)
     out.a = a
+    out.flags = _leaf_bit(a, F_A_LEAF)
     return _finish(out)
 
 
@@ -802,6 +809,7 @@ cdef inline Value _with_const(unsigned short op, Value a, double c):
     cdef Value out = _new(op, a.requires_grad)
     out.a = a
     out.aux = c
+    out.flags = _leaf_bit(a, F_A_LEAF)
     return _finish(out)
 
 
@@ -1115,6 +1123,88 @@ cdef void _return_buffers(Frame* stack, Py_ssize_t stack_cap,
             free(order)
 
 
+cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
+                            PyObject*** order_p, Py_ssize_t* order_cap, bint every_node,
+                            _LeafStash leaf_stash, bint defer) except -1:
+    """_topo_sort's walk, with a fresh epoch; returns the length of the order.
+    ``defer``: a parent flagged as a leaf is handed to the stash unread."""
+    global _epoch
+    cdef Frame* stack = stack_p[0]
+    cdef PyObject** order = order_p[0]
+    cdef Py_ssize_t depth = 1, n = 0
+    cdef Frame* frame
+    cdef PyObject* child
+    cdef PyObject* node
+    cdef unsigned char leaf_bits
+    _epoch += 1
+    root.epoch = _epoch
+    stack[0].node = <PyObject*>root
+    stack[0].next_child = 0
+    try:
+        while depth:
+            frame = &stack[depth - 1]
+            node = frame.node
+            if _type_of(node) == <PyObject*>Value and not args_in_b((<Node>node).op):
+                # a Value's parents are its slots a and b: checked here, with
+                # both asked from memory at once on the first look (but for a
+                # leaf parent left to the stash: settle() asks for many at once)
+                child = NULL
+                leaf_bits = (<Node>node).flags if defer else 0
+                if frame.next_child == 0:
+                    frame.next_child = 1
+                    if not leaf_bits & F_B_LEAF:
+                        MG_PREFETCH(<PyObject*>(<Node>node).b)
+                    if leaf_bits & F_A_LEAF:
+                        leaf_stash.defer(<PyObject*>(<Node>node).a)
+                    else:
+                        MG_PREFETCH(<PyObject*>(<Node>node).a)
+                        child = _wanted(<PyObject*>(<Node>node).a, _epoch, every_node)
+                if child == NULL and frame.next_child == 1:
+                    frame.next_child = 2
+                    if leaf_bits & F_B_LEAF:
+                        leaf_stash.defer(<PyObject*>(<Node>node).b)
+                    else:
+                        child = _wanted(<PyObject*>(<Node>node).b, _epoch, every_node)
+            else:
+                child = _next_child(<Node>node, &frame.next_child, _epoch, every_node)
+            if child == NULL:
+                depth -= 1                   # its parents are done: emit it
+            else:
+                (<Node>child).epoch = _epoch
+                if (<Node>child).op != OP_LEAF:
+                    if depth == stack_cap[0]:
+                        stack = <Frame*>_grow(stack, 2 * stack_cap[0] * sizeof(Frame))
+                        stack_p[0] = stack
+                        stack_cap[0] *= 2
+                    stack[depth].node = child
+                    stack[depth].next_child = 0
+                    depth += 1
+                    continue
+                if leaf_stash is not None:
+                    # a backward pass: a leaf passes nothing on, so it takes
+                    # no place in the order; its gradient is set aside
+                    leaf_stash.add(<Node>child)
+                    continue
+                node = child                 # a leaf has no parents: emitted at once, unpushed
+            if n == order_cap[0]:
+                order = <PyObject**>_grow(order, 2 * order_cap[0] * sizeof(PyObject*))
+                order_p[0] = order
+                order_cap[0] *= 2
+            order[n] = node
+            n += 1
+            if leaf_stash is not None:
+                if (<Node>node).op == OP_LEAF:
+                    leaf_stash.add(<Node>node)
+                elif isinstance(<object>node, Value):
+                    (<Value>node).grad = 0.0
+                else:
+                    (<ArrayNode>node)._zero_grad()
+    finally:
+        stack_p[0] = stack
+        order_p[0] = order
+    return n
+
+
 cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
                            bint every_node, _LeafStash leaf_stash) except -1:
     """Post-order of the nodes reachable from ``root`` (only through nodes that
@@ -1128,10 +1218,8 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
     cdef Py_ssize_t stack_cap = _spare_stack_cap, order_cap = _spare_order_cap
     cdef Frame* stack = _spare_stack
     cdef PyObject** order = _spare_order
-    cdef Py_ssize_t depth = 1, n = 0
-    cdef Frame* frame
-    cdef PyObject* child
-    cdef PyObject* node
+    cdef Py_ssize_t n = 0
+    cdef bint defer = leaf_stash is not None
     _spare_stack, _spare_stack_cap, _spare_order, _spare_order_cap = NULL, 0, NULL, 0
     if stack == NULL:
         stack_cap = 256
@@ -1142,57 +1230,13 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
     try:
         if stack == NULL or order == NULL:
             raise MemoryError()
-        _epoch += 1
-        root.epoch = _epoch
-        stack[0].node = <PyObject*>root
-        stack[0].next_child = 0
-        while depth:
-            frame = &stack[depth - 1]
-            node = frame.node
-            if _type_of(node) == <PyObject*>Value and not args_in_b((<Node>node).op):
-                # a Value's parents are its slots a and b: checked here, with
-                # both asked from memory at once on the first look
-                child = NULL
-                if frame.next_child == 0:
-                    frame.next_child = 1
-                    MG_PREFETCH(<PyObject*>(<Node>node).a)
-                    MG_PREFETCH(<PyObject*>(<Node>node).b)
-                    child = _wanted(<PyObject*>(<Node>node).a, _epoch, every_node)
-                if child == NULL and frame.next_child == 1:
-                    frame.next_child = 2
-                    child = _wanted(<PyObject*>(<Node>node).b, _epoch, every_node)
-            else:
-                child = _next_child(<Node>node, &frame.next_child, _epoch, every_node)
-            if child == NULL:
-                depth -= 1                   # its parents are done: emit it
-            else:
-                (<Node>child).epoch = _epoch
-                if (<Node>child).op != OP_LEAF:
-                    if depth == stack_cap:
-                        stack = <Frame*>_grow(stack, 2 * stack_cap * sizeof(Frame))
-                        stack_cap *= 2
-                    stack[depth].node = child
-                    stack[depth].next_child = 0
-                    depth += 1
-                    continue
-                if leaf_stash is not None:
-                    # a backward pass: a leaf passes nothing on, so it takes
-                    # no place in the order; its gradient is set aside
-                    leaf_stash.add(<Node>child)
-                    continue
-                node = child                 # a leaf has no parents: emitted at once, unpushed
-            if n == order_cap:
-                order = <PyObject**>_grow(order, 2 * order_cap * sizeof(PyObject*))
-                order_cap *= 2
-            order[n] = node
-            n += 1
-            if leaf_stash is not None:
-                if (<Node>node).op == OP_LEAF:
-                    leaf_stash.add(<Node>node)
-                elif isinstance(<object>node, Value):
-                    (<Value>node).grad = 0.0
-                else:
-                    (<ArrayNode>node)._zero_grad()
+        while True:
+            n = _dfs(root, &stack, &stack_cap, &order, &order_cap, every_node, leaf_stash, defer)
+            # the leaves left unread are visited now; if one was not a leaf
+            # after all, the sort runs again reading every parent
+            if not defer or not leaf_stash.settle(_epoch):
+                break
+            defer = False
     except BaseException:
         _return_buffers(stack, stack_cap, order, order_cap)
         raise
@@ -1271,6 +1315,8 @@ ctypedef struct Stashed:
 # it, leaving NULL for a concurrent pass in another thread, and gives it back).
 cdef Stashed* _spare_stash = NULL
 cdef Py_ssize_t _spare_stash_cap = 0
+cdef PyObject** _spare_deferred = NULL
+cdef Py_ssize_t _spare_deferred_cap = 0
 
 
 @cython.final
@@ -1282,20 +1328,60 @@ cdef class _LeafStash:
     graph then gives exactly twice the gradient, not merely to rounding."""
     cdef Stashed* items
     cdef Py_ssize_t n, cap
+    cdef PyObject** deferred       # leaves the sort left unread, to be stashed by settle()
+    cdef Py_ssize_t n_deferred, deferred_cap
     cdef list tensors              # (tensor leaf, copy of its earlier grad)
 
     def __cinit__(self):
-        global _spare_stash, _spare_stash_cap
+        global _spare_stash, _spare_stash_cap, _spare_deferred, _spare_deferred_cap
         self.items, self.cap = _spare_stash, _spare_stash_cap
+        self.deferred, self.deferred_cap = _spare_deferred, _spare_deferred_cap
         _spare_stash, _spare_stash_cap = NULL, 0
+        _spare_deferred, _spare_deferred_cap = NULL, 0
 
     def __dealloc__(self):
-        global _spare_stash, _spare_stash_cap
+        global _spare_stash, _spare_stash_cap, _spare_deferred, _spare_deferred_cap
         if self.cap > _spare_stash_cap:
             free(_spare_stash)
             _spare_stash, _spare_stash_cap = self.items, self.cap
         else:
             free(self.items)
+        if self.deferred_cap > _spare_deferred_cap:
+            free(_spare_deferred)
+            _spare_deferred, _spare_deferred_cap = self.deferred, self.deferred_cap
+        else:
+            free(self.deferred)
+
+    cdef inline int defer(self, PyObject* leaf) except -1:
+        """Note a parent flagged as a leaf (F_A_LEAF, F_B_LEAF) without
+        reading it: settle() visits the noted leaves later, asking memory for
+        many at once, where the sort would wait for each in turn."""
+        cdef Py_ssize_t cap
+        if self.n_deferred == self.deferred_cap:
+            cap = 2 * self.deferred_cap + 64
+            self.deferred = <PyObject**>_grow(self.deferred, cap * sizeof(PyObject*))
+            self.deferred_cap = cap
+        self.deferred[self.n_deferred] = leaf
+        self.n_deferred += 1
+        return 0
+
+    cdef int settle(self, unsigned int epoch) except -1:
+        """Visit the deferred leaves as the sort would have (stamp, set the
+        gradient aside); 1 if one is no longer a leaf (a hand-built node
+        re-initialised with children), 0 when all were."""
+        cdef Py_ssize_t k, m = self.n_deferred
+        cdef PyObject* leaf
+        self.n_deferred = 0
+        for k in range(m):
+            if k + 16 < m:
+                MG_PREFETCH(self.deferred[k + 16])
+            leaf = self.deferred[k]
+            if (<Node>leaf).op != OP_LEAF:
+                return 1
+            if (<Node>leaf).requires_grad and (<Node>leaf).epoch != epoch:
+                (<Node>leaf).epoch = epoch
+                self.add(<Node>leaf)
+        return 0
 
     cdef inline int add(self, Node leaf) except -1:
         """Set ``leaf``'s gradient aside and zero it (a zero gradient, as in a
@@ -1327,6 +1413,8 @@ cdef class _LeafStash:
         """Add each leaf's earlier gradient back to this pass's total."""
         cdef Py_ssize_t k
         for k in range(self.n):
+            if k + 16 < self.n:
+                MG_PREFETCH(self.items[k + 16].leaf)
             (<Value>self.items[k].leaf).grad = self.items[k].grad + (<Value>self.items[k].leaf).grad
         if self.tensors is not None:
             for leaf, earlier in self.tensors:
