@@ -1138,6 +1138,8 @@ cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
     cdef unsigned char leaf_bits
     _epoch += 1
     root.epoch = _epoch
+    if defer:
+        leaf_stash.epoch = _epoch
     stack[0].node = <PyObject*>root
     stack[0].next_child = 0
     try:
@@ -1146,8 +1148,8 @@ cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
             node = frame.node
             if _type_of(node) == <PyObject*>Value and not args_in_b((<Node>node).op):
                 # a Value's parents are its slots a and b: checked here, with
-                # both asked from memory at once on the first look (but for a
-                # leaf parent left to the stash: settle() asks for many at once)
+                # both asked from memory at once on the first look (a leaf
+                # parent is left to the stash, which visits it a little later)
                 child = NULL
                 leaf_bits = (<Node>node).flags if defer else 0
                 if frame.next_child == 0:
@@ -1234,7 +1236,7 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
             n = _dfs(root, &stack, &stack_cap, &order, &order_cap, every_node, leaf_stash, defer)
             # the leaves left unread are visited now; if one was not a leaf
             # after all, the sort runs again reading every parent
-            if not defer or not leaf_stash.settle(_epoch):
+            if not defer or not leaf_stash.settle():
                 break
             defer = False
     except BaseException:
@@ -1315,8 +1317,6 @@ ctypedef struct Stashed:
 # it, leaving NULL for a concurrent pass in another thread, and gives it back).
 cdef Stashed* _spare_stash = NULL
 cdef Py_ssize_t _spare_stash_cap = 0
-cdef PyObject** _spare_deferred = NULL
-cdef Py_ssize_t _spare_deferred_cap = 0
 
 
 @cython.final
@@ -1328,60 +1328,57 @@ cdef class _LeafStash:
     graph then gives exactly twice the gradient, not merely to rounding."""
     cdef Stashed* items
     cdef Py_ssize_t n, cap
-    cdef PyObject** deferred       # leaves the sort left unread, to be stashed by settle()
-    cdef Py_ssize_t n_deferred, deferred_cap
     cdef list tensors              # (tensor leaf, copy of its earlier grad)
+    # leaves the sort noted without reading them (defer), visited 32 notes later
+    cdef PyObject* noted[64]
+    cdef Py_ssize_t n_noted, n_visited
+    cdef unsigned int epoch        # the sort's
+    cdef bint stale                # a noted parent was not a leaf after all
 
     def __cinit__(self):
-        global _spare_stash, _spare_stash_cap, _spare_deferred, _spare_deferred_cap
+        global _spare_stash, _spare_stash_cap
         self.items, self.cap = _spare_stash, _spare_stash_cap
-        self.deferred, self.deferred_cap = _spare_deferred, _spare_deferred_cap
         _spare_stash, _spare_stash_cap = NULL, 0
-        _spare_deferred, _spare_deferred_cap = NULL, 0
 
     def __dealloc__(self):
-        global _spare_stash, _spare_stash_cap, _spare_deferred, _spare_deferred_cap
+        global _spare_stash, _spare_stash_cap
         if self.cap > _spare_stash_cap:
             free(_spare_stash)
             _spare_stash, _spare_stash_cap = self.items, self.cap
         else:
             free(self.items)
-        if self.deferred_cap > _spare_deferred_cap:
-            free(_spare_deferred)
-            _spare_deferred, _spare_deferred_cap = self.deferred, self.deferred_cap
-        else:
-            free(self.deferred)
 
     cdef inline int defer(self, PyObject* leaf) except -1:
         """Note a parent flagged as a leaf (F_A_LEAF, F_B_LEAF) without
-        reading it: settle() visits the noted leaves later, asking memory for
-        many at once, where the sort would wait for each in turn."""
-        cdef Py_ssize_t cap
-        if self.n_deferred == self.deferred_cap:
-            cap = 2 * self.deferred_cap + 64
-            self.deferred = <PyObject**>_grow(self.deferred, cap * sizeof(PyObject*))
-            self.deferred_cap = cap
-        self.deferred[self.n_deferred] = leaf
-        self.n_deferred += 1
+        reading it: its line is asked from memory now, and the leaf is
+        visited as the sort would have (stamped, its gradient set aside) 32
+        notes later, when the line has arrived; settle() visits the rest."""
+        cdef Py_ssize_t k = self.n_noted
+        if leaf == self.noted[(k - 1) & 63] or leaf == self.noted[(k - 2) & 63]:
+            return 0        # (a leaf read over and over, as a chain's constants are)
+        MG_PREFETCH(leaf)
+        self.noted[k & 63] = leaf
+        self.n_noted = k + 1
+        if k + 1 - self.n_visited > 32:
+            self.n_visited += 1
+            return self._visit(self.noted[(self.n_visited - 1) & 63])
         return 0
 
-    cdef int settle(self, unsigned int epoch) except -1:
-        """Visit the deferred leaves as the sort would have (stamp, set the
-        gradient aside); 1 if one is no longer a leaf (a hand-built node
-        re-initialised with children), 0 when all were."""
-        cdef Py_ssize_t k, m = self.n_deferred
-        cdef PyObject* leaf
-        self.n_deferred = 0
-        for k in range(m):
-            if k + 16 < m:
-                MG_PREFETCH(self.deferred[k + 16])
-            leaf = self.deferred[k]
-            if (<Node>leaf).op != OP_LEAF:
-                return 1
-            if (<Node>leaf).requires_grad and (<Node>leaf).epoch != epoch:
-                (<Node>leaf).epoch = epoch
-                self.add(<Node>leaf)
+    cdef inline int _visit(self, PyObject* leaf) except -1:
+        if (<Node>leaf).op != OP_LEAF:
+            self.stale = True       # (a hand-built node re-initialised with children)
+        elif (<Node>leaf).requires_grad and (<Node>leaf).epoch != self.epoch:
+            (<Node>leaf).epoch = self.epoch
+            return self.add(<Node>leaf)
         return 0
+
+    cdef int settle(self) except -1:
+        """Visit the leaves still noted; 1 if a noted parent had stopped
+        being a leaf (the sort must then run again reading every parent)."""
+        while self.n_visited < self.n_noted:
+            self.n_visited += 1
+            self._visit(self.noted[(self.n_visited - 1) & 63])
+        return self.stale
 
     cdef inline int add(self, Node leaf) except -1:
         """Set ``leaf``'s gradient aside and zero it (a zero gradient, as in a
