@@ -28,7 +28,9 @@ cdef extern from "Python.h":
         PyObject* ob_item[1]
 
 cdef extern from "mg_ops.h":
-    # two rows' derivatives by name, for the backward sweep's commonest nodes
+    # two rows by name, for the commonest nodes (_op_forward, _binary_grads)
+    double mg_f_MUL(double a, double b) noexcept nogil
+    double mg_f_ADD(double a, double b) noexcept nogil
     double mg_da_MUL(double a, double b, double out) noexcept nogil
     double mg_db_MUL(double a, double b, double out) noexcept nogil
     double mg_da_ADD(double a, double b, double out) noexcept nogil
@@ -1002,6 +1004,17 @@ cdef inline double _dot_data(PyObject** items, Py_ssize_t n, double bias) noexce
     return (s0 + s1) + (s2 + s3)
 
 
+cdef inline double _op_forward(unsigned short op, double a, double b, double c) noexcept nogil:
+    """A scalar op's value from its operands' (b unused by a unary op): the
+    commonest rows called by name (inlined), the others through the table's
+    switch."""
+    if op == OP_MUL:
+        return mg_f_MUL(a, b)
+    if op == OP_ADD:
+        return mg_f_ADD(a, b)
+    return mg_forward(op, a, b, c)
+
+
 cdef inline double _forward_data(Value v) except? -1.0:
     cdef unsigned short op = v.op
     cdef double total
@@ -1010,8 +1023,8 @@ cdef inline double _forward_data(Value v) except? -1.0:
     if op == OP_LEAF or op == OP_CUSTOM:
         return v.data
     if mg_op_operands(op):
-        return mg_forward(op, (<Value>v.a).data,
-                          (<Value>v.b).data if mg_op_operands(op) == 2 else 0.0, v.aux)
+        return _op_forward(op, (<Value>v.a).data,
+                           (<Value>v.b).data if mg_op_operands(op) == 2 else 0.0, v.aux)
     args = <tuple>v.b
     if op == OP_SUM:
         total = 0.0

@@ -107,8 +107,8 @@ cdef inline void _tape_eval(Tape t, Py_ssize_t i) noexcept nogil:
     cdef double total
     cdef double* val = t.val
     if mg_op_operands(op):
-        val[i] = mg_forward(op, val[t.a[i]], val[t.b[i]] if mg_op_operands(op) == 2 else 0.0,
-                            t.aux[i])
+        val[i] = _op_forward(op, val[t.a[i]], val[t.b[i]] if mg_op_operands(op) == 2 else 0.0,
+                             t.aux[i])
         return
     start = t.args_start[i]
     count = t.args_start[i + 1] - start
