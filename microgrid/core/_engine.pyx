@@ -1061,7 +1061,11 @@ cdef extern from *:
 
 ctypedef struct Frame:
     PyObject* node
-    Py_ssize_t next_child
+    PyObject* b             # (plain) the node's parent b, read when it was pushed
+    int next_child
+    bint plain              # an exact Value with parents in a and b: the walk comes
+                            # back to it (for b, then to emit it) without reading it
+    unsigned char leaf_bits # (plain, a backward's sort) its F_A_LEAF | F_B_LEAF
 
 
 cdef inline PyObject* _wanted(PyObject* c, unsigned int epoch, bint every_node) noexcept:
@@ -1072,7 +1076,7 @@ cdef inline PyObject* _wanted(PyObject* c, unsigned int epoch, bint every_node) 
     return NULL
 
 
-cdef inline PyObject* _next_child(Node node, Py_ssize_t* k, unsigned int epoch,
+cdef inline PyObject* _next_child(Node node, int* k, unsigned int epoch,
                                   bint every_node) noexcept:
     """The next parent of ``node`` that needs a visit, or NULL.
 
@@ -1136,6 +1140,22 @@ cdef void _return_buffers(Frame* stack, Py_ssize_t stack_cap,
             free(order)
 
 
+cdef inline void _push(Frame* frame, PyObject* node, bint defer, bint zero) noexcept:
+    """A frame for ``node``, whose line is in cache (the walk just read it):
+    what the walk needs when it comes back is copied into the frame, and a
+    backward's non-leaf Value has its gradient reset now rather than when it
+    is emitted (nothing reads it in between)."""
+    cdef unsigned short op = (<Node>node).op
+    frame.node = node
+    frame.next_child = 0
+    frame.plain = _type_of(node) == <PyObject*>Value and op != OP_LEAF and not args_in_b(op)
+    if frame.plain:
+        frame.b = <PyObject*>(<Node>node).b
+        frame.leaf_bits = (<Node>node).flags & (F_A_LEAF | F_B_LEAF) if defer else 0
+        if zero:
+            (<Value>node).grad = 0.0
+
+
 cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
                             PyObject*** order_p, Py_ssize_t* order_cap, bint every_node,
                             _LeafStash leaf_stash, bint defer) except -1:
@@ -1148,38 +1168,36 @@ cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
     cdef Frame* frame
     cdef PyObject* child
     cdef PyObject* node
-    cdef unsigned char leaf_bits
+    cdef bint zero = leaf_stash is not None
     _epoch += 1
     root.epoch = _epoch
     if defer:
         leaf_stash.epoch = _epoch
-    stack[0].node = <PyObject*>root
-    stack[0].next_child = 0
+    _push(&stack[0], <PyObject*>root, defer, zero)
     try:
         while depth:
             frame = &stack[depth - 1]
             node = frame.node
-            if _type_of(node) == <PyObject*>Value and not args_in_b((<Node>node).op):
+            if frame.plain:
                 # a Value's parents are its slots a and b: checked here, with
                 # both asked from memory at once on the first look (a leaf
                 # parent is left to the stash, which visits it a little later)
                 child = NULL
-                leaf_bits = (<Node>node).flags if defer else 0
                 if frame.next_child == 0:
                     frame.next_child = 1
-                    if not leaf_bits & F_B_LEAF:
-                        MG_PREFETCH(<PyObject*>(<Node>node).b)
-                    if leaf_bits & F_A_LEAF:
+                    if not frame.leaf_bits & F_B_LEAF:
+                        MG_PREFETCH(frame.b)
+                    if frame.leaf_bits & F_A_LEAF:
                         leaf_stash.defer(<PyObject*>(<Node>node).a)
                     else:
                         MG_PREFETCH(<PyObject*>(<Node>node).a)
                         child = _wanted(<PyObject*>(<Node>node).a, _epoch, every_node)
                 if child == NULL and frame.next_child == 1:
                     frame.next_child = 2
-                    if leaf_bits & F_B_LEAF:
-                        leaf_stash.defer(<PyObject*>(<Node>node).b)
+                    if frame.leaf_bits & F_B_LEAF:
+                        leaf_stash.defer(frame.b)
                     else:
-                        child = _wanted(<PyObject*>(<Node>node).b, _epoch, every_node)
+                        child = _wanted(frame.b, _epoch, every_node)
             else:
                 child = _next_child(<Node>node, &frame.next_child, _epoch, every_node)
             if child == NULL:
@@ -1191,8 +1209,7 @@ cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
                         stack = <Frame*>_grow(stack, 2 * stack_cap[0] * sizeof(Frame))
                         stack_p[0] = stack
                         stack_cap[0] *= 2
-                    stack[depth].node = child
-                    stack[depth].next_child = 0
+                    _push(&stack[depth], child, defer, zero)
                     depth += 1
                     continue
                 if leaf_stash is not None:
@@ -1207,7 +1224,7 @@ cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
                 order_cap[0] *= 2
             order[n] = node
             n += 1
-            if leaf_stash is not None:
+            if leaf_stash is not None and not (child == NULL and frame.plain):
                 if (<Node>node).op == OP_LEAF:
                     leaf_stash.add(<Node>node)
                 elif isinstance(<object>node, Value):
