@@ -1243,9 +1243,10 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
     need a gradient unless ``every_node``), as borrowed references, root last.
     The array and its capacity go to ``out``/``out_cap``; give it back with
     ``_return_buffers``.  Given a ``leaf_stash`` (for a backward pass), each
-    non-leaf node's gradient is reset as it is emitted and each leaf's is set
-    aside in the stash (saving backward a pass over the graph), the leaves
-    then left out of the order (but for a leaf root)."""
+    non-leaf node's gradient is reset as the walk reaches it and each leaf's
+    is set aside in the stash (saving backward a pass over the graph), the
+    leaves then left out of the order (but for a leaf root); a leaf parent of
+    a Value built by an op is left to the stash unread (_LeafStash.defer)."""
     global _epoch, _spare_stack, _spare_stack_cap, _spare_order, _spare_order_cap
     cdef Py_ssize_t stack_cap = _spare_stack_cap, order_cap = _spare_order_cap
     cdef Frame* stack = _spare_stack
@@ -1264,7 +1265,7 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
             raise MemoryError()
         while True:
             n = _dfs(root, &stack, &stack_cap, &order, &order_cap, every_node, leaf_stash, defer)
-            # the leaves left unread are visited now; if one was not a leaf
+            # the leaves still noted are visited now; if one was not a leaf
             # after all, the sort runs again reading every parent
             if not defer or not leaf_stash.settle():
                 break
