@@ -205,19 +205,24 @@ def test_leaf_parents_are_stashed_once_however_often_they_are_read():
     assert k.grad == 0.0
 
 
-def test_a_leaf_parent_made_a_hand_built_node_afterwards_is_followed():
-    # nodes remember that a parent was a leaf when they were built; re-running
-    # Value.__init__ with children turns that leaf into a node with parents,
-    # and backward must then still run its rule
+def test_a_leaf_that_nodes_were_built_from_cannot_be_given_children():
+    # nodes remember that a parent was a leaf when they were built (backward
+    # leaves such parents to the sweep), so re-running Value.__init__ with
+    # children on that leaf is refused before anything changes; a leaf no
+    # node was built from may still be re-initialised
     x, z = Value(2.0), Value(5.0)
     y = x * 3.0
-    x.__init__(2.0, (z,), 'double')
-
-    def rule():
-        z.grad += 2.0 * x.grad
-    x._backward = rule
+    with pytest.raises(TypeError, match="already built from"):
+        x.__init__(4.0, (z,), 'double')
+    assert (x.data, x._op, x._prev) == (2.0, '', set())
     y.backward()
-    assert (y.data, x.grad, z.grad) == (6.0, 3.0, 6.0)
+    assert (x.grad, z.grad) == (3.0, 0.0)
+    w = Value(1.0)
+    w.__init__(4.0, (z,), 'double')
+    assert (w.data, w._op, w._prev) == (4.0, 'double', {z})
+    u = mg.sum([x, Value(1.0)])      # an n-ary node reads its operands itself
+    u.backward()
+    assert x.grad == 4.0
 
 
 def test_relu_kink_has_zero_gradient():

@@ -76,9 +76,12 @@ cdef enum:
     F_OP_TEXT = 2          # (hand-built Value) it has an entry in the _op text table
     F_SIDE_TABLES = 3      # (either of the two above)
     # (a Value built by an op) parent a / b was a leaf when the node was
-    # built: backward's sort may leave that parent unread (see _topo_sort)
+    # built: backward's sort leaves that parent to the sweep (see _topo_sort)
     F_A_LEAF = 4
     F_B_LEAF = 8
+    # (a leaf) a node built from it has F_A_LEAF or F_B_LEAF for it, so it
+    # must stay a leaf (Value.__init__ refuses to give it children)
+    F_LEAF_OPERAND = 16
 
 
 @cython.no_gc

@@ -531,14 +531,18 @@ cdef class Value(Node):
         if not _to_double(data, &d):
             raise TypeError(
                 f"Value(data=...) takes a real number (int or float), got {type(data).__name__}")
-        self.data = d
-        self.requires_grad = bool(requires_grad)
-        self.label = label
         children = tuple(_children)
         for c in children:
             if not isinstance(c, Node):
                 raise TypeError(
                     f"Value(_children=...) takes graph nodes, got {type(c).__name__}")
+        if (children or _op) and self.flags & F_LEAF_OPERAND:
+            raise TypeError(
+                "Value.__init__(_children=..., _op=...) run again on a leaf that nodes were "
+                "already built from: they rely on it staying a leaf; make a new Value instead")
+        self.data = d
+        self.requires_grad = bool(requires_grad)
+        self.label = label
         if children or _op:
             self.op = OP_CUSTOM
             self.b = children
@@ -789,7 +793,12 @@ cdef inline Value _finish(Value out):
 
 
 cdef inline unsigned char _leaf_bit(Value parent, unsigned char bit) noexcept:
-    return bit if parent.op == OP_LEAF else 0
+    """``bit`` if ``parent`` is a leaf (marked then as one that must stay a
+    leaf), else 0."""
+    if parent.op != OP_LEAF:
+        return 0
+    parent.flags |= F_LEAF_OPERAND
+    return bit
 
 
 cdef inline Value _binary(unsigned short op, Value a, Value b):
@@ -1140,7 +1149,7 @@ cdef void _return_buffers(Frame* stack, Py_ssize_t stack_cap,
             free(order)
 
 
-cdef inline void _push(Frame* frame, PyObject* node, bint defer, bint zero) noexcept:
+cdef inline void _push(Frame* frame, PyObject* node, bint skip_leaves, bint zero) noexcept:
     """A frame for ``node``, whose line is in cache (the walk just read it):
     what the walk needs when it comes back is copied into the frame, and a
     backward's non-leaf Value has its gradient reset now rather than when it
@@ -1151,16 +1160,15 @@ cdef inline void _push(Frame* frame, PyObject* node, bint defer, bint zero) noex
     frame.plain = _type_of(node) == <PyObject*>Value and op != OP_LEAF and not args_in_b(op)
     if frame.plain:
         frame.b = <PyObject*>(<Node>node).b
-        frame.leaf_bits = (<Node>node).flags & (F_A_LEAF | F_B_LEAF) if defer else 0
+        frame.leaf_bits = (<Node>node).flags & (F_A_LEAF | F_B_LEAF) if skip_leaves else 0
         if zero:
             (<Value>node).grad = 0.0
 
 
 cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
                             PyObject*** order_p, Py_ssize_t* order_cap, bint every_node,
-                            _LeafStash leaf_stash, bint defer) except -1:
-    """_topo_sort's walk, with a fresh epoch; returns the length of the order.
-    ``defer``: a parent flagged as a leaf is handed to the stash unread."""
+                            _LeafStash leaf_stash) except -1:
+    """_topo_sort's walk, with a fresh epoch; returns the length of the order."""
     global _epoch
     cdef Frame* stack = stack_p[0]
     cdef PyObject** order = order_p[0]
@@ -1168,35 +1176,32 @@ cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
     cdef Frame* frame
     cdef PyObject* child
     cdef PyObject* node
-    cdef bint zero = leaf_stash is not None
+    cdef bint for_backward = leaf_stash is not None
     _epoch += 1
     root.epoch = _epoch
-    if defer:
+    if for_backward:
         leaf_stash.epoch = _epoch
-    _push(&stack[0], <PyObject*>root, defer, zero)
+    _push(&stack[0], <PyObject*>root, for_backward, for_backward)
     try:
         while depth:
             frame = &stack[depth - 1]
             node = frame.node
             if frame.plain:
                 # a Value's parents are its slots a and b: checked here, with
-                # both asked from memory at once on the first look (a leaf
-                # parent is left to the stash, which visits it a little later)
+                # both asked from memory at once on the first look; in a
+                # backward, a parent flagged as a leaf is not read at all (the
+                # sweep, which reads it anyway, sets its gradient aside)
                 child = NULL
                 if frame.next_child == 0:
                     frame.next_child = 1
                     if not frame.leaf_bits & F_B_LEAF:
                         MG_PREFETCH(frame.b)
-                    if frame.leaf_bits & F_A_LEAF:
-                        leaf_stash.defer(<PyObject*>(<Node>node).a)
-                    else:
+                    if not frame.leaf_bits & F_A_LEAF:
                         MG_PREFETCH(<PyObject*>(<Node>node).a)
                         child = _wanted(<PyObject*>(<Node>node).a, _epoch, every_node)
                 if child == NULL and frame.next_child == 1:
                     frame.next_child = 2
-                    if frame.leaf_bits & F_B_LEAF:
-                        leaf_stash.defer(frame.b)
-                    else:
+                    if not frame.leaf_bits & F_B_LEAF:
                         child = _wanted(frame.b, _epoch, every_node)
             else:
                 child = _next_child(<Node>node, &frame.next_child, _epoch, every_node)
@@ -1209,7 +1214,7 @@ cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
                         stack = <Frame*>_grow(stack, 2 * stack_cap[0] * sizeof(Frame))
                         stack_p[0] = stack
                         stack_cap[0] *= 2
-                    _push(&stack[depth], child, defer, zero)
+                    _push(&stack[depth], child, for_backward, for_backward)
                     depth += 1
                     continue
                 if leaf_stash is not None:
@@ -1224,7 +1229,7 @@ cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
                 order_cap[0] *= 2
             order[n] = node
             n += 1
-            if leaf_stash is not None and not (child == NULL and frame.plain):
+            if for_backward and not (child == NULL and frame.plain):
                 if (<Node>node).op == OP_LEAF:
                     leaf_stash.add(<Node>node)
                 elif isinstance(<object>node, Value):
@@ -1246,13 +1251,13 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
     non-leaf node's gradient is reset as the walk reaches it and each leaf's
     is set aside in the stash (saving backward a pass over the graph), the
     leaves then left out of the order (but for a leaf root); a leaf parent of
-    a Value built by an op is left to the stash unread (_LeafStash.defer)."""
+    a Value built by an op is not visited at all: the sweep sets its gradient
+    aside when it first passes it one (_accumulate)."""
     global _epoch, _spare_stack, _spare_stack_cap, _spare_order, _spare_order_cap
     cdef Py_ssize_t stack_cap = _spare_stack_cap, order_cap = _spare_order_cap
     cdef Frame* stack = _spare_stack
     cdef PyObject** order = _spare_order
     cdef Py_ssize_t n = 0
-    cdef bint defer = leaf_stash is not None
     _spare_stack, _spare_stack_cap, _spare_order, _spare_order_cap = NULL, 0, NULL, 0
     if stack == NULL:
         stack_cap = 256
@@ -1263,13 +1268,7 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
     try:
         if stack == NULL or order == NULL:
             raise MemoryError()
-        while True:
-            n = _dfs(root, &stack, &stack_cap, &order, &order_cap, every_node, leaf_stash, defer)
-            # the leaves still noted are visited now; if one was not a leaf
-            # after all, the sort runs again reading every parent
-            if not defer or not leaf_stash.settle():
-                break
-            defer = False
+        n = _dfs(root, &stack, &stack_cap, &order, &order_cap, every_node, leaf_stash)
     except BaseException:
         _return_buffers(stack, stack_cap, order, order_cap)
         raise
@@ -1279,10 +1278,16 @@ cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
     return n
 
 
-cdef inline void _accumulate(PyObject* parent, double g) noexcept:
+cdef inline int _accumulate(PyObject* parent, double g, _LeafStash stash) except -1:
     # (a borrowed pointer: passing the object would count a reference per call)
     if (<Value>parent).requires_grad:
+        if stash is not None and (<Node>parent).epoch != stash.epoch:
+            # a leaf parent the sort left to the sweep (F_A_LEAF, F_B_LEAF),
+            # given its first gradient of the pass: what it held is set aside
+            (<Node>parent).epoch = stash.epoch
+            stash.add(<Node>parent)
         (<Value>parent).grad = (<Value>parent).grad + g
+    return 0
 
 
 cdef inline void _binary_grads(unsigned short op, double a, double b, double out, double c,
@@ -1299,8 +1304,9 @@ cdef inline void _binary_grads(unsigned short op, double a, double b, double out
         mg_local_grads(op, a, b, out, c, da, db)
 
 
-cdef inline int _scalar_backward(Value v) except -1:
-    """Apply the local derivative rule of ``v``'s op to its parents."""
+cdef inline int _scalar_backward(Value v, _LeafStash stash) except -1:
+    """Apply the local derivative rule of ``v``'s op to its parents (``stash``:
+    run_backward's, which the leaves its sort left unvisited go to)."""
     cdef double g = v.grad, da, db
     cdef unsigned short op = v.op
     cdef Py_ssize_t i, n
@@ -1308,11 +1314,11 @@ cdef inline int _scalar_backward(Value v) except -1:
     n = mg_op_operands(op)
     if n == 2:
         _binary_grads(op, (<Value>v.a).data, (<Value>v.b).data, v.data, v.aux, &da, &db)
-        _accumulate(<PyObject*>v.a, g * da)
-        _accumulate(<PyObject*>v.b, g * db)
+        _accumulate(<PyObject*>v.a, g * da, stash)
+        _accumulate(<PyObject*>v.b, g * db, stash)
     elif n == 1:
         mg_local_grads(op, (<Value>v.a).data, 0.0, v.data, v.aux, &da, &db)
-        _accumulate(<PyObject*>v.a, g * da)
+        _accumulate(<PyObject*>v.a, g * da, stash)
     elif op == OP_SUM or op == OP_MEAN:
         items = _tuple_items(<tuple>v.b)
         n = len(<tuple>v.b)
@@ -1331,7 +1337,7 @@ cdef inline int _scalar_backward(Value v) except -1:
             if (<Value>items[n + i]).requires_grad:
                 (<Value>items[n + i]).grad = (<Value>items[n + i]).grad + g * (<Value>items[i]).data
         if v.a is not None:
-            _accumulate(<PyObject*>v.a, g)
+            _accumulate(<PyObject*>v.a, g, stash)
     elif op == OP_ELEMENT:
         (<ArrayNode>v.a)._add_grad_at(<Py_ssize_t>v.aux, g)
     else:
@@ -1360,12 +1366,7 @@ cdef class _LeafStash:
     cdef Stashed* items
     cdef Py_ssize_t n, cap
     cdef list tensors              # (tensor leaf, copy of its earlier grad)
-    # leaves the sort noted without reading them (defer), visited 32 notes later
-    cdef PyObject* noted[64]
-    cdef Py_ssize_t n_noted, n_visited
-    cdef unsigned int epoch        # the sort's
-    cdef bint stale                # a noted parent was not a leaf after all
-
+    cdef unsigned int epoch        # the sort's: a leaf with another is met for the first time
     def __cinit__(self):
         global _spare_stash, _spare_stash_cap
         self.items, self.cap = _spare_stash, _spare_stash_cap
@@ -1378,38 +1379,6 @@ cdef class _LeafStash:
             _spare_stash, _spare_stash_cap = self.items, self.cap
         else:
             free(self.items)
-
-    cdef inline int defer(self, PyObject* leaf) except -1:
-        """Note a parent flagged as a leaf (F_A_LEAF, F_B_LEAF) without
-        reading it: its line is asked from memory now, and the leaf is
-        visited as the sort would have (stamped, its gradient set aside) 32
-        notes later, when the line has arrived; settle() visits the rest."""
-        cdef Py_ssize_t k = self.n_noted
-        if leaf == self.noted[(k - 1) & 63] or leaf == self.noted[(k - 2) & 63]:
-            return 0        # (a leaf read over and over, as a chain's constants are)
-        MG_PREFETCH(leaf)
-        self.noted[k & 63] = leaf
-        self.n_noted = k + 1
-        if k + 1 - self.n_visited > 32:
-            self.n_visited += 1
-            return self._visit(self.noted[(self.n_visited - 1) & 63])
-        return 0
-
-    cdef inline int _visit(self, PyObject* leaf) except -1:
-        if (<Node>leaf).op != OP_LEAF:
-            self.stale = True       # (a hand-built node re-initialised with children)
-        elif (<Node>leaf).requires_grad and (<Node>leaf).epoch != self.epoch:
-            (<Node>leaf).epoch = self.epoch
-            return self.add(<Node>leaf)
-        return 0
-
-    cdef int settle(self) except -1:
-        """Visit the leaves still noted; 1 if a noted parent had stopped
-        being a leaf (the sort must then run again reading every parent)."""
-        while self.n_visited < self.n_noted:
-            self.n_visited += 1
-            self._visit(self.noted[(self.n_visited - 1) & 63])
-        return self.stale
 
     cdef inline int add(self, Node leaf) except -1:
         """Set ``leaf``'s gradient aside and zero it (a zero gradient, as in a
@@ -1474,21 +1443,23 @@ cdef int run_backward(Node root, object grad) except -1:
             "backward(): this node does not require grad; nothing it depends on takes a gradient")
     # Intermediate gradients are recomputed from zero on every pass (the sort
     # zeroes them); leaves (op LEAF) keep accumulating until the user zeroes
-    # them (the sort sets their gradients aside in the stash).
+    # them (their gradients are set aside in the stash, by the sort or, for
+    # the leaf parents it leaves unvisited, by the sweep).
     n = _topo_sort(root, &order, &order_cap, False, stash)
     try:
         seed_grad(root, grad, False)
-        _sweep(order, n)
+        _sweep(order, n, stash)
     finally:
         stash.restore()
         _return_buffers(NULL, 0, order, order_cap)
     return 0
 
 
-cdef int _sweep(PyObject** order, Py_ssize_t n) except -1:
+cdef int _sweep(PyObject** order, Py_ssize_t n, _LeafStash stash) except -1:
     """The reverse sweep: each node that needs a gradient passes its own on to
     its parents, in reverse topological order.  (Nodes are borrowed from the
-    order: no reference counting, so the sweep writes only gradients.)"""
+    order: no reference counting, so the sweep writes only gradients.)
+    ``stash``: run_backward's, whose sort left some leaves to the sweep."""
     cdef Py_ssize_t i
     cdef PyObject* node
     cdef PyObject* ahead
@@ -1508,7 +1479,7 @@ cdef int _sweep(PyObject** order, Py_ssize_t n) except -1:
             if (<Node>node).a is not None:   # a rule written in Python (_backward, Function)
                 run_python_rule(<Node>node)
         elif isinstance(<object>node, Value):
-            _scalar_backward(<Value>node)
+            _scalar_backward(<Value>node, stash)
         else:
             (<ArrayNode>node)._backward()
         if _anomaly_mode:
@@ -1572,7 +1543,7 @@ def _grad_pass(tuple roots, tuple seeds, tuple inputs):
             k = n
             for i in range(len(roots)):
                 seed_grad(<Node>roots[i], seeds[i], True)
-            _sweep(order, n)
+            _sweep(order, n, None)
             out = []
             for x in inputs:
                 if seen is None and (<Node>x).epoch != _epoch or seen is not None and id(x) not in seen:
@@ -1980,7 +1951,7 @@ cdef class _ApplyRule:
         # the sweep over this one node: _scalar_backward keeps its one call
         # site, inlined in the sweep's loop
         cdef PyObject* one = <PyObject*>node
-        _sweep(&one, 1)
+        _sweep(&one, 1, None)
         return None
 
     def __repr__(self):

@@ -875,7 +875,7 @@ cdef class Graph:
                 else:
                     (<ArrayNode>node)._zero_grad()
             seed_grad(self.root, grad, False)
-            _sweep(self._order, self._n)
+            _sweep(self._order, self._n, None)
         finally:
             stash.restore()
 
