@@ -1149,19 +1149,19 @@ cdef void _return_buffers(Frame* stack, Py_ssize_t stack_cap,
             free(order)
 
 
-cdef inline void _push(Frame* frame, PyObject* node, bint skip_leaves, bint zero) noexcept:
+cdef inline void _push(Frame* frame, PyObject* node, bint for_backward) noexcept:
     """A frame for ``node``, whose line is in cache (the walk just read it):
-    what the walk needs when it comes back is copied into the frame, and a
-    backward's non-leaf Value has its gradient reset now rather than when it
-    is emitted (nothing reads it in between)."""
+    what the walk needs when it comes back is copied into the frame; for a
+    backward, a Value's leaf bits too, and its gradient is reset now rather
+    than when it is emitted (nothing reads it in between)."""
     cdef unsigned short op = (<Node>node).op
     frame.node = node
     frame.next_child = 0
     frame.plain = _type_of(node) == <PyObject*>Value and op != OP_LEAF and not args_in_b(op)
     if frame.plain:
         frame.b = <PyObject*>(<Node>node).b
-        frame.leaf_bits = (<Node>node).flags & (F_A_LEAF | F_B_LEAF) if skip_leaves else 0
-        if zero:
+        frame.leaf_bits = (<Node>node).flags & (F_A_LEAF | F_B_LEAF) if for_backward else 0
+        if for_backward:
             (<Value>node).grad = 0.0
 
 
@@ -1181,7 +1181,7 @@ cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
     root.epoch = _epoch
     if for_backward:
         leaf_stash.epoch = _epoch
-    _push(&stack[0], <PyObject*>root, for_backward, for_backward)
+    _push(&stack[0], <PyObject*>root, for_backward)
     try:
         while depth:
             frame = &stack[depth - 1]
@@ -1214,7 +1214,7 @@ cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
                         stack = <Frame*>_grow(stack, 2 * stack_cap[0] * sizeof(Frame))
                         stack_p[0] = stack
                         stack_cap[0] *= 2
-                    _push(&stack[depth], child, for_backward, for_backward)
+                    _push(&stack[depth], child, for_backward)
                     depth += 1
                     continue
                 if leaf_stash is not None:
@@ -1366,7 +1366,9 @@ cdef class _LeafStash:
     cdef Stashed* items
     cdef Py_ssize_t n, cap
     cdef list tensors              # (tensor leaf, copy of its earlier grad)
-    cdef unsigned int epoch        # the sort's: a leaf with another is met for the first time
+    cdef unsigned int epoch        # the sort's: the sweep takes a leaf stamped otherwise
+                                   # (one the sort left to it) as met for the first time
+
     def __cinit__(self):
         global _spare_stash, _spare_stash_cap
         self.items, self.cap = _spare_stash, _spare_stash_cap
