@@ -190,9 +190,10 @@ def test_backward_on_a_leaf_and_constants_take_no_gradient():
 
 
 def test_leaf_parents_are_stashed_once_however_often_they_are_read():
-    # backward's sort hands leaf parents to the stash unread and visits them
-    # afterwards: a leaf read by many nodes, in both slots, a constant among
-    # them, and earlier gradients kept, must come out as a node-by-node pass
+    # backward's sort leaves the leaf parents of op-built nodes unvisited and
+    # the sweep sets each aside when it first passes it a gradient: a leaf read
+    # by many nodes, in both slots, a constant among them, and earlier
+    # gradients kept, must come out as a node-by-node pass
     w, x = Value(0.5), Value(-2.0)
     k = Value(3.0, requires_grad=False)
     terms = [w * x, x * w, w * k, (w * w).relu(), x.tanh(), w + 1.5]

@@ -1165,24 +1165,41 @@ cdef inline void _push(Frame* frame, PyObject* node, bint for_backward) noexcept
             (<Value>node).grad = 0.0
 
 
-cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
-                            PyObject*** order_p, Py_ssize_t* order_cap, bint every_node,
-                            _LeafStash leaf_stash) except -1:
-    """_topo_sort's walk, with a fresh epoch; returns the length of the order."""
-    global _epoch
-    cdef Frame* stack = stack_p[0]
-    cdef PyObject** order = order_p[0]
+cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
+                           bint every_node, _LeafStash leaf_stash) except -1:
+    """Post-order of the nodes reachable from ``root`` (only through nodes that
+    need a gradient unless ``every_node``), as borrowed references, root last.
+    The array and its capacity go to ``out``/``out_cap``; give it back with
+    ``_return_buffers``.  Given a ``leaf_stash`` (for a backward pass), each
+    non-leaf node's gradient is reset as the walk reaches it and each leaf's
+    is set aside in the stash (saving backward a pass over the graph), the
+    leaves then left out of the order (but for a leaf root); a leaf parent of
+    a Value built by an op is not visited at all: the sweep sets its gradient
+    aside when it first passes it one (_accumulate)."""
+    global _epoch, _spare_stack, _spare_stack_cap, _spare_order, _spare_order_cap
+    cdef Py_ssize_t stack_cap = _spare_stack_cap, order_cap = _spare_order_cap
+    cdef Frame* stack = _spare_stack
+    cdef PyObject** order = _spare_order
     cdef Py_ssize_t depth = 1, n = 0
     cdef Frame* frame
     cdef PyObject* child
     cdef PyObject* node
     cdef bint for_backward = leaf_stash is not None
-    _epoch += 1
-    root.epoch = _epoch
-    if for_backward:
-        leaf_stash.epoch = _epoch
-    _push(&stack[0], <PyObject*>root, for_backward)
+    _spare_stack, _spare_stack_cap, _spare_order, _spare_order_cap = NULL, 0, NULL, 0
+    if stack == NULL:
+        stack_cap = 256
+        stack = <Frame*>malloc(stack_cap * sizeof(Frame))
+    if order == NULL:
+        order_cap = 256
+        order = <PyObject**>malloc(order_cap * sizeof(PyObject*))
     try:
+        if stack == NULL or order == NULL:
+            raise MemoryError()
+        _epoch += 1
+        root.epoch = _epoch
+        if for_backward:
+            leaf_stash.epoch = _epoch
+        _push(&stack[0], <PyObject*>root, for_backward)
         while depth:
             frame = &stack[depth - 1]
             node = frame.node
@@ -1210,10 +1227,9 @@ cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
             else:
                 (<Node>child).epoch = _epoch
                 if (<Node>child).op != OP_LEAF:
-                    if depth == stack_cap[0]:
-                        stack = <Frame*>_grow(stack, 2 * stack_cap[0] * sizeof(Frame))
-                        stack_p[0] = stack
-                        stack_cap[0] *= 2
+                    if depth == stack_cap:
+                        stack = <Frame*>_grow(stack, 2 * stack_cap * sizeof(Frame))
+                        stack_cap *= 2
                     _push(&stack[depth], child, for_backward)
                     depth += 1
                     continue
@@ -1223,10 +1239,9 @@ cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
                     leaf_stash.add(<Node>child)
                     continue
                 node = child                 # a leaf has no parents: emitted at once, unpushed
-            if n == order_cap[0]:
-                order = <PyObject**>_grow(order, 2 * order_cap[0] * sizeof(PyObject*))
-                order_p[0] = order
-                order_cap[0] *= 2
+            if n == order_cap:
+                order = <PyObject**>_grow(order, 2 * order_cap * sizeof(PyObject*))
+                order_cap *= 2
             order[n] = node
             n += 1
             if for_backward and not (child == NULL and frame.plain):
@@ -1236,39 +1251,6 @@ cdef inline Py_ssize_t _dfs(Node root, Frame** stack_p, Py_ssize_t* stack_cap,
                     (<Value>node).grad = 0.0
                 else:
                     (<ArrayNode>node)._zero_grad()
-    finally:
-        stack_p[0] = stack
-        order_p[0] = order
-    return n
-
-
-cdef Py_ssize_t _topo_sort(Node root, PyObject*** out, Py_ssize_t* out_cap,
-                           bint every_node, _LeafStash leaf_stash) except -1:
-    """Post-order of the nodes reachable from ``root`` (only through nodes that
-    need a gradient unless ``every_node``), as borrowed references, root last.
-    The array and its capacity go to ``out``/``out_cap``; give it back with
-    ``_return_buffers``.  Given a ``leaf_stash`` (for a backward pass), each
-    non-leaf node's gradient is reset as the walk reaches it and each leaf's
-    is set aside in the stash (saving backward a pass over the graph), the
-    leaves then left out of the order (but for a leaf root); a leaf parent of
-    a Value built by an op is not visited at all: the sweep sets its gradient
-    aside when it first passes it one (_accumulate)."""
-    global _epoch, _spare_stack, _spare_stack_cap, _spare_order, _spare_order_cap
-    cdef Py_ssize_t stack_cap = _spare_stack_cap, order_cap = _spare_order_cap
-    cdef Frame* stack = _spare_stack
-    cdef PyObject** order = _spare_order
-    cdef Py_ssize_t n = 0
-    _spare_stack, _spare_stack_cap, _spare_order, _spare_order_cap = NULL, 0, NULL, 0
-    if stack == NULL:
-        stack_cap = 256
-        stack = <Frame*>malloc(stack_cap * sizeof(Frame))
-    if order == NULL:
-        order_cap = 256
-        order = <PyObject**>malloc(order_cap * sizeof(PyObject*))
-    try:
-        if stack == NULL or order == NULL:
-            raise MemoryError()
-        n = _dfs(root, &stack, &stack_cap, &order, &order_cap, every_node, leaf_stash)
     except BaseException:
         _return_buffers(stack, stack_cap, order, order_cap)
         raise
