@@ -153,7 +153,7 @@ MG_LANE_GRAD(mg_lanes_d_over, ((void)x0, g[i] / x1))
  * n_chunks + chunk]); the caller adds the chunks up in order afterwards.
  * Chunks, not threads, fix the order of these sums: the result does not
  * depend on the thread count. */
-#define MG_LANE_CHUNK 64
+#define MG_LANE_CHUNK 128
 
 /* A multiply-add chain's pair as the engine planned it (mg_lanes_plan_links),
  * kept at the order index of its M (the head's fields at its S_0's): slots
@@ -475,37 +475,53 @@ MG_SIMD static void mg_lanes_chain_forward(const mg_lane_graph *g, ptrdiff_t k0,
         mg_lane_chain_forward_block(&c, i0, len - i0, 0);
 }
 
-/* The sum of n lanes in a fixed order (four interleaved partial sums), the
- * same whatever the thread count. */
-static double mg_lanes_total(const double *restrict p, ptrdiff_t n)
+/* A chunk's sum of what its lanes send a node without lanes, in one fixed
+ * order (so the same whatever the thread count): lane i of the first
+ * n - n % MG_LANE_SUMS into partial sum i % MG_LANE_SUMS, the rest into the
+ * first, in lane order, then the partial sums as mg_lane_sums_total adds
+ * them.  Sixteen partial sums are four vector registers whose adds do not
+ * wait for each other. */
+#define MG_LANE_SUMS 16
+static MG_ALWAYS_INLINE double mg_lane_sums_total(const double *s)
 {
-    double s[4] = {0.0, 0.0, 0.0, 0.0};
-    ptrdiff_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        s[0] += p[i]; s[1] += p[i + 1]; s[2] += p[i + 2]; s[3] += p[i + 3];
-    }
-    for (; i < n; i++) s[0] += p[i];
-    return (s[0] + s[1]) + (s[2] + s[3]);
+    double t[4];
+    int e;
+    for (e = 0; e < 4; e++) t[e] = (s[e] + s[e + 4]) + (s[e + 8] + s[e + 12]);
+    return (t[0] + t[1]) + (t[2] + t[3]);
 }
 
-/* One pair's step of the reverse sweep over the m lanes of a chunk: M_j's
- * gradient (its first and only one) from S_j's, gs; S_(j-1)'s replaces gs.
- * What w receives is summed over the chunk (mg_lanes_total's order) into
- * *w_total, x's lanes get theirs.  The tests are constants once inlined
- * (one loop per case, none branching, which the compiler vectorises). */
+static MG_ALWAYS_INLINE double mg_lanes_total(const double *restrict p, ptrdiff_t n)
+{
+    double s[MG_LANE_SUMS];
+    ptrdiff_t i = 0;
+    int e;
+    for (e = 0; e < MG_LANE_SUMS; e++) s[e] = 0.0;
+    for (; i + MG_LANE_SUMS <= n; i += MG_LANE_SUMS)
+        for (e = 0; e < MG_LANE_SUMS; e++) s[e] += p[i + e];
+    for (; i < n; i++) s[0] += p[i];
+    return mg_lane_sums_total(s);
+}
+
+/* One pair's step of the reverse sweep at lane i: M_j's gradient (its first
+ * and only one) from S_j's, gs[i]; S_(j-1)'s replaces gs[i] (unit: both
+ * are gs[i], see mg_lane_chain_unit).  What w receives is added to *w_sum
+ * as it is: the node-by-node sweep's 0 + p, added to a sum that starts at
+ * +0 and so is never -0, gives the same number.  x's lane gets its share.
+ * The flags are constants once inlined (one loop per case, none branching,
+ * which the compiler vectorises). */
 static MG_ALWAYS_INLINE void mg_lane_pair_lane(const mg_lane_pair *q, const double *restrict x,
                                                const double *restrict acc_prev,
                                                const double *restrict sv, double *restrict gs,
-                                               double *restrict gx, ptrdiff_t i, double *share,
-                                               int to_w, int to_x, int x_first)
+                                               double *restrict gx, ptrdiff_t i, double *w_sum,
+                                               int to_w, int to_x, int x_first, int unit)
 {
     const double w = q->w;
     const double xv = x[i], mv = MG_PAIR_M(q, xv), sval = sv[i], acc = acc_prev[i];
     const double dm = q->acc_is_a ? mg_db_ADD(acc, mv, sval) : mg_da_ADD(mv, acc, sval);
     const double dacc = q->acc_is_a ? mg_da_ADD(acc, mv, sval) : mg_db_ADD(mv, acc, sval);
-    const double gm = 0.0 + gs[i] * dm;
+    const double gm = unit ? gs[i] : 0.0 + gs[i] * dm;
     if (to_w)
-        *share = 0.0 + gm * (q->w_is_a ? mg_da_MUL(w, xv, mv) : mg_db_MUL(xv, w, mv));
+        *w_sum += gm * (q->w_is_a ? mg_da_MUL(w, xv, mv) : mg_db_MUL(xv, w, mv));
     if (to_x) {
         const double dx = q->w_is_a ? mg_db_MUL(w, xv, mv) : mg_da_MUL(xv, w, mv);
         if (x_first)
@@ -513,43 +529,42 @@ static MG_ALWAYS_INLINE void mg_lane_pair_lane(const mg_lane_pair *q, const doub
         else
             gx[i] += gm * dx;
     }
-    gs[i] = 0.0 + gs[i] * dacc;
+    if (!unit)
+        gs[i] = 0.0 + gs[i] * dacc;
 }
 
+/* A pair's step over the m lanes of a chunk; what w receives summed in
+ * mg_lanes_total's order into *w_total. */
 static MG_ALWAYS_INLINE void mg_lane_pair_backward(const mg_lane_pair *q, const double *restrict x,
                                                    const double *restrict acc_prev,
                                                    const double *restrict sv,
                                                    double *restrict gs, double *restrict gx,
                                                    double *restrict w_total, ptrdiff_t m,
-                                                   int to_w, int to_x, int x_first)
+                                                   int to_w, int to_x, int x_first, int unit)
 {
-    /* what w receives, summed as mg_lanes_total sums: lane i of the first
-     * m - m % 4 into s[i % 4], the rest into s[0], in lane order */
-    double s[4] = {0.0, 0.0, 0.0, 0.0}, share[4];
+    double s[MG_LANE_SUMS];
     ptrdiff_t i = 0;
     int e;
+    for (e = 0; e < MG_LANE_SUMS; e++) s[e] = 0.0;
     MG_IVDEP
-    for (; i + 4 <= m; i += 4) {
-        for (e = 0; e < 4; e++)
-            mg_lane_pair_lane(q, x, acc_prev, sv, gs, gx, i + e, &share[e], to_w, to_x, x_first);
-        if (to_w)
-            for (e = 0; e < 4; e++) s[e] += share[e];
-    }
+    for (; i + MG_LANE_SUMS <= m; i += MG_LANE_SUMS)
+        for (e = 0; e < MG_LANE_SUMS; e++)
+            mg_lane_pair_lane(q, x, acc_prev, sv, gs, gx, i + e, &s[e], to_w, to_x, x_first, unit);
     MG_IVDEP
-    for (; i < m; i++) {
-        mg_lane_pair_lane(q, x, acc_prev, sv, gs, gx, i, &share[0], to_w, to_x, x_first);
-        if (to_w)
-            s[0] += share[0];
-    }
+    for (; i < m; i++)
+        mg_lane_pair_lane(q, x, acc_prev, sv, gs, gx, i, &s[0], to_w, to_x, x_first, unit);
     if (to_w)
-        *w_total = (s[0] + s[1]) + (s[2] + s[3]);
+        *w_total = mg_lane_sums_total(s);
 }
 
 /* Whether the derivatives of a chain's sums read their operands' values:
- * only then does the reverse sweep recompute the running sums (the op
- * table's + has constant derivatives, which the compiler sees through;
- * without __builtin_constant_p they are always recomputed).  When they are
- * not recomputed, the derivatives are called with other values, which they
+ * only then does the reverse sweep recompute the running sums.  And
+ * whether they are the constant 1: then M_j's gradient, 0 + gs * 1, is gs
+ * with -0 made +0, and so is S_(j-1)'s, so the running gradient is made so
+ * once and then read, not updated, pair by pair.  (The op table's + is
+ * such a sum: the compiler sees through mg_da_ADD and mg_db_ADD; without
+ * __builtin_constant_p the answers are yes and no.)  When the sums are not
+ * recomputed, the derivatives are called with other values, which they
  * ignore. */
 static MG_ALWAYS_INLINE int mg_lane_chain_reads_sums(double a, double b, double out)
 {
@@ -559,6 +574,17 @@ static MG_ALWAYS_INLINE int mg_lane_chain_reads_sums(double a, double b, double 
 #else
     (void)a; (void)b; (void)out;
     return 1;
+#endif
+}
+
+static MG_ALWAYS_INLINE int mg_lane_chain_unit(double a, double b, double out)
+{
+#if defined(__GNUC__)
+    const double da = mg_da_ADD(a, b, out), db = mg_db_ADD(a, b, out);
+    return __builtin_constant_p(da) && __builtin_constant_p(db) && da == 1.0 && db == 1.0;
+#else
+    (void)a; (void)b; (void)out;
+    return 0;
 #endif
 }
 
@@ -576,13 +602,14 @@ MG_SIMD static void mg_lanes_chain_backward(const mg_lane_graph *g, ptrdiff_t k0
     ptrdiff_t c0, m, i;
     int j;
     const int sums = mg_lane_chain_reads_sums(g->val[0], g->val[0], g->val[0]);
+    const int unit = mg_lane_chain_unit(g->val[0], g->val[0], g->val[0]);
     mg_lane_chain_load(g, k0, n, l0, 1, &c);
     for (c0 = 0; c0 < len; c0 += MG_LANE_CHUNK) {
         double *partials = g->partials + (l0 + c0) / MG_LANE_CHUNK;
         m = len - c0 < MG_LANE_CHUNK ? len - c0 : MG_LANE_CHUNK;
         for (i = 0; i < m; i++) {
             head[i] = c.head.p ? c.head.p[c0 + i] : c.head.s;
-            gs[i] = c.g[c0 + i];
+            gs[i] = unit ? 0.0 + c.g[c0 + i] : c.g[c0 + i];
         }
         for (j = 0; j < n && sums; j++) {   /* the running sums, as the forward computed them */
             const mg_lane_pair *q = &c.pair[j];
@@ -611,7 +638,7 @@ MG_SIMD static void mg_lanes_chain_backward(const mg_lane_graph *g, ptrdiff_t k0
             /* one inlined loop per case (the flags constants in each) */
 #define MG_PAIR(TO_W, TO_X, FIRST) mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, \
                                                          TO_X ? gx : NULL, &w_total, m,    \
-                                                         TO_W, TO_X, FIRST)
+                                                         TO_W, TO_X, FIRST, unit)
 #define MG_PAIR_CASES(TO_W) (!gx ? MG_PAIR(TO_W, 0, 0) : q->x_first ? MG_PAIR(TO_W, 1, 1) \
                                                                    : MG_PAIR(TO_W, 1, 0))
             if (q->w_slot >= 0) {
@@ -668,9 +695,9 @@ static void mg_lanes_forward(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1)
  * contribution at x0, x1 (out: the node's value lanes, gi: its gradient
  * lanes).  A lane operand gets it in its gradient lanes (set if first); an
  * operand without lanes gets the sum over each chunk of lanes. */
-static void mg_lane_send(const mg_lane_graph *g, mg_lane_grad_fn fn, mg_lane_arg x0,
-                         mg_lane_arg x1, const double *out, const double *gi, int p, int first,
-                         ptrdiff_t l0, ptrdiff_t n)
+MG_SIMD static void mg_lane_send(const mg_lane_graph *g, mg_lane_grad_fn fn, mg_lane_arg x0,
+                                 mg_lane_arg x1, const double *out, const double *gi, int p,
+                                 int first, ptrdiff_t l0, ptrdiff_t n)
 {
     double share[MG_LANE_CHUNK];
     ptrdiff_t c0, m;

@@ -222,11 +222,13 @@ cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
 # rows over lanes).  Gradients flow from lane nodes to lane nodes and to
 # nodes without lanes, never back: so the backward runs the lane sweep
 # first, each lane on its own (a thread owns a range of lanes), sending the
-# shared nodes it reads their share summed per chunk of 64 lanes; the
+# shared nodes it reads their share summed per chunk of 128 lanes; the
 # chunks are then added in order, and a scalar sweep finishes the shared
 # nodes.
 from libc.stddef cimport ptrdiff_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, strcmp
+from cpython.buffer cimport (PyObject_CheckBuffer, PyObject_GetBuffer, PyBuffer_Release,
+                             PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE)
 
 cdef extern from "mg_lanes.h":
     ctypedef struct mg_lane_graph:
@@ -572,22 +574,66 @@ cdef int _lanes_reserve(Lanes* L, Py_ssize_t B) except -1:
     return 0
 
 
-cdef object _float64 = None
+cdef object _np_empty = None
+
+
+cdef Py_ssize_t _column_length(object c):
+    """B if c is a C-contiguous 1-d buffer of float64 numbers (a numpy
+    column as forward() usually gets it), else -1.  The buffer protocol
+    answers in a few pointer reads, where numpy's attributes take Python
+    calls."""
+    cdef Py_buffer view
+    cdef Py_ssize_t B = -1
+    if not PyObject_CheckBuffer(c):
+        return -1
+    try:
+        PyObject_GetBuffer(c, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+    except (BufferError, ValueError, TypeError):     # not contiguous, not numbers
+        return -1
+    if view.ndim == 1 and view.itemsize == 8 and view.format != NULL \
+            and strcmp(view.format, b"d") == 0:
+        B = view.shape[0]
+    PyBuffer_Release(&view)
+    return B
+
+
+cdef int _read_column(object c, double* dst, Py_ssize_t n) except -1:
+    """Copies the n numbers of column c (one _column_length accepted) to dst."""
+    cdef Py_buffer view
+    PyObject_GetBuffer(c, &view, PyBUF_C_CONTIGUOUS)
+    try:
+        if view.len != n * <Py_ssize_t>sizeof(double):
+            raise ValueError("Graph.forward(columns): a column changed length during the call")
+        memcpy(dst, view.buf, n * sizeof(double))
+    finally:
+        PyBuffer_Release(&view)
+    return 0
+
+
+cdef object _new_column(const double* src, Py_ssize_t n):
+    """A new float64 numpy array of the n numbers at src."""
+    global _np_empty
+    cdef Py_buffer view
+    if _np_empty is None:
+        import numpy
+        _np_empty = numpy.empty
+    out = _np_empty(n)
+    PyObject_GetBuffer(out, &view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
+    memcpy(view.buf, src, n * sizeof(double))
+    PyBuffer_Release(&view)
+    return out
 
 
 def _as_columns(tuple columns, Py_ssize_t n_inputs):
     """forward(*columns) as one contiguous float64 array of B numbers per
     input, or a TypeError/ValueError naming the argument."""
     import numpy
-    global _float64
-    cdef Py_ssize_t B = -1
-    if _float64 is None:
-        _float64 = numpy.dtype(numpy.float64)
+    cdef Py_ssize_t B = -1, b
     for c in columns:           # the usual call: float64 columns as they are
-        if (type(c) is not numpy.ndarray or c.dtype != _float64 or c.ndim != 1
-                or not c.flags.c_contiguous or (B >= 0 and c.shape[0] != B)):
+        b = _column_length(c)
+        if b < 0 or (B >= 0 and b != B):
             break
-        B = c.shape[0]
+        B = b
     else:
         if len(columns) == n_inputs and B >= 1:
             return list(columns)
@@ -927,19 +973,13 @@ cdef class Graph:
         return 0
 
     cdef object _lane_copy(self, Py_ssize_t slot):
-        import numpy
-        cdef Py_ssize_t B = self._batch
-        out = numpy.empty(B)
-        cdef double[::1] view = out
-        memcpy(&view[0], self._lanes.g.lanes + slot * B, B * sizeof(double))
-        return out
+        return _new_column(self._lanes.g.lanes + slot * self._batch, self._batch)
 
     cdef object _forward_lanes(self, list columns):
-        cdef double[::1] column = columns[0]
         cdef Lanes* L = self._lanes
         cdef Tape* t = self._tape
         cdef Tape tape
-        cdef Py_ssize_t B = column.shape[0], i, k
+        cdef Py_ssize_t B = _column_length(columns[0]), i, k
         self._enter()
         try:
             _lanes_reserve(L, B)
@@ -958,8 +998,7 @@ cdef class Graph:
                 i = L.shared_ops[k]
                 _node_sync(self._order[i], SYNC_STORE_DATA, &tape.val[i], False)
             for k in range(L.n_inputs):
-                column = columns[k]
-                memcpy(L.g.lanes + L.vslot[L.inputs[k]] * B, &column[0], B * sizeof(double))
+                _read_column(columns[k], L.g.lanes + L.vslot[L.inputs[k]] * B, B)
             with nogil:
                 mg_lanes_run(mg_lanes_forward, &L.g, self._threads)
             self._batch = B
