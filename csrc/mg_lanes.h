@@ -559,9 +559,9 @@ static MG_ALWAYS_INLINE void mg_lane_pair_backward(const mg_lane_pair *q, const 
 
 /* Whether the derivatives of a chain's sums read their operands' values:
  * only then does the reverse sweep recompute the running sums.  And
- * whether they are the constant 1: then M_j's gradient, 0 + gs * 1, is gs
- * with -0 made +0, and so is S_(j-1)'s, so the running gradient is made so
- * once and then read, not updated, pair by pair.  (The op table's + is
+ * whether they are the constant 1: then M_j's gradient, 0 + gs * 1, and
+ * S_(j-1)'s are gs itself (a gradient lane is never -0), so the running
+ * gradient is read, not updated, pair by pair.  (The op table's + is
  * such a sum: the compiler sees through mg_da_ADD and mg_db_ADD; without
  * __builtin_constant_p the answers are yes and no.)  When the sums are not
  * recomputed, the derivatives are called with other values, which they
@@ -594,23 +594,28 @@ static MG_ALWAYS_INLINE int mg_lane_chain_unit(double a, double b, double out)
  * node without lanes (a w, the head) gets the chunk's sum of what its lanes
  * send, added to its row of partials in the order that sweep adds them. */
 MG_SIMD static void mg_lanes_chain_backward(const mg_lane_graph *g, ptrdiff_t k0, int n,
-                                                  ptrdiff_t l0, ptrdiff_t len)
+                                            ptrdiff_t l0, ptrdiff_t len)
 {
     mg_lane_chain c;
-    double gs[MG_LANE_CHUNK], share[MG_LANE_CHUNK], head[MG_LANE_CHUNK];
+    double gs_buf[MG_LANE_CHUNK], share[MG_LANE_CHUNK], head[MG_LANE_CHUNK];
     double sv[MG_LANE_CHAIN_MAX][MG_LANE_CHUNK];
     ptrdiff_t c0, m, i;
-    int j;
+    int j, in_place;
     const int sums = mg_lane_chain_reads_sums(g->val[0], g->val[0], g->val[0]);
     const int unit = mg_lane_chain_unit(g->val[0], g->val[0], g->val[0]);
     mg_lane_chain_load(g, k0, n, l0, 1, &c);
+    /* With unit derivatives the running gradient is the last S's own lanes,
+     * only read (a gradient lane is never -0: its first value is 0 + p, so
+     * 0 + gs * 1 is gs itself), unless the chain writes them: an operand's
+     * gradient may take over the slot of the last S's, dead by then. */
+    in_place = unit && c.ghead != c.g;
+    for (j = 0; j < n; j++) in_place = in_place && c.pair[j].gx != c.g;
     for (c0 = 0; c0 < len; c0 += MG_LANE_CHUNK) {
         double *partials = g->partials + (l0 + c0) / MG_LANE_CHUNK;
+        double *gs = in_place ? (double *)c.g + c0 : gs_buf;
         m = len - c0 < MG_LANE_CHUNK ? len - c0 : MG_LANE_CHUNK;
-        for (i = 0; i < m; i++) {
-            head[i] = c.head.p ? c.head.p[c0 + i] : c.head.s;
-            gs[i] = unit ? 0.0 + c.g[c0 + i] : c.g[c0 + i];
-        }
+        for (i = 0; i < m && !in_place; i++) gs[i] = c.g[c0 + i];
+        for (i = 0; i < m && !unit; i++) head[i] = c.head.p ? c.head.p[c0 + i] : c.head.s;
         for (j = 0; j < n && sums; j++) {   /* the running sums, as the forward computed them */
             const mg_lane_pair *q = &c.pair[j];
             const double *restrict x = q->x + c0, *restrict acc = j ? sv[j - 1] : head;
@@ -619,26 +624,30 @@ MG_SIMD static void mg_lanes_chain_backward(const mg_lane_graph *g, ptrdiff_t k0
         for (j = n - 1; j >= 0; j--) {
             const mg_lane_pair *q = &c.pair[j];
             const double *restrict x = q->x + c0;
-            const double *restrict acc = j && sums ? sv[j - 1] : head;
+            /* the derivatives' other arguments (unit: not read) */
+            const double *restrict acc = unit ? x : j && sums ? sv[j - 1] : head;
+            const double *restrict sval = unit ? x : sums ? sv[j] : head;
             double *gx = q->gx ? q->gx + c0 : NULL, w_total = 0.0;
             if (j == 0 && (c.ghead || c.head_slot >= 0)) {  /* S_0 sends the head its share */
-                double *restrict gh = c.ghead ? c.ghead + c0 : share;
-                for (i = 0; i < m; i++) {
-                    const double mv = MG_PAIR_M(q, x[i]), sval = sums ? sv[0][i] : head[i];
-                    const double dacc = q->acc_is_a ? mg_da_ADD(acc[i], mv, sval)
-                                                    : mg_db_ADD(mv, acc[i], sval);
-                    if (c.ghead && !c.head_first)
-                        gh[i] += gs[i] * dacc;
-                    else
-                        gh[i] = 0.0 + gs[i] * dacc;
+                const double *sent = gs;                     /* unit: gs itself */
+                if (!unit) {
+                    for (i = 0; i < m; i++) {
+                        const double mv = MG_PAIR_M(q, x[i]);
+                        share[i] = gs[i] * (q->acc_is_a ? mg_da_ADD(acc[i], mv, sval[i])
+                                                        : mg_db_ADD(mv, acc[i], sval[i]));
+                    }
+                    sent = share;
                 }
-                if (!c.ghead)
-                    partials[(ptrdiff_t)c.head_slot * g->n_chunks] += mg_lanes_total(share, m);
+                if (!c.ghead)   /* (0 + p added to a sum that is never -0 is p added) */
+                    partials[(ptrdiff_t)c.head_slot * g->n_chunks] += mg_lanes_total(sent, m);
+                else if (c.head_first)
+                    for (i = 0; i < m; i++) c.ghead[c0 + i] = 0.0 + sent[i];
+                else
+                    for (i = 0; i < m; i++) c.ghead[c0 + i] += sent[i];
             }
             /* one inlined loop per case (the flags constants in each) */
-#define MG_PAIR(TO_W, TO_X, FIRST) mg_lane_pair_backward(q, x, acc, sums ? sv[j] : head, gs, \
-                                                         TO_X ? gx : NULL, &w_total, m,    \
-                                                         TO_W, TO_X, FIRST, unit)
+#define MG_PAIR(TO_W, TO_X, FIRST) mg_lane_pair_backward(q, x, acc, sval, gs, TO_X ? gx : NULL, \
+                                                         &w_total, m, TO_W, TO_X, FIRST, unit)
 #define MG_PAIR_CASES(TO_W) (!gx ? MG_PAIR(TO_W, 0, 0) : q->x_first ? MG_PAIR(TO_W, 1, 1) \
                                                                    : MG_PAIR(TO_W, 1, 0))
             if (q->w_slot >= 0) {

@@ -383,8 +383,8 @@ cdef Lanes* _lanes_build(Tape* t, list input_positions) except NULL:
                 or L.shared_leaves == NULL or L.shared_ops == NULL or L.grad_order == NULL):
             raise MemoryError()
         _lanes_mark(L, t, input_positions, lane, scratch, flag)
-        _lanes_plan_gradients(L, t, lane, scratch, scratch + n_args + 2, flag)
         _lanes_plan_chains(L, t, scratch, flag)
+        _lanes_plan_gradients(L, t, lane, scratch, scratch + n_args + 2, flag)
     except BaseException:
         _lanes_free(L)
         raise
@@ -463,37 +463,46 @@ cdef int _lanes_plan_gradients(Lanes* L, Tape* t, const unsigned char* lane, int
     """The reverse sweep, run on paper: a lane node takes a gradient slot at
     the first gradient it receives (that edge's flag says "set") and gives
     it back once it has passed its gradient on; a shared node that lane
-    nodes send gradients to gets a row of chunk partials (pslot)."""
-    cdef Py_ssize_t k, j, e, n_free = 0
-    cdef int i, p
+    nodes send gradients to gets a row of chunk partials (pslot).  The last
+    S of a multiply-add chain (planned before) keeps its slot until the
+    chain's first node: the chain's step reads those lanes while it sends
+    the chain's operands their gradients, so none of them may take it."""
+    cdef Py_ssize_t k, j, e, n_free = 0, chain_start = -1
+    cdef int i, p, held = -1
     cdef int root = t.n - 1
     if L.rg[root]:
         L.gslot[root] = 0
         L.n_gslots = 1
     for k in range(L.n_vslots - 1, -1, -1):
         i = L.order[k]
-        if not L.rg[i] or L.gslot[i] < 0:
-            continue
-        e = _sweep_edges(t, i, parent, flag)
-        for j in range(e):
-            p = parent[j]
-            if not L.rg[p]:
-                continue
-            if lane[p]:
-                if L.gslot[p] < 0:
-                    L.first[flag[j]] = 1
-                    if n_free:
-                        n_free -= 1
-                        L.gslot[p] = free_slots[n_free]
-                    else:
-                        L.gslot[p] = L.n_gslots
-                        L.n_gslots += 1
-            elif L.pslot[p] < 0:
-                L.pslot[p] = L.n_boundary
-                L.boundary[L.n_boundary] = p
-                L.n_boundary += 1
-        free_slots[n_free] = L.gslot[i]
-        n_free += 1
+        if L.rg[i] and L.gslot[i] >= 0:
+            e = _sweep_edges(t, i, parent, flag)
+            for j in range(e):
+                p = parent[j]
+                if not L.rg[p]:
+                    continue
+                if lane[p]:
+                    if L.gslot[p] < 0:
+                        L.first[flag[j]] = 1
+                        if n_free:
+                            n_free -= 1
+                            L.gslot[p] = free_slots[n_free]
+                        else:
+                            L.gslot[p] = L.n_gslots
+                            L.n_gslots += 1
+                elif L.pslot[p] < 0:
+                    L.pslot[p] = L.n_boundary
+                    L.boundary[L.n_boundary] = p
+                    L.n_boundary += 1
+            if L.run[k] < 0:
+                held, chain_start = L.gslot[i], k + 2 * L.run[k] + 1
+            else:
+                free_slots[n_free] = L.gslot[i]
+                n_free += 1
+        if k == chain_start and held >= 0:
+            free_slots[n_free] = held
+            n_free += 1
+            held = -1
     return 0
 
 
