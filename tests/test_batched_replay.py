@@ -91,7 +91,7 @@ def test_fused_mlp_equals_fresh_builds():
 
 def test_results_do_not_depend_on_the_thread_count():
     model = MLP(2, [8, 8, 1], fused=False)
-    for B in (1, 5, 37, 130):
+    for B in (1, 5, 37, 130, 300):     # 300: three chunks of lanes
         X = moons_like(B, seed=B)
         results = [check_batched(mlp_loss, model, 3, X, threads=threads)
                    for threads in (1, 2, 3, 8)]
@@ -245,6 +245,27 @@ def test_a_2d_array_equals_columns_and_batch_size_may_change():
     assert np.array_equal(bits(g.forward(X)), bits(g.forward(X[:, 0], X[:, 1], list(X[:, 2]))))
     assert g.forward(X[:3]).shape == (3,)
     assert g.value(g.root).shape == (3,)
+
+
+def test_a_column_is_any_float64_buffer_or_anything_numpy_converts():
+    """float64 columns are read through the buffer protocol; a strided view,
+    a list, integers or float32 are converted first: the same samples give
+    the same results, bit for bit."""
+    import array
+    x, p = Value(0.0), Value(1.5)
+    g = Graph((x * p).tanh() + x * x, inputs=[x])
+    data = np.linspace(-2.0, 2.0, 9)
+    want = g.forward(data)
+    wide = np.zeros((9, 3))
+    wide[:, 1] = data
+    for column in (array.array("d", data), memoryview(data), wide[:, 1], list(data)):
+        assert np.array_equal(bits(g.forward(column)), bits(want))
+    assert np.array_equal(bits(g.forward(np.arange(-4, 5))), bits(g.forward(np.arange(-4.0, 5.0))))
+    halves = data.astype(np.float32)
+    assert np.array_equal(bits(g.forward(halves)), bits(g.forward(halves.astype(np.float64))))
+    out = g.forward(data)
+    data[0] = 99.0                  # the result is a copy, the column was copied in
+    assert out[0] == want[0] and g.value(x)[0] == -2.0
 
 
 def test_non_finite_inputs_propagate():
