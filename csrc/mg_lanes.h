@@ -180,6 +180,8 @@ typedef struct {
     const int *order;             /* the positions of the nodes with lanes, in forward order */
     const int *run;               /* per order index: a chain of n pairs starts (n) or ends (-n) here, else 0 */
     mg_lane_link *links;          /* per order index: a chain's pairs (mg_lanes_plan_links) */
+    const int *layer;             /* per order index: at a layer's last chain's end, its chain count */
+    const unsigned char *layer_chain; /* per order index: 1 at the end of a layer's chain */
     ptrdiff_t n_order;
     int store_all;                /* forward: also store the lanes of the chains' inner nodes */
     ptrdiff_t n_chunks;           /* (B + MG_LANE_CHUNK - 1) / MG_LANE_CHUNK */
@@ -662,6 +664,246 @@ MG_SIMD static void mg_lanes_chain_backward(const mg_lane_graph *g, ptrdiff_t k0
     }
 }
 
+/* -- layers ---------------------------------------------------------------------
+ * A dense layer written as micrograd writes it is a set of chains, one per
+ * neuron, that read the same operands x_0 .. x_(n-1) in the same order, each
+ * chain c with its own weights w_cj and a bias without lanes.  In the
+ * recorded (depth-first) order the chains need not be adjacent: a neuron's
+ * consumers (its nonlinearity, the next layer's products) come right after
+ * it; and a layer's first neuron is not one of its chains, its operands
+ * being computed between its pairs.  No node between the chains reads an x
+ * or a parameter of the layer, and none is read by the layer's chains
+ * (their x come before the first), so the reverse sweep may run those
+ * nodes first, in their order, and then the chains as one step.  With unit
+ * derivatives of + (mg_lane_chain_unit) that step is two small matrix
+ * products over the lanes: w_cj receives the sum over the lanes of G_c
+ * times the product's derivative by w_cj (x_j), x_j's gradient lanes the
+ * sum over the chains of G_c times its derivative by x_j (w_cj); G_c is
+ * the gradient lanes of chain c's last S.  It computes them a
+ * few chains and operands at a time, the sums in registers, so a lane is
+ * read once per block rather than once per pair.  Per lane it does what
+ * the chain steps do, in their order: x_j's gradient receives chain L-1's
+ * share first (set or added, as planned), then chain L-2's, ..., chain
+ * 0's.  What a w receives is summed over a chunk's lanes in its own fixed
+ * order (lane i of the first m - m % 4 into partial sum i % 4, the rest
+ * into the first, in lane order; then (s0 + s1) + (s2 + s3)), so a weight's
+ * gradient agrees with the chain step's to rounding; a bias receives what
+ * the chain step sends it.  The plan (replay.pxi) marks a layer only where
+ * nothing else can tell: its weights and biases are distinct parameters,
+ * its x distinct, every pair has its w on the same side of the product,
+ * and the gradient slots are planned for this order (every G_c kept until
+ * the layer is done).  The step is written with GCC's and Clang's vector
+ * types; with another compiler no layer is planned and the chain steps run. */
+#define MG_LANE_LAYER_MAX 32
+#if defined(__GNUC__)
+#define MG_LANE_LAYERS 1
+
+typedef double mg_v4 __attribute__((vector_size(32)));
+
+typedef struct {
+    int L, n, w_is_a;
+    const double *G[MG_LANE_LAYER_MAX];            /* chain c's gradient lanes */
+    mg_v4 w[MG_LANE_LAYER_MAX][MG_LANE_CHAIN_MAX]; /* w_cj in four lanes */
+    int w_row[MG_LANE_LAYER_MAX][MG_LANE_CHAIN_MAX], head_row[MG_LANE_LAYER_MAX];
+    const double *x[MG_LANE_CHAIN_MAX];            /* operand j's value lanes */
+    double *gx[MG_LANE_CHAIN_MAX];                 /* its gradient lanes, or NULL */
+    unsigned char x_first[MG_LANE_CHAIN_MAX];
+} mg_lane_layer;
+
+/* The layer's L chains of n pairs, chain c from order index starts[c]. */
+static void mg_lane_layer_load(const mg_lane_graph *g, const ptrdiff_t *starts, int L, int n,
+                               ptrdiff_t l0, mg_lane_layer *y)
+{
+    const ptrdiff_t size = 2 * (ptrdiff_t)n;
+    int c, j;
+    y->L = L;
+    y->n = n;
+    y->w_is_a = g->links[starts[0]].w_is_a;
+    for (c = 0; c < L; c++) {
+        const ptrdiff_t kc = starts[c];
+        y->G[c] = mg_lane_grad(g, g->order[kc + size - 1], l0);
+        y->head_row[c] = g->links[kc + 1].w_slot;
+        for (j = 0; j < n; j++) {
+            const double w = g->val[g->links[kc + 2 * j].w];
+            const mg_v4 w4 = {w, w, w, w};
+            y->w[c][j] = w4;
+            y->w_row[c][j] = g->links[kc + 2 * j].w_slot;
+        }
+    }
+    for (j = 0; j < n; j++) {
+        const mg_lane_link *q = &g->links[starts[L - 1] + 2 * j];
+        y->x[j] = g->lanes + (ptrdiff_t)q->x_slot * g->B + l0;
+        y->gx[j] = q->gx_slot >= 0 ? g->grads + (ptrdiff_t)q->gx_slot * g->B + l0 : NULL;
+        y->x_first[j] = q->x_first;
+    }
+}
+
+/* The product's derivatives w.r.t. its w and its x at lane value xv, as the
+ * op table has them (w_is_a, WA, is a constant where they are used), for
+ * one lane and for four (a vector: the compiler folds the four calls into
+ * the vector operation they amount to). */
+#define MG_LAYER_DW(w, xv, WA) \
+    ((WA) ? mg_da_MUL(w, xv, mg_f_MUL(w, xv)) : mg_db_MUL(xv, w, mg_f_MUL(xv, w)))
+#define MG_LAYER_DX(w, xv, WA) \
+    ((WA) ? mg_db_MUL(w, xv, mg_f_MUL(w, xv)) : mg_da_MUL(xv, w, mg_f_MUL(xv, w)))
+
+static MG_ALWAYS_INLINE mg_v4 mg_v4_load(const double *p)
+{
+    mg_v4 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static MG_ALWAYS_INLINE mg_v4 mg_v4_dw(mg_v4 w, mg_v4 x, int WA)
+{
+    mg_v4 d;
+    int e;
+    for (e = 0; e < 4; e++) d[e] = MG_LAYER_DW(w[e], x[e], WA);
+    return d;
+}
+
+static MG_ALWAYS_INLINE mg_v4 mg_v4_dx(mg_v4 w, mg_v4 x, int WA)
+{
+    mg_v4 d;
+    int e;
+    for (e = 0; e < 4; e++) d[e] = MG_LAYER_DX(w[e], x[e], WA);
+    return d;
+}
+
+/* What chains c0 .. c0 + 3 send weights j0, j0 + 1 (or c0 and j0 alone:
+ * `one`) from a chunk's lanes [i0, i0 + m), added to the weights' rows of
+ * partials: eight sums in registers over blocks of four lanes, each lane
+ * of G and x read once. */
+static MG_ALWAYS_INLINE void mg_lane_layer_weights(const mg_lane_layer *y, int c0, int j0, int one,
+                                                   ptrdiff_t i0, ptrdiff_t m, int WA,
+                                                   double *partials, ptrdiff_t n_chunks)
+{
+    const int C = one ? 1 : 4, J = one ? 1 : 2;
+    mg_v4 s[4][2] = {{{0}}};
+    ptrdiff_t i;
+    int c, j;
+    for (i = i0; i + 4 <= i0 + m; i += 4) {
+        mg_v4 x[2];
+        for (j = 0; j < J; j++) x[j] = mg_v4_load(y->x[j0 + j] + i);
+        for (c = 0; c < C; c++) {
+            const mg_v4 g = mg_v4_load(y->G[c0 + c] + i);
+            for (j = 0; j < J; j++) s[c][j] += g * mg_v4_dw(y->w[c0 + c][j0 + j], x[j], WA);
+        }
+    }
+    for (; i < i0 + m; i++)
+        for (c = 0; c < C; c++)
+            for (j = 0; j < J; j++)
+                s[c][j][0] += y->G[c0 + c][i]
+                              * MG_LAYER_DW(y->w[c0 + c][j0 + j][0], y->x[j0 + j][i], WA);
+    for (c = 0; c < C; c++)
+        for (j = 0; j < J; j++)
+            if (y->w_row[c0 + c][j0 + j] >= 0)
+                partials[(ptrdiff_t)y->w_row[c0 + c][j0 + j] * n_chunks]
+                    += (s[c][j][0] + s[c][j][1]) + (s[c][j][2] + s[c][j][3]);
+}
+
+/* The gradient lanes [i, i + 4) of operands j0 .. j0 + 3 (or j0 alone:
+ * `one`): each the chains' shares from the last chain to the first, summed
+ * in registers and stored once. */
+static MG_ALWAYS_INLINE void mg_lane_layer_inputs4(const mg_lane_layer *y, int j0, int one,
+                                                   ptrdiff_t i, int WA)
+{
+    const int J = one ? 1 : 4;
+    mg_v4 acc[4], x[4];
+    int c, j;
+    for (j = 0; j < J; j++) {
+        const mg_v4 zero = {0};
+        x[j] = mg_v4_load(y->x[j0 + j] + i);
+        acc[j] = y->x_first[j0 + j] ? zero : mg_v4_load(y->gx[j0 + j] + i);
+    }
+    for (c = y->L - 1; c >= 0; c--) {
+        const mg_v4 g = mg_v4_load(y->G[c] + i);
+        for (j = 0; j < J; j++) acc[j] += g * mg_v4_dx(y->w[c][j0 + j], x[j], WA);
+    }
+    for (j = 0; j < J; j++) memcpy(y->gx[j0 + j] + i, &acc[j], sizeof acc[j]);
+}
+
+/* The same for operand j alone, lanes [i, i + E), E < 4. */
+static MG_ALWAYS_INLINE void mg_lane_layer_inputs_tail(const mg_lane_layer *y, int j, ptrdiff_t i,
+                                                       ptrdiff_t E, int WA)
+{
+    ptrdiff_t e;
+    int c;
+    for (e = i; e < i + E; e++) {
+        double a = y->x_first[j] ? 0.0 : y->gx[j][e];
+        for (c = y->L - 1; c >= 0; c--)
+            a += y->G[c][e] * MG_LAYER_DX(y->w[c][j][0], y->x[j][e], WA);
+        y->gx[j][e] = a;
+    }
+}
+
+static MG_ALWAYS_INLINE void mg_lane_layer_chunk(const mg_lane_layer *y, ptrdiff_t i0, ptrdiff_t m,
+                                                 int WA, double *partials, ptrdiff_t n_chunks)
+{
+    ptrdiff_t i;
+    int c, j, e;
+    for (c = 0; c + 4 <= y->L; c += 4) {
+        for (j = 0; j + 2 <= y->n; j += 2)
+            mg_lane_layer_weights(y, c, j, 0, i0, m, WA, partials, n_chunks);
+        for (; j < y->n; j++)
+            for (e = 0; e < 4; e++)
+                mg_lane_layer_weights(y, c + e, j, 1, i0, m, WA, partials, n_chunks);
+    }
+    for (; c < y->L; c++)
+        for (j = 0; j < y->n; j++)
+            mg_lane_layer_weights(y, c, j, 1, i0, m, WA, partials, n_chunks);
+    for (c = 0; c < y->L; c++)      /* the biases: the chain step's sums */
+        if (y->head_row[c] >= 0)
+            partials[(ptrdiff_t)y->head_row[c] * n_chunks] += mg_lanes_total(y->G[c] + i0, m);
+    for (j = 0; j < y->n; j += e) {     /* runs of up to four operands that take gradients */
+        for (e = 0; j + e < y->n && e < 4 && y->gx[j + e]; e++)
+            ;
+        if (e == 0) {
+            e = 1;
+            continue;
+        }
+        for (i = i0; i + 4 <= i0 + m; i += 4) {
+            if (e == 4)
+                mg_lane_layer_inputs4(y, j, 0, i, WA);
+            else
+                for (c = 0; c < e; c++) mg_lane_layer_inputs4(y, j + c, 1, i, WA);
+        }
+        for (c = 0; c < e; c++) mg_lane_layer_inputs_tail(y, j + c, i, i0 + m - i, WA);
+    }
+}
+
+/* The reverse sweep of a layer's chains (see mg_lane_layer_load) over lanes
+ * [0, len) from l0, a chunk at a time. */
+MG_SIMD static void mg_lanes_layer_backward(const mg_lane_graph *g, const ptrdiff_t *starts, int L,
+                                            int n, ptrdiff_t l0, ptrdiff_t len)
+{
+    mg_lane_layer y;
+    ptrdiff_t c0, m;
+    mg_lane_layer_load(g, starts, L, n, l0, &y);
+    for (c0 = 0; c0 < len; c0 += MG_LANE_CHUNK) {
+        double *partials = g->partials + (l0 + c0) / MG_LANE_CHUNK;
+        m = len - c0 < MG_LANE_CHUNK ? len - c0 : MG_LANE_CHUNK;
+        if (y.w_is_a)
+            mg_lane_layer_chunk(&y, c0, m, 1, partials, g->n_chunks);
+        else
+            mg_lane_layer_chunk(&y, c0, m, 0, partials, g->n_chunks);
+    }
+}
+
+#endif /* __GNUC__ */
+
+/* Whether a layer can run as one step: vector types, and the op table's +
+ * with unit derivatives (replay.pxi asks before it plans one). */
+static int mg_lanes_layers_apply(void)
+{
+#ifdef MG_LANE_LAYERS
+    const double z = 0.0;
+    return mg_lane_chain_unit(z, z, z);
+#else
+    return 0;
+#endif
+}
+
 /* Forward over lanes [l0, l1) of every node with lanes (the nodes without
  * lanes and the inputs' lanes are set before). */
 static void mg_lanes_forward(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1)
@@ -724,20 +966,98 @@ MG_SIMD static void mg_lane_send(const mg_lane_graph *g, mg_lane_grad_fn fn, mg_
     }
 }
 
+/* Node `node` (with lanes) passes the gradient of lanes [l0, l0 + n) on to
+ * its operands, if a gradient reaches it. */
+static void mg_lane_node_backward(const mg_lane_graph *g, int node, ptrdiff_t l0, ptrdiff_t n)
+{
+    const mg_lane_arg one = mg_lane_const(1.0);
+    const int op = g->op[node], a = g->a[node], b = g->b[node];
+    const unsigned char *first = g->first_ab + 2 * (ptrdiff_t)node;
+    if (!g->rg[node] || g->gslot[node] < 0)     /* no gradient reaches it */
+        return;
+    const double *gi = mg_lane_grad(g, node, l0);
+    const double *out = g->lanes + (ptrdiff_t)g->vslot[node] * g->B + l0;
+    switch (mg_op_kind[op]) {
+    case MG_KIND_BINARY: {
+        mg_lane_arg xa = mg_lane_value(g, a, l0), xb = mg_lane_value(g, b, l0);
+        mg_lane_send(g, mg_lane_grad_a[op], xa, xb, out, gi, a, first[0], l0, n);
+        mg_lane_send(g, mg_lane_grad_b[op], xa, xb, out, gi, b, first[1], l0, n);
+        break;
+    }
+    case MG_KIND_BINARY_CA:
+        mg_lane_send(g, mg_lane_grad_a[op], mg_lane_const(g->aux[node]), mg_lane_value(g, a, l0),
+                     out, gi, a, first[0], l0, n);
+        break;
+    case MG_KIND_BINARY_AC:
+    case MG_KIND_UNARY:
+    case MG_KIND_UNARY_C:
+        mg_lane_send(g, mg_lane_grad_a[op], mg_lane_value(g, a, l0), mg_lane_const(g->aux[node]),
+                     out, gi, a, first[0], l0, n);
+        break;
+    case MG_KIND_NARY: {
+        const int start = g->args_start[node], count = g->args_start[node + 1] - start;
+        const unsigned char *first_arg = g->first_args + start;
+        int j;
+        if (op == MG_OP_DOT) {
+            const int half = count / 2, *w = g->args + start, *x = w + half;
+            for (j = 0; j < half; j++) {
+                mg_lane_send(g, mg_lanes_d_times, one, mg_lane_value(g, x[j], l0), out, gi,
+                             w[j], first_arg[j], l0, n);
+                mg_lane_send(g, mg_lanes_d_times, one, mg_lane_value(g, w[j], l0), out, gi,
+                             x[j], first_arg[j + half], l0, n);
+            }
+            if (a >= 0)
+                mg_lane_send(g, mg_lanes_d_times, one, one, out, gi, a, first[0], l0, n);
+        } else {
+            const mg_lane_arg by = mg_lane_const(op == MG_OP_SUM ? 1.0 : count);
+            for (j = 0; j < count; j++)
+                mg_lane_send(g, op == MG_OP_SUM ? mg_lanes_d_times : mg_lanes_d_over, one, by,
+                             out, gi, g->args[start + j], first_arg[j], l0, n);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
 /* Backward over lanes [l0, l1) (l0 a multiple of MG_LANE_CHUNK): the root's
  * gradient is one in every lane (d root / d root for each sample), and the
  * reverse sweep over the nodes with lanes passes every lane's gradient on,
- * in the scalar replay's order. */
+ * in the scalar replay's order; a layer (replay.pxi plans them) runs the
+ * other nodes between its chains first, then its chains as one step. */
 static void mg_lanes_backward(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1)
 {
     const ptrdiff_t n = l1 - l0;
-    const mg_lane_arg one = mg_lane_const(1.0);
     ptrdiff_t k, i;
     double *root = mg_lane_grad(g, g->root, l0);
     for (i = 0; i < n; i++) root[i] = 1.0;
     for (k = g->n_order - 1; k >= 0; k--) {
-        const int node = g->order[k], op = g->op[node], a = g->a[node], b = g->b[node];
-        const unsigned char *first = g->first_ab + 2 * (ptrdiff_t)node;
+        const int node = g->order[k];
+#ifdef MG_LANE_LAYERS
+        if (g->layer[k] > 0) {          /* the end of a layer's last chain */
+            ptrdiff_t starts[MG_LANE_LAYER_MAX], kk;
+            const int count = g->layer[k], pairs = -g->run[k];
+            int c = count;
+            for (kk = k; c > 0; kk--)   /* its chains' starts, from the last */
+                if (g->layer_chain[kk])
+                    kk = starts[--c] = kk - 2 * (ptrdiff_t)pairs + 1;
+            for (kk = k; kk >= starts[0]; kk--) {   /* the other nodes first, in order */
+                if (g->run[kk] < 0) {
+                    const ptrdiff_t s0 = kk + 2 * (ptrdiff_t)g->run[kk] + 1;
+                    const int end = g->order[kk];
+                    if (!g->layer_chain[kk] && g->rg[end] && g->gslot[end] >= 0)
+                        mg_lanes_chain_backward(g, s0, -g->run[kk], l0, n);
+                    kk = s0;
+                } else {
+                    mg_lane_node_backward(g, g->order[kk], l0, n);
+                }
+            }
+            mg_lanes_layer_backward(g, starts, count, pairs, l0, n);
+            k = starts[0];
+            continue;
+        }
+#endif
         if (g->run[k] < 0) {            /* the end of a multiply-add chain: one step */
             const ptrdiff_t k0 = k + 2 * (ptrdiff_t)g->run[k] + 1;
             if (g->rg[node] && g->gslot[node] >= 0)
@@ -745,51 +1065,7 @@ static void mg_lanes_backward(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1
             k = k0;
             continue;
         }
-        if (!g->rg[node] || g->gslot[node] < 0) continue;     /* no gradient reaches it */
-        const double *gi = mg_lane_grad(g, node, l0);
-        const double *out = g->lanes + (ptrdiff_t)g->vslot[node] * g->B + l0;
-        switch (mg_op_kind[op]) {
-        case MG_KIND_BINARY: {
-            mg_lane_arg xa = mg_lane_value(g, a, l0), xb = mg_lane_value(g, b, l0);
-            mg_lane_send(g, mg_lane_grad_a[op], xa, xb, out, gi, a, first[0], l0, n);
-            mg_lane_send(g, mg_lane_grad_b[op], xa, xb, out, gi, b, first[1], l0, n);
-            break;
-        }
-        case MG_KIND_BINARY_CA:
-            mg_lane_send(g, mg_lane_grad_a[op], mg_lane_const(g->aux[node]), mg_lane_value(g, a, l0),
-                         out, gi, a, first[0], l0, n);
-            break;
-        case MG_KIND_BINARY_AC:
-        case MG_KIND_UNARY:
-        case MG_KIND_UNARY_C:
-            mg_lane_send(g, mg_lane_grad_a[op], mg_lane_value(g, a, l0), mg_lane_const(g->aux[node]),
-                         out, gi, a, first[0], l0, n);
-            break;
-        case MG_KIND_NARY: {
-            const int start = g->args_start[node], count = g->args_start[node + 1] - start;
-            const unsigned char *first_arg = g->first_args + start;
-            int j;
-            if (op == MG_OP_DOT) {
-                const int half = count / 2, *w = g->args + start, *x = w + half;
-                for (j = 0; j < half; j++) {
-                    mg_lane_send(g, mg_lanes_d_times, one, mg_lane_value(g, x[j], l0), out, gi,
-                                 w[j], first_arg[j], l0, n);
-                    mg_lane_send(g, mg_lanes_d_times, one, mg_lane_value(g, w[j], l0), out, gi,
-                                 x[j], first_arg[j + half], l0, n);
-                }
-                if (a >= 0)
-                    mg_lane_send(g, mg_lanes_d_times, one, one, out, gi, a, first[0], l0, n);
-            } else {
-                const mg_lane_arg by = mg_lane_const(op == MG_OP_SUM ? 1.0 : count);
-                for (j = 0; j < count; j++)
-                    mg_lane_send(g, op == MG_OP_SUM ? mg_lanes_d_times : mg_lanes_d_over, one, by,
-                                 out, gi, g->args[start + j], first_arg[j], l0, n);
-            }
-            break;
-        }
-        default:
-            break;
-        }
+        mg_lane_node_backward(g, node, l0, n);
     }
 }
 

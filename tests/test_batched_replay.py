@@ -19,17 +19,19 @@ def bits(x):
     return np.asarray(x, dtype=np.float64).view(np.int64)
 
 
-def check_batched(build, params, n_inputs, X, reduction="sum", threads=1, rtol=1e-12):
+def check_batched(build, params, n_inputs, X, reduction="sum", threads=1, rtol=1e-12,
+                  input_grad=True):
     """Record build(inputs, params) for sample 0 with its inputs, run it
     batched on the rows of X, and compare with a fresh build per sample:
     every node's value bit for bit, and each parameter's gradient against
     the sum (or mean) over samples of the fresh builds' gradients, to
     ``rtol`` of the sum of their magnitudes (the two sums add the same terms
     in different orders, so where they cancel the rounding is relative to
-    the terms, not to the result)."""
+    the terms, not to the result).  ``input_grad``: whether the inputs take
+    gradients."""
     X = np.asarray(X, dtype=np.float64)
     B = len(X)
-    inputs = [Value(v) for v in X[0]]
+    inputs = [Value(v, requires_grad=input_grad) for v in X[0]]
     g = Graph(build(inputs, params), inputs=inputs, threads=threads)
     trainable = g.parameters
     for p in trainable:
@@ -43,7 +45,7 @@ def check_batched(build, params, n_inputs, X, reduction="sum", threads=1, rtol=1
     for b in range(B):
         for p in trainable:
             p.grad = 0.0
-        fresh = build([Value(v) for v in X[b]], params)
+        fresh = build([Value(v, requires_grad=input_grad) for v in X[b]], params)
         assert g.matches(fresh)
         for node, fresh_node in zip(g.nodes, Graph(fresh).nodes):
             lane = lanes[id(node)]
@@ -461,3 +463,77 @@ def test_multiply_add_chains_equal_fresh_builds():
         check_batched(chain_graph, params, 2, X, reduction)
     for threads in (1, 3):
         check_batched(chain_graph, params, 2, X[:5], threads=threads)
+
+
+# -- dense layers (chains reading the same operands) -------------------------------
+
+def neuron(weights, xs, bias, w_first=True):
+    """b + w0*x0 + w1*x1 + ... (micrograd's Neuron), or with x * w."""
+    out = bias
+    for w, x in zip(weights, xs):
+        out = out + (w * x if w_first else x * w)
+    return out
+
+
+def dense_stack(inputs, params, widths=(5, 6, 35, 1)):
+    """Dense layers written as micrograd writes them: 5 neurons over 3 inputs,
+    6 over the 5 and the first input (with x * w), 35 over 6, one over 35."""
+    p = iter(params)
+    h = inputs
+    for k, width in enumerate(widths):
+        h = h + inputs[:1] if k == 1 else h
+        h = [neuron([next(p) for _ in h], h, next(p), w_first=k != 1) for _ in range(width)]
+        h = [v.relu() for v in h] if k < len(widths) - 1 else h
+    return h[0]
+
+
+def test_dense_layers_run_as_one_step_and_equal_fresh_builds():
+    params = [Value(v) for v in np.random.default_rng(11).normal(scale=0.6, size=343)]
+    X = np.random.default_rng(12).normal(size=(71, 3))
+    g, _, _ = check_batched(dense_stack, params, 3, X, "mean")
+    # one step per layer, at most 32 neurons each, but for each layer's
+    # first neuron: the depth-first order computes its operands (the
+    # inputs, the last layer's neurons) between its pairs
+    assert g._layers == [(4, 3), (5, 6), (32, 6), (2, 6)]
+    for threads in (1, 2):
+        check_batched(dense_stack, params, 3, X[:9], threads=threads)
+    g, _, _ = check_batched(dense_stack, params, 3, X[:6], input_grad=False)
+    assert g._layers == [(4, 3), (5, 6), (32, 6), (2, 6)]
+
+
+def three_neurons(inputs, params, case):
+    """Three neurons over two lane nodes, and what could keep the plan from
+    running them as one step: a weight shared between two of them, a node
+    among them that reads one of their operands, or one of their weights."""
+    x, y = inputs
+    p = iter(params)
+    a, b = (x * y).tanh(), (x + y).tanh()
+    ws = [[next(p), next(p)] for _ in range(3)]
+    if case == "shared weight":
+        ws[2][1] = ws[1][0]
+    out = 0
+    for k in range(3):
+        s = neuron(ws[k], [a, b], next(p)).relu()
+        if case == "reads an operand":
+            s = s * b
+        if case == "reads a weight":
+            s = s * ws[(k + 1) % 3][0]
+        out = out + s
+    return out
+
+
+@pytest.mark.parametrize("case", ["shared weight", "reads an operand", "reads a weight"])
+def test_a_layer_is_planned_only_where_its_order_can_change(case):
+    params = [Value(v) for v in np.random.default_rng(13).normal(size=9)]
+    X = np.random.default_rng(14).normal(size=(23, 2))
+    g, _, _ = check_batched(lambda i, p: three_neurons(i, p, None), params, 2, X)
+    assert g._layers == [(2, 2)]        # the first neuron computes a and b
+    g, _, _ = check_batched(lambda i, p: three_neurons(i, p, case), params, 2, X)
+    assert g._layers == []
+
+
+def test_micrograd_mlp_layers_are_planned():
+    model = MLP(2, [16, 16, 1], fused=False)
+    inputs = [Value(0.5), Value(-1.0), Value(1.0)]
+    g = Graph(mlp_loss(inputs, model), inputs=inputs)
+    assert g._layers == [(15, 2), (15, 16)]

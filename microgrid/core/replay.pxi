@@ -249,6 +249,8 @@ cdef extern from "mg_lanes.h":
         const int* order
         const int* run
         void* links
+        const int* layer
+        const unsigned char* layer_chain
         ptrdiff_t n_order
         int store_all
         ptrdiff_t n_chunks
@@ -270,6 +272,8 @@ cdef extern from "mg_lanes.h":
     int MG_LANES_MAX_THREADS
     int MG_LANE_CHUNK
     int MG_LANE_CHAIN_MAX
+    int MG_LANE_LAYER_MAX
+    int mg_lanes_layers_apply() noexcept nogil
 
 
 ctypedef struct Lanes:
@@ -290,6 +294,8 @@ ctypedef struct Lanes:
     int* order
     int* run                # per order index: a multiply-add chain of n pairs starts (n), ends (-n)
     unsigned char* inner    # a chain's inner node: its lanes are stored only on demand
+    int* layer              # per order index: at a layer's last chain's end, its chain count
+    unsigned char* layer_chain  # per order index: 1 at the end of a layer's chain
     int* boundary           # the shared nodes lane nodes send gradients to, by pslot
     Py_ssize_t n_boundary
     int* inputs             # the inputs' positions, in the order of inputs=[...]
@@ -315,6 +321,8 @@ cdef void _lanes_free(Lanes* L) noexcept:
     free(L.run)
     free(L.g.links)
     free(L.inner)
+    free(L.layer)
+    free(L.layer_chain)
     free(L.boundary)
     free(L.inputs)
     free(L.g.lanes)
@@ -375,15 +383,19 @@ cdef Lanes* _lanes_build(Tape* t, list input_positions) except NULL:
         L.shared_ops = <int*>malloc(n * sizeof(int))
         L.grad_order = <int*>malloc(n * sizeof(int))
         L.inner = <unsigned char*>calloc(n, 1)
+        L.layer = <int*>calloc(n, sizeof(int))
+        L.layer_chain = <unsigned char*>calloc(n, 1)
         L.boundary = <int*>malloc(n * sizeof(int))
         L.inputs = <int*>malloc(max(len(input_positions), 1) * sizeof(int))
         if (L.rg == NULL or L.shared == NULL or L.shared_rg == NULL or L.first == NULL
                 or L.vslot == NULL or L.gslot == NULL or L.pslot == NULL or L.order == NULL
-                or L.run == NULL or L.inner == NULL or L.boundary == NULL or L.inputs == NULL
+                or L.run == NULL or L.inner == NULL or L.layer == NULL or L.layer_chain == NULL
+                or L.boundary == NULL or L.inputs == NULL
                 or L.shared_leaves == NULL or L.shared_ops == NULL or L.grad_order == NULL):
             raise MemoryError()
         _lanes_mark(L, t, input_positions, lane, scratch, flag)
         _lanes_plan_chains(L, t, scratch, flag)
+        _lanes_plan_layers(L, t, scratch, flag)
         _lanes_plan_gradients(L, t, lane, scratch, scratch + n_args + 2, flag)
     except BaseException:
         _lanes_free(L)
@@ -407,6 +419,8 @@ cdef Lanes* _lanes_build(Tape* t, list input_positions) except NULL:
     L.g.first_args = L.first + 2 * n
     L.g.order = L.order
     L.g.run = L.run
+    L.g.layer = L.layer
+    L.g.layer_chain = L.layer_chain
     L.g.store_all = 0
     L.g.n_order = L.n_vslots
     L.g.root = n - 1
@@ -458,51 +472,195 @@ cdef int _lanes_mark(Lanes* L, Tape* t, list input_positions, unsigned char* lan
     return 0
 
 
+cdef Py_ssize_t _plan_node_gradient(Lanes* L, Tape* t, const unsigned char* lane, int* parent,
+                                    int* free_slots, Py_ssize_t* flag, Py_ssize_t n_free,
+                                    int i, bint give_back) noexcept:
+    """Node i passes its gradient on, on paper, if one reaches it: a lane
+    operand takes a slot at its first gradient (that edge's flag says
+    "set"), a shared operand a row of chunk partials (pslot); then i gives
+    its slot back (give_back) or keeps it.  Returns how many slots are free."""
+    cdef Py_ssize_t j, e
+    cdef int p
+    if not L.rg[i] or L.gslot[i] < 0:
+        return n_free
+    e = _sweep_edges(t, i, parent, flag)
+    for j in range(e):
+        p = parent[j]
+        if not L.rg[p]:
+            continue
+        if lane[p]:
+            if L.gslot[p] < 0:
+                L.first[flag[j]] = 1
+                if n_free:
+                    n_free -= 1
+                    L.gslot[p] = free_slots[n_free]
+                else:
+                    L.gslot[p] = L.n_gslots
+                    L.n_gslots += 1
+        elif L.pslot[p] < 0:
+            L.pslot[p] = L.n_boundary
+            L.boundary[L.n_boundary] = p
+            L.n_boundary += 1
+    if give_back:
+        free_slots[n_free] = L.gslot[i]
+        n_free += 1
+    return n_free
+
+
 cdef int _lanes_plan_gradients(Lanes* L, Tape* t, const unsigned char* lane, int* parent,
                                int* free_slots, Py_ssize_t* flag) except -1:
-    """The reverse sweep, run on paper: a lane node takes a gradient slot at
-    the first gradient it receives (that edge's flag says "set") and gives
-    it back once it has passed its gradient on; a shared node that lane
-    nodes send gradients to gets a row of chunk partials (pslot).  The last
-    S of a multiply-add chain (planned before) keeps its slot until the
-    chain's first node: the chain's step reads those lanes while it sends
-    the chain's operands their gradients, so none of them may take it."""
-    cdef Py_ssize_t k, j, e, n_free = 0, chain_start = -1
-    cdef int i, p, held = -1
+    """The reverse sweep, run on paper, in the order mg_lanes_backward runs
+    it: a lane node takes a gradient slot at the first gradient it receives
+    and gives it back once it has passed its gradient on.  The last S of a
+    multiply-add chain keeps its slot until the chain's first node (the
+    chain's step reads those lanes while it sends the chain's operands
+    their gradients, so none of them may take it).  A layer runs the other
+    nodes among its chains first, then its chains, and every chain's last S
+    keeps its slot until the layer is done."""
+    cdef Py_ssize_t k, kk, n_free = 0
+    cdef Py_ssize_t starts[64]
+    cdef int c, count, pairs
     cdef int root = t.n - 1
     if L.rg[root]:
         L.gslot[root] = 0
         L.n_gslots = 1
-    for k in range(L.n_vslots - 1, -1, -1):
-        i = L.order[k]
-        if L.rg[i] and L.gslot[i] >= 0:
-            e = _sweep_edges(t, i, parent, flag)
-            for j in range(e):
-                p = parent[j]
-                if not L.rg[p]:
-                    continue
-                if lane[p]:
-                    if L.gslot[p] < 0:
-                        L.first[flag[j]] = 1
-                        if n_free:
-                            n_free -= 1
-                            L.gslot[p] = free_slots[n_free]
-                        else:
-                            L.gslot[p] = L.n_gslots
-                            L.n_gslots += 1
-                elif L.pslot[p] < 0:
-                    L.pslot[p] = L.n_boundary
-                    L.boundary[L.n_boundary] = p
-                    L.n_boundary += 1
-            if L.run[k] < 0:
-                held, chain_start = L.gslot[i], k + 2 * L.run[k] + 1
-            else:
-                free_slots[n_free] = L.gslot[i]
+    k = L.n_vslots - 1
+    while k >= 0:
+        count = L.layer[k]
+        if count > 0:
+            pairs = -L.run[k]
+            c = count
+            kk = k
+            while c > 0:
+                if L.layer_chain[kk]:
+                    c -= 1
+                    kk = starts[c] = kk - 2 * pairs + 1
+                kk -= 1
+            kk = k
+            while kk >= starts[0]:
+                if L.layer_chain[kk]:
+                    kk += 2 * L.run[kk]
+                else:
+                    n_free = _plan_chain_gradients(L, t, lane, parent, free_slots, flag, n_free, kk)
+                    kk += 2 * L.run[kk] if L.run[kk] < 0 else -1
+            for c in range(count - 1, -1, -1):
+                for kk in range(starts[c] + 2 * pairs - 1, starts[c] - 1, -1):
+                    n_free = _plan_node_gradient(L, t, lane, parent, free_slots, flag, n_free,
+                                                 L.order[kk], kk != starts[c] + 2 * pairs - 1)
+            for c in range(count):
+                free_slots[n_free] = L.gslot[L.order[starts[c] + 2 * pairs - 1]]
                 n_free += 1
-        if k == chain_start and held >= 0:
-            free_slots[n_free] = held
-            n_free += 1
-            held = -1
+            k = starts[0] - 1
+            continue
+        n_free = _plan_chain_gradients(L, t, lane, parent, free_slots, flag, n_free, k)
+        k += 2 * L.run[k] if L.run[k] < 0 else -1
+    return 0
+
+
+cdef Py_ssize_t _plan_chain_gradients(Lanes* L, Tape* t, const unsigned char* lane, int* parent,
+                                      int* free_slots, Py_ssize_t* flag, Py_ssize_t n_free,
+                                      Py_ssize_t k) noexcept:
+    """The plan's step at order index k: a node, or, at a chain's end, the
+    whole chain, its last S keeping its slot until the chain is done."""
+    cdef Py_ssize_t kk, k0 = k + 2 * L.run[k] + 1 if L.run[k] < 0 else k
+    for kk in range(k, k0 - 1, -1):
+        n_free = _plan_node_gradient(L, t, lane, parent, free_slots, flag, n_free, L.order[kk],
+                                     kk != k or L.run[k] >= 0)
+    if L.run[k] < 0 and L.rg[L.order[k]] and L.gslot[L.order[k]] >= 0:
+        free_slots[n_free] = L.gslot[L.order[k]]
+        n_free += 1
+    return n_free
+
+
+cdef inline int _chain_head(Lanes* L, Tape* t, Py_ssize_t k) noexcept:
+    """The head (S_(-1)) of the chain whose M_0 is at order index k."""
+    cdef int m = L.order[k], s = L.order[k + 1]
+    return t.b[s] if t.a[s] == m else t.a[s]
+
+
+cdef inline int _pair_x(Lanes* L, Tape* t, int m) noexcept:
+    """A chain pair's operand with lanes (x of M = w * x)."""
+    return t.a[m] if L.vslot[t.a[m]] >= 0 else t.b[m]
+
+
+cdef bint _layer_joins(Lanes* L, Tape* t, Py_ssize_t k0, Py_ssize_t k, Py_ssize_t n) noexcept:
+    """Whether the chain at order index k can be in the layer the chain at
+    k0 starts: n pairs reading the same x in the same order with w on the
+    same side, a bias without lanes, and a gradient reaching its last S."""
+    cdef Py_ssize_t j
+    cdef int m, m0
+    if L.run[k] != n or not L.rg[L.order[k + 2 * n - 1]] or L.vslot[_chain_head(L, t, k)] >= 0:
+        return False
+    for j in range(n):
+        m, m0 = L.order[k + 2 * j], L.order[k0 + 2 * j]
+        if (L.vslot[t.a[m]] < 0) != (L.vslot[t.a[m0]] < 0) or _pair_x(L, t, m) != _pair_x(L, t, m0):
+            return False
+    return True
+
+
+cdef list _chain_parameters(Lanes* L, Tape* t, Py_ssize_t k, Py_ssize_t n):
+    """The bias and weights of the chain at order index k."""
+    cdef Py_ssize_t j
+    cdef int m
+    out = [_chain_head(L, t, k)]
+    for j in range(n):
+        m = L.order[k + 2 * j]
+        out.append(t.b[m] if _pair_x(L, t, m) == t.a[m] else t.a[m])
+    return out
+
+
+cdef int _lanes_plan_layers(Lanes* L, Tape* t, int* parent, Py_ssize_t* flag) except -1:
+    """Marks the layers (mg_lanes.h): 2 to MG_LANE_LAYER_MAX chains that read
+    the same x, distinct and computed before the first chain, each with its
+    own parameters, where no other node among them reads one of those x or
+    parameters (so those nodes may pass their gradients on first)."""
+    cdef Py_ssize_t k = 0, scan, n, j, e, last_end, kk, item_end
+    cdef list members
+    cdef set xs, params, read
+    if not mg_lanes_layers_apply():
+        return 0
+    while k < L.n_vslots:
+        n = L.run[k]
+        if n <= 0:
+            k += 1
+            continue
+        xs = {_pair_x(L, t, L.order[k + 2 * j]) for j in range(n)}
+        if (not _layer_joins(L, t, k, k, n) or len(xs) != n
+                or any(L.vslot[x] >= k for x in xs)):
+            k += 2 * n
+            continue
+        params = set(_chain_parameters(L, t, k, n))
+        if len(params) != n + 1:
+            k += 2 * n
+            continue
+        members, read = [k], set()
+        last_end = scan = k + 2 * n
+        # (a few nodes apart at most: a neuron's nonlinearity and what reads it)
+        while scan < L.n_vslots and len(members) < MG_LANE_LAYER_MAX and scan - last_end < 2 * n + 64:
+            if _layer_joins(L, t, k, scan, n):
+                chain = _chain_parameters(L, t, scan, n)
+                if len(set(chain)) == n + 1 and params.isdisjoint(chain) and read.isdisjoint(chain):
+                    params.update(chain)
+                    members.append(scan)
+                    scan += 2 * n
+                    last_end = scan
+                    continue
+            # another node (or chain) among the layer's: it must not read
+            # the layer's x or parameters
+            item_end = scan + 2 * L.run[scan] if L.run[scan] > 0 else scan + 1
+            for kk in range(scan, item_end):
+                e = _sweep_edges(t, L.order[kk], parent, flag)
+                read.update([parent[j] for j in range(e)])
+            if not read.isdisjoint(xs) or not read.isdisjoint(params):
+                break
+            scan = item_end
+        if len(members) >= 2:
+            L.layer[last_end - 1] = len(members)
+            for kk in members:
+                L.layer_chain[kk + 2 * n - 1] = 1
+            k = last_end
+        else:
+            k += 2 * n
     return 0
 
 
@@ -514,7 +672,7 @@ cdef int _lanes_plan_chains(Lanes* L, Tape* t, int* parent, Py_ssize_t* flag) ex
     chain in the order the node-by-node sweep does, so the gradient plan
     stands as it is."""
     cdef Py_ssize_t i, j, e, k, k0, pairs
-    cdef int m, s, acc, x
+    cdef int m, s, acc
     cdef int* uses = <int*>calloc(t.n, sizeof(int))
     if uses == NULL:
         raise MemoryError()
@@ -544,11 +702,9 @@ cdef int _lanes_plan_chains(Lanes* L, Tape* t, int* parent, Py_ssize_t* flag) ex
                 continue
             # the head must not be one of the chain's x (its gradient would
             # be sent in another order): cut the chain before that pair
-            acc = t.b[L.order[k0 + 1]] if t.a[L.order[k0 + 1]] == L.order[k0] else t.a[L.order[k0 + 1]]
+            acc = _chain_head(L, t, k0)
             for j in range(pairs):
-                m = L.order[k0 + 2 * j]
-                x = t.a[m] if L.vslot[t.a[m]] >= 0 else t.b[m]
-                if x == acc:
+                if _pair_x(L, t, L.order[k0 + 2 * j]) == acc:
                     pairs = j
                     break
             if pairs == 0:
@@ -849,6 +1005,15 @@ cdef class Graph:
         inputs = self._inputs or ()
         return [n for n in self._nodes if (<Node>n).op == OP_LEAF and (<Node>n).requires_grad
                 and not any(n is x for x in inputs)]
+
+    @property
+    def _layers(self):
+        """The batched plan's layers (for tests): (neurons, operands) each."""
+        cdef Lanes* L = self._lanes
+        cdef Py_ssize_t k
+        if L == NULL:
+            return []
+        return [(L.layer[k], -L.run[k]) for k in range(L.n_vslots) if L.layer[k] > 0]
 
     @property
     def inputs(self):
