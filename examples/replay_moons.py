@@ -95,7 +95,7 @@ def main_batched(args, steps):
     ok = True
     start = time.perf_counter()
     for k in range(steps):
-        loss = graph.forward(*columns).mean()
+        loss = graph.forward(*columns, reduction="mean")
         model.zero_grad()
         graph.backward(reduction="mean")
         if k % 10 == 0 or k == steps - 1:

@@ -249,6 +249,44 @@ def test_a_2d_array_equals_columns_and_batch_size_may_change():
     assert g.value(g.root).shape == (3,)
 
 
+def sixteen_sums(x):
+    """The lanes' fixed summation order (mg_lanes_total): lane i of the first
+    len - len % 16 into partial sum i % 16, the rest into the first, then
+    t_e = (s_e + s_(e+4)) + (s_(e+8) + s_(e+12)) and (t_0 + t_1) + (t_2 + t_3)."""
+    s = [0.0] * 16
+    full = len(x) - len(x) % 16
+    for i, v in enumerate(x):
+        s[i % 16 if i < full else 0] += float(v)
+    t = [(s[e] + s[e + 4]) + (s[e + 8] + s[e + 12]) for e in range(4)]
+    return (t[0] + t[1]) + (t[2] + t[3])
+
+
+@pytest.mark.parametrize("B", [1, 5, 16, 17, 300])
+def test_forward_reduces_the_samples_to_their_sum_or_mean(B):
+    model = MLP(2, [4, 1], fused=False)
+    inputs = [Value(0.0), Value(0.0), Value(1.0)]
+    g = Graph(mlp_loss(inputs, model), inputs=inputs)
+    X = moons_like(B, seed=B)
+    losses = g.forward(X)
+    total = g.forward(X, reduction="sum")
+    assert type(total) is float and bits(total) == bits(sixteen_sums(losses))
+    assert abs(total - math.fsum(losses)) <= 1e-15 * math.fsum(np.abs(losses))
+    mean = g.forward(X, reduction="mean")
+    assert bits(mean) == bits(total / B)
+    assert np.array_equal(bits(g.value(g.root)), bits(losses))   # the lanes are there too
+    g.backward(reduction="mean")
+    grads = [p.grad for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = 0.0
+    g.forward(X)
+    g.backward(reduction="mean")
+    assert grads == [p.grad for p in model.parameters()]
+    with pytest.raises(ValueError, match="reduction"):
+        g.forward(X, reduction="max")
+    unbatched = Graph(mlp_loss([Value(0.5), Value(-0.5), Value(1.0)], model))
+    assert unbatched.forward(reduction="mean") == unbatched.forward() == unbatched.root.data
+
+
 def test_a_column_is_any_float64_buffer_or_anything_numpy_converts():
     """float64 columns are read through the buffer protocol; a strided view,
     a list, integers or float32 are converted first: the same samples give

@@ -263,6 +263,7 @@ cdef extern from "mg_lanes.h":
     void mg_lanes_backward(const mg_lane_graph* g, ptrdiff_t l0, ptrdiff_t l1) noexcept nogil
     void mg_lanes_run(mg_lane_task task, const mg_lane_graph* g, int threads) noexcept nogil
     void mg_lanes_plan_links(const mg_lane_graph* g) noexcept nogil
+    double mg_lanes_total(const double* p, ptrdiff_t n) noexcept nogil
     ptrdiff_t mg_shared_forward(const mg_lane_graph* g, double* val, const int* nodes,
                                 ptrdiff_t k, ptrdiff_t n) noexcept nogil
     ptrdiff_t mg_shared_backward(const mg_lane_graph* g, const double* val, double* grad,
@@ -1020,17 +1021,25 @@ cdef class Graph:
         """The leaves that vary per sample (``inputs=[...]``), or None."""
         return None if self._inputs is None else list(self._inputs)
 
-    def forward(self, *columns):
+    def forward(self, *columns, reduction=None):
         """Recompute every node from the current values of the leaves; returns
         the root's new value (a float for a Value root).
 
         A batched graph takes the inputs' values, one column of B numbers per
         input (``forward(xs, ys)``) or one (B, n_inputs) array, and returns
-        the root's B values (a float64 numpy array)."""
+        the root's B values (a float64 numpy array), or with
+        ``reduction="sum"`` or ``"mean"`` their sum or mean as a float (added
+        in one fixed order, the one a parameter's gradient is summed in: it
+        agrees with numpy's sum to rounding).  An unbatched graph has one
+        sample, for which sum and mean are the root's value."""
         cdef Py_ssize_t i
         cdef Node node
+        if reduction is not None and reduction != "sum" and reduction != "mean":
+            raise ValueError(f"Graph.forward(reduction=...) is None, 'sum' or 'mean', "
+                             f"got {reduction!r}")
         if self._lanes != NULL:
-            return self._forward_lanes(_as_columns(columns, self._lanes.n_inputs))
+            return self._forward_lanes(_as_columns(columns, self._lanes.n_inputs),
+                                       0 if reduction is None else 1 if reduction == "sum" else 2)
         if columns:
             raise TypeError("Graph.forward() takes no columns: the graph has no inputs=[...]")
         for leaf, shape in self._tensor_leaves:
@@ -1149,11 +1158,14 @@ cdef class Graph:
     cdef object _lane_copy(self, Py_ssize_t slot):
         return _new_column(self._lanes.g.lanes + slot * self._batch, self._batch)
 
-    cdef object _forward_lanes(self, list columns):
+    cdef object _forward_lanes(self, list columns, int reduce):
+        """The batched forward; returns the root's lanes (reduce 0), their sum
+        (1) or their mean (2)."""
         cdef Lanes* L = self._lanes
         cdef Tape* t = self._tape
         cdef Tape tape
         cdef Py_ssize_t B = _column_length(columns[0]), i, k
+        cdef double total
         self._enter()
         try:
             _lanes_reserve(L, B)
@@ -1184,6 +1196,9 @@ cdef class Graph:
                 if t.op[i] != OP_LEAF:
                     self._check_finite(i, self.value(<object>self._order[i]),
                                        "the batched forward pass of {node} produced {bad}")
+        if reduce:
+            total = mg_lanes_total(L.g.lanes + L.vslot[t.n - 1] * B, B)
+            return total / B if reduce == 2 else total
         return self._lane_copy(L.vslot[t.n - 1])
 
     cdef int _check_finite(self, Py_ssize_t i, values, str message) except -1:
