@@ -695,6 +695,18 @@ MG_SIMD static void mg_lanes_chain_backward(const mg_lane_graph *g, ptrdiff_t k0
  * the layer is done).  The step is written with GCC's and Clang's vector
  * types; with another compiler no layer is planned and the chain steps run. */
 #define MG_LANE_LAYER_MAX 32
+
+/* The order indices where the `count` chains of the layer whose last chain
+ * ends at k start (run, layer_chain: mg_lane_graph's), first to last. */
+static void mg_lanes_layer_starts(const int *run, const unsigned char *layer_chain, ptrdiff_t k,
+                                  int count, ptrdiff_t *starts)
+{
+    const ptrdiff_t size = -2 * (ptrdiff_t)run[k];
+    for (; count > 0; k--)
+        if (layer_chain[k])
+            k = starts[--count] = k - size + 1;
+}
+
 #if defined(__GNUC__)
 #define MG_LANE_LAYERS 1
 
@@ -1038,10 +1050,7 @@ static void mg_lanes_backward(const mg_lane_graph *g, ptrdiff_t l0, ptrdiff_t l1
         if (g->layer[k] > 0) {          /* the end of a layer's last chain */
             ptrdiff_t starts[MG_LANE_LAYER_MAX], kk;
             const int count = g->layer[k], pairs = -g->run[k];
-            int c = count;
-            for (kk = k; c > 0; kk--)   /* its chains' starts, from the last */
-                if (g->layer_chain[kk])
-                    kk = starts[--c] = kk - 2 * (ptrdiff_t)pairs + 1;
+            mg_lanes_layer_starts(g->run, g->layer_chain, k, count, starts);
             for (kk = k; kk >= starts[0]; kk--) {   /* the other nodes first, in order */
                 if (g->run[kk] < 0) {
                     const ptrdiff_t s0 = kk + 2 * (ptrdiff_t)g->run[kk] + 1;

@@ -273,8 +273,10 @@ cdef extern from "mg_lanes.h":
     int MG_LANES_MAX_THREADS
     int MG_LANE_CHUNK
     int MG_LANE_CHAIN_MAX
-    int MG_LANE_LAYER_MAX
+    enum: MG_LANE_LAYER_MAX
     int mg_lanes_layers_apply() noexcept nogil
+    void mg_lanes_layer_starts(const int* run, const unsigned char* layer_chain, ptrdiff_t k,
+                               int count, ptrdiff_t* starts) noexcept nogil
 
 
 ctypedef struct Lanes:
@@ -519,7 +521,7 @@ cdef int _lanes_plan_gradients(Lanes* L, Tape* t, const unsigned char* lane, int
     nodes among its chains first, then its chains, and every chain's last S
     keeps its slot until the layer is done."""
     cdef Py_ssize_t k, kk, n_free = 0
-    cdef Py_ssize_t starts[64]
+    cdef ptrdiff_t starts[MG_LANE_LAYER_MAX]
     cdef int c, count, pairs
     cdef int root = t.n - 1
     if L.rg[root]:
@@ -530,13 +532,7 @@ cdef int _lanes_plan_gradients(Lanes* L, Tape* t, const unsigned char* lane, int
         count = L.layer[k]
         if count > 0:
             pairs = -L.run[k]
-            c = count
-            kk = k
-            while c > 0:
-                if L.layer_chain[kk]:
-                    c -= 1
-                    kk = starts[c] = kk - 2 * pairs + 1
-                kk -= 1
+            mg_lanes_layer_starts(L.run, L.layer_chain, k, count, starts)
             kk = k
             while kk >= starts[0]:
                 if L.layer_chain[kk]:
