@@ -814,25 +814,40 @@ static MG_ALWAYS_INLINE void mg_lane_layer_weights(const mg_lane_layer *y, int c
                     += (s[c][j][0] + s[c][j][1]) + (s[c][j][2] + s[c][j][3]);
 }
 
-/* The gradient lanes [i, i + 4) of operands j0 .. j0 + 3 (or j0 alone:
- * `one`): each the chains' shares from the last chain to the first, summed
- * in registers and stored once. */
-static MG_ALWAYS_INLINE void mg_lane_layer_inputs4(const mg_lane_layer *y, int j0, int one,
-                                                   ptrdiff_t i, int WA)
+/* The gradient lanes of operands j0 .. j0 + 3 (or j0 alone: `one`) at V
+ * blocks of four lanes from i (V = 1 or 2): each the chains' shares from
+ * the last chain to the first, summed in registers and stored once. */
+static MG_ALWAYS_INLINE void mg_lane_layer_inputs(const mg_lane_layer *y, int j0, int one,
+                                                  ptrdiff_t i, int V, int WA)
 {
     const int J = one ? 1 : 4;
-    mg_v4 acc[4], x[4];
-    int c, j;
-    for (j = 0; j < J; j++) {
-        const mg_v4 zero = {0};
-        x[j] = mg_v4_load(y->x[j0 + j] + i);
-        acc[j] = y->x_first[j0 + j] ? zero : mg_v4_load(y->gx[j0 + j] + i);
-    }
+    mg_v4 acc[4][2], x[4][2];
+    int c, j, v;
+    for (j = 0; j < J; j++)
+        for (v = 0; v < V; v++) {
+            const mg_v4 zero = {0};
+            x[j][v] = mg_v4_load(y->x[j0 + j] + i + 4 * v);
+            acc[j][v] = y->x_first[j0 + j] ? zero : mg_v4_load(y->gx[j0 + j] + i + 4 * v);
+        }
     for (c = y->L - 1; c >= 0; c--) {
-        const mg_v4 g = mg_v4_load(y->G[c] + i);
-        for (j = 0; j < J; j++) acc[j] += g * mg_v4_dx(y->w[c][j0 + j], x[j], WA);
+        mg_v4 g[2];
+        for (v = 0; v < V; v++) g[v] = mg_v4_load(y->G[c] + i + 4 * v);
+        for (j = 0; j < J; j++)
+            for (v = 0; v < V; v++) acc[j][v] += g[v] * mg_v4_dx(y->w[c][j0 + j], x[j][v], WA);
     }
-    for (j = 0; j < J; j++) memcpy(y->gx[j0 + j] + i, &acc[j], sizeof acc[j]);
+    for (j = 0; j < J; j++)
+        for (v = 0; v < V; v++) memcpy(y->gx[j0 + j] + i + 4 * v, &acc[j][v], sizeof acc[j][v]);
+}
+
+/* Operands j .. j + e - 1 (e <= 4) over lanes [i, i + 4 V). */
+static MG_ALWAYS_INLINE void mg_lane_layer_inputs_run(const mg_lane_layer *y, int j, int e,
+                                                      ptrdiff_t i, int V, int WA)
+{
+    int c;
+    if (e == 4)
+        mg_lane_layer_inputs(y, j, 0, i, V, WA);
+    else
+        for (c = 0; c < e; c++) mg_lane_layer_inputs(y, j + c, 1, i, V, WA);
 }
 
 /* The same for operand j alone, lanes [i, i + E), E < 4. */
@@ -874,11 +889,10 @@ static MG_ALWAYS_INLINE void mg_lane_layer_chunk(const mg_lane_layer *y, ptrdiff
             e = 1;
             continue;
         }
-        for (i = i0; i + 4 <= i0 + m; i += 4) {
-            if (e == 4)
-                mg_lane_layer_inputs4(y, j, 0, i, WA);
-            else
-                for (c = 0; c < e; c++) mg_lane_layer_inputs4(y, j + c, 1, i, WA);
+        for (i = i0; i + 8 <= i0 + m; i += 8) mg_lane_layer_inputs_run(y, j, e, i, 2, WA);
+        if (i + 4 <= i0 + m) {
+            mg_lane_layer_inputs_run(y, j, e, i, 1, WA);
+            i += 4;
         }
         for (c = 0; c < e; c++) mg_lane_layer_inputs_tail(y, j + c, i, i0 + m - i, WA);
     }
