@@ -580,13 +580,14 @@ cdef inline int _pair_x(Lanes* L, Tape* t, int m) noexcept:
     return t.a[m] if L.vslot[t.a[m]] >= 0 else t.b[m]
 
 
-cdef bint _layer_joins(Lanes* L, Tape* t, Py_ssize_t k0, Py_ssize_t k, Py_ssize_t n) noexcept:
+cdef bint _layer_joins(Lanes* L, Tape* t, const unsigned char* reached, Py_ssize_t k0,
+                       Py_ssize_t k, Py_ssize_t n) noexcept:
     """Whether the chain at order index k can be in the layer the chain at
     k0 starts: n pairs reading the same x in the same order with w on the
     same side, a bias without lanes, and a gradient reaching its last S."""
     cdef Py_ssize_t j
     cdef int m, m0
-    if L.run[k] != n or not L.rg[L.order[k + 2 * n - 1]] or L.vslot[_chain_head(L, t, k)] >= 0:
+    if L.run[k] != n or not reached[L.order[k + 2 * n - 1]] or L.vslot[_chain_head(L, t, k)] >= 0:
         return False
     for j in range(n):
         m, m0 = L.order[k + 2 * j], L.order[k0 + 2 * j]
@@ -610,19 +611,42 @@ cdef int _lanes_plan_layers(Lanes* L, Tape* t, int* parent, Py_ssize_t* flag) ex
     """Marks the layers (mg_lanes.h): 2 to MG_LANE_LAYER_MAX chains that read
     the same x, distinct and computed before the first chain, each with its
     own parameters, where no other node among them reads one of those x or
-    parameters (so those nodes may pass their gradients on first)."""
+    parameters (so those nodes may pass their gradients on first), and
+    whose last S a gradient reaches."""
+    cdef Py_ssize_t i, j, e
+    cdef unsigned char* reached
+    if not mg_lanes_layers_apply():
+        return 0
+    # which nodes a gradient reaches (where the gradient plan will give a slot)
+    reached = <unsigned char*>calloc(t.n, 1)
+    if reached == NULL:
+        raise MemoryError()
+    try:
+        reached[t.n - 1] = L.rg[t.n - 1]
+        for i in range(t.n - 1, -1, -1):
+            if reached[i]:
+                e = _sweep_edges(t, i, parent, flag)
+                for j in range(e):
+                    reached[parent[j]] = reached[parent[j]] or L.rg[parent[j]]
+        _plan_layers(L, t, reached, parent, flag)
+    finally:
+        free(reached)
+    return 0
+
+
+cdef int _plan_layers(Lanes* L, Tape* t, const unsigned char* reached, int* parent,
+                      Py_ssize_t* flag) except -1:
+    """_lanes_plan_layers' search, given which nodes a gradient reaches."""
     cdef Py_ssize_t k = 0, scan, n, j, e, last_end, kk, item_end
     cdef list members
     cdef set xs, params, read
-    if not mg_lanes_layers_apply():
-        return 0
     while k < L.n_vslots:
         n = L.run[k]
         if n <= 0:
             k += 1
             continue
         xs = {_pair_x(L, t, L.order[k + 2 * j]) for j in range(n)}
-        if (not _layer_joins(L, t, k, k, n) or len(xs) != n
+        if (not _layer_joins(L, t, reached, k, k, n) or len(xs) != n
                 or any(L.vslot[x] >= k for x in xs)):
             k += 2 * n
             continue
@@ -634,7 +658,7 @@ cdef int _lanes_plan_layers(Lanes* L, Tape* t, int* parent, Py_ssize_t* flag) ex
         last_end = scan = k + 2 * n
         # (a few nodes apart at most: a neuron's nonlinearity and what reads it)
         while scan < L.n_vslots and len(members) < MG_LANE_LAYER_MAX and scan - last_end < 2 * n + 64:
-            if _layer_joins(L, t, k, scan, n):
+            if _layer_joins(L, t, reached, k, scan, n):
                 chain = _chain_parameters(L, t, scan, n)
                 if len(set(chain)) == n + 1 and params.isdisjoint(chain) and read.isdisjoint(chain):
                     params.update(chain)
