@@ -64,11 +64,8 @@ typedef enum {
  *   mg_f_<CODE>(a, b)  and  mg_da_<CODE> / mg_db_<CODE>(a, b, out)  (binary)
  *   mg_f_<CODE>(a, c)  and  mg_da_<CODE>(a, out, c)                 (unary)
  * with the expression vocabulary of mg_scalar.h in scope. */
-/* The expression vocabulary of the rows (mg_scalar.h has the functions).
- * where() is a double whatever its branches, so a lane loop selects between
- * doubles (a vector blend; setup.py's -fno-trapping-math lets the compiler
- * compute both sides) instead of converting a selected integer. */
-#define where(cond, x, y) ((cond) ? (double)(x) : (double)(y))
+/* The expression vocabulary of the rows (mg_scalar.h has the functions). */
+#define where(cond, x, y) ((cond) ? (x) : (y))
 #define sigmoid mg_sigmoid
 #define softplus mg_softplus
 #define sign mg_sign
