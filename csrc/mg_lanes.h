@@ -1124,7 +1124,8 @@ MG_FLATTEN static ptrdiff_t mg_shared_forward(const mg_lane_graph *g, double *re
 }
 
 /* The reverse sweep over nodes[.. k), from nodes[k - 1] down (leaves are
- * skipped), each node passing its gradient to the operands that take one:
+ * skipped), each node passing its gradient to its operands (to every one, as
+ * the tape's sweep does: a node that takes no gradient is never read back):
  * returns 0, or k with nodes[k - 1] an n-ary node. */
 MG_FLATTEN static ptrdiff_t mg_shared_backward(const mg_lane_graph *g, const double *restrict val,
                                     double *restrict grad, const int *nodes, ptrdiff_t k)
@@ -1142,20 +1143,15 @@ MG_FLATTEN static ptrdiff_t mg_shared_backward(const mg_lane_graph *g, const dou
             const double va = val[p], vb = val[g->b[i]];
             da = op == MG_OP_MUL ? mg_da_MUL(va, vb, val[i]) : mg_da_ADD(va, vb, val[i]);
             db = op == MG_OP_MUL ? mg_db_MUL(va, vb, val[i]) : mg_db_ADD(va, vb, val[i]);
-            if (g->rg[p])
-                grad[p] += grad[i] * da;
-            if (g->rg[g->b[i]])
-                grad[g->b[i]] += grad[i] * db;
+            grad[p] += grad[i] * da;
+            grad[g->b[i]] += grad[i] * db;
         } else if (count == 2) {
             mg_local_grads(op, val[p], val[g->b[i]], val[i], g->aux[i], &da, &db);
-            if (g->rg[p])
-                grad[p] += grad[i] * da;
-            if (g->rg[g->b[i]])
-                grad[g->b[i]] += grad[i] * db;
+            grad[p] += grad[i] * da;
+            grad[g->b[i]] += grad[i] * db;
         } else {
             mg_local_grads(op, val[p], 0.0, val[i], g->aux[i], &da, &db);
-            if (g->rg[p])
-                grad[p] += grad[i] * da;
+            grad[p] += grad[i] * da;
         }
     }
     return 0;

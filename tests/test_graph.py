@@ -109,6 +109,31 @@ def test_leaves_parameters_and_repr():
     assert g.step() == 3.0 and a.grad == 2.0
 
 
+def test_frozen_operands_keep_their_gradients_and_take_no_part():
+    # The sweep hands every operand its share, frozen ones too; what a frozen
+    # node is given must never reach its .grad nor anything below it.
+    w = [Value(0.5), Value(-1.5), Value(2.0)]
+    frozen = Value(3.0, requires_grad=False)
+    frozen.grad = 7.0
+    scaled = frozen * 2                              # frozen, not a leaf
+    inputs = [frozen, scaled, Value(-0.25)]
+
+    def build():
+        h = mg.dot(w, inputs, bias=scaled)
+        return (h.relu() * frozen + (frozen - w[0]).tanh()) * w[1]
+
+    g = Graph(build())
+    for v in w + [inputs[2]]:
+        v.grad = 1.0
+    g.backward()
+    replayed = grads(w) + [inputs[2].grad, frozen.grad, scaled.grad]
+    for v in w + [inputs[2]]:
+        v.grad = 1.0
+    build().backward()
+    assert replayed == grads(w) + [inputs[2].grad, 7.0, 0.0]
+    assert frozen.grad == 7.0 and scaled.grad == 0.0
+
+
 def test_errors():
     with pytest.raises(TypeError, match="Graph\\(root\\)"):
         Graph(1.0)

@@ -28,9 +28,12 @@ cdef extern from "Python.h":
         PyObject* ob_item[1]
 
 cdef extern from "mg_ops.h":
-    # two rows by name, for the commonest nodes (_op_forward, _binary_grads)
+    # three rows by name, for the commonest nodes (_op_forward, _binary_grads,
+    # _unary_grad)
     double mg_f_MUL(double a, double b) noexcept nogil
     double mg_f_ADD(double a, double b) noexcept nogil
+    double mg_f_RELU(double a, double c) noexcept nogil
+    double mg_da_RELU(double a, double out, double c) noexcept nogil
     double mg_da_MUL(double a, double b, double out) noexcept nogil
     double mg_db_MUL(double a, double b, double out) noexcept nogil
     double mg_da_ADD(double a, double b, double out) noexcept nogil
@@ -1021,6 +1024,8 @@ cdef inline double _op_forward(unsigned short op, double a, double b, double c) 
         return mg_f_MUL(a, b)
     if op == OP_ADD:
         return mg_f_ADD(a, b)
+    if op == OP_RELU:
+        return mg_f_RELU(a, c)
     return mg_forward(op, a, b, c)
 
 
@@ -1066,6 +1071,13 @@ cdef extern from *:
     """
     # start loading the cache line at p (never faults: any address will do)
     void MG_PREFETCH(const void* p) noexcept nogil
+
+# How far ahead the passes that know their order load what they will read
+# (in nodes): far enough that a line from memory arrives in time.
+cdef enum:
+    _SWEEP_NODE_AHEAD = 32       # the sweep loads the node this far ahead,
+    _SWEEP_PARENTS_AHEAD = 16    # and the parents of the node this far ahead
+    _RESTORE_AHEAD = 48          # the stash's leaves
 
 
 ctypedef struct Frame:
@@ -1286,6 +1298,16 @@ cdef inline void _binary_grads(unsigned short op, double a, double b, double out
         mg_local_grads(op, a, b, out, c, da, db)
 
 
+cdef inline double _unary_grad(unsigned short op, double a, double out, double c) noexcept nogil:
+    """A unary op's local derivative: ReLU by name (inlined), the others
+    through the table's switch."""
+    cdef double da, db
+    if op == OP_RELU:
+        return mg_da_RELU(a, out, c)
+    mg_local_grads(op, a, 0.0, out, c, &da, &db)
+    return da
+
+
 cdef inline int _scalar_backward(Value v, _LeafStash stash) except -1:
     """Apply the local derivative rule of ``v``'s op to its parents (``stash``:
     run_backward's, which the leaves its sort left unvisited go to)."""
@@ -1299,8 +1321,7 @@ cdef inline int _scalar_backward(Value v, _LeafStash stash) except -1:
         _accumulate(<PyObject*>v.a, g * da, stash)
         _accumulate(<PyObject*>v.b, g * db, stash)
     elif n == 1:
-        mg_local_grads(op, (<Value>v.a).data, 0.0, v.data, v.aux, &da, &db)
-        _accumulate(<PyObject*>v.a, g * da, stash)
+        _accumulate(<PyObject*>v.a, g * _unary_grad(op, (<Value>v.a).data, v.data, v.aux), stash)
     elif op == OP_SUM or op == OP_MEAN:
         items = _tuple_items(<tuple>v.b)
         n = len(<tuple>v.b)
@@ -1394,8 +1415,8 @@ cdef class _LeafStash:
         """Add each leaf's earlier gradient back to this pass's total."""
         cdef Py_ssize_t k
         for k in range(self.n):
-            if k + 16 < self.n:
-                MG_PREFETCH(self.items[k + 16].leaf)
+            if k + _RESTORE_AHEAD < self.n:
+                MG_PREFETCH(self.items[k + _RESTORE_AHEAD].leaf)
             (<Value>self.items[k].leaf).grad = self.items[k].grad + (<Value>self.items[k].leaf).grad
         if self.tensors is not None:
             for leaf, earlier in self.tensors:
@@ -1448,12 +1469,13 @@ cdef int _sweep(PyObject** order, Py_ssize_t n, _LeafStash stash) except -1:
     cdef PyObject* node
     cdef PyObject* ahead
     for i in range(n - 1, -1, -1):
-        # the order is known in advance: load the node 16 places ahead, and
-        # the parents of the node 8 places ahead (whose line has arrived)
-        if i >= 16:
-            MG_PREFETCH(order[i - 16])
-        if i >= 8:
-            ahead = order[i - 8]
+        # the order is known in advance: load the node _SWEEP_NODE_AHEAD
+        # places ahead, and the parents of the node _SWEEP_PARENTS_AHEAD
+        # places ahead (whose line has arrived)
+        if i >= _SWEEP_NODE_AHEAD:
+            MG_PREFETCH(order[i - _SWEEP_NODE_AHEAD])
+        if i >= _SWEEP_PARENTS_AHEAD:
+            ahead = order[i - _SWEEP_PARENTS_AHEAD]
             MG_PREFETCH(<PyObject*>(<Node>ahead).a)
             MG_PREFETCH(<PyObject*>(<Node>ahead).b)
         node = order[i]

@@ -55,7 +55,7 @@ cdef Tape* _tape_build(tuple nodes) except NULL:
     t.args = <int*>malloc(max(n_args, 1) * sizeof(int))
     t.aux = <double*>malloc(n * sizeof(double))
     t.val = <double*>malloc(n * sizeof(double))
-    t.grad = <double*>malloc(n * sizeof(double))
+    t.grad = <double*>calloc(n, sizeof(double))
     if (t.op == NULL or t.requires_grad == NULL or t.a == NULL or t.b == NULL
             or t.args_start == NULL or t.args == NULL or t.aux == NULL
             or t.val == NULL or t.grad == NULL):
@@ -100,31 +100,38 @@ cdef inline double _tape_dot(const double* val, const int* w, const int* x, Py_s
 # is compiled with -fno-strict-aliasing, so through a Tape* every store into
 # a value or a node would make the compiler reload them; a local copy stays
 # in registers across a whole sweep.
-cdef inline void _tape_eval(Tape t, Py_ssize_t i) noexcept nogil:
-    """Node i's value from its operands' values on the tape."""
-    cdef Py_ssize_t k, start, count
+cdef inline void _tape_eval(const Tape* t, Py_ssize_t i) noexcept nogil:
+    """Node i's value from its operands' values on the tape (t: a sweep's
+    local copy, never a copy passed by value)."""
     cdef unsigned short op = t.op[i]
-    cdef double total
     cdef double* val = t.val
     if mg_op_operands(op):
         val[i] = _op_forward(op, val[t.a[i]], val[t.b[i]] if mg_op_operands(op) == 2 else 0.0,
                              t.aux[i])
-        return
-    start = t.args_start[i]
-    count = t.args_start[i + 1] - start
-    if op == OP_DOT:
-        val[i] = _tape_dot(val, t.args + start, t.args + start + count // 2, count // 2,
-                           val[t.a[i]] if t.a[i] >= 0 else 0.0)
     else:
-        total = 0.0
-        for k in range(start, start + count):
-            total += val[t.args[k]]
-        val[i] = total + t.aux[i] if op == OP_SUM else total / count
+        val[i] = _tape_eval_nary(t, i)
 
 
-cdef inline void _tape_pass_back(Tape t, Py_ssize_t i, double* grad,
-                                 const unsigned char* rg) noexcept nogil:
-    """Node i's gradient passed on to its operands that take one (rg)."""
+cdef double _tape_eval_nary(const Tape* t, Py_ssize_t i) noexcept nogil:
+    """(_tape_eval) the value of n-ary node i: a call of its own, so that the
+    sweeps inline the rest."""
+    cdef Py_ssize_t k, start = t.args_start[i], count = t.args_start[i + 1] - start
+    cdef const int* args = t.args
+    cdef const double* val = t.val
+    cdef double total = 0.0
+    if t.op[i] == OP_DOT:
+        return _tape_dot(val, args + start, args + start + count // 2, count // 2,
+                         val[t.a[i]] if t.a[i] >= 0 else 0.0)
+    for k in range(start, start + count):
+        total += val[args[k]]
+    return total + t.aux[i] if t.op[i] == OP_SUM else total / count
+
+
+cdef inline void _tape_pass_back(Tape t, Py_ssize_t i, double* grad) noexcept nogil:
+    """Node i's gradient passed on to its operands: to every operand, one that
+    takes no gradient included (what it is given is never read: a sweep passes
+    on and stores only the gradients of nodes that take one), so that the
+    loops test nothing per operand."""
     cdef Py_ssize_t k, start, count, half
     cdef unsigned short op = t.op[i]
     cdef double g = grad[i], da, db, y
@@ -134,14 +141,10 @@ cdef inline void _tape_pass_back(Tape t, Py_ssize_t i, double* grad,
         p = t.a[i]
         if mg_op_operands(op) == 2:
             _binary_grads(op, val[p], val[t.b[i]], val[i], t.aux[i], &da, &db)
-            if rg[p]:
-                grad[p] += g * da
-            if rg[t.b[i]]:
-                grad[t.b[i]] += g * db
+            grad[p] += g * da
+            grad[t.b[i]] += g * db
         else:
-            mg_local_grads(op, val[p], 0.0, val[i], t.aux[i], &da, &db)
-            if rg[p]:
-                grad[p] += g * da
+            grad[p] += g * _unary_grad(op, val[p], val[i], t.aux[i])
         return
     start = t.args_start[i]
     count = t.args_start[i + 1] - start
@@ -150,17 +153,14 @@ cdef inline void _tape_pass_back(Tape t, Py_ssize_t i, double* grad,
         for k in range(start, start + half):
             w = t.args[k]
             x = t.args[k + half]
-            if rg[w]:
-                grad[w] += g * val[x]
-            if rg[x]:
-                grad[x] += g * val[w]
-        if t.a[i] >= 0 and rg[t.a[i]]:
+            grad[w] += g * val[x]
+            grad[x] += g * val[w]
+        if t.a[i] >= 0:
             grad[t.a[i]] += g
     else:
         y = g if op == OP_SUM else g / count
         for k in range(start, start + count):
-            if rg[t.args[k]]:
-                grad[t.args[k]] += y
+            grad[t.args[k]] += y
 
 
 cdef enum:
@@ -191,7 +191,7 @@ cdef void _tape_forward(Tape* t, PyObject** nodes) noexcept:
         if tape.op[i] == OP_LEAF:
             _node_sync(nodes[i], SYNC_LOAD, &tape.val[i], True)
         else:
-            _tape_eval(tape, i)
+            _tape_eval(&tape, i)
             _node_sync(nodes[i], SYNC_STORE_DATA, &tape.val[i], False)
 
 
@@ -208,7 +208,7 @@ cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
     for i in range(tape.n - 1, -1, -1):
         if tape.requires_grad[i]:
             if tape.op[i] != OP_LEAF:
-                _tape_pass_back(tape, i, tape.grad, tape.requires_grad)
+                _tape_pass_back(tape, i, tape.grad)
             _node_sync(nodes[i], SYNC_STORE_GRAD, &tape.grad[i], tape.op[i] == OP_LEAF)
 
 
@@ -1198,7 +1198,7 @@ cdef class Graph:
                 _node_sync(self._order[i], SYNC_LOAD, &tape.val[i], True)
             k = mg_shared_forward(&L.g, tape.val, L.shared_ops, 0, L.n_shared_ops)
             while k < L.n_shared_ops:
-                _tape_eval(tape, L.shared_ops[k])
+                _tape_eval(&tape, L.shared_ops[k])
                 k = mg_shared_forward(&L.g, tape.val, L.shared_ops, k + 1, L.n_shared_ops)
             for k in range(L.n_shared_ops):
                 i = L.shared_ops[k]
@@ -1263,7 +1263,7 @@ cdef class Graph:
             # the rest in C), then their gradients stored (a leaf accumulates)
             k = mg_shared_backward(&L.g, tape.val, tape.grad, L.grad_order, L.n_grad)
             while k > 0:
-                _tape_pass_back(tape, L.grad_order[k - 1], tape.grad, L.rg)
+                _tape_pass_back(tape, L.grad_order[k - 1], tape.grad)
                 k = mg_shared_backward(&L.g, tape.val, tape.grad, L.grad_order, k - 1)
             for k in range(L.n_grad):
                 i = L.grad_order[k]
