@@ -100,31 +100,26 @@ cdef inline double _tape_dot(const double* val, const int* w, const int* x, Py_s
 # is compiled with -fno-strict-aliasing, so through a Tape* every store into
 # a value or a node would make the compiler reload them; a local copy stays
 # in registers across a whole sweep.
-cdef inline void _tape_eval(const Tape* t, Py_ssize_t i) noexcept nogil:
-    """Node i's value from its operands' values on the tape (t: a sweep's
-    local copy, never a copy passed by value)."""
+cdef inline void _tape_eval(Tape t, Py_ssize_t i) noexcept nogil:
+    """Node i's value from its operands' values on the tape."""
+    cdef Py_ssize_t k, start, count
     cdef unsigned short op = t.op[i]
+    cdef double total
     cdef double* val = t.val
     if mg_op_operands(op):
         val[i] = _op_forward(op, val[t.a[i]], val[t.b[i]] if mg_op_operands(op) == 2 else 0.0,
                              t.aux[i])
+        return
+    start = t.args_start[i]
+    count = t.args_start[i + 1] - start
+    if op == OP_DOT:
+        val[i] = _tape_dot(val, t.args + start, t.args + start + count // 2, count // 2,
+                           val[t.a[i]] if t.a[i] >= 0 else 0.0)
     else:
-        val[i] = _tape_eval_nary(t, i)
-
-
-cdef double _tape_eval_nary(const Tape* t, Py_ssize_t i) noexcept nogil:
-    """(_tape_eval) the value of n-ary node i: a call of its own, so that the
-    sweeps inline the rest."""
-    cdef Py_ssize_t k, start = t.args_start[i], count = t.args_start[i + 1] - start
-    cdef const int* args = t.args
-    cdef const double* val = t.val
-    cdef double total = 0.0
-    if t.op[i] == OP_DOT:
-        return _tape_dot(val, args + start, args + start + count // 2, count // 2,
-                         val[t.a[i]] if t.a[i] >= 0 else 0.0)
-    for k in range(start, start + count):
-        total += val[args[k]]
-    return total + t.aux[i] if t.op[i] == OP_SUM else total / count
+        total = 0.0
+        for k in range(start, start + count):
+            total += val[t.args[k]]
+        val[i] = total + t.aux[i] if op == OP_SUM else total / count
 
 
 cdef inline void _tape_pass_back(Tape t, Py_ssize_t i, double* grad) noexcept nogil:
@@ -191,7 +186,7 @@ cdef void _tape_forward(Tape* t, PyObject** nodes) noexcept:
         if tape.op[i] == OP_LEAF:
             _node_sync(nodes[i], SYNC_LOAD, &tape.val[i], True)
         else:
-            _tape_eval(&tape, i)
+            _tape_eval(tape, i)
             _node_sync(nodes[i], SYNC_STORE_DATA, &tape.val[i], False)
 
 
@@ -1198,7 +1193,7 @@ cdef class Graph:
                 _node_sync(self._order[i], SYNC_LOAD, &tape.val[i], True)
             k = mg_shared_forward(&L.g, tape.val, L.shared_ops, 0, L.n_shared_ops)
             while k < L.n_shared_ops:
-                _tape_eval(&tape, L.shared_ops[k])
+                _tape_eval(tape, L.shared_ops[k])
                 k = mg_shared_forward(&L.g, tape.val, L.shared_ops, k + 1, L.n_shared_ops)
             for k in range(L.n_shared_ops):
                 i = L.shared_ops[k]
