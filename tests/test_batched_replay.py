@@ -332,6 +332,34 @@ def test_parameters_without_grad_and_an_input_only_root():
     assert y.grad == 0.0
 
 
+def test_frozen_operands_of_shared_nodes_keep_their_gradients():
+    # The nodes without lanes (no input below them) pass every operand its
+    # share, frozen ones too (binary and unary ones in C, n-ary ones in the
+    # tape's sweep): none of it may reach a frozen node's .grad.
+    w = [Value(0.5), Value(-1.5)]
+    frozen = Value(3.0, requires_grad=False)
+    frozen.grad = 7.0
+    scaled = frozen * 2                              # frozen, not a leaf
+
+    def build(x):
+        shared = mg.dot(w, [frozen, scaled], bias=scaled) + (frozen - w[0]).tanh() * w[1]
+        summed = mg.sum([w[0] * frozen, scaled, w[1]])
+        return (x * shared).relu() + x * summed
+
+    x = Value(0.0)
+    g = Graph(build(x), inputs=[x])
+    xs = [0.5, -1.0, 2.0]
+    g.forward(xs)
+    g.backward(reduction="sum")
+    batched = [v.grad for v in w]
+    for v in w:
+        v.grad = 0.0
+    for value in xs:
+        build(Value(value)).backward()
+    assert batched == pytest.approx([v.grad for v in w], rel=1e-12)
+    assert frozen.grad == 7.0 and scaled.grad == 0.0
+
+
 def test_unbatched_graph_is_unchanged():
     a = Value(2.0)
     g = Graph(a * a + 1)
