@@ -206,6 +206,31 @@ def test_leaf_parents_are_stashed_once_however_often_they_are_read():
     assert k.grad == 0.0
 
 
+def test_backward_breadth_first_and_its_fallback_to_the_sort_agree():
+    # backward() enters a graph breadth first, each node handing its gradient
+    # on as it is entered, when every user of a node is met before the node
+    # (a tree, a chain, a layered network); a node with users at different
+    # depths sends it back to the sort and sweep, the gradients its leaves
+    # took meanwhile undone.  Both ways, earlier leaf gradients accumulate
+    # and a frozen leaf keeps its own.
+    def layered(x, k):
+        h = x * x                        # two users, at one depth
+        return (h * 2.0) * (h * k), h    # 2k x^4
+    def uneven(x, k):
+        y = x * 3.0                      # users at depths 1 and 3
+        return y + (y * 2.0).relu() * k, y
+    cases = ((layered, 8 * 4.0 * 1.5 ** 3, 2 * 2 * 4.0 * 1.5 ** 2),
+             (uneven, 3 * (1 + 2 * 4.0), 1 + 2 * 4.0))
+    for f, dx, dmid in cases:
+        x, k = Value(1.5), Value(4.0, requires_grad=False)
+        x.grad, k.grad = 0.5, 7.0
+        out, mid = f(x, k)
+        out.backward()
+        assert (x.grad, mid.grad, k.grad) == (0.5 + dx, dmid, 7.0), f.__name__
+        out.backward()
+        assert (x.grad, mid.grad, k.grad) == (0.5 + 2 * dx, dmid, 7.0), f.__name__
+
+
 def test_a_leaf_that_nodes_were_built_from_cannot_be_given_children():
     # nodes remember that a parent was a leaf when they were built (backward
     # leaves such parents to the sweep), so re-running Value.__init__ with
@@ -431,22 +456,34 @@ SAFE_UNARY = ["tanh", "sigmoid", "sin", "softplus", "exp_small", "square"]
 SAFE_BINARY = ["add", "sub", "mul", "div_safe"]
 
 
+def random_op(kind, name, a, b):
+    if kind == "unary":
+        return {"tanh": a.tanh, "sigmoid": a.sigmoid, "sin": a.sin, "softplus": a.softplus,
+                "exp_small": lambda: (a * 0.1).exp(), "square": lambda: a * a}[name]()
+    if kind == "binary":
+        return {"add": a + b, "sub": a - b, "mul": a * b,
+                "div_safe": a / (1.5 + b.sigmoid())}[name]
+    return mg.dot([a, b], [b, a], a) if name == "dot" else mg.sum([a, b, a])
+
+
 def build_random_graph(spec, leaves):
     """A graph from a list of (kind, name, i, j) steps over a growing pool of
     nodes, sharing subexpressions; numerically tame ops only."""
     pool = list(leaves)
     for kind, name, i, j in spec:
-        a, b = pool[i % len(pool)], pool[j % len(pool)]
-        if kind == "unary":
-            out = {"tanh": a.tanh, "sigmoid": a.sigmoid, "sin": a.sin, "softplus": a.softplus,
-                   "exp_small": lambda: (a * 0.1).exp(), "square": lambda: a * a}[name]()
-        elif kind == "binary":
-            out = {"add": a + b, "sub": a - b, "mul": a * b,
-                   "div_safe": a / (1.5 + b.sigmoid())}[name]
-        else:
-            out = mg.dot([a, b], [b, a], a) if name == "dot" else mg.sum([a, b, a])
-        pool.append(out)
+        pool.append(random_op(kind, name, pool[i % len(pool)], pool[j % len(pool)]))
     return mg.sum(pool[len(leaves):], start=pool[-1]) if len(pool) > len(leaves) else pool[0] * 1.0
+
+
+def build_layered_graph(layers, leaves):
+    """A layered network of one-node ops: each node reads nodes of the layer
+    below only, so all users of a node are one step further from the root
+    (backward() enters such a graph breadth first, without a sort)."""
+    below = list(leaves)
+    for layer in layers:
+        below = [random_op(kind, name, below[i % len(below)], below[j % len(below)])
+                 for kind, name, i, j in layer]
+    return mg.sum(below)
 
 
 step = st.one_of(
@@ -454,6 +491,11 @@ step = st.one_of(
     st.tuples(st.just("binary"), st.sampled_from(SAFE_BINARY), st.integers(0, 99), st.integers(0, 99)),
     st.tuples(st.just("nary"), st.sampled_from(["dot", "sum"]), st.integers(0, 99), st.integers(0, 99)),
 )
+one_node_step = st.tuples(st.sampled_from([("unary", n) for n in SAFE_UNARY if n != "exp_small"]
+                                          + [("binary", n) for n in SAFE_BINARY if n != "div_safe"]
+                                          + [("nary", "dot"), ("nary", "sum")]),
+                          st.integers(0, 99), st.integers(0, 99)).map(lambda s: (*s[0], s[1], s[2]))
+layers = st.lists(st.lists(one_node_step, min_size=1, max_size=6), min_size=1, max_size=5)
 
 
 @settings(max_examples=150, deadline=None)
@@ -461,6 +503,13 @@ step = st.one_of(
        xs=st.lists(st.floats(-1.5, 1.5), min_size=1, max_size=4))
 def test_random_graphs_match_finite_differences(spec, xs):
     assert mg.gradcheck(lambda *leaves: build_random_graph(spec, leaves),
+                        [Value(x) for x in xs], eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+@settings(max_examples=100, deadline=None)
+@given(spec=layers, xs=st.lists(st.floats(-1.5, 1.5), min_size=1, max_size=4))
+def test_random_layered_graphs_match_finite_differences(spec, xs):
+    assert mg.gradcheck(lambda *leaves: build_layered_graph(spec, leaves),
                         [Value(x) for x in xs], eps=1e-6, atol=1e-5, rtol=1e-4)
 
 

@@ -10,7 +10,7 @@ from microgrid import Graph, Value
 from microgrid.nn import MLP
 
 from conftest import run_example
-from test_engine import build_random_graph, step
+from test_engine import build_layered_graph, build_random_graph, layers, step
 
 
 def grads(values):
@@ -22,20 +22,48 @@ def grads(values):
        xs=st.lists(st.floats(-1.5, 1.5), min_size=1, max_size=4),
        ys=st.lists(st.floats(-1.5, 1.5), min_size=4, max_size=4))
 def test_replay_equals_rebuild_bit_for_bit_on_random_graphs(spec, xs, ys):
+    check_replay_equals_rebuild(build_random_graph, spec, xs, ys)
+
+
+@settings(max_examples=60, deadline=None)
+@given(spec=layers, xs=st.lists(st.floats(-1.5, 1.5), min_size=1, max_size=4),
+       ys=st.lists(st.floats(-1.5, 1.5), min_size=4, max_size=4))
+def test_replay_equals_rebuild_bit_for_bit_on_layered_graphs(spec, xs, ys):
+    # (backward() enters these breadth first: replay adds up in its order)
+    check_replay_equals_rebuild(build_layered_graph, spec, xs, ys)
+
+
+def check_replay_equals_rebuild(build, spec, xs, ys):
     leaves = [Value(x) for x in xs]
-    g = Graph(build_random_graph(spec, leaves))
+    g = Graph(build(spec, leaves))
     for leaf, y in zip(leaves, ys):
         leaf.data = y
         leaf.grad = 0.0
     replayed = g.forward()
     g.backward()
     fresh_leaves = [Value(y) for y in ys[:len(xs)]]
-    fresh = build_random_graph(spec, fresh_leaves)
+    fresh = build(spec, fresh_leaves)
     fresh.backward()
     assert replayed == fresh.data or (math.isnan(replayed) and math.isnan(fresh.data))
     for a, b in zip(grads(leaves), grads(fresh_leaves)):
         assert a == b or (math.isnan(a) and math.isnan(b))
     assert g.matches(fresh)
+
+
+def test_graph_records_the_order_backward_enters_the_nodes():
+    # where backward() enters the nodes breadth first, Graph records them in
+    # that order reversed, after the leaves (as backward() meets them), so a
+    # replay adds each gradient up in backward()'s order; where backward()
+    # sorts, Graph records the sort's order
+    a, b, c, d = (Value(float(i)) for i in range(4))
+    ab, cd = a * b, c * d
+    root = ab + cd
+    assert list(Graph(root).nodes) == [a, b, c, d, cd, ab, root]
+    assert mg.topological_order(root) == [a, b, ab, c, d, cd, root]
+    x = Value(1.5)
+    y = x * 3.0                        # users at depths 1 and 3
+    uneven = y + (y * 2.0).relu() * 4.0
+    assert list(Graph(uneven).nodes) == mg.topological_order(uneven)
 
 
 def demo_loss(model, inputs, y):

@@ -1078,6 +1078,7 @@ cdef enum:
     _SWEEP_NODE_AHEAD = 32       # the sweep loads the node this far ahead,
     _SWEEP_PARENTS_AHEAD = 16    # and the parents of the node this far ahead
     _RESTORE_AHEAD = 48          # the stash's leaves
+    _WIDE_AHEAD = 16             # the breadth-first pass's queue (its parents half as far)
 
 
 ctypedef struct Frame:
@@ -1434,6 +1435,177 @@ cdef class _LeafStash:
                     pass        # nothing sensible to do in cleanup
 
 
+cdef enum:
+    _PASSED = 1          # _hand_on: the parent has handed its own gradient on already
+
+
+cdef inline int _hand_on(PyObject* c, double g, _LeafStash stash, PyObject** q,
+                         Py_ssize_t* tail, unsigned int epoch) except -1:
+    """Give ``g`` to parent ``c`` in ``_wide_pass``: a leaf adds it up (and
+    has its earlier gradient set aside when first met), a node met for the
+    first time takes it and joins the queue, a queued one adds it up;
+    ``_PASSED`` if ``c`` has been entered already.  (No ``stash``: the pass
+    only records the order.)"""
+    if (<Node>c).op == OP_LEAF:
+        return 0 if stash is None else _accumulate(c, g, stash)
+    if not (<Node>c).requires_grad:
+        return 0
+    if (<Node>c).epoch == epoch:             # queued: add up
+        if stash is not None:
+            (<Value>c).grad = (<Value>c).grad + g
+    elif (<Node>c).epoch == epoch + 1:       # entered: too late
+        return _PASSED
+    else:
+        (<Node>c).epoch = epoch
+        if stash is not None:
+            (<Value>c).grad = 0.0 + g        # (0.0 +: -0.0 becomes 0.0, as when adding up)
+        q[tail[0]] = c
+        tail[0] += 1
+    return 0
+
+
+cdef Py_ssize_t _wide_pass(Value root, _LeafStash stash, PyObject*** entered,
+                           Py_ssize_t* entered_cap) except -2:
+    """backward() from a Value ``root`` in one breadth-first pass: the number
+    of nodes entered, or -1 if this graph needs the sort (then nothing has
+    changed but the leaves' stash, the caller's to go on with).
+
+    Entering the nodes in the order a queue meets them, each node hands its
+    gradient on as it is entered: no sort first.  That is a topological
+    order when every user of a node is met before the node itself, as in a
+    tree, a chain or a layered network (a node's users all one step further
+    from the root); a node whose gradient turns up after it was entered
+    (users at different depths), or an op other than the table's scalar
+    ones, sends the pass back (its leaves' gradients undone) to the sort and
+    sweep.  A queue knows the nodes it will enter: their lines, and their
+    parents', are asked from memory ahead, where a depth-first walk waits on
+    each node's line before it can find the next.  Nodes are stamped with the
+    pass's epoch when queued and the next one when entered.
+
+    Without a ``stash`` nothing is written but the stamps: the nodes entered
+    (root first) go to ``entered`` (its capacity to ``entered_cap``), which
+    the caller gives back with ``_return_buffers``.  Graph records its order
+    so, and so adds up each gradient in backward()'s order."""
+    global _epoch, _spare_order, _spare_order_cap
+    cdef Py_ssize_t cap = _spare_order_cap, head = 0, tail = 1, i, n, m
+    cdef PyObject** q = _spare_order
+    cdef PyObject* node
+    cdef PyObject* ahead
+    cdef PyObject** items
+    cdef unsigned short op
+    cdef unsigned int epoch
+    cdef double g, da, db, y
+    cdef int passed = 0
+    cdef bint complete = False
+    _spare_order, _spare_order_cap = NULL, 0
+    if q == NULL:
+        cap = 256
+        q = <PyObject**>malloc(cap * sizeof(PyObject*))
+    try:
+        if q == NULL:
+            raise MemoryError()
+        epoch = _epoch + 1
+        _epoch += 2              # (a sort after this pass takes a fresh epoch)
+        if stash is not None:
+            stash.epoch = epoch
+        root.epoch = epoch
+        q[0] = <PyObject*>root
+        while head < tail:
+            if head + _WIDE_AHEAD < tail:
+                MG_PREFETCH(q[head + _WIDE_AHEAD])
+            if head + _WIDE_AHEAD // 2 < tail:
+                ahead = q[head + _WIDE_AHEAD // 2]
+                MG_PREFETCH(<PyObject*>(<Node>ahead).a)
+                MG_PREFETCH(<PyObject*>(<Node>ahead).b)
+            node = q[head]
+            op = (<Node>node).op
+            n = mg_op_operands(op)
+            if (n == 0 and op != OP_SUM and op != OP_MEAN and op != OP_DOT) \
+                    or not isinstance(<object>node, Value):
+                break                    # a hand-built rule, or a tensor's element
+            m = n if n else len(<tuple>(<Node>node).b) + 1     # (dot's bias too)
+            if tail + m > cap:
+                while tail + m > cap:
+                    cap *= 2
+                q = <PyObject**>_grow(q, cap * sizeof(PyObject*))
+            head += 1
+            (<Node>node).epoch = epoch + 1
+            g = (<Value>node).grad
+            # each parent in the order _scalar_backward hands them theirs
+            if n == 2:
+                _binary_grads(op, (<Value>(<Node>node).a).data, (<Value>(<Node>node).b).data,
+                              (<Value>node).data, (<Value>node).aux, &da, &db)
+                passed = _hand_on(<PyObject*>(<Node>node).a, g * da, stash, q, &tail, epoch)
+                if not passed:
+                    passed = _hand_on(<PyObject*>(<Node>node).b, g * db, stash, q, &tail, epoch)
+            elif n == 1:
+                da = _unary_grad(op, (<Value>(<Node>node).a).data, (<Value>node).data,
+                                 (<Value>node).aux)
+                passed = _hand_on(<PyObject*>(<Node>node).a, g * da, stash, q, &tail, epoch)
+            else:
+                items = _tuple_items(<tuple>(<Node>node).b)
+                n = m - 1
+                if op == OP_DOT:
+                    n //= 2
+                    for i in range(n):
+                        passed = _hand_on(items[i], g * (<Value>items[n + i]).data,
+                                          stash, q, &tail, epoch) \
+                            or _hand_on(items[n + i], g * (<Value>items[i]).data,
+                                        stash, q, &tail, epoch)
+                        if passed:
+                            break
+                    if not passed and (<Node>node).a is not None:
+                        passed = _hand_on(<PyObject*>(<Node>node).a, g, stash, q, &tail, epoch)
+                else:
+                    y = g if op == OP_SUM else g / n
+                    for i in range(n):
+                        passed = _hand_on(items[i], y, stash, q, &tail, epoch)
+                        if passed:
+                            break
+            if passed:
+                break
+            if head == tail:
+                complete = True
+            elif tail - head < _WIDE_AHEAD:
+                # a short queue (a chain): the next node's parents now, and
+                # the nodes made before it (which come next)
+                ahead = q[tail - 1]
+                MG_PREFETCH(<PyObject*>(<Node>ahead).a)
+                MG_PREFETCH(<void*>(<size_t>ahead - _SORT_AHEAD_BYTES))
+        if not complete and stash is not None:
+            _undo_leaves(q, head)
+    except BaseException:
+        _return_buffers(NULL, 0, q, cap)
+        raise
+    if complete and stash is None:
+        entered[0], entered_cap[0] = q, cap
+        return head
+    _return_buffers(NULL, 0, q, cap)
+    return head if complete else -1
+
+
+cdef void _undo_leaves(PyObject** entered, Py_ssize_t n) noexcept:
+    """Zero the gradient of every leaf the ``n`` entered nodes handed theirs
+    to (what it held before is in the stash)."""
+    cdef Py_ssize_t k, i, m
+    cdef PyObject* node
+    cdef PyObject* c
+    cdef PyObject** items
+    for k in range(n):
+        node = entered[k]
+        for i in range(2):
+            c = <PyObject*>(<Node>node).a if i == 0 else <PyObject*>(<Node>node).b
+            if c != <PyObject*>None and _type_of(c) != <PyObject*>tuple \
+                    and (<Node>c).op == OP_LEAF and (<Node>c).requires_grad:
+                (<Value>c).grad = 0.0
+        if args_in_b((<Node>node).op):
+            items = _tuple_items(<tuple>(<Node>node).b)
+            m = len(<tuple>(<Node>node).b)
+            for i in range(m):
+                if (<Node>items[i]).op == OP_LEAF and (<Node>items[i]).requires_grad:
+                    (<Value>items[i]).grad = 0.0
+
+
 cdef void* _grow(void* p, size_t size) except NULL:
     cdef void* q = realloc(p, size)
     if q == NULL:
@@ -1451,12 +1623,18 @@ cdef int run_backward(Node root, object grad) except -1:
     if not root.requires_grad:
         raise RuntimeError(
             "backward(): this node does not require grad; nothing it depends on takes a gradient")
-    # Intermediate gradients are recomputed from zero on every pass (the sort
-    # zeroes them); leaves (op LEAF) keep accumulating until the user zeroes
-    # them (their gradients are set aside in the stash, by the sort or, for
-    # the leaf parents it leaves unvisited, by the sweep).
-    n = _topo_sort(root, &order, &order_cap, False, stash)
+    # Intermediate gradients are recomputed from zero on every pass (the
+    # breadth-first pass starts each from its first share, the sort zeroes
+    # them); leaves (op LEAF) keep accumulating until the user zeroes them
+    # (their gradients are set aside in the stash, by the sort or as the
+    # passes first hand them a share).  A Value root's graph is entered
+    # breadth first where that is an order (_wide_pass), else sorted.
     try:
+        if not _anomaly_mode and isinstance(root, Value) and root.op != OP_LEAF:
+            seed_grad(root, grad, False)
+            if _wide_pass(<Value>root, stash, NULL, NULL) >= 0:
+                return 0
+        n = _topo_sort(root, &order, &order_cap, False, stash)
         seed_grad(root, grad, False)
         _sweep(order, n, stash)
     finally:

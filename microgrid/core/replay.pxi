@@ -937,7 +937,7 @@ cdef class Graph:
                                     f"got {type(x).__name__}")
         self._threads = threads
         self.root = <Node>root
-        self._nodes = tuple(topological_order(self.root))
+        self._nodes = tuple(_replay_order(self.root))
         self._n = len(self._nodes)
         self._order = <PyObject**>malloc(max(self._n, 1) * sizeof(PyObject*))
         if self._order == NULL:
@@ -1284,7 +1284,7 @@ cdef class Graph:
         structure: the same ops in the same order, wired the same way, with
         the same constants.  Use it to check that data-dependent code did not
         take another branch."""
-        cdef list fresh = topological_order(root)
+        cdef list fresh = _replay_order(root)
         cdef dict position = {}
         cdef Py_ssize_t i
         if len(fresh) != self._n:
@@ -1314,3 +1314,32 @@ cdef list _slots(Node node):
     if operands(node) is not None:
         out.extend(operands(node))
     return out
+
+
+cdef list _replay_order(Node root):
+    """The order a Graph records ``root``'s nodes in, each after its parents,
+    ``root`` last.  Where backward() enters the nodes breadth first
+    (``_wide_pass``), the nodes it enters, reversed, after their parents that
+    take no gradient (the leaves, and each node that takes none with what it
+    is computed from): a replay then adds up every gradient in backward()'s
+    order.  Otherwise ``topological_order(root)``, as backward()'s sort."""
+    cdef PyObject** entered = NULL
+    cdef Py_ssize_t n = -1, i, cap = 0
+    cdef list before = [], nodes
+    cdef set seen = set()
+    if isinstance(root, Value) and root.op != OP_LEAF:
+        n = _wide_pass(<Value>root, None, &entered, &cap)
+    if n < 0:
+        return topological_order(root)
+    try:
+        nodes = [<object>entered[i] for i in range(n - 1, -1, -1)]
+    finally:
+        _return_buffers(NULL, 0, entered, cap)
+    for node in reversed(nodes):         # (as backward() meets them)
+        for c in _slots(<Node>node):
+            if id(c) not in seen and ((<Node>c).op == OP_LEAF or not (<Node>c).requires_grad):
+                for d in ([c] if (<Node>c).op == OP_LEAF else topological_order(c)):
+                    if id(d) not in seen:
+                        seen.add(id(d))
+                        before.append(d)
+    return before + nodes
