@@ -231,6 +231,24 @@ def test_backward_breadth_first_and_its_fallback_to_the_sort_agree():
         assert (x.grad, mid.grad, k.grad) == (0.5 + 2 * dx, dmid, 7.0), f.__name__
 
 
+def test_a_pass_adds_its_sum_to_what_a_leaf_held_as_one_number():
+    # a pass adds each leaf's shares up first, then adds the sum to what the
+    # leaf held (as PyTorch): 1 + (2^-53 + 2^-53) is 1 + 2^-52, where adding
+    # the shares one by one would round back to 1.  Leaves handed one share,
+    # two, or three, held gradients or not, breadth first and sorted.
+    tiny = 2.0 ** -53
+    for uneven in (False, True):
+        x, y, z, w = Value(1.0), Value(2.0), Value(3.0), Value(4.0)
+        x.grad, y.grad, z.grad = 1.0, 0.5, 1.0
+        out = x * tiny + x * tiny + y * 3.0 + (z * tiny + z * tiny + z * tiny) + w * 2.0
+        if uneven:                       # a node with users at depths 1 and 3: sorted
+            s = w * 1.0
+            out = out + s + (s * 2.0).relu() * 0.0
+        out.backward()
+        assert (x.grad, y.grad, z.grad) == (1.0 + 2 * tiny, 3.5, 1.0 + 4 * tiny), uneven
+        assert w.grad == (3.0 if uneven else 2.0)
+
+
 def test_a_leaf_that_nodes_were_built_from_cannot_be_given_children():
     # nodes remember that a parent was a leaf when they were built (backward
     # leaves such parents to the sweep), so re-running Value.__init__ with

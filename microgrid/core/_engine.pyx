@@ -1078,7 +1078,7 @@ cdef enum:
     _SWEEP_NODE_AHEAD = 32       # the sweep loads the node this far ahead,
     _SWEEP_PARENTS_AHEAD = 16    # and the parents of the node this far ahead
     _RESTORE_AHEAD = 48          # the stash's leaves
-    _WIDE_AHEAD = 16             # the breadth-first pass's queue (its parents half as far)
+    _WIDE_AHEAD = 64             # the breadth-first pass's queue (its parents half as far)
 
 
 ctypedef struct Frame:
@@ -1355,8 +1355,14 @@ cdef inline int _scalar_backward(Value v, _LeafStash stash) except -1:
 
 
 ctypedef struct Stashed:
-    PyObject* leaf          # a Value leaf met by the pass (borrowed)
+    size_t leaf             # a Value leaf met by the pass (borrowed), its lowest
+                            # bit _ZEROED if the pass adds up from zero
     double grad             # its gradient before the pass
+    double first            # (_LeafStash.take) the first share it was handed
+
+
+cdef enum:
+    _ZEROED = 1             # Stashed.leaf: the earlier gradient is to be added back
 
 
 # The stash's array is kept between passes, as the sort's are (a pass takes
@@ -1371,9 +1377,13 @@ cdef class _LeafStash:
 
     A pass first adds up each leaf's contributions from zero, then adds that
     sum to what the leaf held, as PyTorch does: a second pass over the same
-    graph then gives exactly twice the gradient, not merely to rounding."""
+    graph then gives exactly twice the gradient, not merely to rounding.
+    (For a leaf handed a single share, adding it to what the leaf held
+    straight away is the same sum: ``take`` does so, and adds back only for
+    the leaves handed more.)"""
     cdef Stashed* items
     cdef Py_ssize_t n, cap
+    cdef Py_ssize_t n_zeroed       # entries marked _ZEROED
     cdef list tensors              # (tensor leaf, copy of its earlier grad)
     cdef unsigned int epoch        # the sort's: the sweep takes a leaf stamped otherwise
                                    # (one the sort left to it) as met for the first time
@@ -1403,11 +1413,60 @@ cdef class _LeafStash:
             cap = 2 * self.cap + 16
             self.items = <Stashed*>_grow(self.items, cap * sizeof(Stashed))
             self.cap = cap
-        self.items[self.n].leaf = <PyObject*>leaf
+        self.items[self.n].leaf = <size_t><PyObject*>leaf | _ZEROED
         self.items[self.n].grad = (<Value>leaf).grad
         (<Value>leaf).grad = 0.0
         self.n += 1
+        self.n_zeroed += 1
         return 0
+
+    cdef inline int take(self, PyObject* leaf, double g, unsigned int epoch) except -1:
+        """Hand a Value ``leaf`` its share ``g`` of the breadth-first pass
+        stamped ``epoch``, which no rule outside the table writes gradients in:
+        the first share is added to what the leaf held (which is kept, with
+        the share, in an entry the leaf's unused ``aux`` points at, or -1 for
+        none when it held 0); a second share starts the sum from zero
+        instead (first + second), to which restore() adds the earlier
+        gradient back.  The leaf is stamped ``epoch`` when handed one share,
+        ``epoch + 1`` when handed more."""
+        cdef Py_ssize_t cap, k
+        if not (<Node>leaf).requires_grad:
+            return 0
+        if (<Node>leaf).epoch == epoch + 1:
+            (<Value>leaf).grad = (<Value>leaf).grad + g
+        elif (<Node>leaf).epoch == epoch:
+            (<Node>leaf).epoch = epoch + 1
+            k = <Py_ssize_t>(<Value>leaf).aux
+            if k < 0:
+                (<Value>leaf).grad = (<Value>leaf).grad + g
+            else:
+                self.items[k].leaf |= _ZEROED
+                self.n_zeroed += 1
+                (<Value>leaf).grad = (0.0 + self.items[k].first) + g
+        else:
+            (<Node>leaf).epoch = epoch
+            if (<Value>leaf).grad == 0.0:
+                (<Value>leaf).aux = -1.0
+            else:
+                if self.n == self.cap:
+                    cap = 2 * self.cap + 16
+                    self.items = <Stashed*>_grow(self.items, cap * sizeof(Stashed))
+                    self.cap = cap
+                self.items[self.n].leaf = <size_t>leaf
+                self.items[self.n].grad = (<Value>leaf).grad
+                self.items[self.n].first = g
+                (<Value>leaf).aux = <double>self.n
+                self.n += 1
+            (<Value>leaf).grad = (<Value>leaf).grad + g
+        return 0
+
+    cdef void zero_all(self) noexcept:
+        """Mark every entry as adding up from zero (the caller zeroes the
+        leaves: a breadth-first pass undone)."""
+        cdef Py_ssize_t k
+        for k in range(self.n):
+            self.items[k].leaf |= _ZEROED
+        self.n_zeroed = self.n
 
     cdef int _add_array(self, Node leaf) except -1:
         # its gradient buffer as it is (None: zeros, nothing to copy), the
@@ -1420,10 +1479,13 @@ cdef class _LeafStash:
     cdef void restore(self) noexcept:
         """Add each leaf's earlier gradient back to this pass's total."""
         cdef Py_ssize_t k
-        for k in range(self.n):
-            if k + _RESTORE_AHEAD < self.n:
-                MG_PREFETCH(self.items[k + _RESTORE_AHEAD].leaf)
-            (<Value>self.items[k].leaf).grad = self.items[k].grad + (<Value>self.items[k].leaf).grad
+        cdef PyObject* v
+        for k in range(self.n if self.n_zeroed else 0):
+            if k + _RESTORE_AHEAD < self.n and self.items[k + _RESTORE_AHEAD].leaf & _ZEROED:
+                MG_PREFETCH(<void*>(self.items[k + _RESTORE_AHEAD].leaf - _ZEROED))
+            if self.items[k].leaf & _ZEROED:
+                v = <PyObject*>(self.items[k].leaf - _ZEROED)
+                (<Value>v).grad = self.items[k].grad + (<Value>v).grad
         if self.tensors is not None:
             for leaf, earlier in self.tensors:
                 try:
@@ -1441,13 +1503,13 @@ cdef enum:
 
 cdef inline int _hand_on(PyObject* c, double g, _LeafStash stash, PyObject** q,
                          Py_ssize_t* tail, unsigned int epoch) except -1:
-    """Give ``g`` to parent ``c`` in ``_wide_pass``: a leaf adds it up (and
-    has its earlier gradient set aside when first met), a node met for the
-    first time takes it and joins the queue, a queued one adds it up;
+    """Give ``g`` to parent ``c`` in ``_wide_pass``: a leaf takes it
+    (``_LeafStash.take``), a node met for the first time takes it and joins
+    the queue, a queued one adds it up;
     ``_PASSED`` if ``c`` has been entered already.  (No ``stash``: the pass
     only records the order.)"""
     if (<Node>c).op == OP_LEAF:
-        return 0 if stash is None else _accumulate(c, g, stash)
+        return 0 if stash is None else stash.take(c, g, epoch)
     if not (<Node>c).requires_grad:
         return 0
     if (<Node>c).epoch == epoch:             # queued: add up
@@ -1573,6 +1635,7 @@ cdef Py_ssize_t _wide_pass(Value root, _LeafStash stash, PyObject*** entered,
                 MG_PREFETCH(<PyObject*>(<Node>ahead).a)
                 MG_PREFETCH(<void*>(<size_t>ahead - _SORT_AHEAD_BYTES))
         if not complete and stash is not None:
+            stash.zero_all()
             _undo_leaves(q, head)
     except BaseException:
         _return_buffers(NULL, 0, q, cap)
