@@ -1074,7 +1074,7 @@ cdef extern from *:
 # order; the sort guesses it from creation order): far enough that a line
 # from memory arrives in time.
 cdef enum:
-    _SORT_AHEAD_BYTES = 16 * 64  # the sort, below each node it enters (in memory)
+    _SORT_AHEAD_BYTES = 16 * 64  # the walks, below the node they will enter (in memory)
     _SWEEP_NODE_AHEAD = 32       # the sweep loads the node this far ahead,
     _SWEEP_PARENTS_AHEAD = 16    # and the parents of the node this far ahead
     _RESTORE_AHEAD = 48          # the stash's leaves
@@ -1505,9 +1505,8 @@ cdef inline int _hand_on(PyObject* c, double g, _LeafStash stash, PyObject** q,
                          Py_ssize_t* tail, unsigned int epoch) except -1:
     """Give ``g`` to parent ``c`` in ``_wide_pass``: a leaf takes it
     (``_LeafStash.take``), a node met for the first time takes it and joins
-    the queue, a queued one adds it up;
-    ``_PASSED`` if ``c`` has been entered already.  (No ``stash``: the pass
-    only records the order.)"""
+    the queue, a queued one adds it up; ``_PASSED`` if ``c`` has been entered
+    already.  (No ``stash``: the pass only records the order.)"""
     if (<Node>c).op == OP_LEAF:
         return 0 if stash is None else stash.take(c, g, epoch)
     if not (<Node>c).requires_grad:
@@ -1650,23 +1649,24 @@ cdef Py_ssize_t _wide_pass(Value root, _LeafStash stash, PyObject*** entered,
 cdef void _undo_leaves(PyObject** entered, Py_ssize_t n) noexcept:
     """Zero the gradient of every leaf the ``n`` entered nodes handed theirs
     to (what it held before is in the stash)."""
-    cdef Py_ssize_t k, i, m
+    cdef Py_ssize_t k, i
     cdef PyObject* node
-    cdef PyObject* c
     cdef PyObject** items
     for k in range(n):
         node = entered[k]
-        for i in range(2):
-            c = <PyObject*>(<Node>node).a if i == 0 else <PyObject*>(<Node>node).b
-            if c != <PyObject*>None and _type_of(c) != <PyObject*>tuple \
-                    and (<Node>c).op == OP_LEAF and (<Node>c).requires_grad:
-                (<Value>c).grad = 0.0
+        if (<Node>node).a is not None:
+            _zero_leaf(<PyObject*>(<Node>node).a)
         if args_in_b((<Node>node).op):
             items = _tuple_items(<tuple>(<Node>node).b)
-            m = len(<tuple>(<Node>node).b)
-            for i in range(m):
-                if (<Node>items[i]).op == OP_LEAF and (<Node>items[i]).requires_grad:
-                    (<Value>items[i]).grad = 0.0
+            for i in range(len(<tuple>(<Node>node).b)):
+                _zero_leaf(items[i])
+        elif (<Node>node).b is not None:
+            _zero_leaf(<PyObject*>(<Node>node).b)
+
+
+cdef inline void _zero_leaf(PyObject* v) noexcept:
+    if (<Node>v).op == OP_LEAF and (<Node>v).requires_grad:
+        (<Value>v).grad = 0.0
 
 
 cdef void* _grow(void* p, size_t size) except NULL:
