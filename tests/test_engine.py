@@ -531,6 +531,33 @@ def test_random_layered_graphs_match_finite_differences(spec, xs):
                         [Value(x) for x in xs], eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
+@settings(max_examples=100, deadline=None)
+@given(spec=layers, xs=st.lists(st.floats(-1.5, 1.5), min_size=2, max_size=4),
+       earlier=st.lists(st.floats(-2, 2), min_size=4, max_size=4))
+def test_backward_accumulates_as_the_sorted_pass_computes(spec, xs, earlier):
+    # backward() (breadth first on these graphs) against mg.grad (which
+    # sorts): leaves holding gradients, one leaf frozen; and a second pass
+    # from zero gives exactly twice the first
+    leaves = [Value(x) for x in xs[:-1]] + [Value(xs[-1], requires_grad=False)]
+    root = build_layered_graph(spec, leaves)
+    if not root.requires_grad:
+        return
+    sorted_pass = mg.grad(root, leaves[:-1], allow_unused=True)
+    for leaf, e in zip(leaves, earlier):
+        leaf.grad = e
+    root.backward()
+    for leaf, e, g in zip(leaves, earlier, sorted_pass):
+        g = 0.0 if g is None else float(g)
+        assert leaf.grad == pytest.approx(e + g, rel=1e-12, abs=1e-12)
+    assert leaves[-1].grad == earlier[len(leaves) - 1]
+    for leaf in leaves[:-1]:
+        leaf.grad = 0.0
+    root.backward()
+    once = [leaf.grad for leaf in leaves[:-1]]
+    root.backward()
+    assert [leaf.grad for leaf in leaves[:-1]] == [2 * g for g in once]
+
+
 # -- anomaly mode and threads --------------------------------------------------
 
 def test_detect_anomaly_names_the_first_forward_op():
