@@ -206,21 +206,32 @@ def test_leaf_parents_are_stashed_once_however_often_they_are_read():
     assert k.grad == 0.0
 
 
-def test_backward_breadth_first_and_its_fallback_to_the_sort_agree():
+def test_backward_breadth_first_counted_and_sorted_agree():
     # backward() enters a graph breadth first, each node handing its gradient
     # on as it is entered, when every user of a node is met before the node
     # (a tree, a chain, a layered network); a node with users at different
-    # depths sends it back to the sort and sweep, the gradients its leaves
-    # took meanwhile undone.  Both ways, earlier leaf gradients accumulate
-    # and a frozen leaf keeps its own.
+    # depths sends it, the shares its leaves took undone, to a pass that
+    # counts each node's users first (Kahn's order); a node with a rule
+    # written in Python, to the sort and sweep.  All three ways, earlier leaf
+    # gradients accumulate and a frozen leaf keeps its own.
+    def hand_built(x):                   # micrograd's way: a rule in Python
+        out = Value(2.0 * x.data, (x,), "double")
+        def _backward():
+            x.grad += 2.0 * out.grad
+        out._backward = _backward
+        return out
     def layered(x, k):
         h = x * x                        # two users, at one depth
         return (h * 2.0) * (h * k), h    # 2k x^4
     def uneven(x, k):
         y = x * 3.0                      # users at depths 1 and 3
         return y + (y * 2.0).relu() * k, y
+    def uneven_by_hand(x, k):
+        y = hand_built(x) * 1.5
+        return y + (y * 2.0).relu() * k, y
     cases = ((layered, 8 * 4.0 * 1.5 ** 3, 2 * 2 * 4.0 * 1.5 ** 2),
-             (uneven, 3 * (1 + 2 * 4.0), 1 + 2 * 4.0))
+             (uneven, 3 * (1 + 2 * 4.0), 1 + 2 * 4.0),
+             (uneven_by_hand, 3 * (1 + 2 * 4.0), 1 + 2 * 4.0))
     for f, dx, dmid in cases:
         x, k = Value(1.5), Value(4.0, requires_grad=False)
         x.grad, k.grad = 0.5, 7.0

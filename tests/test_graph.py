@@ -51,10 +51,11 @@ def check_replay_equals_rebuild(build, spec, xs, ys):
 
 
 def test_graph_records_the_order_backward_enters_the_nodes():
-    # where backward() enters the nodes breadth first, Graph records them in
-    # that order reversed, after the leaves (as backward() meets them), so a
-    # replay adds each gradient up in backward()'s order; where backward()
-    # sorts, Graph records the sort's order
+    # an unbatched Graph records the nodes in the order backward() enters
+    # them, reversed, after the leaves (as backward() meets them), so that a
+    # replay adds each gradient up in backward()'s order: breadth first, or
+    # Kahn's order where a node has users at different depths; with lanes,
+    # the depth-first order
     a, b, c, d = (Value(float(i)) for i in range(4))
     ab, cd = a * b, c * d
     root = ab + cd
@@ -62,8 +63,13 @@ def test_graph_records_the_order_backward_enters_the_nodes():
     assert mg.topological_order(root) == [a, b, ab, c, d, cd, root]
     x = Value(1.5)
     y = x * 3.0                        # users at depths 1 and 3
-    uneven = y + (y * 2.0).relu() * 4.0
-    assert list(Graph(uneven).nodes) == mg.topological_order(uneven)
+    y2, y5 = y * 2.0, y * 5.0
+    r = y5.relu()
+    s = r * 4.0
+    uneven = y2 + s
+    assert list(Graph(uneven).nodes) == [x, y, y5, r, s, y2, uneven]
+    assert mg.topological_order(uneven) == [x, y, y2, y5, r, s, uneven]
+    assert list(Graph(uneven, inputs=[x]).nodes) == mg.topological_order(uneven)
 
 
 def demo_loss(model, inputs, y):

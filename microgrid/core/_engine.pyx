@@ -1502,14 +1502,24 @@ cdef enum:
 
 
 cdef inline int _hand_on(PyObject* c, double g, _LeafStash stash, PyObject** q,
-                         Py_ssize_t* tail, unsigned int epoch) except -1:
+                         Py_ssize_t* tail, unsigned int epoch, bint counted) except -1:
     """Give ``g`` to parent ``c`` in ``_wide_pass``: a leaf takes it
     (``_LeafStash.take``), a node met for the first time takes it and joins
     the queue, a queued one adds it up; ``_PASSED`` if ``c`` has been entered
-    already.  (No ``stash``: the pass only records the order.)"""
+    already.  ``counted``: a node adds it up and joins the queue when the last
+    of its users has handed it its share.  (No ``stash``: the pass only
+    records the order.)"""
     if (<Node>c).op == OP_LEAF:
         return 0 if stash is None else stash.take(c, g, epoch)
     if not (<Node>c).requires_grad:
+        return 0
+    if counted:             # its stamp: epoch + the users yet to hand theirs on
+        if stash is not None:
+            (<Value>c).grad = (<Value>c).grad + g
+        (<Node>c).epoch -= 1
+        if (<Node>c).epoch == epoch:         # the last: it joins the queue
+            q[tail[0]] = c
+            tail[0] += 1
         return 0
     if (<Node>c).epoch == epoch:             # queued: add up
         if stash is not None:
@@ -1525,11 +1535,11 @@ cdef inline int _hand_on(PyObject* c, double g, _LeafStash stash, PyObject** q,
     return 0
 
 
-cdef Py_ssize_t _wide_pass(Value root, _LeafStash stash, PyObject*** entered,
-                           Py_ssize_t* entered_cap) except -2:
+cdef Py_ssize_t _wide_pass(Value root, double seed, _LeafStash stash, bint counted,
+                           PyObject*** entered, Py_ssize_t* entered_cap) except -2:
     """backward() from a Value ``root`` in one breadth-first pass: the number
-    of nodes entered, or -1 if this graph needs the sort (then nothing has
-    changed but the leaves' stash, the caller's to go on with).
+    of nodes entered, or -1 if this graph needs another order (then nothing
+    has changed but the leaves' stash, the caller's to go on with).
 
     Entering the nodes in the order a queue meets them, each node hands its
     gradient on as it is entered: no sort first.  That is a topological
@@ -1537,21 +1547,31 @@ cdef Py_ssize_t _wide_pass(Value root, _LeafStash stash, PyObject*** entered,
     tree, a chain or a layered network (a node's users all one step further
     from the root); a node whose gradient turns up after it was entered
     (users at different depths), or an op other than the table's scalar
-    ones, sends the pass back (its leaves' gradients undone) to the sort and
-    sweep.  A queue knows the nodes it will enter: their lines, and their
-    parents', are asked from memory ahead, where a depth-first walk waits on
-    each node's line before it can find the next.  Nodes are stamped with the
-    pass's epoch when queued and the next one when entered.
+    ones, sends the pass back, its leaves' gradients undone.  A queue knows
+    the nodes it will enter: their lines, and their parents', are asked from
+    memory ahead, where a depth-first walk waits on each node's line before
+    it can find the next.  Nodes are stamped with the pass's epoch when
+    queued and the next one when entered.
 
-    Without a ``stash`` nothing is written but the stamps: the nodes entered
-    (root first) go to ``entered`` (its capacity to ``entered_cap``), which
-    the caller gives back with ``_return_buffers``.  Graph records its order
-    so, and so adds up each gradient in backward()'s order."""
+    ``counted``: Kahn's order instead, for any graph of the table's scalar
+    ops (-1 for others, left to the sort and sweep): a first breadth-first
+    walk counts each node's users (``_count_users``), and a node joins the
+    queue when the last of them has handed it its share.  Three passes over
+    the graph, each asking memory ahead, where the sort and sweep take two
+    that wait on each node.
+
+    ``seed``: the root's gradient.  Without a ``stash`` nothing is written
+    but the stamps (and the gradients put back): the nodes entered, root
+    first, go to ``entered`` (its capacity to ``entered_cap``), which the
+    caller gives back with ``_return_buffers``.  Graph records its order so,
+    and so adds up each gradient in backward()'s order."""
     global _epoch, _spare_order, _spare_order_cap
     cdef Py_ssize_t cap = _spare_order_cap, head = 0, tail = 1, i, n, m
     cdef PyObject** q = _spare_order
     cdef PyObject* node
     cdef PyObject* ahead
+    cdef PyObject* a
+    cdef PyObject* b
     cdef PyObject** items
     cdef unsigned short op
     cdef unsigned int epoch
@@ -1565,11 +1585,17 @@ cdef Py_ssize_t _wide_pass(Value root, _LeafStash stash, PyObject*** entered,
     try:
         if q == NULL:
             raise MemoryError()
-        epoch = _epoch + 1
-        _epoch += 2              # (a sort after this pass takes a fresh epoch)
+        if counted:
+            if not _count_users(root, &q, &cap, stash is None, &epoch):
+                _return_buffers(NULL, 0, q, cap)
+                return -1
+        else:
+            epoch = _epoch + 1
+            _epoch += 2          # (a sort after this pass takes a fresh epoch)
+            root.epoch = epoch
         if stash is not None:
             stash.epoch = epoch
-        root.epoch = epoch
+            root.grad = seed
         q[0] = <PyObject*>root
         while head < tail:
             if head + _WIDE_AHEAD < tail:
@@ -1579,30 +1605,31 @@ cdef Py_ssize_t _wide_pass(Value root, _LeafStash stash, PyObject*** entered,
                 MG_PREFETCH(<PyObject*>(<Node>ahead).a)
                 MG_PREFETCH(<PyObject*>(<Node>ahead).b)
             node = q[head]
+            if not _runs_wide(node):
+                break                    # a hand-built rule, or a tensor's element
             op = (<Node>node).op
             n = mg_op_operands(op)
-            if (n == 0 and op != OP_SUM and op != OP_MEAN and op != OP_DOT) \
-                    or not isinstance(<object>node, Value):
-                break                    # a hand-built rule, or a tensor's element
             m = n if n else len(<tuple>(<Node>node).b) + 1     # (dot's bias too)
             if tail + m > cap:
                 while tail + m > cap:
                     cap *= 2
                 q = <PyObject**>_grow(q, cap * sizeof(PyObject*))
             head += 1
-            (<Node>node).epoch = epoch + 1
+            if not counted:
+                (<Node>node).epoch = epoch + 1
             g = (<Value>node).grad
             # each parent in the order _scalar_backward hands them theirs
+            a = <PyObject*>(<Node>node).a
             if n == 2:
-                _binary_grads(op, (<Value>(<Node>node).a).data, (<Value>(<Node>node).b).data,
+                b = <PyObject*>(<Node>node).b
+                _binary_grads(op, (<Value>a).data, (<Value>b).data,
                               (<Value>node).data, (<Value>node).aux, &da, &db)
-                passed = _hand_on(<PyObject*>(<Node>node).a, g * da, stash, q, &tail, epoch)
+                passed = _hand_on(a, g * da, stash, q, &tail, epoch, counted)
                 if not passed:
-                    passed = _hand_on(<PyObject*>(<Node>node).b, g * db, stash, q, &tail, epoch)
+                    passed = _hand_on(b, g * db, stash, q, &tail, epoch, counted)
             elif n == 1:
-                da = _unary_grad(op, (<Value>(<Node>node).a).data, (<Value>node).data,
-                                 (<Value>node).aux)
-                passed = _hand_on(<PyObject*>(<Node>node).a, g * da, stash, q, &tail, epoch)
+                da = _unary_grad(op, (<Value>a).data, (<Value>node).data, (<Value>node).aux)
+                passed = _hand_on(a, g * da, stash, q, &tail, epoch, counted)
             else:
                 items = _tuple_items(<tuple>(<Node>node).b)
                 n = m - 1
@@ -1610,17 +1637,17 @@ cdef Py_ssize_t _wide_pass(Value root, _LeafStash stash, PyObject*** entered,
                     n //= 2
                     for i in range(n):
                         passed = _hand_on(items[i], g * (<Value>items[n + i]).data,
-                                          stash, q, &tail, epoch) \
+                                          stash, q, &tail, epoch, counted) \
                             or _hand_on(items[n + i], g * (<Value>items[i]).data,
-                                        stash, q, &tail, epoch)
+                                        stash, q, &tail, epoch, counted)
                         if passed:
                             break
-                    if not passed and (<Node>node).a is not None:
-                        passed = _hand_on(<PyObject*>(<Node>node).a, g, stash, q, &tail, epoch)
+                    if not passed and a != <PyObject*>None:
+                        passed = _hand_on(a, g, stash, q, &tail, epoch, counted)
                 else:
                     y = g if op == OP_SUM else g / n
                     for i in range(n):
-                        passed = _hand_on(items[i], y, stash, q, &tail, epoch)
+                        passed = _hand_on(items[i], y, stash, q, &tail, epoch, counted)
                         if passed:
                             break
             if passed:
@@ -1645,6 +1672,103 @@ cdef Py_ssize_t _wide_pass(Value root, _LeafStash stash, PyObject*** entered,
     _return_buffers(NULL, 0, q, cap)
     return head if complete else -1
 
+
+cdef inline bint _runs_wide(PyObject* node) noexcept:
+    """Whether ``_wide_pass`` runs ``node``: a Value of one of the table's
+    binary, unary or n-ary ops (not a leaf, a hand-built rule or a tensor's
+    element)."""
+    cdef unsigned short op = (<Node>node).op
+    return isinstance(<object>node, Value) and (
+        mg_op_operands(op) != 0 or op == OP_SUM or op == OP_MEAN or op == OP_DOT)
+
+
+cdef inline void _count_user(PyObject* c, PyObject** q, Py_ssize_t* tail, double* saved,
+                             unsigned int mark) noexcept:
+    # one more user of parent c (a node that takes a gradient): the first
+    # time, c is stamped and queued (its gradient kept in ``saved``, if any)
+    if c == <PyObject*>None or (<Node>c).op == OP_LEAF or not (<Node>c).requires_grad:
+        return
+    if (<Node>c).epoch == mark:
+        (<Value>c).grad = (<Value>c).grad + 1.0
+        return
+    (<Node>c).epoch = mark
+    if saved != NULL:
+        saved[tail[0]] = (<Value>c).grad
+    (<Value>c).grad = 1.0
+    q[tail[0]] = c
+    tail[0] += 1
+
+
+cdef bint _count_users(Value root, PyObject*** queue, Py_ssize_t* queue_cap, bint keep_grads,
+                       unsigned int* ready) except -1:
+    """Stamp each node below ``root`` (that takes a gradient) with ``ready``
+    plus the number of its users, its gradient zeroed (or, if
+    ``keep_grads``, left as it was); False, with nothing but stamps changed,
+    if a node is one ``_wide_pass`` does not run.  First a breadth-first
+    walk counts the users in the gradients, then a pass over the nodes it
+    found moves the counts into the stamps.  ``queue``: a buffer to use (and
+    its capacity), which may be grown."""
+    global _epoch
+    cdef PyObject** q = queue[0]
+    cdef Py_ssize_t cap = queue_cap[0], head = 0, tail = 1, i, n, m, k
+    cdef double* saved = NULL
+    cdef unsigned int mark = _epoch + 1, base, most = 1, users
+    cdef PyObject* node
+    cdef PyObject* ahead
+    cdef PyObject** items
+    cdef bint ok = True
+    _epoch += 1
+    try:
+        if keep_grads:
+            saved = <double*>_grow(NULL, cap * sizeof(double))
+            saved[0] = root.grad
+        root.epoch = mark
+        root.grad = 0.0
+        q[0] = <PyObject*>root
+        while head < tail:
+            if head + _WIDE_AHEAD < tail:
+                MG_PREFETCH(q[head + _WIDE_AHEAD])
+            if head + _WIDE_AHEAD // 2 < tail:
+                ahead = q[head + _WIDE_AHEAD // 2]
+                MG_PREFETCH(<PyObject*>(<Node>ahead).a)
+                MG_PREFETCH(<PyObject*>(<Node>ahead).b)
+            node = q[head]
+            head += 1
+            if not _runs_wide(node):
+                ok = False
+                break
+            n = mg_op_operands((<Node>node).op)
+            m = n if n else len(<tuple>(<Node>node).b) + 1
+            if tail + m > cap:
+                while tail + m > cap:
+                    cap *= 2
+                q = <PyObject**>_grow(q, cap * sizeof(PyObject*))
+                if saved != NULL:
+                    saved = <double*>_grow(saved, cap * sizeof(double))
+            _count_user(<PyObject*>(<Node>node).a, q, &tail, saved, mark)
+            if n == 2:
+                _count_user(<PyObject*>(<Node>node).b, q, &tail, saved, mark)
+            elif n == 0:
+                items = _tuple_items(<tuple>(<Node>node).b)
+                for i in range(m - 1):
+                    _count_user(items[i], q, &tail, saved, mark)
+        base = _epoch + 1
+        for k in range(tail):
+            if k + _WIDE_AHEAD < tail:
+                MG_PREFETCH(q[k + _WIDE_AHEAD])
+            node = q[k]
+            users = <unsigned int>(<Value>node).grad
+            most = users if users > most else most
+            (<Value>node).grad = saved[k] if saved != NULL else 0.0
+            if ok:
+                (<Node>node).epoch = base + users
+        # (the leaves take base and base + 1: _LeafStash.take)
+        _epoch = base + most
+        ready[0] = base
+    finally:
+        free(saved)
+        queue[0], queue_cap[0] = q, cap
+    return ok
 
 cdef void _undo_leaves(PyObject** entered, Py_ssize_t n) noexcept:
     """Zero the gradient of every leaf the ``n`` entered nodes handed theirs
@@ -1683,6 +1807,7 @@ cdef int run_backward(Node root, object grad) except -1:
     cdef Py_ssize_t n, i, order_cap = 0
     cdef Node node
     cdef _LeafStash stash = _LeafStash.__new__(_LeafStash)
+    cdef double seed
     if not root.requires_grad:
         raise RuntimeError(
             "backward(): this node does not require grad; nothing it depends on takes a gradient")
@@ -1691,11 +1816,13 @@ cdef int run_backward(Node root, object grad) except -1:
     # them); leaves (op LEAF) keep accumulating until the user zeroes them
     # (their gradients are set aside in the stash, by the sort or as the
     # passes first hand them a share).  A Value root's graph is entered
-    # breadth first where that is an order (_wide_pass), else sorted.
+    # breadth first where that is an order, else in Kahn's order (both
+    # _wide_pass), else sorted.
     try:
         if not _anomaly_mode and isinstance(root, Value) and root.op != OP_LEAF:
-            seed_grad(root, grad, False)
-            if _wide_pass(<Value>root, stash, NULL, NULL) >= 0:
+            seed = <double>grad
+            if _wide_pass(<Value>root, seed, stash, False, NULL, NULL) >= 0 \
+                    or _wide_pass(<Value>root, seed, stash, True, NULL, NULL) >= 0:
                 return 0
         n = _topo_sort(root, &order, &order_cap, False, stash)
         seed_grad(root, grad, False)
