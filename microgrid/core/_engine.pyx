@@ -1535,19 +1535,6 @@ cdef inline int _hand_on(PyObject* c, double g, _LeafStash stash, PyObject** q,
     return 0
 
 
-cdef inline void _ask_ahead(PyObject** q, Py_ssize_t head, Py_ssize_t tail) noexcept:
-    """A queue's nodes are known before they are entered: ask memory for the
-    line of the one _WIDE_AHEAD entries past ``head``, and for the parents of
-    the one half as far (whose line has arrived)."""
-    cdef PyObject* ahead
-    if head + _WIDE_AHEAD < tail:
-        MG_PREFETCH(q[head + _WIDE_AHEAD])
-    if head + _WIDE_AHEAD // 2 < tail:
-        ahead = q[head + _WIDE_AHEAD // 2]
-        MG_PREFETCH(<PyObject*>(<Node>ahead).a)
-        MG_PREFETCH(<PyObject*>(<Node>ahead).b)
-
-
 cdef Py_ssize_t _wide_pass(Value root, double seed, _LeafStash stash, bint counted,
                            PyObject*** entered, Py_ssize_t* entered_cap) except -2:
     """backward() from a Value ``root`` in one breadth-first pass: the number
@@ -1611,7 +1598,12 @@ cdef Py_ssize_t _wide_pass(Value root, double seed, _LeafStash stash, bint count
             root.grad = seed
         q[0] = <PyObject*>root
         while head < tail:
-            _ask_ahead(q, head, tail)
+            if head + _WIDE_AHEAD < tail:
+                MG_PREFETCH(q[head + _WIDE_AHEAD])
+            if head + _WIDE_AHEAD // 2 < tail:
+                ahead = q[head + _WIDE_AHEAD // 2]
+                MG_PREFETCH(<PyObject*>(<Node>ahead).a)
+                MG_PREFETCH(<PyObject*>(<Node>ahead).b)
             node = q[head]
             if not _runs_wide(node):
                 break                    # a hand-built rule, or a tensor's element
@@ -1722,6 +1714,7 @@ cdef bint _count_users(Value root, PyObject*** queue, Py_ssize_t* queue_cap, bin
     cdef double* saved = NULL
     cdef unsigned int mark = _epoch + 1, base, most = 1, users
     cdef PyObject* node
+    cdef PyObject* ahead
     cdef PyObject** items
     cdef bint ok = True
     _epoch += 1
@@ -1733,7 +1726,12 @@ cdef bint _count_users(Value root, PyObject*** queue, Py_ssize_t* queue_cap, bin
         root.grad = 0.0
         q[0] = <PyObject*>root
         while head < tail:
-            _ask_ahead(q, head, tail)
+            if head + _WIDE_AHEAD < tail:
+                MG_PREFETCH(q[head + _WIDE_AHEAD])
+            if head + _WIDE_AHEAD // 2 < tail:
+                ahead = q[head + _WIDE_AHEAD // 2]
+                MG_PREFETCH(<PyObject*>(<Node>ahead).a)
+                MG_PREFETCH(<PyObject*>(<Node>ahead).b)
             node = q[head]
             head += 1
             if not _runs_wide(node):

@@ -937,11 +937,7 @@ cdef class Graph:
                                     f"got {type(x).__name__}")
         self._threads = threads
         self.root = <Node>root
-        # unbatched, backward()'s order (the same sums, bit for bit); with
-        # lanes, the depth-first one, whose dense layers the lanes run as one
-        # step (_lanes_build; a sample's values do not depend on the order)
-        self._nodes = tuple(_replay_order(self.root) if inputs is None
-                            else topological_order(self.root))
+        self._nodes = tuple(_replay_order(self.root, inputs is not None))
         self._n = len(self._nodes)
         self._order = <PyObject**>malloc(max(self._n, 1) * sizeof(PyObject*))
         if self._order == NULL:
@@ -1288,7 +1284,7 @@ cdef class Graph:
         structure: the same ops in the same order, wired the same way, with
         the same constants.  Use it to check that data-dependent code did not
         take another branch."""
-        cdef list fresh = _replay_order(root) if self._lanes == NULL else topological_order(root)
+        cdef list fresh = _replay_order(root, self._lanes != NULL)
         cdef dict position = {}
         cdef Py_ssize_t i
         if len(fresh) != self._n:
@@ -1320,19 +1316,21 @@ cdef list _slots(Node node):
     return out
 
 
-cdef list _replay_order(Node root):
-    """The order an unbatched Graph records ``root``'s nodes in, each after
-    its parents, ``root`` last.  Where backward() enters the nodes with
-    ``_wide_pass`` (breadth first, or in Kahn's order), the nodes it enters,
-    reversed, after their parents that take no gradient (the leaves, and
-    each node that takes none with what it is computed from): a replay then
-    adds up every gradient in backward()'s order.  Otherwise
-    ``topological_order(root)``, as backward()'s sort."""
+cdef list _replay_order(Node root, bint batched):
+    """The order a Graph records ``root``'s nodes in, each after its
+    parents, ``root`` last.  Unbatched, where backward() enters the nodes
+    with ``_wide_pass`` (breadth first, or in Kahn's order): the nodes it
+    enters, reversed, after their parents that take no gradient (the leaves,
+    and each node that takes none with what it is computed from), so that a
+    replay adds up every gradient in backward()'s order.  Otherwise, and
+    ``batched``, ``topological_order(root)`` (backward()'s sort; the lanes
+    run a dense layer's neurons as one step in that order, and a sample's
+    values do not depend on the order)."""
     cdef PyObject** entered = NULL
     cdef Py_ssize_t n = -1, i, cap = 0
     cdef list before = [], nodes
     cdef set seen = set()
-    if isinstance(root, Value) and root.op != OP_LEAF:
+    if not batched and isinstance(root, Value) and root.op != OP_LEAF:
         n = _wide_pass(<Value>root, 0.0, None, False, &entered, &cap)
         if n < 0:
             n = _wide_pass(<Value>root, 0.0, None, True, &entered, &cap)
