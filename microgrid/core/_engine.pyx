@@ -1598,6 +1598,8 @@ cdef Py_ssize_t _wide_pass(Value root, double seed, _LeafStash stash, bint count
             root.grad = seed
         q[0] = <PyObject*>root
         while head < tail:
+            # (the queue's prefetch, as in _count_users: written out, since GCC
+            # emitted none of it from a Cython inline function)
             if head + _WIDE_AHEAD < tail:
                 MG_PREFETCH(q[head + _WIDE_AHEAD])
             if head + _WIDE_AHEAD // 2 < tail:
