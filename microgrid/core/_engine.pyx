@@ -1401,18 +1401,21 @@ cdef class _LeafStash:
         else:
             free(self.items)
 
+    cdef int _grow_items(self) except -1:
+        cdef Py_ssize_t cap = 2 * self.cap + 16
+        self.items = <Stashed*>_grow(self.items, cap * sizeof(Stashed))
+        self.cap = cap
+        return 0
+
     cdef inline int add(self, Node leaf) except -1:
         """Set ``leaf``'s gradient aside and zero it (a zero gradient, as in a
         training loop that zeroes before backward, needs nothing set aside)."""
-        cdef Py_ssize_t cap
         if not isinstance(leaf, Value):
             return self._add_array(leaf)
         if (<Value>leaf).grad == 0.0:
             return 0
         if self.n == self.cap:
-            cap = 2 * self.cap + 16
-            self.items = <Stashed*>_grow(self.items, cap * sizeof(Stashed))
-            self.cap = cap
+            self._grow_items()
         self.items[self.n].leaf = <size_t><PyObject*>leaf | _ZEROED
         self.items[self.n].grad = (<Value>leaf).grad
         (<Value>leaf).grad = 0.0
@@ -1429,7 +1432,7 @@ cdef class _LeafStash:
         instead (first + second), to which restore() adds the earlier
         gradient back.  The leaf is stamped ``epoch`` when handed one share,
         ``epoch + 1`` when handed more."""
-        cdef Py_ssize_t cap, k
+        cdef Py_ssize_t k
         if not (<Node>leaf).requires_grad:
             return 0
         if (<Node>leaf).epoch == epoch + 1:
@@ -1449,9 +1452,7 @@ cdef class _LeafStash:
                 (<Value>leaf).aux = -1.0
             else:
                 if self.n == self.cap:
-                    cap = 2 * self.cap + 16
-                    self.items = <Stashed*>_grow(self.items, cap * sizeof(Stashed))
-                    self.cap = cap
+                    self._grow_items()
                 self.items[self.n].leaf = <size_t>leaf
                 self.items[self.n].grad = (<Value>leaf).grad
                 self.items[self.n].first = g
