@@ -166,6 +166,27 @@ static inline void mg_local_grads(int op, double a, double b, double out, double
     }
 }
 
+/* The two above compiled once, out of line, for the loops that name their
+ * commonest rows and leave the others to the table: the whole switch
+ * inlined into such a loop makes it too large for GCC to keep the loop's
+ * own helpers inline (the replay tape's node evaluation, for one). */
+#if defined(__GNUC__) || defined(__clang__)
+#define MG_NOINLINE __attribute__((noinline))
+#else
+#define MG_NOINLINE
+#endif
+
+MG_NOINLINE static double mg_forward_call(int op, double a, double b, double c)
+{
+    return mg_forward(op, a, b, c);
+}
+
+MG_NOINLINE static void mg_local_grads_call(int op, double a, double b, double out, double c,
+                                            double *da, double *db)
+{
+    mg_local_grads(op, a, b, out, c, da, db);
+}
+
 /* -- the rows' text, for the Python side ----------------------------------------
  * One entry per op code (a binary row's constant forms share its text). */
 typedef struct {

@@ -50,6 +50,72 @@ def check_replay_equals_rebuild(build, spec, xs, ys):
     assert g.matches(fresh)
 
 
+def build_dots(layout, leaves):
+    """Dots whose weights and inputs sit on the replay tape as ``layout``
+    says (the tape places nodes in the order backward() meets them), built
+    from the leaves; returns the root."""
+    n = len(leaves) // 4
+    w1, w2, xs = leaves[:n], leaves[n:2 * n], leaves[2 * n:]
+    bias = xs[-1]
+    if layout == "leaves":
+        return mg.dot(w1, xs[:n], bias)
+    below = [x.relu() for x in xs]
+    if layout == "layer below":
+        return mg.dot(w1, below[:n], bias)
+    if layout == "every other":
+        return mg.dot(w1 + w2, below[:2 * n], bias) + mg.dot(w2, below[:2 * n:2])
+    if layout == "weights reversed":
+        return mg.dot(w1, below[:n]) + mg.dot(w1[::-1], below[:n], bias)
+    if layout == "another order":
+        return mg.dot(w1, below[:n]) + mg.dot(w2, below[:n][1::2] + below[:n][::2], bias)
+    assert layout == "inputs are the weights"
+    return mg.dot(w1, w1, bias)
+
+
+# (weight step, input step) of each dot on the tape, for 5 pairs: runs of
+# positions the sweeps step through, or (0, 0) where they look each one up
+DOT_LAYOUTS = {
+    "leaves": [(1, 1)],
+    "layer below": [(1, -1)],
+    "every other": [(1, -2), (1, -1)],
+    "weights reversed": [(-1, -1), (1, -1)],
+    "another order": [(0, 0), (1, -1)],
+    "inputs are the weights": [(0, 0)],
+}
+
+
+@pytest.mark.parametrize("layout", DOT_LAYOUTS)
+def test_replayed_dots_equal_fresh_builds_bit_for_bit_whatever_their_layout(layout):
+    rng = random.Random(3)
+    assert Graph(build_dots(layout, [Value(1.0) for _ in range(20)]))._dot_steps == \
+        DOT_LAYOUTS[layout]
+    for n in (1, 2, 3, 4, 5, 8, 11):     # whole blocks of four pairs, and the rest
+        leaves = [Value(rng.uniform(-2, 2)) for _ in range(4 * n)]
+        g = Graph(build_dots(layout, leaves))
+        for _ in range(2):
+            for leaf in leaves:
+                leaf.data, leaf.grad = rng.uniform(-2, 2), 0.0
+            replayed = g.forward()
+            g.backward()
+            fresh_leaves = [Value(leaf.data) for leaf in leaves]
+            fresh = build_dots(layout, fresh_leaves)
+            fresh.backward()
+            assert replayed == fresh.data
+            assert grads(leaves) == grads(fresh_leaves)
+
+
+def test_replayed_dot_in_runs_gives_the_hand_values():
+    w, x, b = [Value(v) for v in (0.5, -1.0, 2.0)], [Value(v) for v in (3.0, 0.25, -4.0)], Value(1.0)
+    g = Graph(mg.dot(w, x, b))
+    assert g._dot_steps == [(1, 1)]
+    w[2].data = 0.75
+    assert g.forward() == 1.0 + 0.5 * 3.0 - 1.0 * 0.25 + 0.75 * -4.0
+    g.backward()
+    assert grads(w) == [3.0, 0.25, -4.0]
+    assert grads(x) == [0.5, -1.0, 0.75]
+    assert b.grad == 1.0
+
+
 def test_graph_records_the_order_backward_enters_the_nodes():
     # an unbatched Graph records the nodes in the order backward() enters
     # them, reversed, after the leaves (as backward() meets them), so that a

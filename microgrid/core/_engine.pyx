@@ -28,11 +28,14 @@ cdef extern from "Python.h":
         PyObject* ob_item[1]
 
 cdef extern from "mg_ops.h":
-    # the commonest rows by name (_op_forward, _binary_grads, _unary_grad;
-    # ReLU's value stays in the table's switch: called by name too, it kept
-    # GCC from inlining the tape's node evaluation, 7% slower replay forward)
+    # the commonest rows by name (_op_forward, _binary_grads, _unary_grad),
+    # the others through the table's switch, called out of line
     double mg_f_MUL(double a, double b) noexcept nogil
     double mg_f_ADD(double a, double b) noexcept nogil
+    double mg_f_RELU(double a, double c) noexcept nogil
+    double mg_forward_call(int op, double a, double b, double c) noexcept nogil
+    void mg_local_grads_call(int op, double a, double b, double out, double c,
+                             double* da, double* db) noexcept nogil
     double mg_da_RELU(double a, double out, double c) noexcept nogil
     double mg_da_MUL(double a, double b, double out) noexcept nogil
     double mg_db_MUL(double a, double b, double out) noexcept nogil
@@ -999,21 +1002,21 @@ cdef Value _nary(unsigned short op, tuple args, Value a, double aux, bint rg):
 # ---------------------------------------------------------------------------
 # Forward formulas: the value of a scalar node from its parents' values
 
+cdef extern from "mg_dot.h":
+    double mg_dot_values(PyObject** items, Py_ssize_t n, double bias,
+                         Py_ssize_t data_offset) noexcept nogil
+
+cdef Py_ssize_t _value_data_offset():
+    cdef Value probe = Value(0.0)
+    return <char*>&probe.data - <char*><PyObject*>probe
+
+# where a Value keeps its data, for the C loops that read operand Values
+cdef Py_ssize_t _DATA_OFFSET = _value_data_offset()
+
+
 cdef inline double _dot_data(PyObject** items, Py_ssize_t n, double bias) noexcept:
-    """bias + sum of items[i] * items[n + i], with four partial sums so the
-    additions do not wait on each other."""
-    cdef double s0 = bias, s1 = 0.0, s2 = 0.0, s3 = 0.0
-    cdef Py_ssize_t i = 0
-    while i + 4 <= n:
-        s0 += (<Value>items[i]).data * (<Value>items[n + i]).data
-        s1 += (<Value>items[i + 1]).data * (<Value>items[n + i + 1]).data
-        s2 += (<Value>items[i + 2]).data * (<Value>items[n + i + 2]).data
-        s3 += (<Value>items[i + 3]).data * (<Value>items[n + i + 3]).data
-        i += 4
-    while i < n:
-        s0 += (<Value>items[i]).data * (<Value>items[n + i]).data
-        i += 1
-    return (s0 + s1) + (s2 + s3)
+    """bias + sum of items[i].data * items[n + i].data, in MG_DOT_SUM's order."""
+    return mg_dot_values(items, n, bias, _DATA_OFFSET)
 
 
 cdef inline double _op_forward(unsigned short op, double a, double b, double c) noexcept nogil:
@@ -1024,7 +1027,9 @@ cdef inline double _op_forward(unsigned short op, double a, double b, double c) 
         return mg_f_MUL(a, b)
     if op == OP_ADD:
         return mg_f_ADD(a, b)
-    return mg_forward(op, a, b, c)
+    if op == OP_RELU:
+        return mg_f_RELU(a, c)
+    return mg_forward_call(op, a, b, c)
 
 
 cdef inline double _forward_data(Value v) except? -1.0:
@@ -1301,7 +1306,7 @@ cdef inline void _binary_grads(unsigned short op, double a, double b, double out
         da[0] = mg_da_ADD(a, b, out)
         db[0] = mg_db_ADD(a, b, out)
     else:
-        mg_local_grads(op, a, b, out, c, da, db)
+        mg_local_grads_call(op, a, b, out, c, da, db)
 
 
 cdef inline double _unary_grad(unsigned short op, double a, double out, double c) noexcept nogil:
@@ -1310,7 +1315,7 @@ cdef inline double _unary_grad(unsigned short op, double a, double out, double c
     cdef double da, db
     if op == OP_RELU:
         return mg_da_RELU(a, out, c)
-    mg_local_grads(op, a, 0.0, out, c, &da, &db)
+    mg_local_grads_call(op, a, 0.0, out, c, &da, &db)
     return da
 
 

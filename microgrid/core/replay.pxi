@@ -16,6 +16,8 @@ ctypedef struct Tape:
     int* b                  # position of parent b, or -1
     int* args_start         # n-ary operands: args[args_start[i] : args_start[i + 1]]
     int* args
+    int* w_step             # a dot whose pair k reads positions w0 + k * w_step and
+    int* x_step             # x0 + k * x_step, two runs apart: the steps (else 0)
     double* aux
     double* val
     double* grad
@@ -30,6 +32,8 @@ cdef void _tape_free(Tape* t) noexcept:
     free(t.b)
     free(t.args_start)
     free(t.args)
+    free(t.w_step)
+    free(t.x_step)
     free(t.aux)
     free(t.val)
     free(t.grad)
@@ -53,11 +57,14 @@ cdef Tape* _tape_build(tuple nodes) except NULL:
     t.b = <int*>malloc(n * sizeof(int))
     t.args_start = <int*>malloc((n + 1) * sizeof(int))
     t.args = <int*>malloc(max(n_args, 1) * sizeof(int))
+    t.w_step = <int*>calloc(n, sizeof(int))
+    t.x_step = <int*>calloc(n, sizeof(int))
     t.aux = <double*>malloc(n * sizeof(double))
     t.val = <double*>malloc(n * sizeof(double))
     t.grad = <double*>calloc(n, sizeof(double))
     if (t.op == NULL or t.requires_grad == NULL or t.a == NULL or t.b == NULL
-            or t.args_start == NULL or t.args == NULL or t.aux == NULL
+            or t.args_start == NULL or t.args == NULL or t.w_step == NULL
+            or t.x_step == NULL or t.aux == NULL
             or t.val == NULL or t.grad == NULL):
         _tape_free(t)
         raise MemoryError()
@@ -75,25 +82,48 @@ cdef Tape* _tape_build(tuple nodes) except NULL:
             for arg in operands(v):
                 t.args[k] = position[id(arg)]
                 k += 1
+        if v.op == OP_DOT:
+            _tape_find_runs(t, i, k)
     t.args_start[n] = k
     return t
 
 
-cdef inline double _tape_dot(const double* val, const int* w, const int* x, Py_ssize_t n,
-                             double bias) noexcept nogil:
-    """_dot_data's arithmetic, over tape positions."""
-    cdef double s0 = bias, s1 = 0.0, s2 = 0.0, s3 = 0.0
-    cdef Py_ssize_t i = 0
-    while i + 4 <= n:
-        s0 += val[w[i]] * val[x[i]]
-        s1 += val[w[i + 1]] * val[x[i + 1]]
-        s2 += val[w[i + 2]] * val[x[i + 2]]
-        s3 += val[w[i + 3]] * val[x[i + 3]]
-        i += 4
-    while i < n:
-        s0 += val[w[i]] * val[x[i]]
-        i += 1
-    return (s0 + s1) + (s2 + s3)
+cdef extern from "mg_dot.h":
+    double mg_tape_dot(const double* val, const int* w, const int* x, int sw, int sx,
+                       Py_ssize_t n, double bias) noexcept nogil
+    void mg_tape_dot_back(const double* val, double* grad, const int* w, const int* x, int sw,
+                          int sx, Py_ssize_t n, double g) noexcept nogil
+
+
+cdef inline int _run_step(const int* p, Py_ssize_t n) noexcept:
+    """The step s of positions p[k] = p[0] + k * s (1 for a single one), or 0."""
+    cdef Py_ssize_t k
+    cdef int s = p[1] - p[0] if n > 1 else 1
+    for k in range(1, n):
+        if p[k] - p[k - 1] != s:
+            return 0
+    return s
+
+
+cdef void _tape_find_runs(Tape* t, Py_ssize_t i, Py_ssize_t end) noexcept:
+    """Whether dot i reads its weights and its inputs from two runs of
+    positions (evenly spaced, each position once, the runs apart): its
+    sweeps then step through them instead of looking each position up, and
+    pass the gradient on to one run and then the other (every position is
+    added to once, so the order does not change a bit)."""
+    cdef Py_ssize_t half = (end - t.args_start[i]) // 2
+    cdef const int* w = t.args + t.args_start[i]
+    cdef const int* x = w + half
+    cdef int sw, sx
+    if half == 0:
+        return
+    sw = _run_step(w, half)
+    sx = _run_step(x, half)
+    if (sw == 0 or sx == 0 or max(w[0], w[half - 1]) >= min(x[0], x[half - 1])
+            and max(x[0], x[half - 1]) >= min(w[0], w[half - 1])):
+        return
+    t.w_step[i] = sw
+    t.x_step[i] = sx
 
 
 # The sweeps work on a copy of the tape (its array pointers): the extension
@@ -113,8 +143,8 @@ cdef inline void _tape_eval(Tape t, Py_ssize_t i) noexcept nogil:
     start = t.args_start[i]
     count = t.args_start[i + 1] - start
     if op == OP_DOT:
-        val[i] = _tape_dot(val, t.args + start, t.args + start + count // 2, count // 2,
-                           val[t.a[i]] if t.a[i] >= 0 else 0.0)
+        val[i] = mg_tape_dot(val, t.args + start, t.args + start + count // 2, t.w_step[i],
+                           t.x_step[i], count // 2, val[t.a[i]] if t.a[i] >= 0 else 0.0)
     else:
         total = 0.0
         for k in range(start, start + count):
@@ -145,11 +175,8 @@ cdef inline void _tape_pass_back(Tape t, Py_ssize_t i, double* grad) noexcept no
     count = t.args_start[i + 1] - start
     if op == OP_DOT:
         half = count // 2
-        for k in range(start, start + half):
-            w = t.args[k]
-            x = t.args[k + half]
-            grad[w] += g * val[x]
-            grad[x] += g * val[w]
+        mg_tape_dot_back(val, grad, t.args + start, t.args + start + half, t.w_step[i],
+                       t.x_step[i], half, g)
         if t.a[i] >= 0:
             grad[t.a[i]] += g
     else:
@@ -330,8 +357,8 @@ cdef void _lanes_free(Lanes* L) noexcept:
 
 
 cdef Py_ssize_t _sweep_edges(Tape* t, Py_ssize_t i, int* parent, Py_ssize_t* flag) noexcept:
-    """Node i's operands in the order the reverse sweep sends them their
-    gradients (mg_lanes_backward, _tape_pass_back), with where each edge's
+    """Node i's operands in the order the lanes' reverse sweep sends them
+    their gradients (mg_lanes_backward), with where each edge's
     "first" flag lives (2i, 2i + 1: operands a, b; 2n + k: args[k])."""
     cdef Py_ssize_t e = 0, k, start = t.args_start[i], count = t.args_start[i + 1] - start
     cdef Py_ssize_t half = count // 2
@@ -1021,6 +1048,16 @@ cdef class Graph:
         inputs = self._inputs or ()
         return [n for n in self._nodes if (<Node>n).op == OP_LEAF and (<Node>n).requires_grad
                 and not any(n is x for x in inputs)]
+
+    @property
+    def _dot_steps(self):
+        """The tape's dots (for tests): (weight step, input step) each where
+        it found the operands in runs, else (0, 0)."""
+        cdef Tape* t = self._tape
+        cdef Py_ssize_t i
+        if t == NULL:
+            return []
+        return [(t.w_step[i], t.x_step[i]) for i in range(t.n) if t.op[i] == OP_DOT]
 
     @property
     def _layers(self):
