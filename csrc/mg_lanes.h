@@ -220,7 +220,7 @@ static inline double *mg_lane_grad(const mg_lane_graph *g, int pos, ptrdiff_t l0
     return g->grads + (ptrdiff_t)g->gslot[pos] * g->B + l0;
 }
 
-/* The fused dot: MG_DOT_SUM's four partial sums (mg_dot.h: s0 starts at
+/* The fused dot: MG_DOT_SUM's four partial sums (mg_tape.h: s0 starts at
  * the bias; term k < n4 goes to s[k % 4], the tail to s0; then (s0 + s1) +
  * (s2 + s3)), kept per lane for a chunk of lanes at a time. */
 MG_SIMD static void mg_lanes_dot(const mg_lane_graph *g, int node, double *restrict out,

@@ -1002,7 +1002,7 @@ cdef Value _nary(unsigned short op, tuple args, Value a, double aux, bint rg):
 # ---------------------------------------------------------------------------
 # Forward formulas: the value of a scalar node from its parents' values
 
-cdef extern from "mg_dot.h":
+cdef extern from "mg_tape.h":
     double mg_dot_values(PyObject** items, Py_ssize_t n, double bias,
                          Py_ssize_t data_offset) noexcept nogil
 

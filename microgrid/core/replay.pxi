@@ -18,6 +18,8 @@ ctypedef struct Tape:
     int* args
     int* w_step             # a dot whose pair k reads positions w0 + k * w_step and
     int* x_step             # x0 + k * x_step, two runs apart: the steps (else 0)
+    int* row                # a row of m dots or unary nodes (mg_tape.h): m at its
+                            # first position, -m at its last
     double* aux
     double* val
     double* grad
@@ -34,6 +36,7 @@ cdef void _tape_free(Tape* t) noexcept:
     free(t.args)
     free(t.w_step)
     free(t.x_step)
+    free(t.row)
     free(t.aux)
     free(t.val)
     free(t.grad)
@@ -59,12 +62,13 @@ cdef Tape* _tape_build(tuple nodes) except NULL:
     t.args = <int*>malloc(max(n_args, 1) * sizeof(int))
     t.w_step = <int*>calloc(n, sizeof(int))
     t.x_step = <int*>calloc(n, sizeof(int))
+    t.row = <int*>calloc(n, sizeof(int))
     t.aux = <double*>malloc(n * sizeof(double))
     t.val = <double*>malloc(n * sizeof(double))
     t.grad = <double*>calloc(n, sizeof(double))
     if (t.op == NULL or t.requires_grad == NULL or t.a == NULL or t.b == NULL
             or t.args_start == NULL or t.args == NULL or t.w_step == NULL
-            or t.x_step == NULL or t.aux == NULL
+            or t.x_step == NULL or t.row == NULL or t.aux == NULL
             or t.val == NULL or t.grad == NULL):
         _tape_free(t)
         raise MemoryError()
@@ -85,14 +89,26 @@ cdef Tape* _tape_build(tuple nodes) except NULL:
         if v.op == OP_DOT:
             _tape_find_runs(t, i, k)
     t.args_start[n] = k
+    i = 0
+    while i < n:
+        i += _tape_find_row(t, i)
     return t
 
 
-cdef extern from "mg_dot.h":
+cdef extern from "mg_tape.h":
     double mg_tape_dot(const double* val, const int* w, const int* x, int sw, int sx,
                        Py_ssize_t n, double bias) noexcept nogil
     void mg_tape_dot_back(const double* val, double* grad, const int* w, const int* x, int sw,
                           int sx, Py_ssize_t n, double g) noexcept nogil
+    void mg_tape_dot_rows(double* val, int out, int m, int w0, int row_step, int sw, int x0,
+                          int sx, Py_ssize_t n, const int* bias) noexcept nogil
+    void mg_tape_dot_rows_back(const double* val, double* grad, int out, int m, int w0,
+                               int row_step, int sw, int x0, int sx, Py_ssize_t n,
+                               const int* bias) noexcept nogil
+    void mg_tape_unary_rows(int op, double* val, int out, int m, int a0, int a_step,
+                            double c) noexcept nogil
+    void mg_tape_unary_rows_back(int op, const double* val, double* grad, int out, int m,
+                                 int a0, int a_step, double c) noexcept nogil
 
 
 cdef inline int _run_step(const int* p, Py_ssize_t n) noexcept:
@@ -124,6 +140,83 @@ cdef void _tape_find_runs(Tape* t, Py_ssize_t i, Py_ssize_t end) noexcept:
         return
     t.w_step[i] = sw
     t.x_step[i] = sx
+
+
+cdef inline bint _is_input(Tape* t, Py_ssize_t i, int p) noexcept:
+    """Whether position p lies within dot i's run of inputs."""
+    cdef Py_ssize_t half = (t.args_start[i + 1] - t.args_start[i]) // 2
+    cdef const int* x = t.args + t.args_start[i] + half
+    return min(x[0], x[half - 1]) <= p <= max(x[0], x[half - 1])
+
+
+cdef inline bint _dot_row_continues(Tape* t, Py_ssize_t first, Py_ssize_t p) noexcept:
+    """Whether the dot at position p continues the row of dots begun at
+    first (mg_tape.h): the same inputs, steps and size, weights one row step
+    on, its operands all made before the row, its bias not an input."""
+    cdef Py_ssize_t half = (t.args_start[first + 1] - t.args_start[first]) // 2
+    cdef const int* w = t.args + t.args_start[p]
+    cdef int row_step
+    if (p >= t.n or t.op[p] != OP_DOT or t.w_step[p] == 0
+            or t.args_start[p + 1] - t.args_start[p] != 2 * half
+            or t.w_step[p] != t.w_step[first] or t.x_step[p] != t.x_step[first]
+            or w[half] != t.args[t.args_start[first] + half]
+            or t.requires_grad[p] != t.requires_grad[first]
+            or t.a[p] >= first or max(w[0], w[half - 1]) >= first
+            or _is_input(t, first, t.a[p])):
+        return False
+    row_step = t.args[t.args_start[first + 1]] - t.args[t.args_start[first]]
+    return w[0] - t.args[t.args_start[p - 1]] == row_step
+
+
+cdef inline bint _unary_row_continues(Tape* t, Py_ssize_t first, Py_ssize_t p) noexcept:
+    """Whether the node at position p continues the row of unary nodes
+    begun at first: the same op and constant, its operand one step on and
+    made before the row."""
+    return (p < t.n and t.op[p] == t.op[first] and t.aux[p] == t.aux[first]
+            and t.requires_grad[p] == t.requires_grad[first] and t.a[p] < first
+            and t.a[p] - t.a[p - 1] == t.a[first + 1] - t.a[first] and t.a[p] != t.a[p - 1])
+
+
+cdef Py_ssize_t _tape_find_row(Tape* t, Py_ssize_t first) noexcept:
+    """Marks the row of dots or of unary nodes that begins at position
+    first, if two or more nodes make one; returns how many positions it
+    covers (1 if none)."""
+    cdef Py_ssize_t m = 1
+    if t.op[first] == OP_DOT and t.w_step[first] != 0 and not _is_input(t, first, t.a[first]):
+        while _dot_row_continues(t, first, first + m):
+            m += 1
+    elif mg_op_operands(t.op[first]) == 1 and first + 1 < t.n and t.op[first + 1] == t.op[first]:
+        while _unary_row_continues(t, first, first + m):
+            m += 1
+    if m > 1:
+        t.row[first] = m
+        t.row[first + m - 1] = -m
+    return m
+
+
+cdef inline void _tape_row(Tape t, Py_ssize_t first, Py_ssize_t m, double* grad) noexcept nogil:
+    """The row of m nodes at first evaluated (grad NULL) or passing their
+    gradients on."""
+    cdef Py_ssize_t start, half
+    cdef int w0, row_step
+    if t.op[first] != OP_DOT:
+        if grad == NULL:
+            mg_tape_unary_rows(t.op[first], t.val, first, m, t.a[first],
+                               t.a[first + 1] - t.a[first], t.aux[first])
+        else:
+            mg_tape_unary_rows_back(t.op[first], t.val, grad, first, m, t.a[first],
+                                    t.a[first + 1] - t.a[first], t.aux[first])
+        return
+    start = t.args_start[first]
+    half = (t.args_start[first + 1] - start) // 2
+    w0 = t.args[start]
+    row_step = t.args[t.args_start[first + 1]] - w0
+    if grad == NULL:
+        mg_tape_dot_rows(t.val, first, m, w0, row_step, t.w_step[first], t.args[start + half],
+                         t.x_step[first], half, t.a + first)
+    else:
+        mg_tape_dot_rows_back(t.val, grad, first, m, w0, row_step, t.w_step[first],
+                              t.args[start + half], t.x_step[first], half, t.a + first)
 
 
 # The sweeps work on a copy of the tape (its array pointers): the extension
@@ -207,18 +300,25 @@ cdef inline void _node_sync(PyObject* node, int what, double* x, bint leaf) noex
 
 
 cdef void _tape_forward(Tape* t, PyObject** nodes) noexcept:
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i = 0, j
     cdef Tape tape = t[0]
-    for i in range(tape.n):
+    while i < tape.n:
+        if tape.row[i] > 0:
+            _tape_row(tape, i, tape.row[i], NULL)
+            for j in range(i, i + tape.row[i]):
+                _node_sync(nodes[j], SYNC_STORE_DATA, &tape.val[j], False)
+            i += tape.row[i]
+            continue
         if tape.op[i] == OP_LEAF:
             _node_sync(nodes[i], SYNC_LOAD, &tape.val[i], True)
         else:
             _tape_eval(tape, i)
             _node_sync(nodes[i], SYNC_STORE_DATA, &tape.val[i], False)
+        i += 1
 
 
 cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, j, first
     cdef Tape tape = t[0]
     # Derivatives are taken at the values of the last forward() (the tape
     # keeps them); every gradient, a leaf's too, starts at zero: a leaf's pass
@@ -227,11 +327,20 @@ cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
     # node it feeds comes later in the order), so it is stored there.
     memset(tape.grad, 0, tape.n * sizeof(double))
     tape.grad[tape.n - 1] = seed
-    for i in range(tape.n - 1, -1, -1):
+    i = tape.n - 1
+    while i >= 0:
+        if tape.row[i] < 0 and tape.requires_grad[i]:
+            first = i + tape.row[i] + 1
+            _tape_row(tape, first, i - first + 1, tape.grad)
+            for j in range(first, i + 1):
+                _node_sync(nodes[j], SYNC_STORE_GRAD, &tape.grad[j], False)
+            i = first - 1
+            continue
         if tape.requires_grad[i]:
             if tape.op[i] != OP_LEAF:
                 _tape_pass_back(tape, i, tape.grad)
             _node_sync(nodes[i], SYNC_STORE_GRAD, &tape.grad[i], tape.op[i] == OP_LEAF)
+        i -= 1
 
 
 # Batched replay: the same per-sample graph run on B samples at once
@@ -1058,6 +1167,15 @@ cdef class Graph:
         if t == NULL:
             return []
         return [(t.w_step[i], t.x_step[i]) for i in range(t.n) if t.op[i] == OP_DOT]
+
+    @property
+    def _rows(self):
+        """The tape's rows (for tests): (first node's op, count) each."""
+        cdef Tape* t = self._tape
+        cdef Py_ssize_t i
+        if t == NULL:
+            return []
+        return [((<Node>self._nodes[i])._op, t.row[i]) for i in range(t.n) if t.row[i] > 0]
 
     @property
     def _layers(self):

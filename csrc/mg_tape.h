@@ -1,0 +1,237 @@
+/* mg_tape.h: the replay tape's loops, and the arithmetic of the fused dot
+ * node (bias + sum of w[k] * x[k]).
+ *
+ * The dot's order of additions is written once, here (MG_DOT_SUM): a Value
+ * dot built from Python, a replayed dot and a batched lane (mg_lanes.h,
+ * which keeps the same four sums per lane) all add in this order, so a
+ * replay equals a fresh build bit for bit.
+ */
+#ifndef MG_TAPE_H
+#define MG_TAPE_H
+
+#include <Python.h>
+#include <stddef.h>
+#include "mg_ops.h"
+
+/* out = bias + sum over k < n of TERM(k), in four partial sums so that the
+ * additions do not wait on each other: term k < n - n % 4 goes to sum
+ * k % 4, the rest to the first (which starts at the bias), then
+ * (s0 + s1) + (s2 + s3).  Four sums are also one AVX2 register. */
+#define MG_DOT_SUM(out, n, bias, TERM)                                                  \
+    do {                                                                                \
+        double s0_ = (bias), s1_ = 0.0, s2_ = 0.0, s3_ = 0.0;                           \
+        ptrdiff_t k_ = 0;                                                               \
+        for (; k_ + 4 <= (n); k_ += 4) {                                                \
+            s0_ += TERM(k_);                                                            \
+            s1_ += TERM(k_ + 1);                                                        \
+            s2_ += TERM(k_ + 2);                                                        \
+            s3_ += TERM(k_ + 3);                                                        \
+        }                                                                               \
+        for (; k_ < (n); k_++)                                                          \
+            s0_ += TERM(k_);                                                            \
+        (out) = (s0_ + s1_) + (s2_ + s3_);                                              \
+    } while (0)
+
+/* A dot node's value from its operand Values: items[k] and items[n + k]
+ * are pair k's weight and input, whose values sit data_offset bytes into
+ * the objects. */
+#define MG_DOT_DATA(o) (*(const double *)((const char *)(o) + data_offset))
+#define MG_DOT_VALUES_TERM(k) (MG_DOT_DATA(items[k]) * MG_DOT_DATA(items[n + (k)]))
+
+static inline double mg_dot_values(PyObject *const *items, ptrdiff_t n, double bias,
+                                   ptrdiff_t data_offset)
+{
+    double out;
+    MG_DOT_SUM(out, n, bias, MG_DOT_VALUES_TERM);
+    return out;
+}
+
+/* -- the replay tape's dot ----------------------------------------------------
+ * Pair k's weight and input sit at tape positions w[k] and x[k]; when the
+ * tape found them in two runs (evenly spaced, apart: sw != 0), at
+ * w[0] + k * sw and x[0] + k * sx, read without looking each one up.  The
+ * steps a layered network gives (weights made one after another: 1; the
+ * layer below in the order backward() enters it: -1, or 1 for leaves) are
+ * compiled with the step known, so the loops become vector loops. */
+
+#define MG_DOT_RUN_TERM(k) (wr[(k) * sw] * xr[(k) * sx])
+
+static inline double mg_dot_run(const double *restrict wr, ptrdiff_t sw,
+                                const double *restrict xr, ptrdiff_t sx, ptrdiff_t n,
+                                double bias)
+{
+    double out;
+    MG_DOT_SUM(out, n, bias, MG_DOT_RUN_TERM);
+    return out;
+}
+
+#define MG_DOT_GATHER_TERM(k) (val[w[k]] * val[x[k]])
+
+MG_SIMD static double mg_tape_dot(const double *val, const int *w, const int *x, int sw,
+                                  int sx, ptrdiff_t n, double bias)
+{
+    double out;
+    if (sw == 1 && sx == -1)
+        return mg_dot_run(val + w[0], 1, val + x[0], -1, n, bias);
+    if (sw == 1 && sx == 1)
+        return mg_dot_run(val + w[0], 1, val + x[0], 1, n, bias);
+    if (sw)
+        return mg_dot_run(val + w[0], sw, val + x[0], sx, n, bias);
+    MG_DOT_SUM(out, n, bias, MG_DOT_GATHER_TERM);
+    return out;
+}
+
+/* to[k * step] += g * other[k * other_step] for k < n */
+static inline void mg_dot_pass_run(double *restrict to, ptrdiff_t step,
+                                   const double *restrict other, ptrdiff_t other_step,
+                                   ptrdiff_t n, double g)
+{
+    for (ptrdiff_t k = 0; k < n; k++)
+        to[k * step] += g * other[k * other_step];
+}
+
+/* The dot's gradient g passed on to its weights and inputs (found as
+ * mg_tape_dot finds them).  Runs take theirs one run after the other: each
+ * position is added to once (the runs are apart), so the order changes no
+ * bit. */
+MG_SIMD static void mg_tape_dot_back(const double *val, double *grad, const int *w,
+                                     const int *x, int sw, int sx, ptrdiff_t n, double g)
+{
+    if (sw == 1 && sx == -1) {
+        mg_dot_pass_run(grad + w[0], 1, val + x[0], -1, n, g);
+        mg_dot_pass_run(grad + x[0], -1, val + w[0], 1, n, g);
+    } else if (sw == 1 && sx == 1) {
+        mg_dot_pass_run(grad + w[0], 1, val + x[0], 1, n, g);
+        mg_dot_pass_run(grad + x[0], 1, val + w[0], 1, n, g);
+    } else if (sw) {
+        mg_dot_pass_run(grad + w[0], sw, val + x[0], sx, n, g);
+        mg_dot_pass_run(grad + x[0], sx, val + w[0], sw, n, g);
+    } else {
+        for (ptrdiff_t k = 0; k < n; k++) {
+            grad[w[k]] += g * val[x[k]];
+            grad[x[k]] += g * val[w[k]];
+        }
+    }
+}
+
+/* -- a row of dots -------------------------------------------------------------
+ * m dots at consecutive tape positions out..out + m - 1 (a layer of
+ * neurons on one sample) that read the same inputs x0 + k * sx, dot j its
+ * weights at w0 + j * row_step + k * sw and its bias at bias[j] (-1: none),
+ * all of them made before the row, no bias among the inputs.  One call
+ * evaluates them all, or passes all their gradients on (each position's
+ * additions in the order the sweep makes them one dot at a time, the last
+ * dot first). */
+
+#define MG_DOT_ROWS(SW, SX)                                                             \
+    for (int j = 0; j < m; j++)                                                          \
+        val[out + j] = mg_dot_run(val + w0 + (ptrdiff_t)j * row_step, SW, val + x0, SX, n,  \
+                                  bias[j] >= 0 ? val[bias[j]] : 0.0)
+
+MG_SIMD static void mg_tape_dot_rows(double *val, int out, int m, int w0, int row_step, int sw,
+                                     int x0, int sx, ptrdiff_t n, const int *bias)
+{
+    if (sw == 1 && sx == -1)
+        MG_DOT_ROWS(1, -1);
+    else if (sw == 1 && sx == 1)
+        MG_DOT_ROWS(1, 1);
+    else
+        MG_DOT_ROWS(sw, sx);
+}
+
+/* The inputs' gradients: each input's own sum, taken in registers for four
+ * inputs at a time over the dots, the last dot first (the order the sweep
+ * adds them in one by one), rather than through memory dot by dot. */
+static inline void mg_dot_rows_pass_x(double *restrict gx, ptrdiff_t sx,
+                                      const double *restrict w, ptrdiff_t row_step,
+                                      ptrdiff_t sw, const double *restrict g, int m,
+                                      ptrdiff_t n)
+{
+    ptrdiff_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        double a0 = gx[k * sx], a1 = gx[(k + 1) * sx], a2 = gx[(k + 2) * sx],
+               a3 = gx[(k + 3) * sx];
+        for (int j = m - 1; j >= 0; j--) {
+            const double *wj = w + (ptrdiff_t)j * row_step + k * sw;
+            a0 += g[j] * wj[0];
+            a1 += g[j] * wj[sw];
+            a2 += g[j] * wj[2 * sw];
+            a3 += g[j] * wj[3 * sw];
+        }
+        gx[k * sx] = a0;
+        gx[(k + 1) * sx] = a1;
+        gx[(k + 2) * sx] = a2;
+        gx[(k + 3) * sx] = a3;
+    }
+    for (; k < n; k++) {
+        double a = gx[k * sx];
+        for (int j = m - 1; j >= 0; j--)
+            a += g[j] * w[(ptrdiff_t)j * row_step + k * sw];
+        gx[k * sx] = a;
+    }
+}
+
+#define MG_DOT_ROWS_BACK(SW, SX)                                                        \
+    do {                                                                                 \
+        for (int j = m - 1; j >= 0; j--) {                                               \
+            const double g = grad[out + j];                                              \
+            mg_dot_pass_run(grad + w0 + (ptrdiff_t)j * row_step, SW, val + x0, SX, n, g); \
+            if (bias[j] >= 0)                                                            \
+                grad[bias[j]] += g;                                                      \
+        }                                                                                \
+        mg_dot_rows_pass_x(grad + x0, SX, val + w0, row_step, SW, grad + out, m, n);     \
+    } while (0)
+
+/* The inputs take theirs after the weights and biases: no bias is an input
+ * (the tape's rows are built so), so the order changes no bit. */
+MG_SIMD static void mg_tape_dot_rows_back(const double *val, double *grad, int out, int m,
+                                          int w0, int row_step, int sw, int x0, int sx,
+                                          ptrdiff_t n, const int *bias)
+{
+    if (sw == 1 && sx == -1)
+        MG_DOT_ROWS_BACK(1, -1);
+    else if (sw == 1 && sx == 1)
+        MG_DOT_ROWS_BACK(1, 1);
+    else
+        MG_DOT_ROWS_BACK(sw, sx);
+}
+
+/* -- a row of unary nodes ------------------------------------------------------
+ * m nodes of one unary op and constant c at consecutive positions
+ * out..out + m - 1 (the activations of a row of dots), node j reading
+ * position a0 + j * a_step, all made before the row.  ReLU's loops are
+ * vector loops; other ops go through the table's switch. */
+
+MG_SIMD static void mg_tape_unary_rows(int op, double *val, int out, int m, int a0, int a_step,
+                                       double c)
+{
+    if (op == MG_OP_RELU) {
+        for (int j = 0; j < m; j++)
+            val[out + j] = mg_f_RELU(val[a0 + (ptrdiff_t)j * a_step], c);
+        return;
+    }
+    for (int j = 0; j < m; j++)
+        val[out + j] = mg_forward(op, val[a0 + (ptrdiff_t)j * a_step], 0.0, c);
+}
+
+/* Their gradients passed on, the last node first (each operand is another
+ * position: the order changes no bit). */
+MG_SIMD static void mg_tape_unary_rows_back(int op, const double *val, double *grad, int out,
+                                            int m, int a0, int a_step, double c)
+{
+    double da, db;
+    if (op == MG_OP_RELU) {
+        for (int j = m - 1; j >= 0; j--) {
+            const ptrdiff_t p = a0 + (ptrdiff_t)j * a_step;
+            grad[p] += grad[out + j] * mg_da_RELU(val[p], val[out + j], c);
+        }
+        return;
+    }
+    for (int j = m - 1; j >= 0; j--) {
+        const ptrdiff_t p = a0 + (ptrdiff_t)j * a_step;
+        mg_local_grads(op, val[p], 0.0, val[out + j], c, &da, &db);
+        grad[p] += grad[out + j] * da;
+    }
+}
+
+#endif /* MG_TAPE_H */
