@@ -46,13 +46,52 @@ static inline double mg_dot_values(PyObject *const *items, ptrdiff_t n, double b
     return out;
 }
 
-/* -- the replay tape's dot ----------------------------------------------------
- * Pair k's weight and input sit at tape positions w[k] and x[k]; when the
- * tape found them in two runs (evenly spaced, apart: sw != 0), at
- * w[0] + k * sw and x[0] + k * sx, read without looking each one up.  The
- * steps a layered network gives (weights made one after another: 1; the
- * layer below in the order backward() enters it: -1, or 1 for leaves) are
- * compiled with the step known, so the loops become vector loops. */
+/* -- the replay tape's dots ------------------------------------------------------
+ * A dot whose weights and inputs the tape looks up: pair k at positions
+ * w[k] and x[k]. */
+
+#define MG_DOT_GATHER_TERM(k) (val[w[k]] * val[x[k]])
+
+MG_SIMD static double mg_tape_dot(const double *val, const int *w, const int *x, ptrdiff_t n,
+                                  double bias)
+{
+    double out;
+    MG_DOT_SUM(out, n, bias, MG_DOT_GATHER_TERM);
+    return out;
+}
+
+/* Its gradient g passed on, pair by pair. */
+MG_SIMD static void mg_tape_dot_back(const double *val, double *grad, const int *w,
+                                     const int *x, ptrdiff_t n, double g)
+{
+    for (ptrdiff_t k = 0; k < n; k++) {
+        grad[w[k]] += g * val[x[k]];
+        grad[x[k]] += g * val[w[k]];
+    }
+}
+
+/* A row of dots: m >= 1 dots at consecutive positions out..out + m - 1 (a
+ * layer of neurons on one sample) that read the same inputs, in a run of
+ * positions x0 + k * sx, dot j its weights in a run w0 + j * row_step +
+ * k * sw and its bias at bias[j] (-1: none); the runs apart, made before the
+ * row, no bias among the inputs.  Stepping through runs, the loops look no
+ * position up.  One call evaluates the row, or passes all its gradients on
+ * (each position's additions in the order the sweep would make them one
+ * dot at a time, the last dot first).
+ *
+ * MG_BY_STEPS compiles a loop for the steps a layered network gives
+ * (weights made one after another: 1; the layer below, in the order
+ * backward() enters it: -1, or 1 for leaves) with the steps known, so that
+ * it becomes a vector loop, and once for any other steps. */
+#define MG_BY_STEPS(sw, sx, LOOP)                                                       \
+    do {                                                                                 \
+        if ((sw) == 1 && (sx) == -1)                                                     \
+            LOOP(1, -1);                                                                 \
+        else if ((sw) == 1 && (sx) == 1)                                                 \
+            LOOP(1, 1);                                                                  \
+        else                                                                             \
+            LOOP(sw, sx);                                                                \
+    } while (0)
 
 #define MG_DOT_RUN_TERM(k) (wr[(k) * sw] * xr[(k) * sx])
 
@@ -65,20 +104,15 @@ static inline double mg_dot_run(const double *restrict wr, ptrdiff_t sw,
     return out;
 }
 
-#define MG_DOT_GATHER_TERM(k) (val[w[k]] * val[x[k]])
+#define MG_DOT_ROWS(SW, SX)                                                             \
+    for (int j = 0; j < m; j++)                                                          \
+        val[out + j] = mg_dot_run(val + w0 + (ptrdiff_t)j * row_step, SW, val + x0, SX, n,  \
+                                  bias[j] >= 0 ? val[bias[j]] : 0.0)
 
-MG_SIMD static double mg_tape_dot(const double *val, const int *w, const int *x, int sw,
-                                  int sx, ptrdiff_t n, double bias)
+MG_SIMD static void mg_tape_dot_rows(double *val, int out, int m, int w0, int row_step, int sw,
+                                     int x0, int sx, ptrdiff_t n, const int *bias)
 {
-    double out;
-    if (sw == 1 && sx == -1)
-        return mg_dot_run(val + w[0], 1, val + x[0], -1, n, bias);
-    if (sw == 1 && sx == 1)
-        return mg_dot_run(val + w[0], 1, val + x[0], 1, n, bias);
-    if (sw)
-        return mg_dot_run(val + w[0], sw, val + x[0], sx, n, bias);
-    MG_DOT_SUM(out, n, bias, MG_DOT_GATHER_TERM);
-    return out;
+    MG_BY_STEPS(sw, sx, MG_DOT_ROWS);
 }
 
 /* to[k * step] += g * other[k * other_step] for k < n */
@@ -90,58 +124,9 @@ static inline void mg_dot_pass_run(double *restrict to, ptrdiff_t step,
         to[k * step] += g * other[k * other_step];
 }
 
-/* The dot's gradient g passed on to its weights and inputs (found as
- * mg_tape_dot finds them).  Runs take theirs one run after the other: each
- * position is added to once (the runs are apart), so the order changes no
- * bit. */
-MG_SIMD static void mg_tape_dot_back(const double *val, double *grad, const int *w,
-                                     const int *x, int sw, int sx, ptrdiff_t n, double g)
-{
-    if (sw == 1 && sx == -1) {
-        mg_dot_pass_run(grad + w[0], 1, val + x[0], -1, n, g);
-        mg_dot_pass_run(grad + x[0], -1, val + w[0], 1, n, g);
-    } else if (sw == 1 && sx == 1) {
-        mg_dot_pass_run(grad + w[0], 1, val + x[0], 1, n, g);
-        mg_dot_pass_run(grad + x[0], 1, val + w[0], 1, n, g);
-    } else if (sw) {
-        mg_dot_pass_run(grad + w[0], sw, val + x[0], sx, n, g);
-        mg_dot_pass_run(grad + x[0], sx, val + w[0], sw, n, g);
-    } else {
-        for (ptrdiff_t k = 0; k < n; k++) {
-            grad[w[k]] += g * val[x[k]];
-            grad[x[k]] += g * val[w[k]];
-        }
-    }
-}
-
-/* -- a row of dots -------------------------------------------------------------
- * m dots at consecutive tape positions out..out + m - 1 (a layer of
- * neurons on one sample) that read the same inputs x0 + k * sx, dot j its
- * weights at w0 + j * row_step + k * sw and its bias at bias[j] (-1: none),
- * all of them made before the row, no bias among the inputs.  One call
- * evaluates them all, or passes all their gradients on (each position's
- * additions in the order the sweep makes them one dot at a time, the last
- * dot first). */
-
-#define MG_DOT_ROWS(SW, SX)                                                             \
-    for (int j = 0; j < m; j++)                                                          \
-        val[out + j] = mg_dot_run(val + w0 + (ptrdiff_t)j * row_step, SW, val + x0, SX, n,  \
-                                  bias[j] >= 0 ? val[bias[j]] : 0.0)
-
-MG_SIMD static void mg_tape_dot_rows(double *val, int out, int m, int w0, int row_step, int sw,
-                                     int x0, int sx, ptrdiff_t n, const int *bias)
-{
-    if (sw == 1 && sx == -1)
-        MG_DOT_ROWS(1, -1);
-    else if (sw == 1 && sx == 1)
-        MG_DOT_ROWS(1, 1);
-    else
-        MG_DOT_ROWS(sw, sx);
-}
-
 /* The inputs' gradients: each input's own sum, taken in registers for four
- * inputs at a time over the dots, the last dot first (the order the sweep
- * adds them in one by one), rather than through memory dot by dot. */
+ * inputs at a time over the dots, the last dot first, rather than through
+ * memory dot by dot. */
 static inline void mg_dot_rows_pass_x(double *restrict gx, ptrdiff_t sx,
                                       const double *restrict w, ptrdiff_t row_step,
                                       ptrdiff_t sw, const double *restrict g, int m,
@@ -171,6 +156,9 @@ static inline void mg_dot_rows_pass_x(double *restrict gx, ptrdiff_t sx,
     }
 }
 
+/* The weights and biases take theirs dot by dot, the inputs theirs after
+ * them: no bias is an input and the runs are apart, so the order changes
+ * no bit. */
 #define MG_DOT_ROWS_BACK(SW, SX)                                                        \
     do {                                                                                 \
         for (int j = m - 1; j >= 0; j--) {                                               \
@@ -182,18 +170,11 @@ static inline void mg_dot_rows_pass_x(double *restrict gx, ptrdiff_t sx,
         mg_dot_rows_pass_x(grad + x0, SX, val + w0, row_step, SW, grad + out, m, n);     \
     } while (0)
 
-/* The inputs take theirs after the weights and biases: no bias is an input
- * (the tape's rows are built so), so the order changes no bit. */
 MG_SIMD static void mg_tape_dot_rows_back(const double *val, double *grad, int out, int m,
                                           int w0, int row_step, int sw, int x0, int sx,
                                           ptrdiff_t n, const int *bias)
 {
-    if (sw == 1 && sx == -1)
-        MG_DOT_ROWS_BACK(1, -1);
-    else if (sw == 1 && sx == 1)
-        MG_DOT_ROWS_BACK(1, 1);
-    else
-        MG_DOT_ROWS_BACK(sw, sx);
+    MG_BY_STEPS(sw, sx, MG_DOT_ROWS_BACK);
 }
 
 /* -- a row of unary nodes ------------------------------------------------------

@@ -50,6 +50,24 @@ def check_replay_equals_rebuild(build, spec, xs, ys):
     assert g.matches(fresh)
 
 
+def check_every_node_replays(build, n_leaves, rng):
+    """A graph built from n_leaves leaves, replayed on two rounds of new leaf
+    values: every node's value and gradient equals a fresh build's, bit for
+    bit."""
+    leaves = [Value(rng.uniform(-2, 2)) for _ in range(n_leaves)]
+    g = Graph(build(leaves))
+    for _ in range(2):
+        for leaf in leaves:
+            leaf.data, leaf.grad = rng.uniform(-2, 2), 0.0
+        g.forward()
+        g.backward()
+        fresh = build([Value(leaf.data) for leaf in leaves])
+        fresh.backward()
+        fresh_nodes = Graph(fresh).nodes
+        assert [v.data for v in g.nodes] == [v.data for v in fresh_nodes]
+        assert grads(g.nodes) == grads(fresh_nodes)
+
+
 def build_dots(layout, leaves):
     """Dots whose weights and inputs sit on the replay tape as ``layout``
     says (the tape places nodes in the order backward() meets them), built
@@ -90,18 +108,7 @@ def test_replayed_dots_equal_fresh_builds_bit_for_bit_whatever_their_layout(layo
     assert Graph(build_dots(layout, [Value(1.0) for _ in range(20)]))._dot_steps == \
         DOT_LAYOUTS[layout]
     for n in (1, 2, 3, 4, 5, 8, 11):     # whole blocks of four pairs, and the rest
-        leaves = [Value(rng.uniform(-2, 2)) for _ in range(4 * n)]
-        g = Graph(build_dots(layout, leaves))
-        for _ in range(2):
-            for leaf in leaves:
-                leaf.data, leaf.grad = rng.uniform(-2, 2), 0.0
-            replayed = g.forward()
-            g.backward()
-            fresh_leaves = [Value(leaf.data) for leaf in leaves]
-            fresh = build_dots(layout, fresh_leaves)
-            fresh.backward()
-            assert replayed == fresh.data
-            assert grads(leaves) == grads(fresh_leaves)
+        check_every_node_replays(lambda leaves: build_dots(layout, leaves), 4 * n, rng)
 
 
 def test_replayed_dot_in_runs_gives_the_hand_values():
@@ -151,21 +158,7 @@ def test_replayed_rows_equal_fresh_builds_bit_for_bit(layout):
     assert Graph(build_rows(layout, [Value(1.0) for _ in range(24)]))._rows == \
         ROW_LAYOUTS[layout]
     for n in (3, 4, 5, 9):
-        leaves = [Value(rng.uniform(-2, 2)) for _ in range(8 * n)]
-        g = Graph(build_rows(layout, leaves))
-        for _ in range(2):
-            for leaf in leaves:
-                leaf.data, leaf.grad = rng.uniform(-2, 2), 0.0
-            replayed = g.forward()
-            g.backward()
-            fresh_leaves = [Value(leaf.data) for leaf in leaves]
-            fresh = build_rows(layout, fresh_leaves)
-            fresh.backward()
-            assert replayed == fresh.data
-            assert grads(leaves) == grads(fresh_leaves)
-            fresh_nodes = Graph(fresh).nodes        # every node: its value and gradient
-            assert [v.data for v in g.nodes] == [v.data for v in fresh_nodes]
-            assert grads(g.nodes) == grads(fresh_nodes)
+        check_every_node_replays(lambda leaves: build_rows(layout, leaves), 8 * n, rng)
 
 
 def test_graph_records_the_order_backward_enters_the_nodes():

@@ -96,10 +96,10 @@ cdef Tape* _tape_build(tuple nodes) except NULL:
 
 
 cdef extern from "mg_tape.h":
-    double mg_tape_dot(const double* val, const int* w, const int* x, int sw, int sx,
-                       Py_ssize_t n, double bias) noexcept nogil
-    void mg_tape_dot_back(const double* val, double* grad, const int* w, const int* x, int sw,
-                          int sx, Py_ssize_t n, double g) noexcept nogil
+    double mg_tape_dot(const double* val, const int* w, const int* x, Py_ssize_t n,
+                       double bias) noexcept nogil
+    void mg_tape_dot_back(const double* val, double* grad, const int* w, const int* x,
+                          Py_ssize_t n, double g) noexcept nogil
     void mg_tape_dot_rows(double* val, int out, int m, int w0, int row_step, int sw, int x0,
                           int sx, Py_ssize_t n, const int* bias) noexcept nogil
     void mg_tape_dot_rows_back(const double* val, double* grad, int out, int m, int w0,
@@ -123,10 +123,8 @@ cdef inline int _run_step(const int* p, Py_ssize_t n) noexcept:
 
 cdef void _tape_find_runs(Tape* t, Py_ssize_t i, Py_ssize_t end) noexcept:
     """Whether dot i reads its weights and its inputs from two runs of
-    positions (evenly spaced, each position once, the runs apart): its
-    sweeps then step through them instead of looking each position up, and
-    pass the gradient on to one run and then the other (every position is
-    added to once, so the order does not change a bit)."""
+    positions (evenly spaced, each position once), apart, its bias not among
+    the inputs: then it is a row of one dot (mg_tape.h)."""
     cdef Py_ssize_t half = (end - t.args_start[i]) // 2
     cdef const int* w = t.args + t.args_start[i]
     cdef const int* x = w + half
@@ -136,23 +134,17 @@ cdef void _tape_find_runs(Tape* t, Py_ssize_t i, Py_ssize_t end) noexcept:
     sw = _run_step(w, half)
     sx = _run_step(x, half)
     if (sw == 0 or sx == 0 or max(w[0], w[half - 1]) >= min(x[0], x[half - 1])
-            and max(x[0], x[half - 1]) >= min(w[0], w[half - 1])):
+            and max(x[0], x[half - 1]) >= min(w[0], w[half - 1])
+            or min(x[0], x[half - 1]) <= t.a[i] <= max(x[0], x[half - 1])):
         return
     t.w_step[i] = sw
     t.x_step[i] = sx
 
 
-cdef inline bint _is_input(Tape* t, Py_ssize_t i, int p) noexcept:
-    """Whether position p lies within dot i's run of inputs."""
-    cdef Py_ssize_t half = (t.args_start[i + 1] - t.args_start[i]) // 2
-    cdef const int* x = t.args + t.args_start[i] + half
-    return min(x[0], x[half - 1]) <= p <= max(x[0], x[half - 1])
-
-
 cdef inline bint _dot_row_continues(Tape* t, Py_ssize_t first, Py_ssize_t p) noexcept:
     """Whether the dot at position p continues the row of dots begun at
     first (mg_tape.h): the same inputs, steps and size, weights one row step
-    on, its operands all made before the row, its bias not an input."""
+    on, its operands all made before the row."""
     cdef Py_ssize_t half = (t.args_start[first + 1] - t.args_start[first]) // 2
     cdef const int* w = t.args + t.args_start[p]
     cdef int row_step
@@ -161,8 +153,7 @@ cdef inline bint _dot_row_continues(Tape* t, Py_ssize_t first, Py_ssize_t p) noe
             or t.w_step[p] != t.w_step[first] or t.x_step[p] != t.x_step[first]
             or w[half] != t.args[t.args_start[first] + half]
             or t.requires_grad[p] != t.requires_grad[first]
-            or t.a[p] >= first or max(w[0], w[half - 1]) >= first
-            or _is_input(t, first, t.a[p])):
+            or t.a[p] >= first or max(w[0], w[half - 1]) >= first):
         return False
     row_step = t.args[t.args_start[first + 1]] - t.args[t.args_start[first]]
     return w[0] - t.args[t.args_start[p - 1]] == row_step
@@ -179,10 +170,10 @@ cdef inline bint _unary_row_continues(Tape* t, Py_ssize_t first, Py_ssize_t p) n
 
 cdef Py_ssize_t _tape_find_row(Tape* t, Py_ssize_t first) noexcept:
     """Marks the row of dots or of unary nodes that begins at position
-    first, if two or more nodes make one; returns how many positions it
-    covers (1 if none)."""
+    first, if two or more nodes make one (a dot in runs is a row of one of
+    its own); returns how many positions it covers (1 if none)."""
     cdef Py_ssize_t m = 1
-    if t.op[first] == OP_DOT and t.w_step[first] != 0 and not _is_input(t, first, t.a[first]):
+    if t.op[first] == OP_DOT and t.w_step[first] != 0:
         while _dot_row_continues(t, first, first + m):
             m += 1
     elif mg_op_operands(t.op[first]) == 1 and first + 1 < t.n and t.op[first + 1] == t.op[first]:
@@ -210,7 +201,7 @@ cdef inline void _tape_row(Tape t, Py_ssize_t first, Py_ssize_t m, double* grad)
     start = t.args_start[first]
     half = (t.args_start[first + 1] - start) // 2
     w0 = t.args[start]
-    row_step = t.args[t.args_start[first + 1]] - w0
+    row_step = t.args[t.args_start[first + 1]] - w0 if m > 1 else 0
     if grad == NULL:
         mg_tape_dot_rows(t.val, first, m, w0, row_step, t.w_step[first], t.args[start + half],
                          t.x_step[first], half, t.a + first)
@@ -235,9 +226,11 @@ cdef inline void _tape_eval(Tape t, Py_ssize_t i) noexcept nogil:
         return
     start = t.args_start[i]
     count = t.args_start[i + 1] - start
-    if op == OP_DOT:
-        val[i] = mg_tape_dot(val, t.args + start, t.args + start + count // 2, t.w_step[i],
-                           t.x_step[i], count // 2, val[t.a[i]] if t.a[i] >= 0 else 0.0)
+    if op == OP_DOT and t.w_step[i]:
+        _tape_row(t, i, 1, NULL)
+    elif op == OP_DOT:
+        val[i] = mg_tape_dot(val, t.args + start, t.args + start + count // 2, count // 2,
+                             val[t.a[i]] if t.a[i] >= 0 else 0.0)
     else:
         total = 0.0
         for k in range(start, start + count):
@@ -266,10 +259,11 @@ cdef inline void _tape_pass_back(Tape t, Py_ssize_t i, double* grad) noexcept no
         return
     start = t.args_start[i]
     count = t.args_start[i + 1] - start
-    if op == OP_DOT:
+    if op == OP_DOT and t.w_step[i]:
+        _tape_row(t, i, 1, grad)
+    elif op == OP_DOT:
         half = count // 2
-        mg_tape_dot_back(val, grad, t.args + start, t.args + start + half, t.w_step[i],
-                       t.x_step[i], half, g)
+        mg_tape_dot_back(val, grad, t.args + start, t.args + start + half, half, g)
         if t.a[i] >= 0:
             grad[t.a[i]] += g
     else:
