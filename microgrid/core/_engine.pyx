@@ -18,7 +18,7 @@ from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
 from cpython.sequence cimport PySequence_Fast_GET_ITEM
 from cpython.list cimport PyList_GET_ITEM
 from libc.stdlib cimport malloc, calloc, realloc, free
-from libc.string cimport memset
+from libc.string cimport memcmp, memset
 from libc.math cimport fabs, isfinite, NAN
 
 import numbers

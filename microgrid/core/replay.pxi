@@ -159,11 +159,16 @@ cdef inline bint _dot_row_continues(Tape* t, Py_ssize_t first, Py_ssize_t p) noe
     return w[0] - t.args[t.args_start[p - 1]] == row_step
 
 
+cdef inline bint _same_bits(double a, double b) noexcept:
+    """a and b the same double, bit for bit (0.0 and -0.0 differ)."""
+    return memcmp(&a, &b, sizeof(double)) == 0
+
+
 cdef inline bint _unary_row_continues(Tape* t, Py_ssize_t first, Py_ssize_t p) noexcept:
     """Whether the node at position p continues the row of unary nodes
-    begun at first: the same op and constant, its operand one step on and
-    made before the row."""
-    return (p < t.n and t.op[p] == t.op[first] and t.aux[p] == t.aux[first]
+    begun at first: the same op and constant (to the bit), its operand one
+    step on and made before the row."""
+    return (p < t.n and t.op[p] == t.op[first] and _same_bits(t.aux[p], t.aux[first])
             and t.requires_grad[p] == t.requires_grad[first] and t.a[p] < first
             and t.a[p] - t.a[p - 1] == t.a[first + 1] - t.a[first] and t.a[p] != t.a[p - 1])
 
