@@ -133,9 +133,10 @@ cdef void _tape_find_runs(Tape* t, Py_ssize_t i, Py_ssize_t end) noexcept:
         return
     sw = _run_step(w, half)
     sx = _run_step(x, half)
-    if (sw == 0 or sx == 0 or max(w[0], w[half - 1]) >= min(x[0], x[half - 1])
-            and max(x[0], x[half - 1]) >= min(w[0], w[half - 1])
-            or min(x[0], x[half - 1]) <= t.a[i] <= max(x[0], x[half - 1])):
+    if (sw == 0 or sx == 0
+            or (max(w[0], w[half - 1]) >= min(x[0], x[half - 1])        # the runs overlap
+                and max(x[0], x[half - 1]) >= min(w[0], w[half - 1]))
+            or min(x[0], x[half - 1]) <= t.a[i] <= max(x[0], x[half - 1])):  # bias an input
         return
     t.w_step[i] = sw
     t.x_step[i] = sx
@@ -251,7 +252,7 @@ cdef inline void _tape_pass_back(Tape t, Py_ssize_t i, double* grad) noexcept no
     cdef Py_ssize_t k, start, count, half
     cdef unsigned short op = t.op[i]
     cdef double g = grad[i], da, db, y
-    cdef int w, x, p
+    cdef int p
     cdef double* val = t.val
     if mg_op_operands(op):
         p = t.a[i]
