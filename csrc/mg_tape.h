@@ -11,6 +11,7 @@
 
 #include <Python.h>
 #include <stddef.h>
+#include <string.h>
 #include "mg_ops.h"
 
 /* out = bias + sum over k < n of TERM(k), in four partial sums so that the
@@ -156,18 +157,82 @@ static inline void mg_dot_rows_pass_x(double *restrict gx, ptrdiff_t sx,
     }
 }
 
-/* The weights and biases take theirs dot by dot, the inputs theirs after
- * them: no bias is an input and the runs are apart, so the order changes
- * no bit. */
-#define MG_DOT_ROWS_BACK(SW, SX)                                                        \
-    do {                                                                                 \
+/* Four doubles, for a loop the compiler would not vectorise as written:
+ * GCC and Clang carry their operations out element by element, in
+ * whatever vector width the clone has (the same IEEE operations). */
+typedef double mg_d4 __attribute__((vector_size(4 * sizeof(double))));
+
+/* p[0], p[s], p[2 s], p[3 s] */
+static inline mg_d4 mg_d4_load(const double *p, ptrdiff_t s)
+{
+    mg_d4 v;
+    if (s == 1)
+        memcpy(&v, p, sizeof v);
+    else
+        v = (mg_d4){p[0], p[s], p[2 * s], p[3 * s]};
+    return v;
+}
+
+static inline void mg_d4_store(double *p, ptrdiff_t s, mg_d4 v)
+{
+    if (s == 1) {
+        memcpy(p, &v, sizeof v);
+    } else {
+        p[0] = v[0];
+        p[s] = v[1];
+        p[2 * s] = v[2];
+        p[3 * s] = v[3];
+    }
+}
+
+/* Inputs k .. k + 4 NV - 1 of a row whose weights are runs of step 1: the
+ * inputs' values and their gradients' sums stay in registers (NV vectors of
+ * four, whose additions do not wait on each other) while the dots, the
+ * last first, hand each sum its share and each weight its own. */
+#define MG_DOT_ROWS_BACK_BLOCK(NV, SX)                                                  \
+    for (; k + 4 * (NV) <= n; k += 4 * (NV)) {                                           \
+        mg_d4 x_[NV], gx_[NV];                                                           \
+        for (int v = 0; v < (NV); v++) {                                                 \
+            x_[v] = mg_d4_load(val + x0 + (k + 4 * v) * (SX), (SX));                     \
+            gx_[v] = mg_d4_load(grad + x0 + (k + 4 * v) * (SX), (SX));                   \
+        }                                                                                \
         for (int j = m - 1; j >= 0; j--) {                                               \
             const double g = grad[out + j];                                              \
-            mg_dot_pass_run(grad + w0 + (ptrdiff_t)j * row_step, SW, val + x0, SX, n, g); \
+            const ptrdiff_t w = w0 + (ptrdiff_t)j * row_step + k;                        \
+            for (int v = 0; v < (NV); v++) {                                             \
+                mg_d4_store(grad + w + 4 * v, 1,                                         \
+                            mg_d4_load(grad + w + 4 * v, 1) + g * x_[v]);                \
+                gx_[v] += g * mg_d4_load(val + w + 4 * v, 1);                            \
+            }                                                                            \
+        }                                                                                \
+        for (int v = 0; v < (NV); v++)                                                   \
+            mg_d4_store(grad + x0 + (k + 4 * v) * (SX), (SX), gx_[v]);                   \
+    }
+
+/* Every position takes its additions in the order the sweep would make
+ * them one dot at a time, the last dot first: a weight or a bias one per
+ * dot, each input its sum over the dots.  The runs are apart, no bias is an
+ * input, and no dot's bias is a weight of a dot before it (the tape
+ * checks), so that passing the inputs k < K on for every dot before the
+ * weights k >= K and the biases changes no bit.  With the weights in runs
+ * of step 1, the inputs go in blocks of sixteen and then four; the rest
+ * (any other steps, and the last n % 4 pairs) in the loops above. */
+#define MG_DOT_ROWS_BACK(SW, SX)                                                        \
+    do {                                                                                 \
+        ptrdiff_t k = 0;                                                                 \
+        if ((SW) == 1) {                                                                 \
+            MG_DOT_ROWS_BACK_BLOCK(4, SX)                                                \
+            MG_DOT_ROWS_BACK_BLOCK(1, SX)                                                \
+        }                                                                                \
+        for (int j = m - 1; j >= 0; j--) {                                               \
+            const double g = grad[out + j];                                              \
+            mg_dot_pass_run(grad + w0 + (ptrdiff_t)j * row_step + k * (SW), SW,           \
+                            val + x0 + k * (SX), SX, n - k, g);                          \
             if (bias[j] >= 0)                                                            \
                 grad[bias[j]] += g;                                                      \
         }                                                                                \
-        mg_dot_rows_pass_x(grad + x0, SX, val + w0, row_step, SW, grad + out, m, n);     \
+        mg_dot_rows_pass_x(grad + x0 + k * (SX), SX, val + w0 + k * (SW), row_step, SW,  \
+                           grad + out, m, n - k);                                        \
     } while (0)
 
 MG_SIMD static void mg_tape_dot_rows_back(const double *val, double *grad, int out, int m,

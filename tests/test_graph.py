@@ -81,7 +81,7 @@ def build_dots(layout, leaves):
     if layout == "layer below":
         return mg.dot(w1, below[:n], bias)
     if layout == "every other":
-        return mg.dot(w1 + w2, below[:2 * n], bias) + mg.dot(w2, below[:2 * n:2])
+        return mg.dot(w1 + w2, below[:2 * n], bias) + mg.dot(w1, below[:2 * n:2])
     if layout == "weights reversed":
         return mg.dot(w1, below[:n]) + mg.dot(w1[::-1], below[:n], bias)
     if layout == "another order":
@@ -96,7 +96,7 @@ DOT_LAYOUTS = {
     "leaves": [(1, 1)],
     "layer below": [(1, -1)],
     "every other": [(1, -2), (1, -1)],
-    "weights reversed": [(-1, -1), (1, -1)],
+    "weights reversed": [(1, -1), (-1, -1)],
     "another order": [(0, 0), (1, -1)],
     "inputs are the weights": [(0, 0)],
 }
@@ -107,7 +107,7 @@ def test_replayed_dots_equal_fresh_builds_bit_for_bit_whatever_their_layout(layo
     rng = random.Random(3)
     assert Graph(build_dots(layout, [Value(1.0) for _ in range(20)]))._dot_steps == \
         DOT_LAYOUTS[layout]
-    for n in (1, 2, 3, 4, 5, 8, 11):     # whole blocks of four pairs, and the rest
+    for n in (1, 2, 3, 4, 5, 8, 11, 23):     # blocks of sixteen and four pairs, and the rest
         check_every_node_replays(lambda leaves: build_dots(layout, leaves), 4 * n, rng)
 
 
@@ -139,6 +139,11 @@ def build_rows(layout, leaves):
                       for j, w in enumerate(W))
     if layout == "signed zeros":
         return mg.sum(xi * (0.0 if i % 2 else -0.0) for i, xi in enumerate(x))
+    if layout == "a bias is a weight":
+        # dot 1's bias is a weight of dot 2, which comes first on the tape,
+        # and a third node reads it: its three shares add up in one order
+        dots = [mg.dot(w[:n], x, b).relu() for w, b in zip(W, [None, W[2][1], None])]
+        return mg.sum(dots + [W[2][1] * 1.7])
     assert layout == "bias from the row"
     d = mg.dot(W[0][:n], x, W[0][n])
     return mg.dot(W[1][:n], x, d) + mg.dot(W[2][:n], x, d)
@@ -149,9 +154,10 @@ def build_rows(layout, leaves):
 ROW_LAYOUTS = {
     "two layers": [("dot", 3), ("ReLU", 3), ("dot", 3), ("tanh", 3)],
     "bias is an input": [("ReLU", 3)],
-    "slopes differ": [("dot", 2)],
+    "slopes differ": [("dot", 3)],
     "bias from the row": [("dot", 2)],
     "signed zeros": [],               # x * 0.0 and x * -0.0 are two constants
+    "a bias is a weight": [("dot", 2), ("ReLU", 3)],
 }
 
 
@@ -160,7 +166,7 @@ def test_replayed_rows_equal_fresh_builds_bit_for_bit(layout):
     rng = random.Random(4)
     assert Graph(build_rows(layout, [Value(1.0) for _ in range(24)]))._rows == \
         ROW_LAYOUTS[layout]
-    for n in (3, 4, 5, 9):
+    for n in (3, 4, 5, 9, 23):
         check_every_node_replays(lambda leaves: build_rows(layout, leaves), 8 * n, rng)
 
 

@@ -8,6 +8,21 @@
 # back into the nodes as they are computed.  The arithmetic is the nodes'
 # own (mg_forward/mg_local_grads, the same summation order), so a replay equals a
 # fresh build bit for bit.
+# A row (mg_tape.h): m nodes at positions first .. first + m - 1 that one
+# call evaluates, or passes the gradients of.  Dots: node j's weights at
+# a0 + j * a_step + k * w_step and its inputs at x0 + k * x_step, k < n_pairs.
+# Unary nodes: node j's operand at a0 + j * a_step.
+ctypedef struct TapeRow:
+    int first
+    int m
+    int a0
+    int a_step
+    int w_step
+    int x0
+    int x_step
+    int n_pairs
+
+
 ctypedef struct Tape:
     Py_ssize_t n
     unsigned short* op
@@ -16,10 +31,11 @@ ctypedef struct Tape:
     int* b                  # position of parent b, or -1
     int* args_start         # n-ary operands: args[args_start[i] : args_start[i + 1]]
     int* args
-    int* w_step             # a dot whose pair k reads positions w0 + k * w_step and
-    int* x_step             # x0 + k * x_step, two runs apart: the steps (else 0)
-    int* row                # a row of m dots or unary nodes (mg_tape.h): m at its
-                            # first position, -m at its last
+    int* row                # the index + 1 of the row a position begins or ends
+                            # (a sweep enters a row at one end and leaves at the
+                            # other), else 0
+    TapeRow* rows
+    Py_ssize_t n_rows
     double* aux
     double* val
     double* grad
@@ -34,9 +50,8 @@ cdef void _tape_free(Tape* t) noexcept:
     free(t.b)
     free(t.args_start)
     free(t.args)
-    free(t.w_step)
-    free(t.x_step)
     free(t.row)
+    free(t.rows)
     free(t.aux)
     free(t.val)
     free(t.grad)
@@ -45,6 +60,7 @@ cdef void _tape_free(Tape* t) noexcept:
 
 cdef Tape* _tape_build(tuple nodes) except NULL:
     cdef Py_ssize_t n = len(nodes), i, k, n_args = 0
+    cdef unsigned char* weight_of_row
     cdef Value v
     cdef dict position = {id(node): i for i, node in enumerate(nodes)}
     cdef Tape* t = <Tape*>calloc(1, sizeof(Tape))
@@ -60,16 +76,14 @@ cdef Tape* _tape_build(tuple nodes) except NULL:
     t.b = <int*>malloc(n * sizeof(int))
     t.args_start = <int*>malloc((n + 1) * sizeof(int))
     t.args = <int*>malloc(max(n_args, 1) * sizeof(int))
-    t.w_step = <int*>calloc(n, sizeof(int))
-    t.x_step = <int*>calloc(n, sizeof(int))
     t.row = <int*>calloc(n, sizeof(int))
+    t.rows = <TapeRow*>malloc(max(n, 1) * sizeof(TapeRow))
     t.aux = <double*>malloc(n * sizeof(double))
     t.val = <double*>malloc(n * sizeof(double))
     t.grad = <double*>calloc(n, sizeof(double))
     if (t.op == NULL or t.requires_grad == NULL or t.a == NULL or t.b == NULL
-            or t.args_start == NULL or t.args == NULL or t.w_step == NULL
-            or t.x_step == NULL or t.row == NULL or t.aux == NULL
-            or t.val == NULL or t.grad == NULL):
+            or t.args_start == NULL or t.args == NULL or t.row == NULL or t.rows == NULL
+            or t.aux == NULL or t.val == NULL or t.grad == NULL):
         _tape_free(t)
         raise MemoryError()
     k = 0
@@ -86,12 +100,15 @@ cdef Tape* _tape_build(tuple nodes) except NULL:
             for arg in operands(v):
                 t.args[k] = position[id(arg)]
                 k += 1
-        if v.op == OP_DOT:
-            _tape_find_runs(t, i, k)
     t.args_start[n] = k
+    weight_of_row = <unsigned char*>calloc(n, 1)
+    if weight_of_row == NULL:
+        _tape_free(t)
+        raise MemoryError()
     i = 0
     while i < n:
-        i += _tape_find_row(t, i)
+        i += _tape_find_row(t, i, weight_of_row)
+    free(weight_of_row)
     return t
 
 
@@ -121,43 +138,46 @@ cdef inline int _run_step(const int* p, Py_ssize_t n) noexcept:
     return s
 
 
-cdef void _tape_find_runs(Tape* t, Py_ssize_t i, Py_ssize_t end) noexcept:
+cdef bint _dot_runs(Tape* t, Py_ssize_t i, int* sw, int* sx) noexcept:
     """Whether dot i reads its weights and its inputs from two runs of
-    positions (evenly spaced, each position once), apart, its bias not among
-    the inputs: then it is a row of one dot (mg_tape.h)."""
-    cdef Py_ssize_t half = (end - t.args_start[i]) // 2
+    positions (evenly spaced, each position once; their steps in sw and sx),
+    apart, its bias not among the inputs: then it is a row of one dot at
+    least (mg_tape.h)."""
+    cdef Py_ssize_t half = (t.args_start[i + 1] - t.args_start[i]) // 2
     cdef const int* w = t.args + t.args_start[i]
     cdef const int* x = w + half
-    cdef int sw, sx
-    if half == 0:
-        return
-    sw = _run_step(w, half)
-    sx = _run_step(x, half)
-    if (sw == 0 or sx == 0
-            or (max(w[0], w[half - 1]) >= min(x[0], x[half - 1])        # the runs overlap
-                and max(x[0], x[half - 1]) >= min(w[0], w[half - 1]))
-            or min(x[0], x[half - 1]) <= t.a[i] <= max(x[0], x[half - 1])):  # bias an input
-        return
-    t.w_step[i] = sw
-    t.x_step[i] = sx
-
-
-cdef inline bint _dot_row_continues(Tape* t, Py_ssize_t first, Py_ssize_t p) noexcept:
-    """Whether the dot at position p continues the row of dots begun at
-    first (mg_tape.h): the same inputs, steps and size, weights one row step
-    on, its operands all made before the row."""
-    cdef Py_ssize_t half = (t.args_start[first + 1] - t.args_start[first]) // 2
-    cdef const int* w = t.args + t.args_start[p]
-    cdef int row_step
-    if (p >= t.n or t.op[p] != OP_DOT or t.w_step[p] == 0
-            or t.args_start[p + 1] - t.args_start[p] != 2 * half
-            or t.w_step[p] != t.w_step[first] or t.x_step[p] != t.x_step[first]
-            or w[half] != t.args[t.args_start[first] + half]
-            or t.requires_grad[p] != t.requires_grad[first]
-            or t.a[p] >= first or max(w[0], w[half - 1]) >= first):
+    if t.op[i] != OP_DOT or half == 0:
         return False
-    row_step = t.args[t.args_start[first + 1]] - t.args[t.args_start[first]]
-    return w[0] - t.args[t.args_start[p - 1]] == row_step
+    sw[0] = _run_step(w, half)
+    sx[0] = _run_step(x, half)
+    return not (sw[0] == 0 or sx[0] == 0
+                or (max(w[0], w[half - 1]) >= min(x[0], x[half - 1])        # the runs overlap
+                    and max(x[0], x[half - 1]) >= min(w[0], w[half - 1]))
+                or min(x[0], x[half - 1]) <= t.a[i] <= max(x[0], x[half - 1]))  # bias an input
+
+
+cdef inline bint _dot_row_continues(Tape* t, TapeRow* r, unsigned char* weight_of_row) noexcept:
+    """Whether the dot at position p = r.first + r.m continues the row of
+    dots r: the same inputs, steps and size, weights one row step on, its
+    operands all made before the row, and its bias none of the row's weights
+    (mg_tape.h passes the weights' gradients on before the biases')."""
+    cdef Py_ssize_t p = r.first + r.m, k
+    cdef const int* w = t.args + t.args_start[p]
+    cdef int sw, sx
+    if (p >= t.n or not _dot_runs(t, p, &sw, &sx)
+            or sw != r.w_step or sx != r.x_step
+            or t.args_start[p + 1] - t.args_start[p] != 2 * r.n_pairs or w[r.n_pairs] != r.x0
+            or t.requires_grad[p] != t.requires_grad[r.first]
+            or t.a[p] >= r.first or max(w[0], w[r.n_pairs - 1]) >= r.first
+            or (t.a[p] >= 0 and weight_of_row[t.a[p]])):
+        return False
+    if r.m == 1:
+        r.a_step = w[0] - r.a0
+    elif w[0] - t.args[t.args_start[p - 1]] != r.a_step:
+        return False
+    for k in range(r.n_pairs):
+        weight_of_row[w[k]] = 1
+    return True
 
 
 cdef inline bint _same_bits(double a, double b) noexcept:
@@ -174,46 +194,57 @@ cdef inline bint _unary_row_continues(Tape* t, Py_ssize_t first, Py_ssize_t p) n
             and t.a[p] - t.a[p - 1] == t.a[first + 1] - t.a[first] and t.a[p] != t.a[p - 1])
 
 
-cdef Py_ssize_t _tape_find_row(Tape* t, Py_ssize_t first) noexcept:
-    """Marks the row of dots or of unary nodes that begins at position
-    first, if two or more nodes make one (a dot in runs is a row of one of
-    its own); returns how many positions it covers (1 if none)."""
-    cdef Py_ssize_t m = 1
-    if t.op[first] == OP_DOT and t.w_step[first] != 0:
-        while _dot_row_continues(t, first, first + m):
-            m += 1
+cdef Py_ssize_t _tape_find_row(Tape* t, Py_ssize_t first,
+                               unsigned char* weight_of_row) noexcept:
+    """Records the row of dots or of unary nodes that begins at position
+    first: a dot in runs is a row of one at least, unary nodes make one if
+    two or more do.  Returns how many positions it covers (1 if none)."""
+    cdef TapeRow* r = &t.rows[t.n_rows]
+    cdef const int* w = t.args + t.args_start[first]
+    cdef Py_ssize_t k, j
+    cdef int sw, sx
+    r.first = first
+    r.m = 1
+    r.a_step = 0
+    if _dot_runs(t, first, &sw, &sx):
+        r.n_pairs = (t.args_start[first + 1] - t.args_start[first]) // 2
+        r.a0, r.w_step, r.x0, r.x_step = w[0], sw, w[r.n_pairs], sx
+        for k in range(r.n_pairs):
+            weight_of_row[w[k]] = 1
+        while _dot_row_continues(t, r, weight_of_row):
+            r.m += 1
+        for j in range(r.m):
+            for k in range(r.n_pairs):
+                weight_of_row[r.a0 + j * r.a_step + k * r.w_step] = 0
     elif mg_op_operands(t.op[first]) == 1 and first + 1 < t.n and t.op[first + 1] == t.op[first]:
-        while _unary_row_continues(t, first, first + m):
-            m += 1
-    if m > 1:
-        t.row[first] = m
-        t.row[first + m - 1] = -m
-    return m
-
-
-cdef inline void _tape_row(Tape t, Py_ssize_t first, Py_ssize_t m, double* grad) noexcept nogil:
-    """The row of m nodes at first evaluated (grad NULL) or passing their
-    gradients on."""
-    cdef Py_ssize_t start, half
-    cdef int w0, row_step
-    if t.op[first] != OP_DOT:
-        if grad == NULL:
-            mg_tape_unary_rows(t.op[first], t.val, first, m, t.a[first],
-                               t.a[first + 1] - t.a[first], t.aux[first])
-        else:
-            mg_tape_unary_rows_back(t.op[first], t.val, grad, first, m, t.a[first],
-                                    t.a[first + 1] - t.a[first], t.aux[first])
-        return
-    start = t.args_start[first]
-    half = (t.args_start[first + 1] - start) // 2
-    w0 = t.args[start]
-    row_step = t.args[t.args_start[first + 1]] - w0 if m > 1 else 0
-    if grad == NULL:
-        mg_tape_dot_rows(t.val, first, m, w0, row_step, t.w_step[first], t.args[start + half],
-                         t.x_step[first], half, t.a + first)
+        r.a0 = t.a[first]
+        while _unary_row_continues(t, first, first + r.m):
+            r.m += 1
+        if r.m == 1:
+            return 1
+        r.a_step = t.a[first + 1] - t.a[first]
     else:
-        mg_tape_dot_rows_back(t.val, grad, first, m, w0, row_step, t.w_step[first],
-                              t.args[start + half], t.x_step[first], half, t.a + first)
+        return 1
+    t.n_rows += 1
+    t.row[first] = t.row[first + r.m - 1] = t.n_rows
+    return r.m
+
+
+cdef inline void _tape_row(Tape t, const TapeRow* r, double* grad) noexcept nogil:
+    """Row r evaluated (grad NULL) or passing its gradients on."""
+    if t.op[r.first] != OP_DOT:
+        if grad == NULL:
+            mg_tape_unary_rows(t.op[r.first], t.val, r.first, r.m, r.a0, r.a_step,
+                               t.aux[r.first])
+        else:
+            mg_tape_unary_rows_back(t.op[r.first], t.val, grad, r.first, r.m, r.a0, r.a_step,
+                                    t.aux[r.first])
+    elif grad == NULL:
+        mg_tape_dot_rows(t.val, r.first, r.m, r.a0, r.a_step, r.w_step, r.x0, r.x_step,
+                         r.n_pairs, t.a + r.first)
+    else:
+        mg_tape_dot_rows_back(t.val, grad, r.first, r.m, r.a0, r.a_step, r.w_step, r.x0,
+                              r.x_step, r.n_pairs, t.a + r.first)
 
 
 # The sweeps work on a copy of the tape (its array pointers): the extension
@@ -232,9 +263,7 @@ cdef inline void _tape_eval(Tape t, Py_ssize_t i) noexcept nogil:
         return
     start = t.args_start[i]
     count = t.args_start[i + 1] - start
-    if op == OP_DOT and t.w_step[i]:
-        _tape_row(t, i, 1, NULL)
-    elif op == OP_DOT:
+    if op == OP_DOT:
         val[i] = mg_tape_dot(val, t.args + start, t.args + start + count // 2, count // 2,
                              val[t.a[i]] if t.a[i] >= 0 else 0.0)
     else:
@@ -265,9 +294,7 @@ cdef inline void _tape_pass_back(Tape t, Py_ssize_t i, double* grad) noexcept no
         return
     start = t.args_start[i]
     count = t.args_start[i + 1] - start
-    if op == OP_DOT and t.w_step[i]:
-        _tape_row(t, i, 1, grad)
-    elif op == OP_DOT:
+    if op == OP_DOT:
         half = count // 2
         mg_tape_dot_back(val, grad, t.args + start, t.args + start + half, half, g)
         if t.a[i] >= 0:
@@ -302,12 +329,14 @@ cdef inline void _node_sync(PyObject* node, int what, double* x, bint leaf) noex
 cdef void _tape_forward(Tape* t, PyObject** nodes) noexcept:
     cdef Py_ssize_t i = 0, j
     cdef Tape tape = t[0]
+    cdef const TapeRow* r
     while i < tape.n:
-        if tape.row[i] > 0:
-            _tape_row(tape, i, tape.row[i], NULL)
-            for j in range(i, i + tape.row[i]):
+        if tape.row[i]:
+            r = &tape.rows[tape.row[i] - 1]
+            _tape_row(tape, r, NULL)
+            for j in range(i, i + r.m):
                 _node_sync(nodes[j], SYNC_STORE_DATA, &tape.val[j], False)
-            i += tape.row[i]
+            i += r.m
             continue
         if tape.op[i] == OP_LEAF:
             _node_sync(nodes[i], SYNC_LOAD, &tape.val[i], True)
@@ -318,8 +347,9 @@ cdef void _tape_forward(Tape* t, PyObject** nodes) noexcept:
 
 
 cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
-    cdef Py_ssize_t i, j, first
+    cdef Py_ssize_t i, j
     cdef Tape tape = t[0]
+    cdef const TapeRow* r
     # Derivatives are taken at the values of the last forward() (the tape
     # keeps them); every gradient, a leaf's too, starts at zero: a leaf's pass
     # total is added to what it held at the end, as run_backward does.
@@ -329,12 +359,13 @@ cdef void _tape_backward(Tape* t, PyObject** nodes, double seed) noexcept:
     tape.grad[tape.n - 1] = seed
     i = tape.n - 1
     while i >= 0:
-        if tape.row[i] < 0 and tape.requires_grad[i]:
-            first = i + tape.row[i] + 1
-            _tape_row(tape, first, i - first + 1, tape.grad)
-            for j in range(first, i + 1):
-                _node_sync(nodes[j], SYNC_STORE_GRAD, &tape.grad[j], False)
-            i = first - 1
+        if tape.row[i]:
+            r = &tape.rows[tape.row[i] - 1]
+            if tape.requires_grad[i]:
+                _tape_row(tape, r, tape.grad)
+                for j in range(r.first, i + 1):
+                    _node_sync(nodes[j], SYNC_STORE_GRAD, &tape.grad[j], False)
+            i = r.first - 1
             continue
         if tape.requires_grad[i]:
             if tape.op[i] != OP_LEAF:
@@ -1163,19 +1194,25 @@ cdef class Graph:
         """The tape's dots (for tests): (weight step, input step) each where
         it found the operands in runs, else (0, 0)."""
         cdef Tape* t = self._tape
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, k
         if t == NULL:
             return []
-        return [(t.w_step[i], t.x_step[i]) for i in range(t.n) if t.op[i] == OP_DOT]
+        steps = {}
+        for k in range(t.n_rows):
+            for i in range(t.rows[k].first, t.rows[k].first + t.rows[k].m):
+                steps[i] = (t.rows[k].w_step, t.rows[k].x_step)
+        return [steps.get(i, (0, 0)) for i in range(t.n) if t.op[i] == OP_DOT]
 
     @property
     def _rows(self):
-        """The tape's rows (for tests): (first node's op, count) each."""
+        """The tape's rows of two nodes or more (for tests): (first node's
+        op, count) each."""
         cdef Tape* t = self._tape
-        cdef Py_ssize_t i
+        cdef Py_ssize_t k
         if t == NULL:
             return []
-        return [((<Node>self._nodes[i])._op, t.row[i]) for i in range(t.n) if t.row[i] > 0]
+        return [((<Node>self._nodes[t.rows[k].first])._op, t.rows[k].m)
+                for k in range(t.n_rows) if t.rows[k].m > 1]
 
     @property
     def _layers(self):
@@ -1477,14 +1514,20 @@ cdef list _replay_order(Node root, bint batched):
     with ``_wide_pass`` (breadth first, or in Kahn's order): the nodes it
     enters, reversed, after their parents that take no gradient (the leaves,
     and each node that takes none with what it is computed from), so that a
-    replay adds up every gradient in backward()'s order.  Otherwise, and
+    replay adds up every gradient in backward()'s order.  The leaves come
+    first: each dot's weights (the first half of its operands) and bias,
+    dot by dot in forward order, so that a layer's neurons read their
+    weights from evenly spaced runs of positions (the tape's rows, whatever
+    order backward() meets the leaves in); then the other leaves as
+    backward() meets them.  Otherwise, and
     ``batched``, ``topological_order(root)`` (backward()'s sort; the lanes
     run a dense layer's neurons as one step in that order, and a sample's
     values do not depend on the order)."""
     cdef PyObject** entered = NULL
     cdef Py_ssize_t n = -1, i, cap = 0
-    cdef list before = [], nodes
+    cdef list leaves = [], held = [], nodes
     cdef set seen = set()
+    cdef tuple args
     if not batched and isinstance(root, Value) and root.op != OP_LEAF:
         n = _wide_pass(<Value>root, 0.0, None, False, &entered, &cap)
         if n < 0:
@@ -1495,11 +1538,18 @@ cdef list _replay_order(Node root, bint batched):
         nodes = [<object>entered[i] for i in range(n - 1, -1, -1)]
     finally:
         _return_buffers(NULL, 0, entered, cap)
+    for node in nodes:
+        if (<Node>node).op == OP_DOT:
+            args = operands(<Node>node)
+            for c in args[:len(args) // 2] + ((<Node>node).a,):
+                if c is not None and (<Node>c).op == OP_LEAF and id(c) not in seen:
+                    seen.add(id(c))
+                    leaves.append(c)
     for node in reversed(nodes):         # (as backward() meets them)
         for c in _slots(<Node>node):
             if id(c) not in seen and ((<Node>c).op == OP_LEAF or not (<Node>c).requires_grad):
                 for d in ([c] if (<Node>c).op == OP_LEAF else topological_order(c)):
                     if id(d) not in seen:
                         seen.add(id(d))
-                        before.append(d)
-    return before + nodes
+                        (leaves if (<Node>d).op == OP_LEAF else held).append(d)
+    return leaves + held + nodes
