@@ -94,6 +94,34 @@ MG_SIMD static void mg_tape_dot_back(const double *val, double *grad, const int 
             LOOP(sw, sx);                                                                \
     } while (0)
 
+/* Four doubles, for a loop the compiler would not vectorise as written:
+ * GCC and Clang carry their operations out element by element, in
+ * whatever vector width the clone has (the same IEEE operations). */
+typedef double mg_d4 __attribute__((vector_size(4 * sizeof(double))));
+
+/* p[0], p[s], p[2 s], p[3 s] */
+static inline mg_d4 mg_d4_load(const double *p, ptrdiff_t s)
+{
+    mg_d4 v;
+    if (s == 1)
+        memcpy(&v, p, sizeof v);
+    else
+        v = (mg_d4){p[0], p[s], p[2 * s], p[3 * s]};
+    return v;
+}
+
+static inline void mg_d4_store(double *p, ptrdiff_t s, mg_d4 v)
+{
+    if (s == 1) {
+        memcpy(p, &v, sizeof v);
+    } else {
+        p[0] = v[0];
+        p[s] = v[1];
+        p[2 * s] = v[2];
+        p[3 * s] = v[3];
+    }
+}
+
 #define MG_DOT_RUN_TERM(k) (wr[(k) * sw] * xr[(k) * sx])
 
 static inline double mg_dot_run(const double *restrict wr, ptrdiff_t sw,
@@ -105,10 +133,28 @@ static inline double mg_dot_run(const double *restrict wr, ptrdiff_t sw,
     return out;
 }
 
+#define MG_DOT_BIAS(j) (bias[j] >= 0 ? val[bias[j]] : 0.0)
+
+/* Dots of fewer than four pairs (a first layer on points in the plane, say)
+ * add every term to the first sum: four of them at a time are the lanes of
+ * one vector, each lane the additions MG_DOT_SUM makes, (s + 0) + (0 + 0)
+ * at the end. */
 #define MG_DOT_ROWS(SW, SX)                                                             \
-    for (int j = 0; j < m; j++)                                                          \
-        val[out + j] = mg_dot_run(val + w0 + (ptrdiff_t)j * row_step, SW, val + x0, SX, n,  \
-                                  bias[j] >= 0 ? val[bias[j]] : 0.0)
+    do {                                                                                 \
+        int j = 0;                                                                       \
+        if (n < 4)                                                                       \
+            for (; j + 4 <= m; j += 4) {                                                 \
+                const double *w = val + w0 + (ptrdiff_t)j * row_step;                    \
+                mg_d4 s = {MG_DOT_BIAS(j), MG_DOT_BIAS(j + 1), MG_DOT_BIAS(j + 2),       \
+                           MG_DOT_BIAS(j + 3)};                                          \
+                for (ptrdiff_t k = 0; k < n; k++)                                        \
+                    s += mg_d4_load(w + k * (SW), row_step) * val[x0 + k * (SX)];        \
+                mg_d4_store(val + out + j, 1, (s + 0.0) + (0.0 + 0.0));                  \
+            }                                                                            \
+        for (; j < m; j++)                                                               \
+            val[out + j] = mg_dot_run(val + w0 + (ptrdiff_t)j * row_step, SW, val + x0, SX, \
+                                      n, MG_DOT_BIAS(j));                                \
+    } while (0)
 
 MG_SIMD static void mg_tape_dot_rows(double *val, int out, int m, int w0, int row_step, int sw,
                                      int x0, int sx, ptrdiff_t n, const int *bias)
@@ -154,34 +200,6 @@ static inline void mg_dot_rows_pass_x(double *restrict gx, ptrdiff_t sx,
         for (int j = m - 1; j >= 0; j--)
             a += g[j] * w[(ptrdiff_t)j * row_step + k * sw];
         gx[k * sx] = a;
-    }
-}
-
-/* Four doubles, for a loop the compiler would not vectorise as written:
- * GCC and Clang carry their operations out element by element, in
- * whatever vector width the clone has (the same IEEE operations). */
-typedef double mg_d4 __attribute__((vector_size(4 * sizeof(double))));
-
-/* p[0], p[s], p[2 s], p[3 s] */
-static inline mg_d4 mg_d4_load(const double *p, ptrdiff_t s)
-{
-    mg_d4 v;
-    if (s == 1)
-        memcpy(&v, p, sizeof v);
-    else
-        v = (mg_d4){p[0], p[s], p[2 * s], p[3 * s]};
-    return v;
-}
-
-static inline void mg_d4_store(double *p, ptrdiff_t s, mg_d4 v)
-{
-    if (s == 1) {
-        memcpy(p, &v, sizeof v);
-    } else {
-        p[0] = v[0];
-        p[s] = v[1];
-        p[2 * s] = v[2];
-        p[3 * s] = v[3];
     }
 }
 

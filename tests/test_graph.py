@@ -70,7 +70,8 @@ def check_every_node_replays(build, n_leaves, rng):
 
 def build_dots(layout, leaves):
     """Dots whose weights and inputs sit on the replay tape as ``layout``
-    says (the tape places nodes in the order backward() meets them), built
+    says (the tape places each dot's weights first, dot by dot in forward
+    order, and the other nodes in the order backward() meets them), built
     from the leaves; returns the root."""
     n = len(leaves) // 4
     w1, w2, xs = leaves[:n], leaves[n:2 * n], leaves[2 * n:]
@@ -124,14 +125,14 @@ def test_replayed_dot_in_runs_gives_the_hand_values():
 
 
 def build_rows(layout, leaves):
-    """Three neurons on the same inputs, built from the leaves, arranged as
-    ``layout`` says; returns the root."""
+    """Five neurons on the same inputs (a row of four and one more), built
+    from the leaves, arranged as ``layout`` says; returns the root."""
     n = len(leaves) // 8
     x, params = leaves[:n], leaves[n:]
-    W = [params[j * (n + 1):(j + 1) * (n + 1)] for j in range(3)]
+    W = [params[j * (n + 1):(j + 1) * (n + 1)] for j in range(5)]
     if layout == "two layers":
-        h = [mg.dot(w[:n], x, w[n]).relu() for w in W]
-        return mg.sum(mg.dot(w[:3], h, w[n]).tanh() for w in W)
+        h = [mg.dot(w[:n], x, w[n]).relu() for w in W[:3]]
+        return mg.sum(mg.dot(w[:3], h, w[n]).tanh() for w in W[:3])
     if layout == "bias is an input":
         return mg.sum(mg.dot(w[:n], x, x[-1]).relu() for w in W)
     if layout == "slopes differ":
@@ -153,8 +154,8 @@ def build_rows(layout, leaves):
 # consecutive positions that one call evaluates, or passes gradients on for
 ROW_LAYOUTS = {
     "two layers": [("dot", 3), ("ReLU", 3), ("dot", 3), ("tanh", 3)],
-    "bias is an input": [("ReLU", 3)],
-    "slopes differ": [("dot", 3)],
+    "bias is an input": [("ReLU", 5)],
+    "slopes differ": [("dot", 5)],
     "bias from the row": [("dot", 2)],
     "signed zeros": [],               # x * 0.0 and x * -0.0 are two constants
     "a bias is a weight": [("dot", 2), ("ReLU", 3)],
@@ -168,6 +169,19 @@ def test_replayed_rows_equal_fresh_builds_bit_for_bit(layout):
         ROW_LAYOUTS[layout]
     for n in (3, 4, 5, 9, 23):
         check_every_node_replays(lambda leaves: build_rows(layout, leaves), 8 * n, rng)
+
+
+def test_replayed_row_of_short_dots_ends_as_the_dot_does():
+    # dots of fewer than four pairs, four at a time in one vector: each
+    # still ends (s + 0) + (0 + 0), so -0.0 + -0.0 comes out 0.0, as built
+    x = [Value(-1.0), Value(-2.0)]
+    W = [[Value(0.0), Value(0.0), Value(-0.0)] for _ in range(5)]
+    dots = [mg.dot(w[:2], x, w[2]) for w in W]
+    g = Graph(mg.sum(dots))
+    assert g._rows == [("dot", 5)]
+    built = [d.data.hex() for d in dots]
+    g.forward()
+    assert [d.data.hex() for d in dots] == built == [(0.0).hex()] * 5
 
 
 def test_graph_records_the_order_backward_enters_the_nodes():
@@ -190,6 +204,14 @@ def test_graph_records_the_order_backward_enters_the_nodes():
     assert list(Graph(uneven).nodes) == [x, y, y5, r, s, y2, uneven]
     assert mg.topological_order(uneven) == [x, y, y2, y5, r, s, uneven]
     assert list(Graph(uneven, inputs=[x]).nodes) == mg.topological_order(uneven)
+    # the leaves first: each dot's weights and bias, dot by dot in forward
+    # order (a layer's neurons then read their weights from evenly spaced
+    # runs), then the other leaves as backward() meets them
+    w, v, x = ([Value(float(k)) for _ in range(3)] for k in range(3))
+    b, c = Value(0.5), Value(0.25)
+    h = [mg.dot(w, x, b), mg.dot(v, x, c)]
+    root = h[0] * h[1]
+    assert Graph(root).nodes[:11] == v + [c] + w + [b] + x     # (h[1] comes first: see cd above)
 
 
 def demo_loss(model, inputs, y):
