@@ -264,7 +264,8 @@ MG_SIMD static void mg_tape_dot_rows_back(const double *val, double *grad, int o
  * m nodes of one unary op and constant c at consecutive positions
  * out..out + m - 1 (the activations of a row of dots), node j reading
  * position a0 + j * a_step, all made before the row.  ReLU's loops are
- * vector loops; other ops go through the table's switch. */
+ * vector loops (backward, where the step is 1: a row of dots'
+ * activations); other ops go through the table's switch. */
 
 MG_SIMD static void mg_tape_unary_rows(int op, double *val, int out, int m, int a0, int a_step,
                                        double c)
@@ -278,17 +279,24 @@ MG_SIMD static void mg_tape_unary_rows(int op, double *val, int out, int m, int 
         val[out + j] = mg_forward(op, val[a0 + (ptrdiff_t)j * a_step], 0.0, c);
 }
 
+/* grad_a[j] += grad_out[j] * ReLU'(a[j]), the last first */
+static inline void mg_relu_row_back(double *restrict grad_a, const double *restrict grad_out,
+                                    const double *restrict a, const double *restrict out,
+                                    int m, double c)
+{
+    for (int j = m - 1; j >= 0; j--)
+        grad_a[j] += grad_out[j] * mg_da_RELU(a[j], out[j], c);
+}
+
 /* Their gradients passed on, the last node first (each operand is another
- * position: the order changes no bit). */
+ * position, and the operands are apart from the row: the order changes no
+ * bit). */
 MG_SIMD static void mg_tape_unary_rows_back(int op, const double *val, double *grad, int out,
                                             int m, int a0, int a_step, double c)
 {
     double da, db;
-    if (op == MG_OP_RELU) {
-        for (int j = m - 1; j >= 0; j--) {
-            const ptrdiff_t p = a0 + (ptrdiff_t)j * a_step;
-            grad[p] += grad[out + j] * mg_da_RELU(val[p], val[out + j], c);
-        }
+    if (op == MG_OP_RELU && a_step == 1) {
+        mg_relu_row_back(grad + a0, grad + out, val + a0, val + out, m, c);
         return;
     }
     for (int j = m - 1; j >= 0; j--) {
