@@ -298,13 +298,6 @@ MG_SIMD static void mg_lanes_sum(const mg_lane_graph *g, int node, double *restr
 #else
 #define MG_IVDEP
 #endif
-/* A helper whose flags are constants at each call: always inlined, so that
- * each call becomes its own branch-free loop. */
-#if defined(__GNUC__)
-#define MG_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define MG_ALWAYS_INLINE inline
-#endif
 #define MG_LANE_CHAIN_MAX 32
 
 typedef struct {
@@ -707,10 +700,8 @@ static void mg_lanes_layer_starts(const int *run, const unsigned char *layer_cha
             k = starts[--count] = k - size + 1;
 }
 
-#if defined(__GNUC__)
+#ifdef MG_V4
 #define MG_LANE_LAYERS 1
-
-typedef double mg_v4 __attribute__((vector_size(32)));
 
 typedef struct {
     int L, n, w_is_a;
@@ -759,13 +750,6 @@ static void mg_lane_layer_load(const mg_lane_graph *g, const ptrdiff_t *starts, 
 #define MG_LAYER_DX(w, xv, WA) \
     ((WA) ? mg_db_MUL(w, xv, mg_f_MUL(w, xv)) : mg_da_MUL(xv, w, mg_f_MUL(xv, w)))
 
-static MG_ALWAYS_INLINE mg_v4 mg_v4_load(const double *p)
-{
-    mg_v4 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
 static MG_ALWAYS_INLINE mg_v4 mg_v4_dw(mg_v4 w, mg_v4 x, int WA)
 {
     mg_v4 d;
@@ -796,9 +780,9 @@ static MG_ALWAYS_INLINE void mg_lane_layer_weights(const mg_lane_layer *y, int c
     int c, j;
     for (i = i0; i + 4 <= i0 + m; i += 4) {
         mg_v4 x[2];
-        for (j = 0; j < J; j++) x[j] = mg_v4_load(y->x[j0 + j] + i);
+        for (j = 0; j < J; j++) x[j] = mg_v4_load(y->x[j0 + j] + i, 1);
         for (c = 0; c < C; c++) {
-            const mg_v4 g = mg_v4_load(y->G[c0 + c] + i);
+            const mg_v4 g = mg_v4_load(y->G[c0 + c] + i, 1);
             for (j = 0; j < J; j++) s[c][j] += g * mg_v4_dw(y->w[c0 + c][j0 + j], x[j], WA);
         }
     }
@@ -826,12 +810,12 @@ static MG_ALWAYS_INLINE void mg_lane_layer_inputs(const mg_lane_layer *y, int j0
     for (j = 0; j < J; j++)
         for (v = 0; v < V; v++) {
             const mg_v4 zero = {0};
-            x[j][v] = mg_v4_load(y->x[j0 + j] + i + 4 * v);
-            acc[j][v] = y->x_first[j0 + j] ? zero : mg_v4_load(y->gx[j0 + j] + i + 4 * v);
+            x[j][v] = mg_v4_load(y->x[j0 + j] + i + 4 * v, 1);
+            acc[j][v] = y->x_first[j0 + j] ? zero : mg_v4_load(y->gx[j0 + j] + i + 4 * v, 1);
         }
     for (c = y->L - 1; c >= 0; c--) {
         mg_v4 g[2];
-        for (v = 0; v < V; v++) g[v] = mg_v4_load(y->G[c] + i + 4 * v);
+        for (v = 0; v < V; v++) g[v] = mg_v4_load(y->G[c] + i + 4 * v, 1);
         for (j = 0; j < J; j++)
             for (v = 0; v < V; v++) acc[j][v] += g[v] * mg_v4_dx(y->w[c][j0 + j], x[j][v], WA);
     }

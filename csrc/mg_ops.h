@@ -23,6 +23,51 @@
 #define MG_SIMD
 #endif
 
+/* A helper inlined at every call, optimising or not: one whose flags are
+ * constants at each call (each call becomes its own branch-free loop), or
+ * one that takes or returns a vector and is called from an AVX2 clone
+ * (called out of line, it would pass the vector by another convention). */
+#if defined(__GNUC__) || defined(__clang__)
+#define MG_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define MG_ALWAYS_INLINE inline
+#endif
+
+/* Four doubles, for the loops the compiler would not vectorise as written
+ * (GCC and Clang; elsewhere MG_V4 is undefined and those loops keep their
+ * scalar forms).  Their operations are carried out element by element, in
+ * whatever vector width the clone has: the same IEEE operations. */
+#if defined(__GNUC__) || defined(__clang__)
+#define MG_V4 1
+#include <stddef.h>
+#include <string.h>
+
+typedef double mg_v4 __attribute__((vector_size(4 * sizeof(double))));
+
+/* p[0], p[s], p[2 s], p[3 s] */
+static MG_ALWAYS_INLINE mg_v4 mg_v4_load(const double *p, ptrdiff_t s)
+{
+    mg_v4 v;
+    if (s == 1)
+        memcpy(&v, p, sizeof v);
+    else
+        v = (mg_v4){p[0], p[s], p[2 * s], p[3 * s]};
+    return v;
+}
+
+static MG_ALWAYS_INLINE void mg_v4_store(double *p, ptrdiff_t s, mg_v4 v)
+{
+    if (s == 1) {
+        memcpy(p, &v, sizeof v);
+    } else {
+        p[0] = v[0];
+        p[s] = v[1];
+        p[2 * s] = v[2];
+        p[3 * s] = v[3];
+    }
+}
+#endif
+
 /* -- op codes --------------------------------------------------------------
  * LEAF and CUSTOM first, then every row in table order; a binary row also
  * gives the codes of its constant-operand forms. */

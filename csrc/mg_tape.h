@@ -11,7 +11,6 @@
 
 #include <Python.h>
 #include <stddef.h>
-#include <string.h>
 #include "mg_ops.h"
 
 /* out = bias + sum over k < n of TERM(k), in four partial sums so that the
@@ -94,34 +93,6 @@ MG_SIMD static void mg_tape_dot_back(const double *val, double *grad, const int 
             LOOP(sw, sx);                                                                \
     } while (0)
 
-/* Four doubles, for a loop the compiler would not vectorise as written:
- * GCC and Clang carry their operations out element by element, in
- * whatever vector width the clone has (the same IEEE operations). */
-typedef double mg_d4 __attribute__((vector_size(4 * sizeof(double))));
-
-/* p[0], p[s], p[2 s], p[3 s] */
-static inline mg_d4 mg_d4_load(const double *p, ptrdiff_t s)
-{
-    mg_d4 v;
-    if (s == 1)
-        memcpy(&v, p, sizeof v);
-    else
-        v = (mg_d4){p[0], p[s], p[2 * s], p[3 * s]};
-    return v;
-}
-
-static inline void mg_d4_store(double *p, ptrdiff_t s, mg_d4 v)
-{
-    if (s == 1) {
-        memcpy(p, &v, sizeof v);
-    } else {
-        p[0] = v[0];
-        p[s] = v[1];
-        p[2 * s] = v[2];
-        p[3 * s] = v[3];
-    }
-}
-
 #define MG_DOT_RUN_TERM(k) (wr[(k) * sw] * xr[(k) * sx])
 
 static inline double mg_dot_run(const double *restrict wr, ptrdiff_t sw,
@@ -139,18 +110,25 @@ static inline double mg_dot_run(const double *restrict wr, ptrdiff_t sw,
  * add every term to the first sum: four of them at a time are the lanes of
  * one vector, each lane the additions MG_DOT_SUM makes, (s + 0) + (0 + 0)
  * at the end. */
+#ifdef MG_V4
+#define MG_DOT_ROWS_NARROW(SW, SX)                                                      \
+    if (n < 4)                                                                           \
+        for (; j + 4 <= m; j += 4) {                                                     \
+            const double *w = val + w0 + (ptrdiff_t)j * row_step;                        \
+            mg_v4 s = {MG_DOT_BIAS(j), MG_DOT_BIAS(j + 1), MG_DOT_BIAS(j + 2),           \
+                       MG_DOT_BIAS(j + 3)};                                              \
+            for (ptrdiff_t k = 0; k < n; k++)                                            \
+                s += mg_v4_load(w + k * (SW), row_step) * val[x0 + k * (SX)];            \
+            mg_v4_store(val + out + j, 1, (s + 0.0) + (0.0 + 0.0));                      \
+        }
+#else
+#define MG_DOT_ROWS_NARROW(SW, SX)
+#endif
+
 #define MG_DOT_ROWS(SW, SX)                                                             \
     do {                                                                                 \
         int j = 0;                                                                       \
-        if (n < 4)                                                                       \
-            for (; j + 4 <= m; j += 4) {                                                 \
-                const double *w = val + w0 + (ptrdiff_t)j * row_step;                    \
-                mg_d4 s = {MG_DOT_BIAS(j), MG_DOT_BIAS(j + 1), MG_DOT_BIAS(j + 2),       \
-                           MG_DOT_BIAS(j + 3)};                                          \
-                for (ptrdiff_t k = 0; k < n; k++)                                        \
-                    s += mg_d4_load(w + k * (SW), row_step) * val[x0 + k * (SX)];        \
-                mg_d4_store(val + out + j, 1, (s + 0.0) + (0.0 + 0.0));                  \
-            }                                                                            \
+        MG_DOT_ROWS_NARROW(SW, SX)                                                       \
         for (; j < m; j++)                                                               \
             val[out + j] = mg_dot_run(val + w0 + (ptrdiff_t)j * row_step, SW, val + x0, SX, \
                                       n, MG_DOT_BIAS(j));                                \
@@ -207,25 +185,29 @@ static inline void mg_dot_rows_pass_x(double *restrict gx, ptrdiff_t sx,
  * inputs' values and their gradients' sums stay in registers (NV vectors of
  * four, whose additions do not wait on each other) while the dots, the
  * last first, hand each sum its share and each weight its own. */
+#ifdef MG_V4
 #define MG_DOT_ROWS_BACK_BLOCK(NV, SX)                                                  \
     for (; k + 4 * (NV) <= n; k += 4 * (NV)) {                                           \
-        mg_d4 x_[NV], gx_[NV];                                                           \
+        mg_v4 x_[NV], gx_[NV];                                                           \
         for (int v = 0; v < (NV); v++) {                                                 \
-            x_[v] = mg_d4_load(val + x0 + (k + 4 * v) * (SX), (SX));                     \
-            gx_[v] = mg_d4_load(grad + x0 + (k + 4 * v) * (SX), (SX));                   \
+            x_[v] = mg_v4_load(val + x0 + (k + 4 * v) * (SX), (SX));                     \
+            gx_[v] = mg_v4_load(grad + x0 + (k + 4 * v) * (SX), (SX));                   \
         }                                                                                \
         for (int j = m - 1; j >= 0; j--) {                                               \
             const double g = grad[out + j];                                              \
             const ptrdiff_t w = w0 + (ptrdiff_t)j * row_step + k;                        \
             for (int v = 0; v < (NV); v++) {                                             \
-                mg_d4_store(grad + w + 4 * v, 1,                                         \
-                            mg_d4_load(grad + w + 4 * v, 1) + g * x_[v]);                \
-                gx_[v] += g * mg_d4_load(val + w + 4 * v, 1);                            \
+                mg_v4_store(grad + w + 4 * v, 1,                                         \
+                            mg_v4_load(grad + w + 4 * v, 1) + g * x_[v]);                \
+                gx_[v] += g * mg_v4_load(val + w + 4 * v, 1);                            \
             }                                                                            \
         }                                                                                \
         for (int v = 0; v < (NV); v++)                                                   \
-            mg_d4_store(grad + x0 + (k + 4 * v) * (SX), (SX), gx_[v]);                   \
+            mg_v4_store(grad + x0 + (k + 4 * v) * (SX), (SX), gx_[v]);                   \
     }
+#else
+#define MG_DOT_ROWS_BACK_BLOCK(NV, SX)
+#endif
 
 /* Every position takes its additions in the order the sweep would make
  * them one dot at a time, the last dot first: a weight or a bias one per

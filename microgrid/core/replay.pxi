@@ -8,6 +8,7 @@
 # back into the nodes as they are computed.  The arithmetic is the nodes'
 # own (mg_forward/mg_local_grads, the same summation order), so a replay equals a
 # fresh build bit for bit.
+
 # A row (mg_tape.h): m nodes at positions first .. first + m - 1 that one
 # call evaluates, or passes the gradients of.  Dots: node j's weights at
 # a0 + j * a_step + k * w_step and its inputs at x0 + k * x_step, k < n_pairs.
@@ -203,9 +204,7 @@ cdef Py_ssize_t _tape_find_row(Tape* t, Py_ssize_t first,
     cdef const int* w = t.args + t.args_start[first]
     cdef Py_ssize_t k, j
     cdef int sw, sx
-    r.first = first
-    r.m = 1
-    r.a_step = 0
+    r.first, r.m, r.a0, r.a_step, r.w_step, r.x0, r.x_step, r.n_pairs = first, 1, 0, 0, 0, 0, 0, 0
     if _dot_runs(t, first, &sw, &sx):
         r.n_pairs = (t.args_start[first + 1] - t.args_start[first]) // 2
         r.a0, r.w_step, r.x0, r.x_step = w[0], sw, w[r.n_pairs], sx
