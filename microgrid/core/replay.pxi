@@ -204,7 +204,8 @@ cdef Py_ssize_t _tape_find_row(Tape* t, Py_ssize_t first,
     cdef const int* w = t.args + t.args_start[first]
     cdef Py_ssize_t k, j
     cdef int sw, sx
-    r.first, r.m, r.a0, r.a_step, r.w_step, r.x0, r.x_step, r.n_pairs = first, 1, 0, 0, 0, 0, 0, 0
+    memset(r, 0, sizeof(TapeRow))
+    r.first, r.m = first, 1
     if _dot_runs(t, first, &sw, &sx):
         r.n_pairs = (t.args_start[first + 1] - t.args_start[first]) // 2
         r.a0, r.w_step, r.x0, r.x_step = w[0], sw, w[r.n_pairs], sx
